@@ -1,0 +1,14 @@
+//! Configuration: the file format, layered loading and validation.
+//!
+//! Layers, later wins: the embedded default (the sandbox estate, the runbook
+//! planner, no LLM) → the user's `config.toml` → `--config PATH`. Each layer is
+//! checked on its own so an error points at the file and line that caused it.
+
+mod load;
+mod types;
+
+pub use load::{ConfigError, ConfigSource, LoadedConfig, load, load_layers};
+pub use types::*;
+
+/// The built-in defaults, compiled into the binary.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");

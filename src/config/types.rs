@@ -1,0 +1,120 @@
+//! The configuration's shape. Every table denies unknown keys so a typo is an
+//! error with a suggestion rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The services and environments requests may name.
+    pub estate: Estate,
+    /// MCP servers, addressed as `NAME.tool` everywhere.
+    pub servers: BTreeMap<String, ServerConfig>,
+    pub planner: PlannerConfig,
+    /// Known-good plan templates, matched by phrase.
+    pub runbooks: BTreeMap<String, Runbook>,
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Estate {
+    pub services: Vec<String>,
+    pub envs: Vec<String>,
+    /// Other words for a service or environment (`prod = "production"`).
+    pub aliases: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Program to start for a stdio server. `{exe}` is opsbot's own binary.
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    /// The only environment the server gets besides PATH, HOME, LANG and TMPDIR.
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    /// Streamable HTTP endpoint, instead of `command`.
+    pub url: Option<String>,
+    pub enabled: bool,
+    /// Per-call timeout.
+    pub timeout_ms: u64,
+    /// How long the server may take to start and answer `initialize`.
+    pub startup_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            url: None,
+            enabled: true,
+            timeout_ms: 30_000,
+            startup_timeout_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlannerKind {
+    /// The LLM when one is configured and reachable, else the runbooks.
+    #[default]
+    Auto,
+    Runbook,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerConfig {
+    pub kind: PlannerKind,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runbook {
+    pub description: String,
+    /// Phrase templates with `{service}` / `{env}` slots.
+    pub phrases: Vec<String>,
+    pub steps: Vec<RunbookStep>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunbookStep {
+    pub id: String,
+    /// `server.tool`
+    pub tool: String,
+    /// Arguments; `{slot}` is filled from the request, `${step.field}` from an
+    /// earlier step's output when the step runs.
+    pub args: serde_json::Map<String, serde_json::Value>,
+    pub depends_on: Vec<String>,
+    pub description: String,
+    /// Always require a deliberate confirmation for this step.
+    pub gate: bool,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Steps whose `env` argument names one of these need a typed confirmation.
+    pub gated_envs: Vec<String>,
+    /// Tools the server marks destructive need a typed confirmation.
+    pub gate_destructive: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            gated_envs: vec!["production".into()],
+            gate_destructive: true,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! opsbot: a terminal ChatOps assistant that plans MCP tool calls, governs them
+//! with policy and approvals, runs them, and records everything in a
+//! hash-chained audit log.
+//!
+//! The crate is the core; the binary (`src/main.rs`) is a thin edge over it.
+//! Nothing outside `tui` knows about the terminal.
+
+pub mod config;
+//pub mod engine;
+pub mod mcp;
+pub mod paths;
+pub mod plan;
+//pub mod planner;
+//pub mod policy;
+pub mod sandbox;
+//pub mod session;
+pub mod text;

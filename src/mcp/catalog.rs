@@ -1,0 +1,107 @@
+//! The tool catalog: what each server offers, addressed as `server.tool`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::text::closest;
+
+/// What a server says about a tool's behaviour. Hints, not guarantees: the
+/// policy layer decides how far to trust them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotations {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
+}
+
+impl Annotations {
+    /// Apply the MCP defaults for absent hints: not read-only, destructive,
+    /// not idempotent, open world.
+    pub fn from_mcp(a: Option<&rmcp::model::ToolAnnotations>) -> Self {
+        let read_only = a.and_then(|a| a.read_only_hint).unwrap_or(false);
+        Self {
+            read_only,
+            destructive: !read_only && a.and_then(|a| a.destructive_hint).unwrap_or(true),
+            idempotent: read_only || a.and_then(|a| a.idempotent_hint).unwrap_or(false),
+            open_world: a.and_then(|a| a.open_world_hint).unwrap_or(true),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolInfo {
+    pub server: String,
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+    pub annotations: Annotations,
+    /// Hash of the definition as the server sent it: a change of
+    /// description or schema changes it.
+    pub def_hash: String,
+}
+
+impl ToolInfo {
+    pub fn from_mcp(server: &str, tool: &rmcp::model::Tool) -> Self {
+        let input_schema = Value::Object((*tool.input_schema).clone());
+        Self {
+            server: server.to_string(),
+            name: tool.name.to_string(),
+            description: tool.description.as_deref().unwrap_or_default().to_string(),
+            annotations: Annotations::from_mcp(tool.annotations.as_ref()),
+            def_hash: definition_hash(tool),
+            input_schema,
+        }
+    }
+
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.server, self.name)
+    }
+}
+
+/// SHA-256 over the tool's canonical JSON (serde_json sorts object keys).
+pub fn definition_hash(tool: &rmcp::model::Tool) -> String {
+    let canonical = serde_json::to_value(tool)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A snapshot of every ready server's tools.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    tools: BTreeMap<String, ToolInfo>,
+}
+
+impl Catalog {
+    pub fn new(tools: impl IntoIterator<Item = ToolInfo>) -> Self {
+        Self {
+            tools: tools.into_iter().map(|t| (t.qualified(), t)).collect(),
+        }
+    }
+
+    pub fn get(&self, qualified: &str) -> Option<&ToolInfo> {
+        self.tools.get(qualified)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ToolInfo> {
+        self.tools.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// The closest known tool name, for "did you mean".
+    pub fn suggest(&self, qualified: &str) -> Option<&str> {
+        closest(qualified, self.tools.keys().map(String::as_str))
+    }
+}

@@ -1,0 +1,54 @@
+//! opsbot's side of each MCP connection: relays progress to the call that
+//! asked for it and notices when a server's tool list changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProgressToken,
+};
+use rmcp::service::NotificationContext;
+use rmcp::{ClientHandler, RoleClient};
+use tokio::sync::{Notify, mpsc};
+
+use super::conn::Progress;
+
+pub(crate) type ProgressRoutes = Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<Progress>>>>;
+
+#[derive(Clone, Default)]
+pub(crate) struct OpsbotClient {
+    pub progress: ProgressRoutes,
+    pub tools_changed: Arc<Notify>,
+}
+
+impl ClientHandler for OpsbotClient {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let route = self
+            .progress
+            .lock()
+            .ok()
+            .and_then(|routes| routes.get(&params.progress_token).cloned());
+        if let Some(tx) = route {
+            let _ = tx.send(Progress {
+                progress: params.progress,
+                total: params.total,
+                message: params.message,
+            });
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("opsbot", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}

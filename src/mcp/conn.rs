@@ -1,0 +1,187 @@
+//! One live MCP connection and the calls made over it.
+
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CancelledNotificationParam, ClientRequest, ContentBlock, Request,
+    ServerResult,
+};
+use rmcp::service::{PeerRequestOptions, ServiceError};
+use rmcp::{Peer, RoleClient};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::ProgressRoutes;
+
+/// A progress report relayed from the server to the call that asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub progress: f64,
+    pub total: Option<f64>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct CallOptions {
+    /// Overrides the server's `timeout_ms`.
+    pub timeout: Option<Duration>,
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// Cancelling sends MCP `notifications/cancelled` and stops waiting.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// What a tool answered. `is_error` results are failures reported by the
+/// tool itself, with its text: not crashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolOutput {
+    pub is_error: bool,
+    pub text: String,
+    pub structured: Option<Value>,
+}
+
+impl ToolOutput {
+    fn from_result(result: rmcp::model::CallToolResult) -> Self {
+        let text = result
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::Text(t) => Some(t.text.clone()),
+                other => serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| format!("[{t} content]"))),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Self {
+            is_error: result.is_error.unwrap_or(false),
+            text,
+            structured: result.structured_content,
+        }
+    }
+
+    /// The output as one JSON value for later steps to reference: the
+    /// structured content when present, else the text parsed as JSON, else
+    /// `{"text": ...}`.
+    pub fn value(&self) -> Value {
+        if let Some(v) = &self.structured {
+            return v.clone();
+        }
+        match serde_json::from_str::<Value>(&self.text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => serde_json::json!({ "text": self.text }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize, Deserialize)]
+pub enum CallError {
+    #[error("unknown server `{server}`{}", hint(.suggestion))]
+    UnknownServer { server: String, suggestion: Option<String> },
+    #[error("server `{server}` has no tool `{tool}`{}", hint(.suggestion))]
+    UnknownTool { server: String, tool: String, suggestion: Option<String> },
+    #[error("tool name `{0}` must be written `server.tool`")]
+    BadName(String),
+    #[error("server `{server}` is not available: {reason}")]
+    Unavailable { server: String, reason: String },
+    #[error("server `{server}` exited during the call{}", stderr_tail(.stderr))]
+    ServerExited { server: String, stderr: Vec<String> },
+    #[error("`{tool}` did not answer within {} ms; the call was cancelled", .after_ms)]
+    Timeout { tool: String, after_ms: u64 },
+    #[error("`{tool}` was cancelled")]
+    Cancelled { tool: String },
+    #[error("server `{server}` rejected the call: {message}")]
+    Protocol { server: String, message: String },
+}
+
+fn hint(s: &Option<String>) -> String {
+    s.as_ref()
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
+}
+
+fn stderr_tail(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last stderr lines:\n  {}", lines.join("\n  "))
+    }
+}
+
+/// A ready connection. Cheap to share: calls run concurrently over one peer.
+pub(crate) struct Connection {
+    pub peer: Peer<RoleClient>,
+    pub routes: ProgressRoutes,
+    pub timeout: Duration,
+}
+
+/// Why a call did not produce a result, before it is given a server context.
+pub(crate) enum RawCallError {
+    Closed,
+    Timeout(Duration),
+    Cancelled,
+    Other(String),
+}
+
+impl Connection {
+    pub async fn call(
+        &self,
+        tool: &str,
+        args: Map<String, Value>,
+        opts: CallOptions,
+    ) -> Result<ToolOutput, RawCallError> {
+        let timeout = opts.timeout.unwrap_or(self.timeout);
+        let request = ClientRequest::CallToolRequest(Request::new(
+            CallToolRequestParams::new(tool.to_string()).with_arguments(args),
+        ));
+        let handle = self
+            .peer
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await
+            .map_err(classify)?;
+        let token = handle.progress_token.clone();
+        let id = handle.id.clone();
+        if let Some(tx) = opts.progress
+            && let Ok(mut routes) = self.routes.lock()
+        {
+            routes.insert(token.clone(), tx);
+        }
+        let cancel = opts.cancel.unwrap_or_default();
+        let outcome = tokio::select! {
+            r = handle.await_response() => r.map_err(classify),
+            () = tokio::time::sleep(timeout) => Err(RawCallError::Timeout(timeout)),
+            () = cancel.cancelled() => Err(RawCallError::Cancelled),
+        };
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.remove(&token);
+        }
+        if let Err(RawCallError::Timeout(_) | RawCallError::Cancelled) = &outcome {
+            let reason = match outcome {
+                Err(RawCallError::Timeout(_)) => "timeout",
+                _ => "cancelled by the user",
+            };
+            let _ = self
+                .peer
+                .notify_cancelled(CancelledNotificationParam::new(Some(id), Some(reason.into())))
+                .await;
+        }
+        match outcome? {
+            ServerResult::CallToolResult(result) => Ok(ToolOutput::from_result(result)),
+            other => Err(RawCallError::Other(format!(
+                "unexpected answer to tools/call: {}",
+                crate::text::truncate(&format!("{other:?}"), 200)
+            ))),
+        }
+    }
+}
+
+fn classify(e: ServiceError) -> RawCallError {
+    match e {
+        ServiceError::TransportClosed | ServiceError::TransportSend(_) => RawCallError::Closed,
+        ServiceError::Timeout { timeout } => RawCallError::Timeout(timeout),
+        ServiceError::Cancelled { .. } => RawCallError::Cancelled,
+        ServiceError::McpError(e) => RawCallError::Other(e.message.to_string()),
+        other => RawCallError::Other(other.to_string()),
+    }
+}

@@ -1,0 +1,15 @@
+//! Connections to MCP servers: starting them, the tool catalog, and calls
+//! with timeouts, progress and cancellation.
+//!
+//! Every server is independent: one that fails to start, exits or writes
+//! garbage is reported with its name and last stderr lines while the others
+//! keep working.
+
+mod catalog;
+mod client;
+mod conn;
+mod servers;
+
+pub use catalog::{Annotations, Catalog, ToolInfo, definition_hash};
+pub use conn::{CallError, CallOptions, Progress, ToolOutput};
+pub use servers::{ServerStatus, Servers, SpawnContext};

@@ -1,0 +1,463 @@
+//! Every configured server: started concurrently, watched, called, stopped.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rmcp::service::RunningService;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{Notify, broadcast, watch};
+
+use super::catalog::{Catalog, ToolInfo};
+use super::client::OpsbotClient;
+use super::conn::{CallError, CallOptions, Connection, RawCallError, ToolOutput};
+use crate::config::{Config, ServerConfig};
+use crate::text::closest;
+
+const STDERR_LINES: usize = 20;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// What `{exe}`, `{data_dir}` and `{config_dir}` in a server's command,
+/// arguments, environment and working directory stand for.
+#[derive(Debug, Clone)]
+pub struct SpawnContext {
+    pub exe: PathBuf,
+    pub data_dir: PathBuf,
+    pub config_dir: PathBuf,
+}
+
+impl SpawnContext {
+    fn expand(&self, s: &str) -> String {
+        s.replace("{exe}", &self.exe.to_string_lossy())
+            .replace("{data_dir}", &self.data_dir.to_string_lossy())
+            .replace("{config_dir}", &self.config_dir.to_string_lossy())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ServerStatus {
+    Disabled,
+    Starting,
+    Ready {
+        tools: usize,
+        server_info: String,
+        protocol: String,
+    },
+    Failed {
+        error: String,
+        stderr: Vec<String>,
+    },
+    Exited {
+        stderr: Vec<String>,
+    },
+}
+
+impl ServerStatus {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, ServerStatus::Ready { .. })
+    }
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, ServerStatus::Starting)
+    }
+    /// One line for lists and status bars.
+    pub fn summary(&self) -> String {
+        match self {
+            ServerStatus::Disabled => "disabled".into(),
+            ServerStatus::Starting => "starting".into(),
+            ServerStatus::Ready { tools, .. } => format!("ready, {tools} tools"),
+            ServerStatus::Failed { error, .. } => format!("failed: {error}"),
+            ServerStatus::Exited { stderr } => match stderr.last() {
+                Some(line) => format!("exited: {line}"),
+                None => "exited".into(),
+            },
+        }
+    }
+}
+
+struct Entry {
+    name: String,
+    config: ServerConfig,
+    status: watch::Sender<ServerStatus>,
+    conn: RwLock<Option<Arc<Connection>>>,
+    service: tokio::sync::Mutex<Option<RunningService<RoleClient, OpsbotClient>>>,
+    tools: RwLock<Vec<ToolInfo>>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr_closed: Arc<Notify>,
+}
+
+impl Entry {
+    fn stderr_tail(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A status change, for views that follow servers live.
+#[derive(Debug, Clone)]
+pub struct ServerEvent {
+    pub server: String,
+    pub status: ServerStatus,
+}
+
+#[derive(Clone)]
+pub struct Servers {
+    entries: Arc<BTreeMap<String, Arc<Entry>>>,
+    events: broadcast::Sender<ServerEvent>,
+}
+
+impl Servers {
+    /// Start every enabled server in the background and return at once;
+    /// `wait_settled` waits for all of them to be ready or failed.
+    pub fn start(config: &Config, ctx: &SpawnContext) -> Self {
+        let (events, _) = broadcast::channel(256);
+        let entries: BTreeMap<String, Arc<Entry>> = config
+            .servers
+            .iter()
+            .map(|(name, cfg)| {
+                let status = if cfg.enabled {
+                    ServerStatus::Starting
+                } else {
+                    ServerStatus::Disabled
+                };
+                let entry = Entry {
+                    name: name.clone(),
+                    config: cfg.clone(),
+                    status: watch::Sender::new(status),
+                    conn: RwLock::new(None),
+                    service: tokio::sync::Mutex::new(None),
+                    tools: RwLock::new(Vec::new()),
+                    stderr: Arc::new(Mutex::new(VecDeque::new())),
+                    stderr_closed: Arc::new(Notify::new()),
+                };
+                (name.clone(), Arc::new(entry))
+            })
+            .collect();
+        let servers = Self {
+            entries: Arc::new(entries),
+            events,
+        };
+        for entry in servers.entries.values().filter(|e| e.config.enabled) {
+            let entry = Arc::clone(entry);
+            let events = servers.events.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let status = match connect(&entry, &ctx, &events).await {
+                    Ok(status) => status,
+                    Err(error) => {
+                        // Give the stderr reader a moment to catch the reason.
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(300),
+                            entry.stderr_closed.notified(),
+                        )
+                        .await;
+                        tracing::warn!(server = %entry.name, %error, "server failed to start");
+                        ServerStatus::Failed {
+                            error,
+                            stderr: entry.stderr_tail(),
+                        }
+                    }
+                };
+                set_status(&entry, &events, status);
+            });
+        }
+        servers
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Wait until every server is ready, failed or disabled.
+    pub async fn wait_settled(&self) {
+        for entry in self.entries.values() {
+            let mut rx = entry.status.subscribe();
+            let _ = rx.wait_for(ServerStatus::is_settled).await;
+        }
+    }
+
+    pub fn statuses(&self) -> Vec<(String, ServerStatus)> {
+        self.entries
+            .values()
+            .map(|e| (e.name.clone(), e.status.borrow().clone()))
+            .collect()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// The tools of every ready server.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(
+            self.entries
+                .values()
+                .filter(|e| e.status.borrow().is_ready())
+                .flat_map(|e| e.tools.read().map(|t| t.clone()).unwrap_or_default()),
+        )
+    }
+
+    pub fn tools_of(&self, server: &str) -> Vec<ToolInfo> {
+        self.entries
+            .get(server)
+            .and_then(|e| e.tools.read().ok().map(|t| t.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Call `server.tool`.
+    pub async fn call(
+        &self,
+        qualified: &str,
+        args: Map<String, Value>,
+        opts: CallOptions,
+    ) -> Result<ToolOutput, CallError> {
+        let (server, tool) = qualified
+            .split_once('.')
+            .ok_or_else(|| CallError::BadName(qualified.to_string()))?;
+        let entry = self.entries.get(server).ok_or_else(|| CallError::UnknownServer {
+            server: server.to_string(),
+            suggestion: closest(server, self.names()).map(str::to_string),
+        })?;
+        let conn = entry.conn.read().ok().and_then(|c| c.clone());
+        let Some(conn) = conn.filter(|_| entry.status.borrow().is_ready()) else {
+            return Err(CallError::Unavailable {
+                server: server.to_string(),
+                reason: entry.status.borrow().summary(),
+            });
+        };
+        let known = entry
+            .tools
+            .read()
+            .map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if !known.iter().any(|t| t == tool) {
+            return Err(CallError::UnknownTool {
+                server: server.to_string(),
+                tool: tool.to_string(),
+                suggestion: closest(tool, known.iter().map(String::as_str)).map(str::to_string),
+            });
+        }
+        match conn.call(tool, args, opts).await {
+            Ok(out) => Ok(out),
+            Err(RawCallError::Closed) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    entry.stderr_closed.notified(),
+                )
+                .await;
+                let stderr = entry.stderr_tail();
+                set_status(
+                    entry,
+                    &self.events,
+                    ServerStatus::Exited {
+                        stderr: stderr.clone(),
+                    },
+                );
+                Err(CallError::ServerExited {
+                    server: server.to_string(),
+                    stderr,
+                })
+            }
+            Err(RawCallError::Timeout(after)) => Err(CallError::Timeout {
+                tool: qualified.to_string(),
+                after_ms: after.as_millis() as u64,
+            }),
+            Err(RawCallError::Cancelled) => Err(CallError::Cancelled {
+                tool: qualified.to_string(),
+            }),
+            Err(RawCallError::Other(message)) => Err(CallError::Protocol {
+                server: server.to_string(),
+                message,
+            }),
+        }
+    }
+
+    /// Close every server's stdin, then kill what has not exited after a
+    /// grace period (some servers never exit on EOF).
+    pub async fn shutdown(&self) {
+        let mut closing = tokio::task::JoinSet::new();
+        for entry in self.entries.values() {
+            let entry = Arc::clone(entry);
+            closing.spawn(async move {
+                if let Ok(mut conn) = entry.conn.write() {
+                    conn.take();
+                }
+                if let Some(mut service) = entry.service.lock().await.take() {
+                    let _ = service.close_with_timeout(SHUTDOWN_GRACE).await;
+                }
+            });
+        }
+        while closing.join_next().await.is_some() {}
+    }
+}
+
+fn set_status(entry: &Entry, events: &broadcast::Sender<ServerEvent>, status: ServerStatus) {
+    entry.status.send_replace(status.clone());
+    let _ = events.send(ServerEvent {
+        server: entry.name.clone(),
+        status,
+    });
+}
+
+async fn connect(
+    entry: &Arc<Entry>,
+    ctx: &SpawnContext,
+    events: &broadcast::Sender<ServerEvent>,
+) -> Result<ServerStatus, String> {
+    let client = OpsbotClient::default();
+    let startup = Duration::from_millis(entry.config.startup_timeout_ms);
+    let serving = async {
+        if let Some(url) = &entry.config.url {
+            let transport = StreamableHttpClientTransport::from_uri(ctx.expand(url));
+            client.clone().serve(transport).await.map_err(|e| e.to_string())
+        } else {
+            let transport = spawn_child(entry, ctx)?;
+            client.clone().serve(transport).await.map_err(|e| e.to_string())
+        }
+    };
+    let service = tokio::time::timeout(startup, serving)
+        .await
+        .map_err(|_| format!("no answer to initialize within {} ms", startup.as_millis()))?
+        .map_err(|e| format!("initialize failed: {e}"))?;
+    let peer = service.peer().clone();
+    let (server_info, protocol) = peer
+        .peer_info()
+        .map(|i| {
+            (
+                i.server_info
+                    .as_ref()
+                    .map(|s| format!("{} {}", s.name, s.version))
+                    .unwrap_or_default(),
+                i.protocol_version.to_string(),
+            )
+        })
+        .unwrap_or_default();
+    let tools = tokio::time::timeout(startup, peer.list_all_tools())
+        .await
+        .map_err(|_| "no answer to tools/list".to_string())?
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    let infos: Vec<ToolInfo> = tools.iter().map(|t| ToolInfo::from_mcp(&entry.name, t)).collect();
+    let count = infos.len();
+    if let Ok(mut t) = entry.tools.write() {
+        *t = infos;
+    }
+    if let Ok(mut c) = entry.conn.write() {
+        *c = Some(Arc::new(Connection {
+            peer: peer.clone(),
+            routes: client.progress.clone(),
+            timeout: Duration::from_millis(entry.config.timeout_ms),
+        }));
+    }
+    *entry.service.lock().await = Some(service);
+    watch_tool_list(Arc::clone(entry), client, events.clone());
+    Ok(ServerStatus::Ready {
+        tools: count,
+        server_info,
+        protocol,
+    })
+}
+
+/// Re-list a server's tools whenever it announces `tools/list_changed`.
+fn watch_tool_list(entry: Arc<Entry>, client: OpsbotClient, events: broadcast::Sender<ServerEvent>) {
+    tokio::spawn(async move {
+        loop {
+            client.tools_changed.notified().await;
+            let conn = entry.conn.read().ok().and_then(|c| c.clone());
+            let Some(conn) = conn else { return };
+            match conn.peer.list_all_tools().await {
+                Ok(tools) => {
+                    let infos: Vec<ToolInfo> =
+                        tools.iter().map(|t| ToolInfo::from_mcp(&entry.name, t)).collect();
+                    let count = infos.len();
+                    if let Ok(mut t) = entry.tools.write() {
+                        *t = infos;
+                    }
+                    let status = match &*entry.status.borrow() {
+                        ServerStatus::Ready {
+                            server_info,
+                            protocol,
+                            ..
+                        } => ServerStatus::Ready {
+                            tools: count,
+                            server_info: server_info.clone(),
+                            protocol: protocol.clone(),
+                        },
+                        other => other.clone(),
+                    };
+                    tracing::info!(server = %entry.name, count, "tool list changed");
+                    set_status(&entry, &events, status);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %entry.name, "re-listing tools failed: {e}");
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Only these variables of opsbot's own environment reach a server, plus
+/// its configured `env`: servers never see opsbot's secrets.
+const INHERITED_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "TMPDIR", "USER"];
+
+fn spawn_child(entry: &Arc<Entry>, ctx: &SpawnContext) -> Result<TokioChildProcess, String> {
+    let cfg = &entry.config;
+    let program = ctx.expand(cfg.command.as_deref().unwrap_or_default());
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(cfg.args.iter().map(|a| ctx.expand(a)));
+    cmd.env_clear();
+    for key in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    // The built-in sandbox follows the demo's fault and speed settings.
+    if cfg.command.as_deref() == Some("{exe}") {
+        for (k, v) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OPSBOT_SANDBOX_") {
+                cmd.env(k, v);
+            }
+        }
+    }
+    for (k, v) in &cfg.env {
+        cmd.env(k, ctx.expand(v));
+    }
+    if let Some(cwd) = &cfg.cwd {
+        cmd.current_dir(ctx.expand(&cwd.to_string_lossy()));
+    }
+    let (child, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("cannot start `{program}`: not found (is it installed and on PATH?)")
+            }
+            _ => format!("cannot start `{program}`: {e}"),
+        })?;
+    if let Some(stderr) = stderr {
+        let entry = Arc::clone(entry);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(server = %entry.name, "stderr: {line}");
+                if let Ok(mut buf) = entry.stderr.lock() {
+                    if buf.len() == STDERR_LINES {
+                        buf.pop_front();
+                    }
+                    buf.push_back(crate::text::truncate(&line, 300));
+                }
+            }
+            entry.stderr_closed.notify_waiters();
+            entry.stderr_closed.notify_one();
+        });
+    }
+    Ok(child)
+}
