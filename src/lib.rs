@@ -6,12 +6,13 @@
 //! Nothing outside `tui` knows about the terminal.
 
 pub mod config;
-//pub mod engine;
+pub mod engine;
 pub mod mcp;
 pub mod paths;
 pub mod plan;
-//pub mod planner;
-//pub mod policy;
+pub mod planner;
+pub mod runtime;
+pub mod policy;
 pub mod sandbox;
-//pub mod session;
+pub mod session;
 pub mod text;

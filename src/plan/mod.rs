@@ -6,7 +6,7 @@
 //! it names.
 
 mod template;
-mod validate;
+pub mod validate;
 
 use std::fmt;
 
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use template::{Reference, TemplateError, references, resolve};
-pub use validate::{PlanError, validate};
+pub use validate::{PlanError, check_args, validate};
 
 /// A step's name inside its plan. Not a free-form string: it is checked to
 /// be a short identifier so references (`${id.field}`) stay unambiguous.

@@ -103,7 +103,8 @@ impl K8s {
     }
 
     /// Roll out an image to a service in an environment, creating a new revision.
-    #[tool(annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false))]
+    /// Additive: earlier revisions are kept and can be rolled back to.
+    #[tool(annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false))]
     async fn deploy(
         &self,
         Parameters(args): Parameters<DeployArgs>,

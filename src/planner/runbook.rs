@@ -1,0 +1,317 @@
+//! The offline planner: matches requests against runbook phrase templates.
+//!
+//! It never guesses. A request that matches no phrase, matches several
+//! runbooks differently, names an unknown service or environment, or leaves a
+//! slot unfilled gets a question back instead of a plan.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{Planner, PlannerError, Proposal};
+use crate::config::{Config, Runbook};
+use crate::plan::{Plan, Step, StepId};
+use crate::text::{closest, edit_distance};
+
+/// Words people add that change nothing.
+const FILLER: [&str; 12] = [
+    "please", "pls", "kindly", "now", "can", "could", "you", "would", "the", "service",
+    "environment", "env",
+];
+
+pub struct RunbookPlanner {
+    runbooks: BTreeMap<String, Runbook>,
+    services: Vec<String>,
+    envs: Vec<String>,
+    aliases: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Match {
+    runbook: String,
+    slots: BTreeMap<String, String>,
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_' || c == '#' || c == '{' || c == '}'))
+        .filter(|w| !w.is_empty() && !FILLER.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
+fn slot_name(word: &str) -> Option<&str> {
+    word.strip_prefix('{').and_then(|w| w.strip_suffix('}'))
+}
+
+impl RunbookPlanner {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            runbooks: config.runbooks.clone(),
+            services: config.estate.services.clone(),
+            envs: config.estate.envs.clone(),
+            aliases: config.estate.aliases.clone(),
+        }
+    }
+
+    fn known(&self, slot: &str) -> &[String] {
+        if slot == "env" { &self.envs } else { &self.services }
+    }
+
+    fn canonical(&self, word: &str) -> String {
+        self.aliases.get(word).cloned().unwrap_or_else(|| word.to_string())
+    }
+
+    /// Phrases whose literal words all match, with the words in slot places.
+    fn matches(&self, request: &[String]) -> Vec<Match> {
+        let mut out = Vec::new();
+        for (name, rb) in &self.runbooks {
+            for phrase in &rb.phrases {
+                let pattern = words(phrase);
+                if pattern.len() != request.len() {
+                    continue;
+                }
+                let mut slots = BTreeMap::new();
+                let fits = pattern.iter().zip(request).all(|(p, w)| match slot_name(p) {
+                    Some(slot) => {
+                        slots.insert(slot.to_string(), self.canonical(w));
+                        true
+                    }
+                    None => p == w,
+                });
+                let m = Match { runbook: name.clone(), slots };
+                if fits && !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// The first slot value that is not a known service or environment,
+    /// as a question.
+    fn unknown_slot(&self, m: &Match) -> Option<String> {
+        m.slots.iter().find_map(|(slot, value)| {
+            let known = self.known(slot);
+            if known.iter().any(|k| k == value) {
+                return None;
+            }
+            let what = if slot == "env" { "environment" } else { "service" };
+            let hint = closest(value, known.iter().map(String::as_str))
+                .map(|c| format!(" Did you mean `{c}`?"))
+                .unwrap_or_default();
+            Some(format!(
+                "I don't know a {what} called `{value}`.{hint} Known {what}s: {}.",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// A phrase the request starts like, with the slots it still needs.
+    fn partial(&self, request: &[String]) -> Option<String> {
+        for rb in self.runbooks.values() {
+            for phrase in &rb.phrases {
+                let pattern = words(phrase);
+                if request.is_empty() || request.len() >= pattern.len() {
+                    continue;
+                }
+                let fits = pattern.iter().zip(request).all(|(p, w)| slot_name(p).is_some() || p == w);
+                if !fits || slot_name(&pattern[0]).is_some() {
+                    continue;
+                }
+                let missing: Vec<&str> = pattern[request.len()..].iter().filter_map(|p| slot_name(p)).collect();
+                if let Some(slot) = missing.first() {
+                    let what = if *slot == "env" { "environment" } else { "service" };
+                    return Some(format!(
+                        "Which {what}? Try \"{}\" with one of: {}.",
+                        phrase,
+                        self.known(slot).join(", ")
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// The nearest phrase by words, for "did you mean".
+    fn nearest(&self, request: &[String]) -> Option<String> {
+        let req = request.join(" ");
+        self.runbooks
+            .values()
+            .flat_map(|rb| rb.phrases.iter())
+            .map(|p| {
+                let literal: Vec<String> = words(p).into_iter().filter(|w| slot_name(w).is_none()).collect();
+                let req_literal: Vec<&String> = request
+                    .iter()
+                    .filter(|w| !self.services.contains(w) && !self.envs.contains(&self.canonical(w)))
+                    .collect();
+                let d = edit_distance(
+                    &literal.join(" "),
+                    &req_literal.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                );
+                (d, p)
+            })
+            .filter(|(d, _)| *d <= 3 && !req.is_empty())
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn build(&self, m: &Match) -> Plan {
+        let rb = &self.runbooks[&m.runbook];
+        let fill = |s: &str| {
+            m.slots
+                .iter()
+                .fold(s.to_string(), |acc, (k, v)| acc.replace(&format!("{{{k}}}"), v))
+        };
+        let steps = rb
+            .steps
+            .iter()
+            .map(|s| Step {
+                id: StepId::new(&s.id),
+                tool: s.tool.clone(),
+                args: fill_map(&s.args, &fill),
+                depends_on: s.depends_on.iter().map(StepId::new).collect(),
+                description: fill(&s.description),
+                gate: s.gate,
+                timeout_ms: s.timeout_ms,
+            })
+            .collect();
+        let target = match (m.slots.get("service"), m.slots.get("env")) {
+            (Some(s), Some(e)) => format!("{s} → {e}"),
+            (Some(s), None) => s.clone(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => String::new(),
+        };
+        Plan {
+            title: format!("{} {target}", m.runbook).trim().to_string(),
+            steps,
+        }
+        .with_implied_dependencies()
+    }
+
+    /// Plan synchronously: the runbook planner needs no I/O.
+    pub fn propose(&self, request: &str) -> Proposal {
+        let request = words(request);
+        let found = self.matches(&request);
+        match found.as_slice() {
+            [] => {
+                if let Some(q) = self.partial(&request) {
+                    return Proposal::Clarify { question: q };
+                }
+                let hint = self
+                    .nearest(&request)
+                    .map(|p| format!(" Did you mean \"{p}\"?"))
+                    .unwrap_or_default();
+                Proposal::Clarify {
+                    question: format!(
+                        "I have no runbook for that.{hint} I can: {}.",
+                        self.runbooks
+                            .iter()
+                            .filter_map(|(name, rb)| rb.phrases.first().map(|p| format!("{name} (\"{p}\")")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            }
+            [m] => match self.unknown_slot(m) {
+                Some(question) => Proposal::Clarify { question },
+                None => Proposal::Plan(self.build(m)),
+            },
+            many => Proposal::Clarify {
+                question: format!(
+                    "That could mean several things: {}. Which one?",
+                    many.iter()
+                        .map(|m| format!(
+                            "{} ({})",
+                            m.runbook,
+                            m.slots.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            },
+        }
+    }
+}
+
+fn fill_map(map: &Map<String, Value>, fill: &impl Fn(&str) -> String) -> Map<String, Value> {
+    map.iter().map(|(k, v)| (k.clone(), fill_value(v, fill))).collect()
+}
+
+fn fill_value(v: &Value, fill: &impl Fn(&str) -> String) -> Value {
+    match v {
+        Value::String(s) => Value::String(fill(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|v| fill_value(v, fill)).collect()),
+        Value::Object(o) => Value::Object(fill_map(o, fill)),
+        other => other.clone(),
+    }
+}
+
+impl Planner for RunbookPlanner {
+    fn name(&self) -> &str {
+        "runbook"
+    }
+
+    fn plan(&self, request: &str) -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>> {
+        let proposal = self.propose(request);
+        Box::pin(async move { Ok(proposal) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigSource, DEFAULT_TOML, load_layers};
+
+    fn planner() -> RunbookPlanner {
+        let loaded = load_layers(vec![ConfigSource {
+            name: "default".into(),
+            text: DEFAULT_TOML.into(),
+        }])
+        .expect("default config");
+        RunbookPlanner::new(&loaded.config)
+    }
+
+    fn plan(req: &str) -> Plan {
+        match planner().propose(req) {
+            Proposal::Plan(p) => p,
+            other => panic!("expected a plan for {req:?}, got {other:?}"),
+        }
+    }
+
+    fn question(req: &str) -> String {
+        match planner().propose(req) {
+            Proposal::Clarify { question } => question,
+            other => panic!("expected a question for {req:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn deploy_phrases_fill_slots() {
+        let p = plan("Please deploy checkout to staging!");
+        assert_eq!(p.title, "deploy checkout → staging");
+        let deploy = p.step(&StepId::new("deploy")).expect("deploy step");
+        assert_eq!(deploy.args["env"], "staging");
+        assert_eq!(deploy.args["image"], "${build.image}");
+        assert_eq!(plan("ship payments to prod").step(&StepId::new("deploy")).map(|s| s.args["env"].clone()), Some("production".into()));
+        assert_eq!(plan("roll back search in staging").title, "rollback search → staging");
+    }
+
+    #[test]
+    fn unknown_values_get_a_question_with_a_suggestion() {
+        let q = question("deploy chekout to staging");
+        assert!(q.contains("I don't know a service called `chekout`. Did you mean `checkout`?"), "{q}");
+        let q = question("deploy checkout to qa");
+        assert!(q.contains("environment called `qa`"), "{q}");
+    }
+
+    #[test]
+    fn missing_slots_and_nonsense_are_questions_not_guesses() {
+        let q = question("deploy checkout");
+        assert!(q.starts_with("Which environment?"), "{q}");
+        let q = question("make me a sandwich");
+        assert!(q.starts_with("I have no runbook for that."), "{q}");
+        let q = question("deplyo checkout to staging");
+        assert!(q.contains("Did you mean \"deploy {service} to {env}\""), "{q}");
+    }
+}

@@ -1,0 +1,167 @@
+//! Wiring: config → servers → planner → policy → session. The headless CLI
+//! and the TUI both drive the core through this, so they cannot disagree
+//! about what a request means.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{self, ConfigError, LoadedConfig};
+use crate::engine::{Approvals, Engine};
+use crate::mcp::{Servers, SpawnContext};
+use crate::paths::Paths;
+use crate::plan::{Plan, StepId, validate};
+use crate::planner::runbook::RunbookPlanner;
+use crate::planner::{Planner, Proposal};
+use crate::policy::{Decision, Policy, args_hash};
+use crate::session::{Event, Outcome, Session, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot find opsbot's own executable to start the sandbox: {0}")]
+    Exe(std::io::Error),
+}
+
+pub struct Runtime {
+    pub paths: Paths,
+    pub config: LoadedConfig,
+    pub servers: Servers,
+    pub store: Arc<Store>,
+    pub planner: Box<dyn Planner>,
+    pub policy: Policy,
+}
+
+/// The planner's answer, validated and governed.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    Ready {
+        plan: Plan,
+        decisions: Vec<(StepId, Decision)>,
+    },
+    Clarify(String),
+    Invalid(Vec<String>),
+}
+
+impl Runtime {
+    /// Load config, open the store and start every server in the background.
+    pub fn start(paths: Paths, config_file: Option<&Path>) -> Result<Self, RuntimeError> {
+        let config = config::load(&paths, config_file)?;
+        Self::with_config(paths, config)
+    }
+
+    pub fn with_config(paths: Paths, config: LoadedConfig) -> Result<Self, RuntimeError> {
+        let store = Arc::new(Store::open(&paths.database())?);
+        let ctx = SpawnContext {
+            exe: std::env::current_exe().map_err(RuntimeError::Exe)?,
+            data_dir: paths.data_dir.clone(),
+            config_dir: paths.config_dir.clone(),
+        };
+        let _ = std::fs::create_dir_all(paths.sandbox_state());
+        let servers = Servers::start(&config.config, &ctx);
+        let planner: Box<dyn Planner> = Box::new(RunbookPlanner::new(&config.config));
+        let policy = Policy::new(config.config.policy.clone());
+        Ok(Self {
+            paths,
+            config,
+            servers,
+            store,
+            planner,
+            policy,
+        })
+    }
+
+    pub fn new_session(&self, actor: &str) -> Result<Arc<Session>, StoreError> {
+        Session::start(Arc::clone(&self.store), actor, self.planner.name())
+    }
+
+    pub fn engine(&self) -> Engine {
+        Engine::new(self.servers.clone(), 8)
+    }
+
+    /// Record the request, plan it, validate the plan against the live
+    /// catalog, and record policy's decision for every step.
+    pub async fn plan_request(&self, session: &Session, request: &str) -> Result<Planned, StoreError> {
+        session.record(Event::UserMessage { text: request.to_string() })?;
+        let proposal = match self.planner.plan(request).await {
+            Ok(p) => p,
+            Err(e) => {
+                let text = format!("{e}");
+                session.record(Event::AssistantMessage { text: text.clone() })?;
+                return Ok(Planned::Invalid(vec![text]));
+            }
+        };
+        let plan = match proposal {
+            Proposal::Clarify { question } => {
+                session.record(Event::ClarificationAsked { question: question.clone() })?;
+                session.record(Event::RunFinished {
+                    outcome: Outcome::NeedsClarification,
+                    summary: question.clone(),
+                })?;
+                return Ok(Planned::Clarify(question));
+            }
+            Proposal::Plan(plan) => plan,
+        };
+        let catalog = self.servers.catalog();
+        if let Err(errors) = validate(&plan, &catalog) {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            session.record(Event::PlanInvalid { errors: errors.clone() })?;
+            session.record(Event::AssistantMessage {
+                text: format!("The plan is not valid, so nothing will run:\n- {}", errors.join("\n- ")),
+            })?;
+            session.record(Event::RunFinished {
+                outcome: Outcome::InvalidPlan,
+                summary: errors.join("; "),
+            })?;
+            return Ok(Planned::Invalid(errors));
+        }
+        session.record(Event::PlanProposed { plan: plan.clone() })?;
+        let decisions = self.policy.decide_plan(&plan, &catalog);
+        for (step, decision) in &decisions {
+            session.record(Event::PolicyDecision {
+                step: step.clone(),
+                decision: decision.clone(),
+            })?;
+        }
+        let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
+        let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
+        let mut text = format!("Plan: {} with {} steps.", plan.title, plan.steps.len());
+        if gated > 0 {
+            text.push_str(&format!(" {gated} gated."));
+        }
+        if denied > 0 {
+            text.push_str(&format!(" {denied} denied."));
+        }
+        session.record(Event::AssistantMessage { text })?;
+        Ok(Planned::Ready { plan, decisions })
+    }
+
+    /// Record an approval, bound to the step's exact tool and arguments.
+    pub fn approve(&self, session: &Session, plan: &Plan, step: &StepId, gated: bool) -> Result<Option<String>, StoreError> {
+        let Some(s) = plan.step(step) else { return Ok(None) };
+        let hash = args_hash(&s.tool, &s.args);
+        session.record(Event::Approved {
+            step: step.clone(),
+            by: session.actor.clone(),
+            args_hash: hash.clone(),
+            gated,
+        })?;
+        Ok(Some(hash))
+    }
+
+    /// Run an approved plan.
+    pub async fn run(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &[(StepId, Decision)],
+        approvals: &Approvals,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Outcome, StoreError> {
+        let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
+        self.engine().run(session, plan, &decisions, approvals, cancel).await
+    }
+}

@@ -1,0 +1,130 @@
+//! What can happen in a session.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::mcp::{Progress, ToolOutput};
+use crate::plan::{Plan, StepId};
+use crate::policy::Decision;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Denied,
+    AwaitingApproval,
+    NeedsClarification,
+    InvalidPlan,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Denied => "denied",
+            Outcome::AwaitingApproval => "awaiting approval",
+            Outcome::NeedsClarification => "needs clarification",
+            Outcome::InvalidPlan => "invalid plan",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    SessionStarted {
+        actor: String,
+        planner: String,
+        version: String,
+    },
+    UserMessage {
+        text: String,
+    },
+    AssistantMessage {
+        text: String,
+    },
+    ClarificationAsked {
+        question: String,
+    },
+    PlanProposed {
+        plan: Plan,
+    },
+    PlanInvalid {
+        errors: Vec<String>,
+    },
+    PolicyDecision {
+        step: StepId,
+        decision: Decision,
+    },
+    /// Bound to the exact arguments approved: a different hash at run time
+    /// means the approval does not cover what would run.
+    Approved {
+        step: StepId,
+        by: String,
+        args_hash: String,
+        gated: bool,
+    },
+    StepStarted {
+        step: StepId,
+        tool: String,
+        args: Map<String, Value>,
+    },
+    StepProgress {
+        step: StepId,
+        progress: Progress,
+    },
+    StepSucceeded {
+        step: StepId,
+        output: ToolOutput,
+        duration_ms: u64,
+    },
+    StepFailed {
+        step: StepId,
+        error: String,
+        output: Option<ToolOutput>,
+        duration_ms: u64,
+    },
+    StepSkipped {
+        step: StepId,
+        reason: String,
+    },
+    ServerProblem {
+        server: String,
+        message: String,
+    },
+    RunFinished {
+        outcome: Outcome,
+        summary: String,
+    },
+    Note {
+        text: String,
+    },
+}
+
+impl Event {
+    /// The tag stored beside the event, for filtering without parsing.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::SessionStarted { .. } => "session_started",
+            Event::UserMessage { .. } => "user_message",
+            Event::AssistantMessage { .. } => "assistant_message",
+            Event::ClarificationAsked { .. } => "clarification_asked",
+            Event::PlanProposed { .. } => "plan_proposed",
+            Event::PlanInvalid { .. } => "plan_invalid",
+            Event::PolicyDecision { .. } => "policy_decision",
+            Event::Approved { .. } => "approved",
+            Event::StepStarted { .. } => "step_started",
+            Event::StepProgress { .. } => "step_progress",
+            Event::StepSucceeded { .. } => "step_succeeded",
+            Event::StepFailed { .. } => "step_failed",
+            Event::StepSkipped { .. } => "step_skipped",
+            Event::ServerProblem { .. } => "server_problem",
+            Event::RunFinished { .. } => "run_finished",
+            Event::Note { .. } => "note",
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The session: one source of truth for everything that happens.
+//!
+//! Every fact is an [`Event`] appended to the store *before* it is acted on;
+//! state is a fold over events; views subscribe to the records as they land.
+
+mod event;
+mod state;
+mod store;
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+pub use event::{Event, Outcome};
+pub use state::{Message, Role, SessionState, StepState, StepStatus};
+pub use store::{Record, SessionId, SessionSummary, Store, StoreError};
+
+/// A live session: appends events durably, folds them, and tells listeners.
+pub struct Session {
+    pub id: SessionId,
+    pub actor: String,
+    store: Arc<Store>,
+    state: Mutex<SessionState>,
+    records: broadcast::Sender<Record>,
+}
+
+impl Session {
+    pub fn start(store: Arc<Store>, actor: &str, planner: &str) -> Result<Arc<Self>, StoreError> {
+        let id = SessionId::generate();
+        store.create_session(&id, actor)?;
+        let (records, _) = broadcast::channel(1024);
+        let session = Arc::new(Self {
+            id,
+            actor: actor.to_string(),
+            store,
+            state: Mutex::new(SessionState::default()),
+            records,
+        });
+        session.record(Event::SessionStarted {
+            actor: actor.to_string(),
+            planner: planner.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })?;
+        Ok(session)
+    }
+
+    /// Store the event, then fold it, then tell listeners. If storing fails
+    /// the event did not happen: the caller must not act on it.
+    pub fn record(&self, event: Event) -> Result<Record, StoreError> {
+        let record = self.store.append(&self.id, &self.actor, &event)?;
+        if let Ok(mut state) = self.state.lock() {
+            state.apply(&record);
+        }
+        let _ = self.records.send(record.clone());
+        Ok(record)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Record> {
+        self.records.subscribe()
+    }
+
+    /// A copy of the current state.
+    pub fn state(&self) -> SessionState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+/// The OS user, the default actor.
+pub fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}

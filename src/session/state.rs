@@ -1,0 +1,156 @@
+//! Session state as a fold over its events. Live views and history replay
+//! both use this, so what is shown is exactly what was recorded.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::event::{Event, Outcome};
+use super::store::Record;
+use crate::mcp::{Progress, ToolOutput};
+use crate::plan::{Plan, StepId};
+use crate::policy::Decision;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub role: Role,
+    pub text: String,
+    pub ts: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Approved,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct StepState {
+    pub status: Option<StepStatus>,
+    pub decision: Option<Decision>,
+    pub approved_by: Option<String>,
+    pub progress: Option<Progress>,
+    pub output: Option<ToolOutput>,
+    pub error: Option<String>,
+    pub skipped_reason: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+impl StepState {
+    pub fn status(&self) -> StepStatus {
+        self.status.unwrap_or(StepStatus::Pending)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SessionState {
+    pub actor: String,
+    pub planner: String,
+    pub messages: Vec<Message>,
+    pub plan: Option<Plan>,
+    pub steps: BTreeMap<StepId, StepState>,
+    pub plan_errors: Vec<String>,
+    pub outcome: Option<Outcome>,
+    pub events: usize,
+}
+
+impl SessionState {
+    pub fn replay<'a>(records: impl IntoIterator<Item = &'a Record>) -> Self {
+        let mut state = Self::default();
+        for r in records {
+            state.apply(r);
+        }
+        state
+    }
+
+    pub fn apply(&mut self, record: &Record) {
+        self.events += 1;
+        let ts = record.ts.clone();
+        match &record.event {
+            Event::SessionStarted { actor, planner, .. } => {
+                self.actor = actor.clone();
+                self.planner = planner.clone();
+            }
+            Event::UserMessage { text } => self.messages.push(Message {
+                role: Role::User,
+                text: text.clone(),
+                ts,
+            }),
+            Event::AssistantMessage { text } | Event::ClarificationAsked { question: text } => {
+                self.messages.push(Message {
+                    role: Role::Assistant,
+                    text: text.clone(),
+                    ts,
+                })
+            }
+            Event::PlanProposed { plan } => {
+                self.steps = plan
+                    .steps
+                    .iter()
+                    .map(|s| (s.id.clone(), StepState::default()))
+                    .collect();
+                self.plan = Some(plan.clone());
+                self.plan_errors.clear();
+                self.outcome = None;
+            }
+            Event::PlanInvalid { errors } => self.plan_errors = errors.clone(),
+            Event::PolicyDecision { step, decision } => {
+                self.step_mut(step).decision = Some(decision.clone());
+            }
+            Event::Approved { step, by, .. } => {
+                let s = self.step_mut(step);
+                s.approved_by = Some(by.clone());
+                s.status = Some(StepStatus::Approved);
+            }
+            Event::StepStarted { step, .. } => self.step_mut(step).status = Some(StepStatus::Running),
+            Event::StepProgress { step, progress } => {
+                self.step_mut(step).progress = Some(progress.clone());
+            }
+            Event::StepSucceeded {
+                step,
+                output,
+                duration_ms,
+            } => {
+                let s = self.step_mut(step);
+                s.status = Some(StepStatus::Succeeded);
+                s.output = Some(output.clone());
+                s.duration_ms = Some(*duration_ms);
+            }
+            Event::StepFailed {
+                step,
+                error,
+                output,
+                duration_ms,
+            } => {
+                let s = self.step_mut(step);
+                s.status = Some(StepStatus::Failed);
+                s.error = Some(error.clone());
+                s.output = output.clone();
+                s.duration_ms = Some(*duration_ms);
+            }
+            Event::StepSkipped { step, reason } => {
+                let s = self.step_mut(step);
+                s.status = Some(StepStatus::Skipped);
+                s.skipped_reason = Some(reason.clone());
+            }
+            Event::RunFinished { outcome, .. } => self.outcome = Some(*outcome),
+            Event::ServerProblem { .. } | Event::Note { .. } => {}
+        }
+    }
+
+    fn step_mut(&mut self, id: &StepId) -> &mut StepState {
+        self.steps.entry(id.clone()).or_default()
+    }
+}

@@ -1,0 +1,364 @@
+//! The event store: one SQLite file (WAL) holding every session's events in
+//! one hash chain.
+//!
+//! Each record's hash covers the previous record's hash and the record's
+//! own stored bytes, so any later edit, deletion or reordering shows.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::event::{Event, Outcome};
+
+const SCHEMA_VERSION: i64 = 1;
+/// The hash the first record chains from.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// Sortable by time and readable: `20261121-193012-4f2a`.
+    pub fn generate() -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let nanos = now.unix_timestamp_nanos();
+        let salt = std::process::id() as i128 ^ (nanos >> 7);
+        let tag = (crate::sandbox::support::fnv(&format!("{nanos}{salt}")) & 0xffff) as u16;
+        Self(format!(
+            "{:04}{:02}{:02}-{:02}{:02}{:02}-{tag:04x}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        ))
+    }
+
+    pub fn from_stored(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the event store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the event store at {path} was written by a newer opsbot (schema {found}, this build knows {SCHEMA_VERSION}); upgrade opsbot"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("event store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("event store: cannot encode event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("no session matches `{0}`; `opsbot history list` shows them")]
+    NoSuchSession(String),
+    #[error("`{prefix}` matches {count} sessions; give more of the id")]
+    Ambiguous { prefix: String, count: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub seq: i64,
+    pub session: SessionId,
+    pub ts: String,
+    pub actor: String,
+    pub event: Event,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub started_at: String,
+    pub actor: String,
+    pub title: Option<String>,
+    pub outcome: Option<String>,
+    pub events: i64,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&fmt).unwrap_or_default()
+}
+
+/// The chain link: SHA-256 over the previous hash and the record's fields
+/// exactly as stored.
+pub fn link_hash(prev: &str, seq: i64, session: &str, ts: &str, actor: &str, kind: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [prev, &seq.to_string(), session, ts, actor, kind, body] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        // WAL with synchronous=NORMAL: a committed event survives a killed
+        // process; only an OS crash or power loss can drop the newest ones.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(open_err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sessions (
+                id TEXT PRIMARY KEY,
+                started_at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                title TEXT,
+                outcome TEXT
+            );
+            CREATE TABLE IF NOT EXISTS events (
+                seq INTEGER PRIMARY KEY,
+                session_id TEXT NOT NULL REFERENCES sessions(id),
+                ts TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                body TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, seq);
+            PRAGMA user_version = 1;",
+        )
+        .map_err(open_err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent:
+        // every write is one transaction. Carry on with the connection.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn create_session(&self, id: &SessionId, actor: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO sessions (id, started_at, actor) VALUES (?1, ?2, ?3)",
+            params![id.as_str(), now_rfc3339(), actor],
+        )?;
+        Ok(())
+    }
+
+    /// Append one event to the chain, durably, and return its record.
+    pub fn append(&self, session: &SessionId, actor: &str, event: &Event) -> Result<Record, StoreError> {
+        let body = serde_json::to_string(event)?;
+        let kind = event.kind();
+        let ts = now_rfc3339();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (last_seq, prev): (i64, String) = tx
+            .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .unwrap_or((0, GENESIS.to_string()));
+        let seq = last_seq + 1;
+        let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, &body);
+        tx.execute(
+            "INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![seq, session.as_str(), ts, actor, kind, body, prev, hash],
+        )?;
+        match event {
+            Event::PlanProposed { plan } => {
+                tx.execute(
+                    "UPDATE sessions SET title = ?2 WHERE id = ?1",
+                    params![session.as_str(), plan.title],
+                )?;
+            }
+            Event::UserMessage { text } => {
+                tx.execute(
+                    "UPDATE sessions SET title = COALESCE(title, ?2) WHERE id = ?1",
+                    params![session.as_str(), text],
+                )?;
+            }
+            Event::RunFinished { outcome, .. } => {
+                tx.execute(
+                    "UPDATE sessions SET outcome = ?2 WHERE id = ?1",
+                    params![session.as_str(), outcome_key(*outcome)],
+                )?;
+            }
+            _ => {}
+        }
+        tx.commit()?;
+        Ok(Record {
+            seq,
+            session: session.clone(),
+            ts,
+            actor: actor.to_string(),
+            event: event.clone(),
+            prev_hash: prev,
+            hash,
+        })
+    }
+
+    pub fn list_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT s.id, s.started_at, s.actor, s.title, s.outcome,
+                    (SELECT COUNT(*) FROM events e WHERE e.session_id = s.id)
+             FROM sessions s ORDER BY s.started_at DESC, s.id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok(SessionSummary {
+                id: SessionId::from_stored(r.get::<_, String>(0)?),
+                started_at: r.get(1)?,
+                actor: r.get(2)?,
+                title: r.get(3)?,
+                outcome: r.get(4)?,
+                events: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A session by its id or a unique prefix of it.
+    pub fn find_session(&self, prefix: &str) -> Result<SessionId, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM sessions WHERE id LIKE ?1 || '%' ESCAPE '\\' LIMIT 2")?;
+        let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let ids: Vec<String> = stmt
+            .query_map(params![escaped], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        match ids.as_slice() {
+            [] => Err(StoreError::NoSuchSession(prefix.to_string())),
+            [one] => Ok(SessionId::from_stored(one.clone())),
+            _ => Err(StoreError::Ambiguous {
+                prefix: prefix.to_string(),
+                count: ids.len(),
+            }),
+        }
+    }
+
+    /// Every event of one session, in order.
+    pub fn events(&self, session: &SessionId) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, session_id, ts, actor, body, prev_hash, hash
+             FROM events WHERE session_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![session.as_str()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, sid, ts, actor, body, prev_hash, hash) = row?;
+            out.push(Record {
+                seq,
+                session: SessionId::from_stored(sid),
+                ts,
+                actor,
+                event: serde_json::from_str(&body)?,
+                prev_hash,
+                hash,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn outcome_key(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Denied => "denied",
+        Outcome::AwaitingApproval => "awaiting_approval",
+        Outcome::NeedsClarification => "needs_clarification",
+        Outcome::InvalidPlan => "invalid_plan",
+        Outcome::Cancelled => "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_chain_and_read_back_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        let id = SessionId::generate();
+        store.create_session(&id, "alice").expect("session");
+        let a = store
+            .append(&id, "alice", &Event::UserMessage { text: "deploy checkout to staging".into() })
+            .expect("append");
+        let b = store
+            .append(&id, "alice", &Event::Note { text: "n".into() })
+            .expect("append");
+        assert_eq!(a.prev_hash, GENESIS);
+        assert_eq!(b.prev_hash, a.hash);
+        assert_eq!(b.seq, a.seq + 1);
+        let back = store.events(&id).expect("events");
+        assert_eq!(back, vec![a, b]);
+        let list = store.list_sessions(10).expect("list");
+        assert_eq!(list[0].title.as_deref(), Some("deploy checkout to staging"));
+        assert_eq!(list[0].events, 2);
+        let prefix = &id.as_str()[..10];
+        assert_eq!(store.find_session(prefix).expect("find"), id);
+        assert!(matches!(store.find_session("nope"), Err(StoreError::NoSuchSession(_))));
+    }
+}
