@@ -1,1 +1,86 @@
-fn main() {}
+//! The opsbot binary: the command line over the core library.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "opsbot", version, about = "A terminal ChatOps assistant: plans MCP tool calls, governs them, runs them, and keeps an audit log.")]
+struct Cli {
+    /// Extra config file, layered over the built-in defaults and your config.toml.
+    #[arg(long, global = true, env = "OPSBOT_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Keep config, data and logs under this directory instead of the usual places.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plan a request, ask for approvals, run it, and print what happened.
+    Run(cli::run::RunArgs),
+    /// List every server's tools and health.
+    Tools {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read past sessions from the store (works offline).
+    History {
+        #[command(subcommand)]
+        command: cli::history::HistoryCommand,
+    },
+    /// Serve one of the built-in sandbox MCP servers on stdio.
+    #[command(hide = true)]
+    Sandbox { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Sandbox { name }) = &cli.command {
+        return cli::sandbox(name);
+    }
+    let paths = match cli::paths(cli.data_dir.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("opsbot: {e:#}");
+            return cli::exit_error();
+        }
+    };
+    let _log_guard = cli::init_logging(&paths);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("opsbot: cannot start the async runtime: {e}");
+            return cli::exit_error();
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Run(args)) => cli::run::run(paths, cli.config.as_deref(), args).await,
+            Some(Command::Tools { json }) => cli::tools::run(paths, cli.config.as_deref(), json).await,
+            Some(Command::History { command }) => cli::history::run(&paths, command),
+            Some(Command::Sandbox { .. }) => unreachable!("handled above"),
+            None => {
+                println!(
+                    "opsbot {}: the full-screen app is on its way; for now use `opsbot run \"deploy checkout to staging\"`, `opsbot tools` or `opsbot history list`.",
+                    env!("CARGO_PKG_VERSION")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    // Servers that ignore EOF are killed by shutdown; don't wait on stragglers.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("opsbot: {e:#}");
+            cli::exit_error()
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{self, ConfigError, LoadedConfig};
 use crate::engine::{Approvals, Engine};
-use crate::mcp::{Servers, SpawnContext};
+use crate::mcp::{ServerEvent, ServerStatus, Servers, SpawnContext};
 use crate::paths::Paths;
 use crate::plan::{Plan, StepId, validate};
 use crate::planner::runbook::RunbookPlanner;
@@ -76,6 +76,30 @@ impl Runtime {
 
     pub fn new_session(&self, actor: &str) -> Result<Arc<Session>, StoreError> {
         Session::start(Arc::clone(&self.store), actor, self.planner.name())
+    }
+
+    /// Record server trouble in the session as it happens: exits, failed
+    /// starts and garbage on stdout.
+    pub fn watch_servers(&self, session: &Arc<Session>) {
+        let mut events = self.servers.subscribe();
+        let session = Arc::clone(session);
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                let (server, message) = match event {
+                    ServerEvent::Garbage { server, line } => {
+                        (server, format!("wrote a line that is not JSON-RPC to stdout: {line}"))
+                    }
+                    ServerEvent::Status {
+                        server,
+                        status: status @ (ServerStatus::Exited { .. } | ServerStatus::Failed { .. }),
+                    } => (server, status.summary()),
+                    ServerEvent::Status { .. } => continue,
+                };
+                if let Err(e) = session.record(Event::ServerProblem { server, message }) {
+                    tracing::error!("cannot record a server problem: {e}");
+                }
+            }
+        });
     }
 
     pub fn engine(&self) -> Engine {

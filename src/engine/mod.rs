@@ -101,9 +101,6 @@ impl Engine {
                 }
                 Err(e) => {
                     state.insert(id.clone(), State::Failed);
-                    if let CallError::ServerExited { server, .. } | CallError::Unavailable { server, .. } = &e {
-                        session.record(Event::ServerProblem { server: server.clone(), message: e.to_string() })?;
-                    }
                     session.record(Event::StepFailed { step: id, error: e.to_string(), output: None, duration_ms })?;
                 }
             }
@@ -175,17 +172,16 @@ impl Engine {
                     changed = true;
                     continue;
                 }
-                if let Some(dep) = step.depends_on.iter().find(|d| {
-                    matches!(
-                        state.get(*d),
-                        Some(State::Failed | State::Skipped | State::Denied | State::AwaitingApproval)
-                    )
-                }) {
+                let blocker = step.depends_on.iter().find_map(|d| match state.get(d) {
+                    Some(State::Failed) => Some(format!("`{d}` failed")),
+                    Some(State::Skipped) => Some(format!("`{d}` was skipped")),
+                    Some(State::Denied) => Some(format!("`{d}` was denied")),
+                    Some(State::AwaitingApproval) => Some(format!("`{d}` is awaiting approval")),
+                    _ => None,
+                });
+                if let Some(reason) = blocker {
                     state.insert(step.id.clone(), State::Skipped);
-                    session.record(Event::StepSkipped {
-                        step: step.id.clone(),
-                        reason: format!("`{dep}` did not succeed"),
-                    })?;
+                    session.record(Event::StepSkipped { step: step.id.clone(), reason })?;
                     changed = true;
                     continue;
                 }

@@ -85,8 +85,8 @@ pub enum CallError {
     BadName(String),
     #[error("server `{server}` is not available: {reason}")]
     Unavailable { server: String, reason: String },
-    #[error("server `{server}` exited during the call{}", stderr_tail(.stderr))]
-    ServerExited { server: String, stderr: Vec<String> },
+    #[error("server `{server}` exited during the call ({how}){}", stderr_tail(.stderr))]
+    ServerExited { server: String, how: String, stderr: Vec<String> },
     #[error("`{tool}` did not answer within {} ms; the call was cancelled", .after_ms)]
     Timeout { tool: String, after_ms: u64 },
     #[error("`{tool}` was cancelled")]

@@ -12,4 +12,4 @@ mod servers;
 
 pub use catalog::{Annotations, Catalog, ToolInfo, definition_hash};
 pub use conn::{CallError, CallOptions, Progress, ToolOutput};
-pub use servers::{ServerStatus, Servers, SpawnContext};
+pub use servers::{ServerEvent, ServerStatus, Servers, SpawnContext};

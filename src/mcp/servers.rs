@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rmcp::service::RunningService;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::catalog::{Catalog, ToolInfo};
@@ -55,6 +56,7 @@ pub enum ServerStatus {
         stderr: Vec<String>,
     },
     Exited {
+        how: String,
         stderr: Vec<String>,
     },
 }
@@ -73,9 +75,9 @@ impl ServerStatus {
             ServerStatus::Starting => "starting".into(),
             ServerStatus::Ready { tools, .. } => format!("ready, {tools} tools"),
             ServerStatus::Failed { error, .. } => format!("failed: {error}"),
-            ServerStatus::Exited { stderr } => match stderr.last() {
-                Some(line) => format!("exited: {line}"),
-                None => "exited".into(),
+            ServerStatus::Exited { how, stderr } => match stderr.last() {
+                Some(line) => format!("exited ({how}): {line}"),
+                None => format!("exited ({how})"),
             },
         }
     }
@@ -89,7 +91,11 @@ struct Entry {
     service: tokio::sync::Mutex<Option<RunningService<RoleClient, OpsbotClient>>>,
     tools: RwLock<Vec<ToolInfo>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
-    stderr_closed: Arc<Notify>,
+    /// How the child exited, once it has.
+    exit: Mutex<Option<String>>,
+    exited: Notify,
+    stopping: CancellationToken,
+    events: broadcast::Sender<ServerEvent>,
 }
 
 impl Entry {
@@ -99,13 +105,28 @@ impl Entry {
             .map(|l| l.iter().cloned().collect())
             .unwrap_or_default()
     }
+
+    fn exit_status(&self) -> Option<String> {
+        self.exit.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Wait a little for the child to be reaped, so reports can say how it
+    /// ended and include its last words on stderr.
+    async fn settle_exit(&self) {
+        let waiting = self.exited.notified();
+        if self.exit_status().is_none() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), waiting).await;
+        }
+    }
 }
 
-/// A status change, for views that follow servers live.
+/// What views that follow servers live are told.
 #[derive(Debug, Clone)]
-pub struct ServerEvent {
-    pub server: String,
-    pub status: ServerStatus,
+pub enum ServerEvent {
+    Status { server: String, status: ServerStatus },
+    /// The server wrote a line that is not JSON-RPC to stdout. It keeps
+    /// working; the line is also kept with its stderr tail.
+    Garbage { server: String, line: String },
 }
 
 #[derive(Clone)]
@@ -118,7 +139,7 @@ impl Servers {
     /// Start every enabled server in the background and return at once;
     /// `wait_settled` waits for all of them to be ready or failed.
     pub fn start(config: &Config, ctx: &SpawnContext) -> Self {
-        let (events, _) = broadcast::channel(256);
+        let (events, _) = broadcast::channel::<ServerEvent>(256);
         let entries: BTreeMap<String, Arc<Entry>> = config
             .servers
             .iter()
@@ -136,7 +157,10 @@ impl Servers {
                     service: tokio::sync::Mutex::new(None),
                     tools: RwLock::new(Vec::new()),
                     stderr: Arc::new(Mutex::new(VecDeque::new())),
-                    stderr_closed: Arc::new(Notify::new()),
+                    exit: Mutex::new(None),
+                    exited: Notify::new(),
+                    stopping: CancellationToken::new(),
+                    events: events.clone(),
                 };
                 (name.clone(), Arc::new(entry))
             })
@@ -153,12 +177,11 @@ impl Servers {
                 let status = match connect(&entry, &ctx, &events).await {
                     Ok(status) => status,
                     Err(error) => {
-                        // Give the stderr reader a moment to catch the reason.
-                        let _ = tokio::time::timeout(
-                            Duration::from_millis(300),
-                            entry.stderr_closed.notified(),
-                        )
-                        .await;
+                        entry.settle_exit().await;
+                        let error = match entry.exit_status() {
+                            Some(how) => format!("{error} (the process exited: {how})"),
+                            None => error,
+                        };
                         tracing::warn!(server = %entry.name, %error, "server failed to start");
                         ServerStatus::Failed {
                             error,
@@ -248,21 +271,14 @@ impl Servers {
         match conn.call(tool, args, opts).await {
             Ok(out) => Ok(out),
             Err(RawCallError::Closed) => {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    entry.stderr_closed.notified(),
-                )
-                .await;
+                entry.settle_exit().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let stderr = entry.stderr_tail();
-                set_status(
-                    entry,
-                    &self.events,
-                    ServerStatus::Exited {
-                        stderr: stderr.clone(),
-                    },
-                );
+                let how = entry.exit_status().unwrap_or_else(|| "connection closed".into());
+                mark_exited(entry, how.clone());
                 Err(CallError::ServerExited {
                     server: server.to_string(),
+                    how,
                     stderr,
                 })
             }
@@ -293,6 +309,13 @@ impl Servers {
                 if let Some(mut service) = entry.service.lock().await.take() {
                     let _ = service.close_with_timeout(SHUTDOWN_GRACE).await;
                 }
+                // stdin is closed now; the watcher kills the child if it
+                // has not exited when the grace period ends.
+                let reaped = entry.exited.notified();
+                entry.stopping.cancel();
+                if entry.exit_status().is_none() && entry.config.command.is_some() {
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), reaped).await;
+                }
             });
         }
         while closing.join_next().await.is_some() {}
@@ -301,10 +324,33 @@ impl Servers {
 
 fn set_status(entry: &Entry, events: &broadcast::Sender<ServerEvent>, status: ServerStatus) {
     entry.status.send_replace(status.clone());
-    let _ = events.send(ServerEvent {
+    let _ = events.send(ServerEvent::Status {
         server: entry.name.clone(),
         status,
     });
+}
+
+/// Ready → exited, once: the call that saw the connection close and the
+/// watcher that saw the process end may both get here.
+fn mark_exited(entry: &Entry, how: String) {
+    let status = ServerStatus::Exited {
+        how,
+        stderr: entry.stderr_tail(),
+    };
+    let changed = entry.status.send_if_modified(|s| {
+        if s.is_ready() {
+            *s = status.clone();
+            true
+        } else {
+            false
+        }
+    });
+    if changed {
+        let _ = entry.events.send(ServerEvent::Status {
+            server: entry.name.clone(),
+            status,
+        });
+    }
 }
 
 async fn connect(
@@ -408,7 +454,22 @@ fn watch_tool_list(entry: Arc<Entry>, client: OpsbotClient, events: broadcast::S
 /// its configured `env`: servers never see opsbot's secrets.
 const INHERITED_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "TMPDIR", "USER"];
 
-fn spawn_child(entry: &Arc<Entry>, ctx: &SpawnContext) -> Result<TokioChildProcess, String> {
+fn remember(entry: &Entry, line: String) {
+    if let Ok(mut buf) = entry.stderr.lock() {
+        if buf.len() == STDERR_LINES {
+            buf.pop_front();
+        }
+        buf.push_back(crate::text::truncate(&line, 300));
+    }
+}
+
+/// Start a stdio server. opsbot owns the child: a pump passes protocol lines
+/// from its stdout to rmcp and reports anything else as garbage; a watcher
+/// records how it exited and, on shutdown, kills it after a grace period.
+fn spawn_child(
+    entry: &Arc<Entry>,
+    ctx: &SpawnContext,
+) -> Result<(tokio::io::DuplexStream, tokio::process::ChildStdin), String> {
     let cfg = &entry.config;
     let program = ctx.expand(cfg.command.as_deref().unwrap_or_default());
     let mut cmd = tokio::process::Command::new(&program);
@@ -433,31 +494,89 @@ fn spawn_child(entry: &Arc<Entry>, ctx: &SpawnContext) -> Result<TokioChildProce
     if let Some(cwd) = &cfg.cwd {
         cmd.current_dir(ctx.expand(&cwd.to_string_lossy()));
     }
-    let (child, stderr) = TokioChildProcess::builder(cmd)
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("cannot start `{program}`: not found (is it installed and on PATH?)")
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("cannot start `{program}`: not found (is it installed and on PATH?)")
+        }
+        _ => format!("cannot start `{program}`: {e}"),
+    })?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(format!("cannot start `{program}`: its stdio was not captured"));
+    };
+
+    let e = Arc::clone(entry);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(server = %e.name, "stderr: {line}");
+            remember(&e, line);
+        }
+    });
+
+    let (to_rmcp, mut pump) = tokio::io::duplex(1 << 16);
+    let e = Arc::clone(entry);
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
-            _ => format!("cannot start `{program}`: {e}"),
-        })?;
-    if let Some(stderr) = stderr {
-        let entry = Arc::clone(entry);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(server = %entry.name, "stderr: {line}");
-                if let Ok(mut buf) = entry.stderr.lock() {
-                    if buf.len() == STDERR_LINES {
-                        buf.pop_front();
+            let text = String::from_utf8_lossy(&line);
+            let trimmed = text.trim();
+            if trimmed.starts_with('{') || trimmed.starts_with('[') {
+                if pump.write_all(&line).await.is_err() {
+                    break;
+                }
+            } else if !trimmed.is_empty() {
+                tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {trimmed}");
+                remember(&e, format!("[stdout, not JSON-RPC] {trimmed}"));
+                let _ = e.events.send(ServerEvent::Garbage {
+                    server: e.name.clone(),
+                    line: crate::text::truncate(trimmed, 200),
+                });
+            }
+        }
+    });
+
+    let e = Arc::clone(entry);
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = e.stopping.cancelled() => {
+                match tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        tracing::warn!(server = %e.name, "did not exit after stdin closed; killing it");
+                        let _ = child.kill().await;
+                        child.wait().await
                     }
-                    buf.push_back(crate::text::truncate(&line, 300));
                 }
             }
-            entry.stderr_closed.notify_waiters();
-            entry.stderr_closed.notify_one();
-        });
-    }
-    Ok(child)
+        };
+        let how = match status {
+            Ok(s) => s.to_string(),
+            Err(err) => format!("unknown exit ({err})"),
+        };
+        tracing::info!(server = %e.name, "exited: {how}");
+        if let Ok(mut exit) = e.exit.lock() {
+            *exit = Some(how.clone());
+        }
+        e.exited.notify_waiters();
+        if !e.stopping.is_cancelled() {
+            // Let the stderr reader drain the last words first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            mark_exited(&e, how);
+        }
+    });
+    Ok((to_rmcp, stdin))
 }

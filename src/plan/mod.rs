@@ -40,7 +40,7 @@ impl StepId {
 
 impl fmt::Display for StepId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -74,12 +74,14 @@ impl Plan {
         self.steps.iter().find(|s| &s.id == id)
     }
 
-    /// Add the dependencies that argument references imply.
+    /// Add the dependencies that argument references imply, unless the
+    /// step already depends on the referenced one, directly or not.
     pub fn with_implied_dependencies(mut self) -> Self {
-        for step in &mut self.steps {
-            for r in references(&Value::Object(step.args.clone())) {
-                if r.step != step.id && !step.depends_on.contains(&r.step) {
-                    step.depends_on.push(r.step);
+        for i in 0..self.steps.len() {
+            let id = self.steps[i].id.clone();
+            for r in references(&Value::Object(self.steps[i].args.clone())) {
+                if r.step != id && !self.ancestors(&id).contains(&r.step) {
+                    self.steps[i].depends_on.push(r.step);
                 }
             }
         }

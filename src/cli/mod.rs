@@ -1,0 +1,77 @@
+//! Command-line front ends. Business rules live in the library; these only
+//! parse, print and map outcomes to exit codes.
+
+pub mod history;
+pub mod print;
+pub mod run;
+pub mod tools;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use opsbot::paths::Paths;
+use opsbot::session::Outcome;
+
+/// Bad input, config or environment: distinct from a run that failed (1).
+pub fn exit_error() -> ExitCode {
+    ExitCode::from(2)
+}
+
+/// Exit codes scripts can tell apart.
+pub fn exit_code(outcome: Outcome) -> ExitCode {
+    ExitCode::from(match outcome {
+        Outcome::Succeeded => 0,
+        Outcome::Failed => 1,
+        Outcome::Denied => 3,
+        Outcome::AwaitingApproval => 4,
+        Outcome::NeedsClarification => 5,
+        Outcome::InvalidPlan => 6,
+        Outcome::Cancelled => 130,
+    })
+}
+
+pub fn paths(data_dir: Option<&Path>) -> anyhow::Result<Paths> {
+    Ok(match data_dir {
+        Some(dir) => Paths::rooted(dir),
+        None => Paths::discover()?,
+    })
+}
+
+/// Logs go to rolling files, never to the terminal.
+pub fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    std::fs::create_dir_all(&paths.log_dir).ok()?;
+    let appender = tracing_appender::rolling::daily(&paths.log_dir, "opsbot.log");
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init()
+        .ok()?;
+    Some(guard)
+}
+
+/// `opsbot sandbox NAME`: stdout is the protocol, so logs go to stderr.
+pub fn sandbox(name: &str) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandbox {name}: cannot start the async runtime: {e}");
+            return exit_error();
+        }
+    };
+    match rt.block_on(opsbot::sandbox::serve(name)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sandbox {name}: {e}");
+            exit_error()
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `opsbot run "REQUEST"`: plan, approve, run, report, headless.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use opsbot::engine::Approvals;
+use opsbot::mcp::ServerStatus;
+use opsbot::paths::Paths;
+use opsbot::policy::Decision;
+use opsbot::runtime::{Planned, Runtime};
+use opsbot::session::{Outcome, os_user};
+use tokio_util::sync::CancellationToken;
+
+use super::{exit_code, print};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// What to do, e.g. "deploy checkout to staging".
+    pub request: String,
+    /// Approve every step that is not gated.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Also approve gated steps (production, destructive) without typing a confirmation.
+    #[arg(long)]
+    pub approve_gated: bool,
+    /// Print one JSON object describing the run instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Ask a question on the terminal; `None` when there is no terminal to ask.
+async fn ask(prompt: String) -> Option<String> {
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    tokio::task::spawn_blocking(move || {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).ok()?;
+        Some(line.trim().to_string())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let rt = Runtime::start(paths, config)?;
+    let say = |s: &str| {
+        if !args.json {
+            println!("{s}");
+        }
+    };
+    rt.servers.wait_settled().await;
+    for (name, status) in rt.servers.statuses() {
+        if let ServerStatus::Failed { error, stderr } = &status {
+            eprintln!("warning: server `{name}` is not available: {error}");
+            for line in stderr.iter().rev().take(3).rev() {
+                eprintln!("    stderr: {line}");
+            }
+        }
+    }
+    let session = rt.new_session(&os_user())?;
+    rt.watch_servers(&session);
+    for (name, status) in rt.servers.statuses() {
+        if let ServerStatus::Failed { error, .. } = status {
+            session.record(opsbot::session::Event::ServerProblem { server: name, message: error })?;
+        }
+    }
+
+    let outcome = match rt.plan_request(&session, &args.request).await? {
+        Planned::Clarify(question) => {
+            say(&format!("? {question}"));
+            Outcome::NeedsClarification
+        }
+        Planned::Invalid(errors) => {
+            eprintln!("the plan is not valid, so nothing ran:");
+            for e in &errors {
+                eprintln!("  - {e}");
+            }
+            Outcome::InvalidPlan
+        }
+        Planned::Ready { plan, decisions } => {
+            say(&print::plan(&plan, &decisions));
+            let mut approvals = Approvals::new();
+            for step in &plan.steps {
+                let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
+                    continue;
+                };
+                let approved = match decision {
+                    Decision::Deny { .. } => false,
+                    Decision::NeedsApproval { gate: Some(gate), reason, .. } => {
+                        args.approve_gated
+                            || ask(format!(
+                                "gated: {} — {reason}\n  {} {}\n  type `{}` to approve (anything else skips): ",
+                                step.id,
+                                step.tool,
+                                serde_json::to_string(&step.args).unwrap_or_default(),
+                                gate.confirm
+                            ))
+                            .await
+                            .is_some_and(|answer| answer == gate.confirm)
+                    }
+                    _ => {
+                        args.yes
+                            || ask(format!(
+                                "approve {} ({} {})? [y/N] ",
+                                step.id,
+                                step.tool,
+                                serde_json::to_string(&step.args).unwrap_or_default()
+                            ))
+                            .await
+                            .is_some_and(|a| a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes"))
+                    }
+                };
+                if approved
+                    && let Some(hash) = rt.approve(&session, &plan, &step.id, decision.gate().is_some())?
+                {
+                    approvals.insert(step.id.clone(), hash);
+                }
+            }
+
+            let cancel = CancellationToken::new();
+            let on_ctrl_c = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\ncancelling: running steps are being stopped (Ctrl-C again to quit now)");
+                    on_ctrl_c.cancel();
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
+                }
+            });
+            let mut live = session.subscribe();
+            let json = args.json;
+            let printer = tokio::spawn(async move {
+                while let Ok(record) = live.recv().await {
+                    if json {
+                        continue;
+                    }
+                    if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
+                        println!("{}", print::record(&record, true).unwrap_or_default());
+                        break;
+                    }
+                    if let Some(line) = print::record(&record, true) {
+                        println!("{line}");
+                    }
+                }
+            });
+            let outcome = rt.run(&session, &plan, &decisions, &approvals, cancel).await?;
+            let _ = printer.await;
+            outcome
+        }
+    };
+
+    if args.json {
+        let state = session.state();
+        let out = serde_json::json!({
+            "session": session.id,
+            "outcome": outcome,
+            "plan": state.plan,
+            "steps": state.steps,
+            "messages": state.messages,
+            "plan_errors": state.plan_errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if outcome == Outcome::AwaitingApproval {
+        println!("some steps were not approved: rerun with --yes (and --approve-gated for gated steps), or answer the prompts on a terminal");
+    }
+    rt.servers.shutdown().await;
+    Ok(exit_code(outcome))
+}
