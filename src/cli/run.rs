@@ -134,24 +134,23 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
                     }
                 }
             });
-            let mut live = session.subscribe();
-            let json = args.json;
-            let printer = tokio::spawn(async move {
-                while let Ok(record) = live.recv().await {
-                    if json {
-                        continue;
+            let printer = (!args.json).then(|| {
+                let mut live = session.subscribe();
+                tokio::spawn(async move {
+                    while let Ok(record) = live.recv().await {
+                        if let Some(line) = print::record(&record, true) {
+                            println!("{line}");
+                        }
+                        if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
+                            break;
+                        }
                     }
-                    if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
-                        println!("{}", print::record(&record, true).unwrap_or_default());
-                        break;
-                    }
-                    if let Some(line) = print::record(&record, true) {
-                        println!("{line}");
-                    }
-                }
+                })
             });
             let outcome = rt.run(&session, &plan, &decisions, &approvals, cancel).await?;
-            let _ = printer.await;
+            if let Some(printer) = printer {
+                let _ = printer.await;
+            }
             outcome
         }
     };

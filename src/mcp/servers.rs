@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 use super::catalog::{Catalog, ToolInfo};
 use super::client::OpsbotClient;
@@ -22,7 +22,8 @@ use crate::config::{Config, ServerConfig};
 use crate::text::closest;
 
 const STDERR_LINES: usize = 20;
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// How long a server may take to exit after its stdin closes before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// What `{exe}`, `{data_dir}` and `{config_dir}` in a server's command,
 /// arguments, environment and working directory stand for.
@@ -93,7 +94,8 @@ struct Entry {
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// How the child exited, once it has.
     exit: Mutex<Option<String>>,
-    exited: Notify,
+    exited: CancellationToken,
+    stderr_eof: CancellationToken,
     stopping: CancellationToken,
     events: broadcast::Sender<ServerEvent>,
 }
@@ -110,13 +112,14 @@ impl Entry {
         self.exit.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Wait a little for the child to be reaped, so reports can say how it
-    /// ended and include its last words on stderr.
+    /// Wait a little for the child to be reaped and its stderr drained, so
+    /// reports can say how it ended and include its last words.
     async fn settle_exit(&self) {
-        let waiting = self.exited.notified();
-        if self.exit_status().is_none() {
-            let _ = tokio::time::timeout(Duration::from_millis(500), waiting).await;
-        }
+        let both = async {
+            self.exited.cancelled().await;
+            self.stderr_eof.cancelled().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), both).await;
     }
 }
 
@@ -158,7 +161,8 @@ impl Servers {
                     tools: RwLock::new(Vec::new()),
                     stderr: Arc::new(Mutex::new(VecDeque::new())),
                     exit: Mutex::new(None),
-                    exited: Notify::new(),
+                    exited: CancellationToken::new(),
+                    stderr_eof: CancellationToken::new(),
                     stopping: CancellationToken::new(),
                     events: events.clone(),
                 };
@@ -177,11 +181,6 @@ impl Servers {
                 let status = match connect(&entry, &ctx, &events).await {
                     Ok(status) => status,
                     Err(error) => {
-                        entry.settle_exit().await;
-                        let error = match entry.exit_status() {
-                            Some(how) => format!("{error} (the process exited: {how})"),
-                            None => error,
-                        };
                         tracing::warn!(server = %entry.name, %error, "server failed to start");
                         ServerStatus::Failed {
                             error,
@@ -272,7 +271,6 @@ impl Servers {
             Ok(out) => Ok(out),
             Err(RawCallError::Closed) => {
                 entry.settle_exit().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 let stderr = entry.stderr_tail();
                 let how = entry.exit_status().unwrap_or_else(|| "connection closed".into());
                 mark_exited(entry, how.clone());
@@ -306,15 +304,15 @@ impl Servers {
                 if let Ok(mut conn) = entry.conn.write() {
                     conn.take();
                 }
+                // The watcher kills the child if it has not exited when the
+                // grace period ends; closing the service closes its stdin.
+                entry.stopping.cancel();
                 if let Some(mut service) = entry.service.lock().await.take() {
                     let _ = service.close_with_timeout(SHUTDOWN_GRACE).await;
                 }
-                // stdin is closed now; the watcher kills the child if it
-                // has not exited when the grace period ends.
-                let reaped = entry.exited.notified();
-                entry.stopping.cancel();
                 if entry.exit_status().is_none() && entry.config.command.is_some() {
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), reaped).await;
+                    let reaped = entry.exited.cancelled();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), reaped).await;
                 }
             });
         }
@@ -328,6 +326,17 @@ fn set_status(entry: &Entry, events: &broadcast::Sender<ServerEvent>, status: Se
         server: entry.name.clone(),
         status,
     });
+}
+
+enum Startup {
+    Spawn(String),
+    Init(String),
+}
+
+impl From<String> for Startup {
+    fn from(e: String) -> Self {
+        Startup::Init(e)
+    }
 }
 
 /// Ready → exited, once: the call that saw the connection close and the
@@ -363,16 +372,29 @@ async fn connect(
     let serving = async {
         if let Some(url) = &entry.config.url {
             let transport = StreamableHttpClientTransport::from_uri(ctx.expand(url));
-            client.clone().serve(transport).await.map_err(|e| e.to_string())
+            client.clone().serve(transport).await.map_err(|e| Startup::Init(e.to_string()))
         } else {
-            let transport = spawn_child(entry, ctx)?;
-            client.clone().serve(transport).await.map_err(|e| e.to_string())
+            let transport = spawn_child(entry, ctx).map_err(Startup::Spawn)?;
+            client.clone().serve(transport).await.map_err(|e| Startup::Init(e.to_string()))
         }
     };
-    let service = tokio::time::timeout(startup, serving)
-        .await
-        .map_err(|_| format!("no answer to initialize within {} ms", startup.as_millis()))?
-        .map_err(|e| format!("initialize failed: {e}"))?;
+    let service = match tokio::time::timeout(startup, serving).await {
+        Err(_) => {
+            return Err(format!(
+                "no answer to initialize within {} ms (raise startup_timeout_ms if it is just slow)",
+                startup.as_millis()
+            ));
+        }
+        Ok(Err(Startup::Spawn(e))) => return Err(e),
+        Ok(Err(Startup::Init(e))) => {
+            entry.settle_exit().await;
+            return Err(match entry.exit_status() {
+                Some(how) => format!("exited before it finished starting ({how})"),
+                None => format!("initialize failed: {e}"),
+            });
+        }
+        Ok(Ok(service)) => service,
+    };
     let peer = service.peer().clone();
     let (server_info, protocol) = peer
         .peer_info()
@@ -517,6 +539,7 @@ fn spawn_child(
             tracing::debug!(server = %e.name, "stderr: {line}");
             remember(&e, line);
         }
+        e.stderr_eof.cancel();
     });
 
     let (to_rmcp, mut pump) = tokio::io::duplex(1 << 16);
@@ -571,10 +594,9 @@ fn spawn_child(
         if let Ok(mut exit) = e.exit.lock() {
             *exit = Some(how.clone());
         }
-        e.exited.notify_waiters();
+        e.exited.cancel();
         if !e.stopping.is_cancelled() {
-            // Let the stderr reader drain the last words first.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            e.settle_exit().await;
             mark_exited(&e, how);
         }
     });

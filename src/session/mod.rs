@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 pub use event::{Event, Outcome};
 pub use state::{Message, Role, SessionState, StepState, StepStatus};
-pub use store::{Record, SessionId, SessionSummary, Store, StoreError};
+pub use store::{ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError};
 
 /// A live session: appends events durably, folds them, and tells listeners.
 pub struct Session {

@@ -321,6 +321,55 @@ impl Store {
     }
 }
 
+/// What walking the chain found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ChainReport {
+    Whole { events: i64 },
+    Broken { seq: i64, problem: String },
+}
+
+impl Store {
+    /// Walk every record in order and check each link.
+    pub fn verify(&self) -> Result<ChainReport, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, session_id, ts, actor, kind, body, prev_hash, hash FROM events ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut prev = GENESIS.to_string();
+        let mut last_seq = 0i64;
+        let mut count = 0i64;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let (session, ts, actor, kind, body): (String, String, String, String, String) =
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+            let (prev_hash, hash): (String, String) = (r.get(6)?, r.get(7)?);
+            if seq != last_seq + 1 {
+                return Ok(ChainReport::Broken {
+                    seq,
+                    problem: format!("records {} to {} are missing", last_seq + 1, seq - 1),
+                });
+            }
+            if prev_hash != prev {
+                return Ok(ChainReport::Broken {
+                    seq,
+                    problem: "does not link to the record before it".into(),
+                });
+            }
+            if link_hash(&prev, seq, &session, &ts, &actor, &kind, &body) != hash {
+                return Ok(ChainReport::Broken {
+                    seq,
+                    problem: "its content does not match its hash (changed after it was written)".into(),
+                });
+            }
+            prev = hash;
+            last_seq = seq;
+            count += 1;
+        }
+        Ok(ChainReport::Whole { events: count })
+    }
+}
+
 fn outcome_key(o: Outcome) -> &'static str {
     match o {
         Outcome::Succeeded => "succeeded",
@@ -360,5 +409,28 @@ mod tests {
         let prefix = &id.as_str()[..10];
         assert_eq!(store.find_session(prefix).expect("find"), id);
         assert!(matches!(store.find_session("nope"), Err(StoreError::NoSuchSession(_))));
+        assert_eq!(store.verify().expect("verify"), ChainReport::Whole { events: 2 });
+    }
+
+    #[test]
+    fn verify_names_a_changed_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        let id = SessionId::generate();
+        store.create_session(&id, "a").expect("session");
+        for i in 0..3 {
+            store.append(&id, "a", &Event::Note { text: format!("n{i}") }).expect("append");
+        }
+        store
+            .conn()
+            .execute("UPDATE events SET body = replace(body, 'n1', 'nX') WHERE seq = 2", [])
+            .expect("tamper");
+        match store.verify().expect("verify") {
+            ChainReport::Broken { seq, problem } => {
+                assert_eq!(seq, 2);
+                assert!(problem.contains("does not match its hash"), "{problem}");
+            }
+            other => panic!("tampering not detected: {other:?}"),
+        }
     }
 }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the third-party MCP servers used by tests into .ci/peers.
+# Idempotent and safe to run concurrently (the tests call it too).
+set -euo pipefail
+dir="$(cd "$(dirname "$0")" && pwd)/peers"
+mkdir -p "$dir"
+exec 9>"$dir/.lock"
+flock 9
+if [ ! -x "$dir/node_modules/.bin/mcp-server-filesystem" ]; then
+  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+    @modelcontextprotocol/server-filesystem@2026.8.31 >&2
+fi

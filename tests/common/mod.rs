@@ -1,0 +1,101 @@
+//! Shared test harness: the real binary, a private data dir, the real store.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use opsbot::session::{Event, Record, SessionState, Store};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_opsbot");
+
+/// One isolated opsbot home: config, data and logs under a temp dir.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The binary with this home, no latency, no stdin and none of the
+    /// caller's opsbot settings.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir")
+            .arg(self.path())
+            .args(args)
+            .env("OPSBOT_SANDBOX_LATENCY", "0")
+            .env_remove("OPSBOT_CONFIG")
+            .env_remove("OPSBOT_SANDBOX_FAULTS")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.cmd(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run opsbot")
+    }
+
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&self.path().join("data/opsbot.db")).expect("open store")
+    }
+
+    /// The newest session's records.
+    pub fn last_session(&self) -> Vec<Record> {
+        let store = self.store();
+        let sessions = store.list_sessions(1).expect("list");
+        let id = &sessions.first().expect("a session was stored").id;
+        store.events(id).expect("events")
+    }
+
+    pub fn sandbox_state(&self, file: &str) -> Value {
+        let path = self.path().join("data/sandbox").join(file);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).expect("sandbox state is JSON"),
+            Err(_) => Value::Null,
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", stdout(o), stderr(o)))
+}
+
+pub fn kinds(records: &[Record]) -> Vec<&'static str> {
+    records.iter().map(|r| r.event.kind()).collect()
+}
+
+pub fn state(records: &[Record]) -> SessionState {
+    SessionState::replay(records)
+}
+
+/// The position of the first event matching `f`.
+pub fn position(records: &[Record], f: impl Fn(&Event) -> bool) -> Option<usize> {
+    records.iter().position(|r| f(&r.event))
+}

@@ -1,0 +1,149 @@
+//! opsbot against an MCP server it did not write: the official filesystem
+//! server from npm (installed by .ci/peers.sh, which this test runs if needed).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
+use opsbot::mcp::{CallOptions, Servers, SpawnContext};
+use opsbot::session::{Event, StepStatus};
+use serde_json::json;
+
+fn filesystem_server() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join(".ci/peers/node_modules/.bin/mcp-server-filesystem");
+    if !bin.exists() {
+        let status = Command::new("bash")
+            .arg(root.join(".ci/peers.sh"))
+            .status()
+            .expect("run .ci/peers.sh (needs node and npm)");
+        assert!(status.success(), ".ci/peers.sh failed to install the filesystem server");
+    }
+    bin
+}
+
+fn config(extra: &str) -> opsbot::config::Config {
+    load_layers(vec![
+        ConfigSource { name: "default".into(), text: DEFAULT_TOML.into() },
+        ConfigSource { name: "test".into(), text: extra.into() },
+    ])
+    .expect("config loads")
+    .config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_server_is_connected_listed_and_called() {
+    let fs_bin = filesystem_server();
+    let home = Home::new();
+    let allowed = home.path().join("allowed");
+    std::fs::create_dir_all(&allowed).expect("mkdir");
+    let mut cfg = config(&format!(
+        "[servers.fs]\ncommand = {:?}\nargs = [{:?}]\n",
+        fs_bin.display().to_string(),
+        allowed.display().to_string()
+    ));
+    cfg.servers.retain(|name, _| name == "fs");
+    let servers = Servers::start(
+        &cfg,
+        &SpawnContext { exe: BIN.into(), data_dir: home.path().into(), config_dir: home.path().into() },
+    );
+    servers.wait_settled().await;
+    let (_, status) = servers.statuses().into_iter().next().expect("one server");
+    assert!(status.is_ready(), "filesystem server not ready: {status:?}");
+
+    let catalog = servers.catalog();
+    assert!(catalog.len() >= 10, "expected the filesystem tool set, got {}", catalog.len());
+    let write = catalog.get("fs.write_file").expect("fs.write_file listed");
+    assert!(!write.annotations.read_only);
+    assert_eq!(write.def_hash.len(), 64);
+    assert!(catalog.get("fs.read_text_file").is_some_and(|t| t.annotations.read_only));
+
+    let file = allowed.join("notes.txt");
+    let args = json!({ "path": file.display().to_string(), "content": "deployed checkout r42" });
+    let out = servers
+        .call("fs.write_file", args.as_object().cloned().unwrap_or_default(), CallOptions::default())
+        .await
+        .expect("write_file call");
+    assert!(!out.is_error, "{}", out.text);
+    assert_eq!(std::fs::read_to_string(&file).expect("written"), "deployed checkout r42");
+
+    let args = json!({ "path": file.display().to_string() });
+    let out = servers
+        .call("fs.read_text_file", args.as_object().cloned().unwrap_or_default(), CallOptions::default())
+        .await
+        .expect("read call");
+    assert!(out.text.contains("deployed checkout r42"), "{}", out.text);
+
+    // A tool-level failure comes back as an error result with its text, not a crash.
+    let args = json!({ "path": "/etc/passwd" });
+    let out = servers
+        .call("fs.read_text_file", args.as_object().cloned().unwrap_or_default(), CallOptions::default())
+        .await
+        .expect("the call itself succeeds");
+    assert!(out.is_error, "reading outside the allowed dirs must fail");
+    assert!(out.text.to_lowercase().contains("access denied") || out.text.contains("outside"), "{}", out.text);
+
+    // Unknown tools never reach the server and get a suggestion.
+    let err = servers
+        .call("fs.write_fil", serde_json::Map::new(), CallOptions::default())
+        .await
+        .expect_err("unknown tool");
+    assert_eq!(err.to_string(), "server `fs` has no tool `write_fil`; did you mean `write_file`?");
+    servers.shutdown().await;
+}
+
+#[test]
+fn a_runbook_plans_and_runs_third_party_tools_through_policy_and_the_engine() {
+    let fs_bin = filesystem_server();
+    let home = Home::new();
+    let allowed = home.path().join("notes");
+    std::fs::create_dir_all(&allowed).expect("mkdir");
+    let cfg = home.write_config(
+        "fs.toml",
+        &format!(
+            r##"
+[servers.fs]
+command = {bin:?}
+args = [{dir:?}]
+
+[runbooks.note]
+description = "Write a release note for a service and read it back"
+phrases = ["write a release note for {{service}}"]
+
+[[runbooks.note.steps]]
+id = "write"
+tool = "fs.write_file"
+args = {{ path = "{dir}/{{service}}.md", content = "# {{service}}\nreleased" }}
+
+[[runbooks.note.steps]]
+id = "read"
+tool = "fs.read_text_file"
+args = {{ path = "{dir}/{{service}}.md" }}
+depends_on = ["write"]
+"##,
+            bin = fs_bin.display().to_string(),
+            dir = allowed.display()
+        ),
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    // The server marks write_file destructive, so policy gates it.
+    let out = home.run(&["--config", cfg, "run", "write a release note for payments", "--yes"], &[]);
+    assert_eq!(out.status.code(), Some(4), "stdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("fs.write_file is marked destructive by its server"), "{}", stdout(&out));
+    assert!(!allowed.join("payments.md").exists());
+
+    let out = home.run(&["--config", cfg, "run", "write a release note for payments", "--yes", "--approve-gated"], &[]);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
+    assert_eq!(std::fs::read_to_string(allowed.join("payments.md")).expect("note"), "# payments\nreleased");
+    let records = home.last_session();
+    let st = state(&records);
+    assert!(st.steps.values().all(|s| s.status() == StepStatus::Succeeded));
+    let decision = records.iter().find_map(|r| match &r.event {
+        Event::PolicyDecision { step, decision } if step.as_str() == "read" => Some(decision.clone()),
+        _ => None,
+    });
+    assert_eq!(decision.map(|d| d.label()), Some("allow"), "read-only third-party tool is allowed");
+}
