@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "opsbot", version, about = "A terminal ChatOps assistant: plans MCP tool calls, governs them, runs them, and keeps an audit log.")]
+#[command(
+    name = "opsbot",
+    version,
+    about = "A terminal ChatOps assistant: plans MCP tool calls, governs them, runs them, and keeps an audit log."
+)]
 struct Cli {
     /// Extra config file, layered over the built-in defaults and your config.toml.
     #[arg(long, global = true, env = "OPSBOT_CONFIG", value_name = "PATH")]

@@ -86,9 +86,10 @@ impl Runtime {
         tokio::spawn(async move {
             while let Ok(event) = events.recv().await {
                 let (server, message) = match event {
-                    ServerEvent::Garbage { server, line } => {
-                        (server, format!("wrote a line that is not JSON-RPC to stdout: {line}"))
-                    }
+                    ServerEvent::Garbage { server, line } => (
+                        server,
+                        format!("wrote a line that is not JSON-RPC to stdout: {line}"),
+                    ),
                     ServerEvent::Status {
                         server,
                         status: status @ (ServerStatus::Exited { .. } | ServerStatus::Failed { .. }),
@@ -108,8 +109,14 @@ impl Runtime {
 
     /// Record the request, plan it, validate the plan against the live
     /// catalog, and record policy's decision for every step.
-    pub async fn plan_request(&self, session: &Session, request: &str) -> Result<Planned, StoreError> {
-        session.record(Event::UserMessage { text: request.to_string() })?;
+    pub async fn plan_request(
+        &self,
+        session: &Session,
+        request: &str,
+    ) -> Result<Planned, StoreError> {
+        session.record(Event::UserMessage {
+            text: request.to_string(),
+        })?;
         let proposal = match self.planner.plan(request).await {
             Ok(p) => p,
             Err(e) => {
@@ -120,7 +127,9 @@ impl Runtime {
         };
         let plan = match proposal {
             Proposal::Clarify { question } => {
-                session.record(Event::ClarificationAsked { question: question.clone() })?;
+                session.record(Event::ClarificationAsked {
+                    question: question.clone(),
+                })?;
                 session.record(Event::RunFinished {
                     outcome: Outcome::NeedsClarification,
                     summary: question.clone(),
@@ -132,9 +141,14 @@ impl Runtime {
         let catalog = self.servers.catalog();
         if let Err(errors) = validate(&plan, &catalog) {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            session.record(Event::PlanInvalid { errors: errors.clone() })?;
+            session.record(Event::PlanInvalid {
+                errors: errors.clone(),
+            })?;
             session.record(Event::AssistantMessage {
-                text: format!("The plan is not valid, so nothing will run:\n- {}", errors.join("\n- ")),
+                text: format!(
+                    "The plan is not valid, so nothing will run:\n- {}",
+                    errors.join("\n- ")
+                ),
             })?;
             session.record(Event::RunFinished {
                 outcome: Outcome::InvalidPlan,
@@ -164,8 +178,16 @@ impl Runtime {
     }
 
     /// Record an approval, bound to the step's exact tool and arguments.
-    pub fn approve(&self, session: &Session, plan: &Plan, step: &StepId, gated: bool) -> Result<Option<String>, StoreError> {
-        let Some(s) = plan.step(step) else { return Ok(None) };
+    pub fn approve(
+        &self,
+        session: &Session,
+        plan: &Plan,
+        step: &StepId,
+        gated: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(s) = plan.step(step) else {
+            return Ok(None);
+        };
         let hash = args_hash(&s.tool, &s.args);
         session.record(Event::Approved {
             step: step.clone(),
@@ -186,6 +208,8 @@ impl Runtime {
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<Outcome, StoreError> {
         let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
-        self.engine().run(session, plan, &decisions, approvals, cancel).await
+        self.engine()
+            .run(session, plan, &decisions, approvals, cancel)
+            .await
     }
 }

@@ -20,15 +20,24 @@ fn filesystem_server() -> PathBuf {
             .arg(root.join(".ci/peers.sh"))
             .status()
             .expect("run .ci/peers.sh (needs node and npm)");
-        assert!(status.success(), ".ci/peers.sh failed to install the filesystem server");
+        assert!(
+            status.success(),
+            ".ci/peers.sh failed to install the filesystem server"
+        );
     }
     bin
 }
 
 fn config(extra: &str) -> opsbot::config::Config {
     load_layers(vec![
-        ConfigSource { name: "default".into(), text: DEFAULT_TOML.into() },
-        ConfigSource { name: "test".into(), text: extra.into() },
+        ConfigSource {
+            name: "default".into(),
+            text: DEFAULT_TOML.into(),
+        },
+        ConfigSource {
+            name: "test".into(),
+            text: extra.into(),
+        },
     ])
     .expect("config loads")
     .config
@@ -48,31 +57,54 @@ async fn filesystem_server_is_connected_listed_and_called() {
     cfg.servers.retain(|name, _| name == "fs");
     let servers = Servers::start(
         &cfg,
-        &SpawnContext { exe: BIN.into(), data_dir: home.path().into(), config_dir: home.path().into() },
+        &SpawnContext {
+            exe: BIN.into(),
+            data_dir: home.path().into(),
+            config_dir: home.path().into(),
+        },
     );
     servers.wait_settled().await;
     let (_, status) = servers.statuses().into_iter().next().expect("one server");
     assert!(status.is_ready(), "filesystem server not ready: {status:?}");
 
     let catalog = servers.catalog();
-    assert!(catalog.len() >= 10, "expected the filesystem tool set, got {}", catalog.len());
+    assert!(
+        catalog.len() >= 10,
+        "expected the filesystem tool set, got {}",
+        catalog.len()
+    );
     let write = catalog.get("fs.write_file").expect("fs.write_file listed");
     assert!(!write.annotations.read_only);
     assert_eq!(write.def_hash.len(), 64);
-    assert!(catalog.get("fs.read_text_file").is_some_and(|t| t.annotations.read_only));
+    assert!(
+        catalog
+            .get("fs.read_text_file")
+            .is_some_and(|t| t.annotations.read_only)
+    );
 
     let file = allowed.join("notes.txt");
     let args = json!({ "path": file.display().to_string(), "content": "deployed checkout r42" });
     let out = servers
-        .call("fs.write_file", args.as_object().cloned().unwrap_or_default(), CallOptions::default())
+        .call(
+            "fs.write_file",
+            args.as_object().cloned().unwrap_or_default(),
+            CallOptions::default(),
+        )
         .await
         .expect("write_file call");
     assert!(!out.is_error, "{}", out.text);
-    assert_eq!(std::fs::read_to_string(&file).expect("written"), "deployed checkout r42");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("written"),
+        "deployed checkout r42"
+    );
 
     let args = json!({ "path": file.display().to_string() });
     let out = servers
-        .call("fs.read_text_file", args.as_object().cloned().unwrap_or_default(), CallOptions::default())
+        .call(
+            "fs.read_text_file",
+            args.as_object().cloned().unwrap_or_default(),
+            CallOptions::default(),
+        )
         .await
         .expect("read call");
     assert!(out.text.contains("deployed checkout r42"), "{}", out.text);
@@ -80,18 +112,33 @@ async fn filesystem_server_is_connected_listed_and_called() {
     // A tool-level failure comes back as an error result with its text, not a crash.
     let args = json!({ "path": "/etc/passwd" });
     let out = servers
-        .call("fs.read_text_file", args.as_object().cloned().unwrap_or_default(), CallOptions::default())
+        .call(
+            "fs.read_text_file",
+            args.as_object().cloned().unwrap_or_default(),
+            CallOptions::default(),
+        )
         .await
         .expect("the call itself succeeds");
     assert!(out.is_error, "reading outside the allowed dirs must fail");
-    assert!(out.text.to_lowercase().contains("access denied") || out.text.contains("outside"), "{}", out.text);
+    assert!(
+        out.text.to_lowercase().contains("access denied") || out.text.contains("outside"),
+        "{}",
+        out.text
+    );
 
     // Unknown tools never reach the server and get a suggestion.
     let err = servers
-        .call("fs.write_fil", serde_json::Map::new(), CallOptions::default())
+        .call(
+            "fs.write_fil",
+            serde_json::Map::new(),
+            CallOptions::default(),
+        )
         .await
         .expect_err("unknown tool");
-    assert_eq!(err.to_string(), "server `fs` has no tool `write_fil`; did you mean `write_file`?");
+    assert_eq!(
+        err.to_string(),
+        "server `fs` has no tool `write_fil`; did you mean `write_file`?"
+    );
     servers.shutdown().await;
 }
 
@@ -130,20 +177,68 @@ depends_on = ["write"]
     );
     let cfg = cfg.to_str().expect("utf8");
     // The server marks write_file destructive, so policy gates it.
-    let out = home.run(&["--config", cfg, "run", "write a release note for payments", "--yes"], &[]);
-    assert_eq!(out.status.code(), Some(4), "stdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("fs.write_file is marked destructive by its server"), "{}", stdout(&out));
+    let out = home.run(
+        &[
+            "--config",
+            cfg,
+            "run",
+            "write a release note for payments",
+            "--yes",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("fs.write_file is marked destructive by its server"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!allowed.join("payments.md").exists());
 
-    let out = home.run(&["--config", cfg, "run", "write a release note for payments", "--yes", "--approve-gated"], &[]);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
-    assert_eq!(std::fs::read_to_string(allowed.join("payments.md")).expect("note"), "# payments\nreleased");
+    let out = home.run(
+        &[
+            "--config",
+            cfg,
+            "run",
+            "write a release note for payments",
+            "--yes",
+            "--approve-gated",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(allowed.join("payments.md")).expect("note"),
+        "# payments\nreleased"
+    );
     let records = home.last_session();
     let st = state(&records);
-    assert!(st.steps.values().all(|s| s.status() == StepStatus::Succeeded));
+    assert!(
+        st.steps
+            .values()
+            .all(|s| s.status() == StepStatus::Succeeded)
+    );
     let decision = records.iter().find_map(|r| match &r.event {
-        Event::PolicyDecision { step, decision } if step.as_str() == "read" => Some(decision.clone()),
+        Event::PolicyDecision { step, decision } if step.as_str() == "read" => {
+            Some(decision.clone())
+        }
         _ => None,
     });
-    assert_eq!(decision.map(|d| d.label()), Some("allow"), "read-only third-party tool is allowed");
+    assert_eq!(
+        decision.map(|d| d.label()),
+        Some("allow"),
+        "read-only third-party tool is allowed"
+    );
 }

@@ -67,7 +67,10 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
     rt.watch_servers(&session);
     for (name, status) in rt.servers.statuses() {
         if let ServerStatus::Failed { error, .. } = status {
-            session.record(opsbot::session::Event::ServerProblem { server: name, message: error })?;
+            session.record(opsbot::session::Event::ServerProblem {
+                server: name,
+                message: error,
+            })?;
         }
     }
 
@@ -117,7 +120,8 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
                     }
                 };
                 if approved
-                    && let Some(hash) = rt.approve(&session, &plan, &step.id, decision.gate().is_some())?
+                    && let Some(hash) =
+                        rt.approve(&session, &plan, &step.id, decision.gate().is_some())?
                 {
                     approvals.insert(step.id.clone(), hash);
                 }
@@ -127,7 +131,9 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
             let on_ctrl_c = cancel.clone();
             tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("\ncancelling: running steps are being stopped (Ctrl-C again to quit now)");
+                    eprintln!(
+                        "\ncancelling: running steps are being stopped (Ctrl-C again to quit now)"
+                    );
                     on_ctrl_c.cancel();
                     if tokio::signal::ctrl_c().await.is_ok() {
                         std::process::exit(130);
@@ -147,7 +153,9 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
                     }
                 })
             });
-            let outcome = rt.run(&session, &plan, &decisions, &approvals, cancel).await?;
+            let outcome = rt
+                .run(&session, &plan, &decisions, &approvals, cancel)
+                .await?;
             if let Some(printer) = printer {
                 let _ = printer.await;
             }
@@ -167,7 +175,9 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if outcome == Outcome::AwaitingApproval {
-        println!("some steps were not approved: rerun with --yes (and --approve-gated for gated steps), or answer the prompts on a terminal");
+        println!(
+            "some steps were not approved: rerun with --yes (and --approve-gated for gated steps), or answer the prompts on a terminal"
+        );
     }
     rt.servers.shutdown().await;
     Ok(exit_code(outcome))

@@ -27,7 +27,9 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                 _ => "✗",
             };
             println!("{glyph} {name}: {}", status.summary());
-            if let ServerStatus::Failed { stderr, .. } | ServerStatus::Exited { stderr, .. } = status {
+            if let ServerStatus::Failed { stderr, .. } | ServerStatus::Exited { stderr, .. } =
+                status
+            {
                 for line in stderr.iter().rev().take(5).rev() {
                     println!("    stderr: {line}");
                 }
@@ -42,7 +44,12 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                     "changes state"
                 };
                 let desc = tool.description.lines().next().unwrap_or_default();
-                println!("    {:<28} {:<14} {}", tool.qualified(), flags, opsbot::text::truncate(desc, 80));
+                println!(
+                    "    {:<28} {:<14} {}",
+                    tool.qualified(),
+                    flags,
+                    opsbot::text::truncate(desc, 80)
+                );
             }
         }
     }
@@ -50,5 +57,9 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
     let all_up = statuses
         .iter()
         .all(|(_, s)| matches!(s, ServerStatus::Ready { .. } | ServerStatus::Disabled));
-    Ok(if all_up { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -81,10 +81,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.chars().count(), |nl| before[nl + 1..].chars().count())
-        + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
     (line, column)
 }
 
@@ -266,7 +265,9 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             return Err(invalid_at(
                 layers,
                 &header,
-                format!("runbook `{name}` has no `phrases`: add at least one, e.g. \"deploy {{service}} to {{env}}\""),
+                format!(
+                    "runbook `{name}` has no `phrases`: add at least one, e.g. \"deploy {{service}} to {{env}}\""
+                ),
             ));
         }
         for phrase in &runbook.phrases {
@@ -275,7 +276,9 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
                     return Err(invalid_at(
                         layers,
                         &header,
-                        format!("runbook `{name}`: phrase \"{phrase}\" has slot `{{{slot}}}`; the known slots are {{service}} and {{env}}"),
+                        format!(
+                            "runbook `{name}`: phrase \"{phrase}\" has slot `{{{slot}}}`; the known slots are {{service}} and {{env}}"
+                        ),
                     ));
                 }
             }
@@ -285,7 +288,10 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
                 return Err(invalid_at(
                     layers,
                     &header,
-                    format!("runbook `{name}`: step {} needs an `id` of letters, digits, `-` or `_`", i + 1),
+                    format!(
+                        "runbook `{name}`: step {} needs an `id` of letters, digits, `-` or `_`",
+                        i + 1
+                    ),
                 ));
             }
             if ids.iter().filter(|id| **id == step.id).count() > 1 {
@@ -299,7 +305,10 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
                 return Err(invalid_at(
                     layers,
                     &header,
-                    format!("runbook `{name}`, step `{}`: tool `{}` must be written `server.tool`", step.id, step.tool),
+                    format!(
+                        "runbook `{name}`, step `{}`: tool `{}` must be written `server.tool`",
+                        step.id, step.tool
+                    ),
                 ));
             }
             for dep in &step.depends_on {
@@ -310,7 +319,10 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
                     return Err(invalid_at(
                         layers,
                         &header,
-                        format!("runbook `{name}`, step `{}` depends on unknown step `{dep}`{hint}", step.id),
+                        format!(
+                            "runbook `{name}`, step `{}` depends on unknown step `{dep}`{hint}",
+                            step.id
+                        ),
                     ));
                 }
             }
@@ -365,7 +377,10 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_and_suggests() {
         let e = err("[servers.ci]\ncomand = \"x\"\n");
-        assert!(e.starts_with("user.toml:2:1: unknown key `comand`; did you mean `command`?"), "{e}");
+        assert!(
+            e.starts_with("user.toml:2:1: unknown key `comand`; did you mean `command`?"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -384,7 +399,10 @@ mod tests {
     #[test]
     fn server_without_command_or_url_points_at_its_table() {
         let e = err("\n\n[servers.new]\nargs = []\n");
-        assert!(e.starts_with("user.toml:3:1: server `new` has neither"), "{e}");
+        assert!(
+            e.starts_with("user.toml:3:1: server `new` has neither"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -400,6 +418,9 @@ mod tests {
         let e = err(
             "[runbooks.x]\nphrases = [\"x {service}\"]\n[[runbooks.x.steps]]\nid = \"build\"\ntool = \"ci.build\"\n[[runbooks.x.steps]]\nid = \"t\"\ntool = \"ci.run_tests\"\ndepends_on = [\"buld\"]\n",
         );
-        assert!(e.contains("unknown step `buld`; did you mean `build`?"), "{e}");
+        assert!(
+            e.contains("unknown step `buld`; did you mean `build`?"),
+            "{e}"
+        );
     }
 }

@@ -58,15 +58,28 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Result<Outcome, StoreError> {
         let catalog = self.servers.catalog();
-        let mut state: HashMap<StepId, State> =
-            plan.steps.iter().map(|s| (s.id.clone(), State::Waiting)).collect();
+        let mut state: HashMap<StepId, State> = plan
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), State::Waiting))
+            .collect();
         let mut outputs: HashMap<StepId, Value> = HashMap::new();
         let mut running: JoinSet<Finished> = JoinSet::new();
         let mut cancelled = false;
 
         loop {
             if !cancelled {
-                self.schedule(session, plan, decisions, approvals, &catalog, &mut state, &outputs, &mut running, &cancel)?;
+                self.schedule(
+                    session,
+                    plan,
+                    decisions,
+                    approvals,
+                    &catalog,
+                    &mut state,
+                    &outputs,
+                    &mut running,
+                    &cancel,
+                )?;
             }
             if running.is_empty() {
                 break;
@@ -92,25 +105,50 @@ impl Engine {
                 Ok(output) if !output.is_error => {
                     outputs.insert(id.clone(), output.value());
                     state.insert(id.clone(), State::Succeeded);
-                    session.record(Event::StepSucceeded { step: id, output, duration_ms })?;
+                    session.record(Event::StepSucceeded {
+                        step: id,
+                        output,
+                        duration_ms,
+                    })?;
                 }
                 Ok(output) => {
                     state.insert(id.clone(), State::Failed);
-                    let error = if output.text.is_empty() { "the tool reported an error".to_string() } else { output.text.clone() };
-                    session.record(Event::StepFailed { step: id, error, output: Some(output), duration_ms })?;
+                    let error = if output.text.is_empty() {
+                        "the tool reported an error".to_string()
+                    } else {
+                        output.text.clone()
+                    };
+                    session.record(Event::StepFailed {
+                        step: id,
+                        error,
+                        output: Some(output),
+                        duration_ms,
+                    })?;
                 }
                 Err(e) => {
                     state.insert(id.clone(), State::Failed);
-                    session.record(Event::StepFailed { step: id, error: e.to_string(), output: None, duration_ms })?;
+                    session.record(Event::StepFailed {
+                        step: id,
+                        error: e.to_string(),
+                        output: None,
+                        duration_ms,
+                    })?;
                 }
             }
         }
 
         for step in &plan.steps {
             if state[&step.id] == State::Waiting {
-                let reason = if cancelled { "the run was cancelled" } else { "not reached" };
+                let reason = if cancelled {
+                    "the run was cancelled"
+                } else {
+                    "not reached"
+                };
                 state.insert(step.id.clone(), State::Skipped);
-                session.record(Event::StepSkipped { step: step.id.clone(), reason: reason.into() })?;
+                session.record(Event::StepSkipped {
+                    step: step.id.clone(),
+                    reason: reason.into(),
+                })?;
             }
         }
         let count = |s: State| state.values().filter(|v| **v == s).count();
@@ -125,14 +163,23 @@ impl Engine {
         } else {
             Outcome::Succeeded
         };
-        let mut summary = format!("{} of {} steps succeeded", count(State::Succeeded), plan.steps.len());
+        let mut summary = format!(
+            "{} of {} steps succeeded",
+            count(State::Succeeded),
+            plan.steps.len()
+        );
         for (label, s) in [
             ("failed", State::Failed),
             ("denied", State::Denied),
             ("awaiting approval", State::AwaitingApproval),
             ("skipped", State::Skipped),
         ] {
-            let ids: Vec<&str> = plan.steps.iter().filter(|st| state[&st.id] == s).map(|st| st.id.as_str()).collect();
+            let ids: Vec<&str> = plan
+                .steps
+                .iter()
+                .filter(|st| state[&st.id] == s)
+                .map(|st| st.id.as_str())
+                .collect();
             if !ids.is_empty() {
                 summary.push_str(&format!("; {label}: {}", ids.join(", ")));
             }
@@ -181,11 +228,17 @@ impl Engine {
                 });
                 if let Some(reason) = blocker {
                     state.insert(step.id.clone(), State::Skipped);
-                    session.record(Event::StepSkipped { step: step.id.clone(), reason })?;
+                    session.record(Event::StepSkipped {
+                        step: step.id.clone(),
+                        reason,
+                    })?;
                     changed = true;
                     continue;
                 }
-                let ready = step.depends_on.iter().all(|d| state.get(d) == Some(&State::Succeeded));
+                let ready = step
+                    .depends_on
+                    .iter()
+                    .all(|d| state.get(d) == Some(&State::Succeeded));
                 if !ready || running.len() >= self.max_parallel {
                     continue;
                 }
@@ -194,12 +247,18 @@ impl Engine {
                     let why = match decisions.get(&step.id).and_then(Decision::gate) {
                         Some(gate) => format!(
                             "awaiting approval: gated ({}); confirm by typing `{}`",
-                            decisions.get(&step.id).map(Decision::reason).unwrap_or_default(),
+                            decisions
+                                .get(&step.id)
+                                .map(Decision::reason)
+                                .unwrap_or_default(),
                             gate.confirm
                         ),
                         None => "awaiting approval".to_string(),
                     };
-                    session.record(Event::StepSkipped { step: step.id.clone(), reason: why })?;
+                    session.record(Event::StepSkipped {
+                        step: step.id.clone(),
+                        reason: why,
+                    })?;
                     changed = true;
                     continue;
                 }
@@ -224,7 +283,9 @@ impl Engine {
         let id = step.id.clone();
         let args = match resolve(&step.args, outputs) {
             Ok(args) => args,
-            Err(e) => return self.fail_early(session, state, id, format!("cannot fill arguments: {e}")),
+            Err(e) => {
+                return self.fail_early(session, state, id, format!("cannot fill arguments: {e}"));
+            }
         };
         if let Some(tool) = catalog.get(&step.tool) {
             let problems = check_args(&tool.input_schema, &args, false);
@@ -233,12 +294,20 @@ impl Engine {
                     session,
                     state,
                     id,
-                    format!("arguments do not match {}'s schema: {}", step.tool, problems.join("; ")),
+                    format!(
+                        "arguments do not match {}'s schema: {}",
+                        step.tool,
+                        problems.join("; ")
+                    ),
                 );
             }
         }
         state.insert(id.clone(), State::Running);
-        session.record(Event::StepStarted { step: id.clone(), tool: step.tool.clone(), args: args.clone() })?;
+        session.record(Event::StepStarted {
+            step: id.clone(),
+            tool: step.tool.clone(),
+            args: args.clone(),
+        })?;
 
         let servers = self.servers.clone();
         let session = Arc::clone(session);
@@ -247,7 +316,8 @@ impl Engine {
         let cancel = cancel.child_token();
         running.spawn(async move {
             let began = Instant::now();
-            let result = call_with_progress(&servers, &session, &id, &tool, args, timeout, cancel).await;
+            let result =
+                call_with_progress(&servers, &session, &id, &tool, args, timeout, cancel).await;
             (id, result, began.elapsed())
         });
         Ok(())
@@ -261,7 +331,12 @@ impl Engine {
         error: String,
     ) -> Result<(), StoreError> {
         state.insert(id.clone(), State::Failed);
-        session.record(Event::StepFailed { step: id, error, output: None, duration_ms: 0 })?;
+        session.record(Event::StepFailed {
+            step: id,
+            error,
+            output: None,
+            duration_ms: 0,
+        })?;
         Ok(())
     }
 }
@@ -280,7 +355,11 @@ async fn call_with_progress(
     let call = servers.call(
         tool,
         args,
-        CallOptions { timeout, progress: Some(tx), cancel: Some(cancel) },
+        CallOptions {
+            timeout,
+            progress: Some(tx),
+            cancel: Some(cancel),
+        },
     );
     tokio::pin!(call);
     loop {

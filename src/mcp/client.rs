@@ -13,7 +13,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::conn::Progress;
 
-pub(crate) type ProgressRoutes = Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<Progress>>>>;
+pub(crate) type ProgressRoutes =
+    Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<Progress>>>>;
 
 #[derive(Clone, Default)]
 pub(crate) struct OpsbotClient {

@@ -48,9 +48,11 @@ impl ToolOutput {
             .iter()
             .filter_map(|block| match block {
                 ContentBlock::Text(t) => Some(t.text.clone()),
-                other => serde_json::to_value(other)
-                    .ok()
-                    .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| format!("[{t} content]"))),
+                other => serde_json::to_value(other).ok().and_then(|v| {
+                    v.get("type")
+                        .and_then(Value::as_str)
+                        .map(|t| format!("[{t} content]"))
+                }),
             })
             .collect::<Vec<_>>()
             .join("\n");
@@ -78,15 +80,26 @@ impl ToolOutput {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Serialize, Deserialize)]
 pub enum CallError {
     #[error("unknown server `{server}`{}", hint(.suggestion))]
-    UnknownServer { server: String, suggestion: Option<String> },
+    UnknownServer {
+        server: String,
+        suggestion: Option<String>,
+    },
     #[error("server `{server}` has no tool `{tool}`{}", hint(.suggestion))]
-    UnknownTool { server: String, tool: String, suggestion: Option<String> },
+    UnknownTool {
+        server: String,
+        tool: String,
+        suggestion: Option<String>,
+    },
     #[error("tool name `{0}` must be written `server.tool`")]
     BadName(String),
     #[error("server `{server}` is not available: {reason}")]
     Unavailable { server: String, reason: String },
     #[error("server `{server}` exited during the call ({how}){}", stderr_tail(.stderr))]
-    ServerExited { server: String, how: String, stderr: Vec<String> },
+    ServerExited {
+        server: String,
+        how: String,
+        stderr: Vec<String>,
+    },
     #[error("`{tool}` did not answer within {} ms; the call was cancelled", .after_ms)]
     Timeout { tool: String, after_ms: u64 },
     #[error("`{tool}` was cancelled")]
@@ -163,7 +176,10 @@ impl Connection {
             };
             let _ = self
                 .peer
-                .notify_cancelled(CancelledNotificationParam::new(Some(id), Some(reason.into())))
+                .notify_cancelled(CancelledNotificationParam::new(
+                    Some(id),
+                    Some(reason.into()),
+                ))
                 .await;
         }
         match outcome? {

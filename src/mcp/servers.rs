@@ -12,8 +12,8 @@ use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_util::sync::CancellationToken;
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::catalog::{Catalog, ToolInfo};
 use super::client::OpsbotClient;
@@ -126,7 +126,10 @@ impl Entry {
 /// What views that follow servers live are told.
 #[derive(Debug, Clone)]
 pub enum ServerEvent {
-    Status { server: String, status: ServerStatus },
+    Status {
+        server: String,
+        status: ServerStatus,
+    },
     /// The server wrote a line that is not JSON-RPC to stdout. It keeps
     /// working; the line is also kept with its stderr tail.
     Garbage { server: String, line: String },
@@ -244,10 +247,13 @@ impl Servers {
         let (server, tool) = qualified
             .split_once('.')
             .ok_or_else(|| CallError::BadName(qualified.to_string()))?;
-        let entry = self.entries.get(server).ok_or_else(|| CallError::UnknownServer {
-            server: server.to_string(),
-            suggestion: closest(server, self.names()).map(str::to_string),
-        })?;
+        let entry = self
+            .entries
+            .get(server)
+            .ok_or_else(|| CallError::UnknownServer {
+                server: server.to_string(),
+                suggestion: closest(server, self.names()).map(str::to_string),
+            })?;
         let conn = entry.conn.read().ok().and_then(|c| c.clone());
         let Some(conn) = conn.filter(|_| entry.status.borrow().is_ready()) else {
             return Err(CallError::Unavailable {
@@ -272,7 +278,9 @@ impl Servers {
             Err(RawCallError::Closed) => {
                 entry.settle_exit().await;
                 let stderr = entry.stderr_tail();
-                let how = entry.exit_status().unwrap_or_else(|| "connection closed".into());
+                let how = entry
+                    .exit_status()
+                    .unwrap_or_else(|| "connection closed".into());
                 mark_exited(entry, how.clone());
                 Err(CallError::ServerExited {
                     server: server.to_string(),
@@ -312,7 +320,8 @@ impl Servers {
                 }
                 if entry.exit_status().is_none() && entry.config.command.is_some() {
                     let reaped = entry.exited.cancelled();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), reaped).await;
+                    let _ =
+                        tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), reaped).await;
                 }
             });
         }
@@ -372,10 +381,18 @@ async fn connect(
     let serving = async {
         if let Some(url) = &entry.config.url {
             let transport = StreamableHttpClientTransport::from_uri(ctx.expand(url));
-            client.clone().serve(transport).await.map_err(|e| Startup::Init(e.to_string()))
+            client
+                .clone()
+                .serve(transport)
+                .await
+                .map_err(|e| Startup::Init(e.to_string()))
         } else {
             let transport = spawn_child(entry, ctx).map_err(Startup::Spawn)?;
-            client.clone().serve(transport).await.map_err(|e| Startup::Init(e.to_string()))
+            client
+                .clone()
+                .serve(transport)
+                .await
+                .map_err(|e| Startup::Init(e.to_string()))
         }
     };
     let service = match tokio::time::timeout(startup, serving).await {
@@ -412,7 +429,10 @@ async fn connect(
         .await
         .map_err(|_| "no answer to tools/list".to_string())?
         .map_err(|e| format!("tools/list failed: {e}"))?;
-    let infos: Vec<ToolInfo> = tools.iter().map(|t| ToolInfo::from_mcp(&entry.name, t)).collect();
+    let infos: Vec<ToolInfo> = tools
+        .iter()
+        .map(|t| ToolInfo::from_mcp(&entry.name, t))
+        .collect();
     let count = infos.len();
     if let Ok(mut t) = entry.tools.write() {
         *t = infos;
@@ -434,7 +454,11 @@ async fn connect(
 }
 
 /// Re-list a server's tools whenever it announces `tools/list_changed`.
-fn watch_tool_list(entry: Arc<Entry>, client: OpsbotClient, events: broadcast::Sender<ServerEvent>) {
+fn watch_tool_list(
+    entry: Arc<Entry>,
+    client: OpsbotClient,
+    events: broadcast::Sender<ServerEvent>,
+) {
     tokio::spawn(async move {
         loop {
             client.tools_changed.notified().await;
@@ -442,8 +466,10 @@ fn watch_tool_list(entry: Arc<Entry>, client: OpsbotClient, events: broadcast::S
             let Some(conn) = conn else { return };
             match conn.peer.list_all_tools().await {
                 Ok(tools) => {
-                    let infos: Vec<ToolInfo> =
-                        tools.iter().map(|t| ToolInfo::from_mcp(&entry.name, t)).collect();
+                    let infos: Vec<ToolInfo> = tools
+                        .iter()
+                        .map(|t| ToolInfo::from_mcp(&entry.name, t))
+                        .collect();
                     let count = infos.len();
                     if let Ok(mut t) = entry.tools.write() {
                         *t = infos;
@@ -529,7 +555,9 @@ fn spawn_child(
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(format!("cannot start `{program}`: its stdio was not captured"));
+        return Err(format!(
+            "cannot start `{program}`: its stdio was not captured"
+        ));
     };
 
     let e = Arc::clone(entry);

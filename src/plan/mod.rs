@@ -91,7 +91,10 @@ impl Plan {
     /// Every step this one depends on, directly or not.
     pub fn ancestors(&self, id: &StepId) -> Vec<StepId> {
         let mut out: Vec<StepId> = Vec::new();
-        let mut stack: Vec<StepId> = self.step(id).map(|s| s.depends_on.clone()).unwrap_or_default();
+        let mut stack: Vec<StepId> = self
+            .step(id)
+            .map(|s| s.depends_on.clone())
+            .unwrap_or_default();
         while let Some(next) = stack.pop() {
             if out.contains(&next) {
                 continue;

@@ -35,7 +35,9 @@ fn pieces(s: &str) -> Vec<(bool, &str)> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start + 2..].find('}') else { break };
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
         if start > 0 {
             out.push((false, &rest[..start]));
         }
@@ -96,11 +98,17 @@ fn walk(value: &Value, f: &mut impl FnMut(&str)) {
     }
 }
 
-fn lookup(r: &Reference, body: &str, outputs: &HashMap<StepId, Value>) -> Result<Value, TemplateError> {
-    let mut cur = outputs.get(&r.step).ok_or_else(|| TemplateError::NoOutput {
-        reference: body.to_string(),
-        step: r.step.to_string(),
-    })?;
+fn lookup(
+    r: &Reference,
+    body: &str,
+    outputs: &HashMap<StepId, Value>,
+) -> Result<Value, TemplateError> {
+    let mut cur = outputs
+        .get(&r.step)
+        .ok_or_else(|| TemplateError::NoOutput {
+            reference: body.to_string(),
+            step: r.step.to_string(),
+        })?;
     for key in &r.path {
         let next = match cur {
             Value::Object(o) => o.get(key),
@@ -179,7 +187,9 @@ mod tests {
             "text": "shipped ${build.image} (#${build.number}) tag ${build.tags.1}",
             "plain": "no refs",
         });
-        let Value::Object(args) = args else { unreachable!() };
+        let Value::Object(args) = args else {
+            unreachable!()
+        };
         let r = resolve(&args, &outputs()).expect("resolves");
         assert_eq!(r["image"], json!("reg/checkout:1"));
         assert_eq!(r["n"], json!(7));
@@ -189,10 +199,17 @@ mod tests {
 
     #[test]
     fn missing_fields_and_steps_are_named() {
-        let Value::Object(args) = json!({ "a": "${build.nope}" }) else { unreachable!() };
+        let Value::Object(args) = json!({ "a": "${build.nope}" }) else {
+            unreachable!()
+        };
         let e = resolve(&args, &outputs()).expect_err("missing");
-        assert_eq!(e.to_string(), "`${build.nope}`: the output of `build` has no `nope`");
-        let Value::Object(args) = json!({ "a": "${test.passed}" }) else { unreachable!() };
+        assert_eq!(
+            e.to_string(),
+            "`${build.nope}`: the output of `build` has no `nope`"
+        );
+        let Value::Object(args) = json!({ "a": "${test.passed}" }) else {
+            unreachable!()
+        };
         let e = resolve(&args, &outputs()).expect_err("no output");
         assert!(e.to_string().contains("step `test` has no output yet"));
     }

@@ -78,12 +78,15 @@ pub fn validate(plan: &Plan, catalog: &Catalog) -> Result<(), Vec<PlanError>> {
     for step in &plan.steps {
         for dep in &step.depends_on {
             if dep == &step.id {
-                errors.push(PlanError::SelfDependency { step: step.id.clone() });
+                errors.push(PlanError::SelfDependency {
+                    step: step.id.clone(),
+                });
             } else if !ids.contains(&dep) {
                 errors.push(PlanError::UnknownDependency {
                     step: step.id.clone(),
                     dependency: dep.clone(),
-                    suggestion: closest(dep.as_str(), ids.iter().map(|i| i.as_str())).map(str::to_string),
+                    suggestion: closest(dep.as_str(), ids.iter().map(|i| i.as_str()))
+                        .map(str::to_string),
                 });
             }
         }
@@ -105,7 +108,9 @@ pub fn validate(plan: &Plan, catalog: &Catalog) -> Result<(), Vec<PlanError>> {
                         r.step
                     ),
                 });
-            } else if !step.depends_on.contains(&r.step) && !plan.ancestors(&step.id).contains(&r.step) {
+            } else if !step.depends_on.contains(&r.step)
+                && !plan.ancestors(&step.id).contains(&r.step)
+            {
                 errors.push(PlanError::BadReference {
                     step: step.id.clone(),
                     message: format!("uses the output of `{}` but does not depend on it", r.step),
@@ -133,7 +138,11 @@ pub fn validate(plan: &Plan, catalog: &Catalog) -> Result<(), Vec<PlanError>> {
     if let Some(cycle) = find_cycle(plan) {
         errors.push(PlanError::Cycle(cycle));
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Check arguments against a tool's JSON schema. With `templated`, values
@@ -181,10 +190,18 @@ fn find_cycle(plan: &Plan) -> Option<Vec<StepId>> {
     let known: HashSet<&StepId> = plan.steps.iter().map(|s| &s.id).collect();
     let mut indegree: HashMap<&StepId, usize> = HashMap::new();
     for s in &plan.steps {
-        let n = s.depends_on.iter().filter(|d| known.contains(d) && *d != &s.id).count();
+        let n = s
+            .depends_on
+            .iter()
+            .filter(|d| known.contains(d) && *d != &s.id)
+            .count();
         indegree.insert(&s.id, n);
     }
-    let mut ready: Vec<&StepId> = indegree.iter().filter(|(_, n)| **n == 0).map(|(id, _)| *id).collect();
+    let mut ready: Vec<&StepId> = indegree
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| *id)
+        .collect();
     while let Some(id) = ready.pop() {
         indegree.remove(id);
         for s in &plan.steps {
@@ -202,7 +219,10 @@ fn find_cycle(plan: &Plan) -> Option<Vec<StepId>> {
     let mut path = vec![start.id.clone()];
     let mut cur = start;
     loop {
-        let next = cur.depends_on.iter().find(|d| indegree.contains_key(d) && *d != &cur.id)?;
+        let next = cur
+            .depends_on
+            .iter()
+            .find(|d| indegree.contains_key(d) && *d != &cur.id)?;
         if let Some(pos) = path.iter().position(|p| p == next) {
             let mut cycle = path.split_off(pos);
             cycle.reverse();
@@ -242,7 +262,9 @@ mod tests {
     }
 
     fn step(id: &str, tool: &str, args: Value, deps: &[&str]) -> Step {
-        let Value::Object(args) = args else { unreachable!() };
+        let Value::Object(args) = args else {
+            unreachable!()
+        };
         Step {
             id: StepId::new(id),
             tool: tool.into(),
@@ -255,14 +277,22 @@ mod tests {
     }
 
     fn plan(steps: Vec<Step>) -> Plan {
-        Plan { title: "t".into(), steps }
+        Plan {
+            title: "t".into(),
+            steps,
+        }
     }
 
     #[test]
     fn a_good_plan_passes_with_templated_args() {
         let p = plan(vec![
             step("b", "ci.build", json!({"service":"checkout"}), &[]),
-            step("t", "ci.run_tests", json!({"build_id":"${b.build_id}"}), &[]),
+            step(
+                "t",
+                "ci.run_tests",
+                json!({"build_id":"${b.build_id}"}),
+                &[],
+            ),
         ])
         .with_implied_dependencies();
         assert_eq!(validate(&p, &catalog()), Ok(()));
@@ -281,10 +311,16 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         let all = errors.join("\n");
-        assert!(all.contains("unknown tool `ci.biuld`; did you mean `ci.build`?"), "{all}");
+        assert!(
+            all.contains("unknown tool `ci.biuld`; did you mean `ci.build`?"),
+            "{all}"
+        );
         assert!(all.contains("depends on unknown step `x`"), "{all}");
         assert!(all.contains("step id `t` is used more than once"), "{all}");
-        assert!(all.contains("/build_id: 5 is not of type \"string\""), "{all}");
+        assert!(
+            all.contains("/build_id: 5 is not of type \"string\""),
+            "{all}"
+        );
         assert!(all.contains("\"service\" is a required property"), "{all}");
     }
 
@@ -296,14 +332,23 @@ mod tests {
             step("c", "ci.build", json!({"service":"x"}), &["b"]),
         ]);
         let errors = validate(&p, &catalog()).expect_err("cycle");
-        let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        let text = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(text.contains("steps form a cycle:"), "{text}");
         assert!(text.contains("a") && text.contains("b") && text.contains("c"));
     }
 
     #[test]
     fn references_to_unknown_steps_are_errors() {
-        let p = plan(vec![step("t", "ci.run_tests", json!({"build_id":"${nope.id}"}), &[])]);
+        let p = plan(vec![step(
+            "t",
+            "ci.run_tests",
+            json!({"build_id":"${nope.id}"}),
+            &[],
+        )]);
         let text = validate(&p, &catalog()).expect_err("bad ref")[0].to_string();
         assert!(text.contains("names unknown step `nope`"), "{text}");
     }

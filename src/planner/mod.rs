@@ -10,7 +10,9 @@ use crate::plan::Plan;
 pub enum Proposal {
     Plan(Plan),
     /// Not enough to go on: ask rather than guess.
-    Clarify { question: String },
+    Clarify {
+        question: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +23,6 @@ pub enum PlannerError {
 
 pub trait Planner: Send + Sync {
     fn name(&self) -> &str;
-    fn plan(
-        &self,
-        request: &str,
-    ) -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>>;
+    fn plan(&self, request: &str)
+    -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>>;
 }

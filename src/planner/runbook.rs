@@ -15,8 +15,18 @@ use crate::text::{closest, edit_distance};
 
 /// Words people add that change nothing.
 const FILLER: [&str; 12] = [
-    "please", "pls", "kindly", "now", "can", "could", "you", "would", "the", "service",
-    "environment", "env",
+    "please",
+    "pls",
+    "kindly",
+    "now",
+    "can",
+    "could",
+    "you",
+    "would",
+    "the",
+    "service",
+    "environment",
+    "env",
 ];
 
 pub struct RunbookPlanner {
@@ -34,7 +44,9 @@ struct Match {
 
 fn words(s: &str) -> Vec<String> {
     s.to_lowercase()
-        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_' || c == '#' || c == '{' || c == '}'))
+        .split(|c: char| {
+            !(c.is_alphanumeric() || c == '-' || c == '_' || c == '#' || c == '{' || c == '}')
+        })
         .filter(|w| !w.is_empty() && !FILLER.contains(w))
         .map(str::to_string)
         .collect()
@@ -55,11 +67,18 @@ impl RunbookPlanner {
     }
 
     fn known(&self, slot: &str) -> &[String] {
-        if slot == "env" { &self.envs } else { &self.services }
+        if slot == "env" {
+            &self.envs
+        } else {
+            &self.services
+        }
     }
 
     fn canonical(&self, word: &str) -> String {
-        self.aliases.get(word).cloned().unwrap_or_else(|| word.to_string())
+        self.aliases
+            .get(word)
+            .cloned()
+            .unwrap_or_else(|| word.to_string())
     }
 
     /// Phrases whose literal words all match, with the words in slot places.
@@ -72,14 +91,20 @@ impl RunbookPlanner {
                     continue;
                 }
                 let mut slots = BTreeMap::new();
-                let fits = pattern.iter().zip(request).all(|(p, w)| match slot_name(p) {
-                    Some(slot) => {
-                        slots.insert(slot.to_string(), self.canonical(w));
-                        true
-                    }
-                    None => p == w,
-                });
-                let m = Match { runbook: name.clone(), slots };
+                let fits = pattern
+                    .iter()
+                    .zip(request)
+                    .all(|(p, w)| match slot_name(p) {
+                        Some(slot) => {
+                            slots.insert(slot.to_string(), self.canonical(w));
+                            true
+                        }
+                        None => p == w,
+                    });
+                let m = Match {
+                    runbook: name.clone(),
+                    slots,
+                };
                 if fits && !out.contains(&m) {
                     out.push(m);
                 }
@@ -96,7 +121,11 @@ impl RunbookPlanner {
             if known.iter().any(|k| k == value) {
                 return None;
             }
-            let what = if slot == "env" { "environment" } else { "service" };
+            let what = if slot == "env" {
+                "environment"
+            } else {
+                "service"
+            };
             let hint = closest(value, known.iter().map(String::as_str))
                 .map(|c| format!(" Did you mean `{c}`?"))
                 .unwrap_or_default();
@@ -115,13 +144,23 @@ impl RunbookPlanner {
                 if request.is_empty() || request.len() >= pattern.len() {
                     continue;
                 }
-                let fits = pattern.iter().zip(request).all(|(p, w)| slot_name(p).is_some() || p == w);
+                let fits = pattern
+                    .iter()
+                    .zip(request)
+                    .all(|(p, w)| slot_name(p).is_some() || p == w);
                 if !fits || slot_name(&pattern[0]).is_some() {
                     continue;
                 }
-                let missing: Vec<&str> = pattern[request.len()..].iter().filter_map(|p| slot_name(p)).collect();
+                let missing: Vec<&str> = pattern[request.len()..]
+                    .iter()
+                    .filter_map(|p| slot_name(p))
+                    .collect();
                 if let Some(slot) = missing.first() {
-                    let what = if *slot == "env" { "environment" } else { "service" };
+                    let what = if *slot == "env" {
+                        "environment"
+                    } else {
+                        "service"
+                    };
                     return Some(format!(
                         "Which {what}? Try \"{}\" with one of: {}.",
                         phrase,
@@ -140,14 +179,23 @@ impl RunbookPlanner {
             .values()
             .flat_map(|rb| rb.phrases.iter())
             .map(|p| {
-                let literal: Vec<String> = words(p).into_iter().filter(|w| slot_name(w).is_none()).collect();
+                let literal: Vec<String> = words(p)
+                    .into_iter()
+                    .filter(|w| slot_name(w).is_none())
+                    .collect();
                 let req_literal: Vec<&String> = request
                     .iter()
-                    .filter(|w| !self.services.contains(w) && !self.envs.contains(&self.canonical(w)))
+                    .filter(|w| {
+                        !self.services.contains(w) && !self.envs.contains(&self.canonical(w))
+                    })
                     .collect();
                 let d = edit_distance(
                     &literal.join(" "),
-                    &req_literal.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+                    &req_literal
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 );
                 (d, p)
             })
@@ -159,9 +207,9 @@ impl RunbookPlanner {
     fn build(&self, m: &Match) -> Plan {
         let rb = &self.runbooks[&m.runbook];
         let fill = |s: &str| {
-            m.slots
-                .iter()
-                .fold(s.to_string(), |acc, (k, v)| acc.replace(&format!("{{{k}}}"), v))
+            m.slots.iter().fold(s.to_string(), |acc, (k, v)| {
+                acc.replace(&format!("{{{k}}}"), v)
+            })
         };
         let steps = rb
             .steps
@@ -207,7 +255,10 @@ impl RunbookPlanner {
                         "I have no runbook for that.{hint} I can: {}.",
                         self.runbooks
                             .iter()
-                            .filter_map(|(name, rb)| rb.phrases.first().map(|p| format!("{name} (\"{p}\")")))
+                            .filter_map(|(name, rb)| rb
+                                .phrases
+                                .first()
+                                .map(|p| format!("{name} (\"{p}\")")))
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -224,7 +275,11 @@ impl RunbookPlanner {
                         .map(|m| format!(
                             "{} ({})",
                             m.runbook,
-                            m.slots.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                            m.slots
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ))
                         .collect::<Vec<_>>()
                         .join("; ")
@@ -235,7 +290,9 @@ impl RunbookPlanner {
 }
 
 fn fill_map(map: &Map<String, Value>, fill: &impl Fn(&str) -> String) -> Map<String, Value> {
-    map.iter().map(|(k, v)| (k.clone(), fill_value(v, fill))).collect()
+    map.iter()
+        .map(|(k, v)| (k.clone(), fill_value(v, fill)))
+        .collect()
 }
 
 fn fill_value(v: &Value, fill: &impl Fn(&str) -> String) -> Value {
@@ -252,7 +309,10 @@ impl Planner for RunbookPlanner {
         "runbook"
     }
 
-    fn plan(&self, request: &str) -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>> {
+    fn plan(
+        &self,
+        request: &str,
+    ) -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>> {
         let proposal = self.propose(request);
         Box::pin(async move { Ok(proposal) })
     }
@@ -293,14 +353,25 @@ mod tests {
         let deploy = p.step(&StepId::new("deploy")).expect("deploy step");
         assert_eq!(deploy.args["env"], "staging");
         assert_eq!(deploy.args["image"], "${build.image}");
-        assert_eq!(plan("ship payments to prod").step(&StepId::new("deploy")).map(|s| s.args["env"].clone()), Some("production".into()));
-        assert_eq!(plan("roll back search in staging").title, "rollback search → staging");
+        assert_eq!(
+            plan("ship payments to prod")
+                .step(&StepId::new("deploy"))
+                .map(|s| s.args["env"].clone()),
+            Some("production".into())
+        );
+        assert_eq!(
+            plan("roll back search in staging").title,
+            "rollback search → staging"
+        );
     }
 
     #[test]
     fn unknown_values_get_a_question_with_a_suggestion() {
         let q = question("deploy chekout to staging");
-        assert!(q.contains("I don't know a service called `chekout`. Did you mean `checkout`?"), "{q}");
+        assert!(
+            q.contains("I don't know a service called `chekout`. Did you mean `checkout`?"),
+            "{q}"
+        );
         let q = question("deploy checkout to qa");
         assert!(q.contains("environment called `qa`"), "{q}");
     }
@@ -312,6 +383,9 @@ mod tests {
         let q = question("make me a sandwich");
         assert!(q.starts_with("I have no runbook for that."), "{q}");
         let q = question("deplyo checkout to staging");
-        assert!(q.contains("Did you mean \"deploy {service} to {env}\""), "{q}");
+        assert!(
+            q.contains("Did you mean \"deploy {service} to {env}\""),
+            "{q}"
+        );
     }
 }

@@ -110,7 +110,9 @@ impl Policy {
             return Decision::NeedsApproval {
                 rule: "builtin.gated-env".into(),
                 reason: format!("{} changes {env}, a gated environment", step.tool),
-                gate: Some(Gate { confirm: env.to_string() }),
+                gate: Some(Gate {
+                    confirm: env.to_string(),
+                }),
             };
         }
         if tool.annotations.destructive && self.config.gate_destructive {
@@ -167,7 +169,9 @@ mod tests {
     }
 
     fn step(tool: &str, args: serde_json::Value) -> Step {
-        let serde_json::Value::Object(args) = args else { unreachable!() };
+        let serde_json::Value::Object(args) = args else {
+            unreachable!()
+        };
         Step {
             id: StepId::new("s"),
             tool: tool.into(),
@@ -183,15 +187,32 @@ mod tests {
     fn decisions_carry_rule_and_reason() {
         let p = Policy::new(PolicyConfig::default());
         let deploy = tool("deploy", false, false);
-        let d = p.decide(&step("k8s.deploy", json!({"env":"production"})), Some(&deploy));
+        let d = p.decide(
+            &step("k8s.deploy", json!({"env":"production"})),
+            Some(&deploy),
+        );
         assert_eq!(d.rule(), "builtin.gated-env");
-        assert_eq!(d.gate(), Some(&Gate { confirm: "production".into() }));
-        assert_eq!(d.reason(), "k8s.deploy changes production, a gated environment");
+        assert_eq!(
+            d.gate(),
+            Some(&Gate {
+                confirm: "production".into()
+            })
+        );
+        assert_eq!(
+            d.reason(),
+            "k8s.deploy changes production, a gated environment"
+        );
         let d = p.decide(&step("k8s.deploy", json!({"env":"staging"})), Some(&deploy));
         assert_eq!(d.label(), "approve");
-        let d = p.decide(&step("k8s.status", json!({"env":"production"})), Some(&tool("status", true, false)));
+        let d = p.decide(
+            &step("k8s.status", json!({"env":"production"})),
+            Some(&tool("status", true, false)),
+        );
         assert_eq!(d.label(), "allow", "reading production is not gated");
-        let d = p.decide(&step("k8s.rollback", json!({"env":"dev", "service":"x"})), Some(&tool("rollback", false, true)));
+        let d = p.decide(
+            &step("k8s.rollback", json!({"env":"dev", "service":"x"})),
+            Some(&tool("rollback", false, true)),
+        );
         assert_eq!(d.rule(), "builtin.destructive");
         let d = p.decide(&step("k8s.nope", json!({})), None);
         assert!(d.is_denied());
@@ -199,8 +220,22 @@ mod tests {
 
     #[test]
     fn approval_binding_changes_with_args() {
-        let a = args_hash("k8s.deploy", json!({"env":"staging"}).as_object().cloned().as_ref().unwrap_or(&Map::new()));
-        let b = args_hash("k8s.deploy", json!({"env":"production"}).as_object().cloned().as_ref().unwrap_or(&Map::new()));
+        let a = args_hash(
+            "k8s.deploy",
+            json!({"env":"staging"})
+                .as_object()
+                .cloned()
+                .as_ref()
+                .unwrap_or(&Map::new()),
+        );
+        let b = args_hash(
+            "k8s.deploy",
+            json!({"env":"production"})
+                .as_object()
+                .cloned()
+                .as_ref()
+                .unwrap_or(&Map::new()),
+        );
         assert_ne!(a, b);
     }
 }

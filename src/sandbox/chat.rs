@@ -55,8 +55,15 @@ impl Chat {
     }
 
     /// Post a message to a channel.
-    #[tool(annotations(read_only_hint = false, destructive_hint = false, open_world_hint = false))]
-    async fn notify(&self, Parameters(args): Parameters<NotifyArgs>) -> Result<CallToolResult, ErrorData> {
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = false,
+        open_world_hint = false
+    ))]
+    async fn notify(
+        &self,
+        Parameters(args): Parameters<NotifyArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if !args.channel.starts_with('#') {
             return Ok(fail(
                 format!("channel `{}` must start with '#'", args.channel),
@@ -70,18 +77,34 @@ impl Chat {
         let _guard = self.lock.lock().await;
         let mut state: ChatState = self.ctx.load(STATE);
         let messages = state.channels.entry(args.channel.clone()).or_default();
-        messages.push(Message { at: now(), text: args.text.clone() });
+        messages.push(Message {
+            at: now(),
+            text: args.text.clone(),
+        });
         let id = messages.len();
-        self.ctx.save(STATE, &state).map_err(|e| ErrorData::internal_error(e, None))?;
-        Ok(ok(json!({ "channel": args.channel, "message_id": id, "posted": true })))
+        self.ctx
+            .save(STATE, &state)
+            .map_err(|e| ErrorData::internal_error(e, None))?;
+        Ok(ok(
+            json!({ "channel": args.channel, "message_id": id, "posted": true }),
+        ))
     }
 
     /// The messages of a channel, oldest first.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn history(&self, Parameters(args): Parameters<HistoryArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn history(
+        &self,
+        Parameters(args): Parameters<HistoryArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         let state: ChatState = self.ctx.load(STATE);
-        let messages = state.channels.get(&args.channel).cloned().unwrap_or_default();
-        Ok(ok(json!({ "channel": args.channel, "count": messages.len(), "messages": messages })))
+        let messages = state
+            .channels
+            .get(&args.channel)
+            .cloned()
+            .unwrap_or_default();
+        Ok(ok(
+            json!({ "channel": args.channel, "count": messages.len(), "messages": messages }),
+        ))
     }
 }
 

@@ -65,7 +65,12 @@ impl Ci {
     }
 
     /// Build a service from a git ref and push its image. Returns the build id and image tag.
-    #[tool(annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false))]
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
     async fn build(
         &self,
         Parameters(args): Parameters<BuildArgs>,
@@ -89,7 +94,10 @@ impl Ci {
         let mut state: CiState = self.ctx.load(STATE);
         state.next_build += 1;
         let number = 400 + state.next_build;
-        let commit = format!("{:07x}", fnv(&format!("{}{}{number}", args.service, args.git_ref)) & 0xfff_ffff);
+        let commit = format!(
+            "{:07x}",
+            fnv(&format!("{}{}{number}", args.service, args.git_ref)) & 0xfff_ffff
+        );
         let build = Build {
             build_id: format!("b-{number}"),
             service: args.service.clone(),
@@ -132,11 +140,17 @@ impl Ci {
         };
         if build.service != args.service {
             return Ok(fail(
-                format!("build `{}` is of {}, not {}", args.build_id, build.service, args.service),
+                format!(
+                    "build `{}` is of {}, not {}",
+                    args.build_id, build.service, args.service
+                ),
                 json!({ "error": "wrong_service" }),
             ));
         }
-        let injected = self.ctx.inject("run_tests", Some(&args.service), None).await;
+        let injected = self
+            .ctx
+            .inject("run_tests", Some(&args.service), None)
+            .await;
         let total = 120 + fnv(&args.service) % 200;
         for i in 0..4 {
             progress(&peer, &meta, f64::from(i), 4.0, "running tests").await;

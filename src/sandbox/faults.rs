@@ -60,14 +60,14 @@ impl Faults {
                 None if kind == "hang" => FaultKind::Hang,
                 None if kind == "garbage" => FaultKind::Garbage,
                 None if kind == "unhealthy" => FaultKind::Unhealthy,
-                Some(("flaky", n)) => FaultKind::Flaky(
-                    n.parse()
-                        .map_err(|_| format!("fault `{entry}`: flaky needs a count, e.g. flaky:2"))?,
-                ),
-                Some(("slow", ms)) => FaultKind::Slow(
-                    ms.parse()
-                        .map_err(|_| format!("fault `{entry}`: slow needs milliseconds, e.g. slow:200"))?,
-                ),
+                Some(("flaky", n)) => {
+                    FaultKind::Flaky(n.parse().map_err(|_| {
+                        format!("fault `{entry}`: flaky needs a count, e.g. flaky:2")
+                    })?)
+                }
+                Some(("slow", ms)) => FaultKind::Slow(ms.parse().map_err(|_| {
+                    format!("fault `{entry}`: slow needs milliseconds, e.g. slow:200")
+                })?),
                 _ => {
                     return Err(format!(
                         "fault `{entry}`: unknown kind `{kind}` (fail, flaky:N, crash, hang, garbage, unhealthy, slow:MS)"
@@ -143,9 +143,15 @@ mod tests {
                 .map(|f| f.kind.clone()),
             Some(FaultKind::Unhealthy)
         );
-        assert_eq!(f.matching("health", Some("checkout"), Some("staging")).count(), 0);
         assert_eq!(
-            f.matching("deploy", Some("x"), Some("y")).next().map(|f| f.kind.clone()),
+            f.matching("health", Some("checkout"), Some("staging"))
+                .count(),
+            0
+        );
+        assert_eq!(
+            f.matching("deploy", Some("x"), Some("y"))
+                .next()
+                .map(|f| f.kind.clone()),
             Some(FaultKind::Flaky(2))
         );
     }

@@ -104,7 +104,12 @@ impl K8s {
 
     /// Roll out an image to a service in an environment, creating a new revision.
     /// Additive: earlier revisions are kept and can be rolled back to.
-    #[tool(annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false))]
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
     async fn deploy(
         &self,
         Parameters(args): Parameters<DeployArgs>,
@@ -114,22 +119,43 @@ impl K8s {
         if let Some(r) = check(&args.service, &args.env) {
             return Ok(r);
         }
-        if let Some(r) = self.ctx.inject("deploy", Some(&args.service), Some(&args.env)).await {
+        if let Some(r) = self
+            .ctx
+            .inject("deploy", Some(&args.service), Some(&args.env))
+            .await
+        {
             return Ok(r);
         }
         let builds: CiState = self.ctx.load(CI_STATE);
-        if !builds.builds.values().any(|b| b.image == args.image && b.service == args.service) {
+        if !builds
+            .builds
+            .values()
+            .any(|b| b.image == args.image && b.service == args.service)
+        {
             return Ok(fail(
-                format!("ImagePullBackOff: image {} of {} is not in the registry", args.image, args.service),
+                format!(
+                    "ImagePullBackOff: image {} of {} is not in the registry",
+                    args.image, args.service
+                ),
                 json!({ "error": "image_not_found", "image": args.image }),
             ));
         }
         let replicas = {
             let state: K8sState = self.ctx.load(STATE);
-            state.deployments.get(&key(&args.service, &args.env)).map_or(3, |d| d.replicas.max(1))
+            state
+                .deployments
+                .get(&key(&args.service, &args.env))
+                .map_or(3, |d| d.replicas.max(1))
         };
         for pod in 0..replicas {
-            progress(&peer, &meta, f64::from(pod), f64::from(replicas), "rolling out pods").await;
+            progress(
+                &peer,
+                &meta,
+                f64::from(pod),
+                f64::from(replicas),
+                "rolling out pods",
+            )
+            .await;
             self.ctx.work(300).await;
         }
         let _guard = self.lock.lock().await;
@@ -137,12 +163,22 @@ impl K8s {
         let dep = state
             .deployments
             .entry(key(&args.service, &args.env))
-            .or_insert(Deployment { revisions: Vec::new(), current: 0, replicas });
+            .or_insert(Deployment {
+                revisions: Vec::new(),
+                current: 0,
+                replicas,
+            });
         let previous = dep.current;
         let revision = dep.newest() + 1;
-        dep.revisions.push(Revision { revision, image: args.image.clone(), at: now() });
+        dep.revisions.push(Revision {
+            revision,
+            image: args.image.clone(),
+            at: now(),
+        });
         dep.current = revision;
-        self.ctx.save(STATE, &state).map_err(|e| ErrorData::internal_error(e, None))?;
+        self.ctx
+            .save(STATE, &state)
+            .map_err(|e| ErrorData::internal_error(e, None))?;
         Ok(ok(json!({
             "service": args.service, "env": args.env, "image": args.image,
             "revision": revision, "previous_revision": previous, "replicas": replicas,
@@ -152,33 +188,56 @@ impl K8s {
 
     /// What runs where: live revision, image, replicas and revision history.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn status(&self, Parameters(args): Parameters<TargetArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn status(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = check(&args.service, &args.env) {
             return Ok(r);
         }
-        if let Some(r) = self.ctx.inject("status", Some(&args.service), Some(&args.env)).await {
+        if let Some(r) = self
+            .ctx
+            .inject("status", Some(&args.service), Some(&args.env))
+            .await
+        {
             return Ok(r);
         }
         self.ctx.work(100).await;
         let state: K8sState = self.ctx.load(STATE);
-        Ok(ok(match state.deployments.get(&key(&args.service, &args.env)) {
-            None => json!({ "service": args.service, "env": args.env, "deployed": false, "revision": null }),
-            Some(d) => json!({
-                "service": args.service, "env": args.env, "deployed": true,
-                "revision": d.current, "image": d.live().map(|r| r.image.clone()),
-                "replicas": d.replicas, "ready_replicas": d.replicas,
-                "revisions": d.revisions,
-            }),
-        }))
+        Ok(ok(
+            match state.deployments.get(&key(&args.service, &args.env)) {
+                None => {
+                    json!({ "service": args.service, "env": args.env, "deployed": false, "revision": null })
+                }
+                Some(d) => json!({
+                    "service": args.service, "env": args.env, "deployed": true,
+                    "revision": d.current, "image": d.live().map(|r| r.image.clone()),
+                    "replicas": d.replicas, "ready_replicas": d.replicas,
+                    "revisions": d.revisions,
+                }),
+            },
+        ))
     }
 
     /// Return a service in an environment to an earlier revision.
-    #[tool(annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false))]
-    async fn rollback(&self, Parameters(args): Parameters<RollbackArgs>) -> Result<CallToolResult, ErrorData> {
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn rollback(
+        &self,
+        Parameters(args): Parameters<RollbackArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = check(&args.service, &args.env) {
             return Ok(r);
         }
-        if let Some(r) = self.ctx.inject("rollback", Some(&args.service), Some(&args.env)).await {
+        if let Some(r) = self
+            .ctx
+            .inject("rollback", Some(&args.service), Some(&args.env))
+            .await
+        {
             return Ok(r);
         }
         self.ctx.work(500).await;
@@ -186,31 +245,50 @@ impl K8s {
         let mut state: K8sState = self.ctx.load(STATE);
         let Some(dep) = state.deployments.get_mut(&key(&args.service, &args.env)) else {
             return Ok(fail(
-                format!("{} is not deployed in {}: nothing to roll back", args.service, args.env),
+                format!(
+                    "{} is not deployed in {}: nothing to roll back",
+                    args.service, args.env
+                ),
                 json!({ "error": "not_deployed" }),
             ));
         };
         let from = dep.current;
         let target = match args.to_revision {
             Some(t) => t,
-            None => match dep.revisions.iter().map(|r| r.revision).filter(|r| *r < from).max() {
+            None => match dep
+                .revisions
+                .iter()
+                .map(|r| r.revision)
+                .filter(|r| *r < from)
+                .max()
+            {
                 Some(t) => t,
                 None => {
                     return Ok(fail(
-                        format!("{} in {} has no revision before {from}", args.service, args.env),
+                        format!(
+                            "{} in {} has no revision before {from}",
+                            args.service, args.env
+                        ),
                         json!({ "error": "no_previous_revision", "revision": from }),
                     ));
                 }
             },
         };
-        let Some(image) = dep.revisions.iter().find(|r| r.revision == target).map(|r| r.image.clone()) else {
+        let Some(image) = dep
+            .revisions
+            .iter()
+            .find(|r| r.revision == target)
+            .map(|r| r.image.clone())
+        else {
             return Ok(fail(
                 format!("{} in {} has no revision {target}", args.service, args.env),
                 json!({ "error": "unknown_revision" }),
             ));
         };
         dep.current = target;
-        self.ctx.save(STATE, &state).map_err(|e| ErrorData::internal_error(e, None))?;
+        self.ctx
+            .save(STATE, &state)
+            .map_err(|e| ErrorData::internal_error(e, None))?;
         Ok(ok(json!({
             "service": args.service, "env": args.env,
             "revision": target, "from_revision": from, "image": image, "status": "rolled back",
@@ -218,8 +296,16 @@ impl K8s {
     }
 
     /// Change the number of replicas.
-    #[tool(annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false))]
-    async fn scale(&self, Parameters(args): Parameters<ScaleArgs>) -> Result<CallToolResult, ErrorData> {
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn scale(
+        &self,
+        Parameters(args): Parameters<ScaleArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = check(&args.service, &args.env) {
             return Ok(r);
         }
@@ -229,7 +315,11 @@ impl K8s {
                 json!({ "error": "too_many_replicas" }),
             ));
         }
-        if let Some(r) = self.ctx.inject("scale", Some(&args.service), Some(&args.env)).await {
+        if let Some(r) = self
+            .ctx
+            .inject("scale", Some(&args.service), Some(&args.env))
+            .await
+        {
             return Ok(r);
         }
         self.ctx.work(200).await;
@@ -243,8 +333,12 @@ impl K8s {
         };
         let from = dep.replicas;
         dep.replicas = args.replicas;
-        self.ctx.save(STATE, &state).map_err(|e| ErrorData::internal_error(e, None))?;
-        Ok(ok(json!({ "service": args.service, "env": args.env, "replicas": args.replicas, "previous_replicas": from })))
+        self.ctx
+            .save(STATE, &state)
+            .map_err(|e| ErrorData::internal_error(e, None))?;
+        Ok(ok(
+            json!({ "service": args.service, "env": args.env, "replicas": args.replicas, "previous_replicas": from }),
+        ))
     }
 }
 

@@ -20,7 +20,9 @@ pub const NAMES: [&str; 6] = ["ci", "quality", "registry", "k8s", "monitor", "ch
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("unknown sandbox server `{0}`; the sandbox has: ci, quality, registry, k8s, monitor, chat")]
+    #[error(
+        "unknown sandbox server `{0}`; the sandbox has: ci, quality, registry, k8s, monitor, chat"
+    )]
     Unknown(String),
     #[error("sandbox setup: {0}")]
     Setup(String),

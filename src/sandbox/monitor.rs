@@ -36,7 +36,11 @@ impl Monitor {
     fn metrics_of(&self, service: &str, env: &str, dep: &Deployment) -> Value {
         let h = fnv(&format!("{service}{env}{}", dep.current));
         let bad = self.unhealthy(service, env, dep);
-        let error_rate = if bad { 0.34 } else { (h % 50) as f64 / 10_000.0 };
+        let error_rate = if bad {
+            0.34
+        } else {
+            (h % 50) as f64 / 10_000.0
+        };
         let p99 = if bad { 2400 + h % 500 } else { 80 + h % 120 };
         json!({
             "service": service, "env": env, "revision": dep.current,
@@ -57,11 +61,18 @@ impl Monitor {
 
     /// Health of a service in an environment. Fails when it is not healthy.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn health(&self, Parameters(args): Parameters<TargetArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn health(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = check_service(&args.service).or_else(|| check_env(&args.env)) {
             return Ok(r);
         }
-        if let Some(r) = self.ctx.inject("health", Some(&args.service), Some(&args.env)).await {
+        if let Some(r) = self
+            .ctx
+            .inject("health", Some(&args.service), Some(&args.env))
+            .await
+        {
             return Ok(r);
         }
         self.ctx.work(300).await;
@@ -90,16 +101,23 @@ impl Monitor {
 
     /// Request rate, error rate, latency and CPU of a service in an environment.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn metrics(&self, Parameters(args): Parameters<TargetArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn metrics(
+        &self,
+        Parameters(args): Parameters<TargetArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = check_service(&args.service).or_else(|| check_env(&args.env)) {
             return Ok(r);
         }
         self.ctx.work(150).await;
         let state: K8sState = self.ctx.load(K8S_STATE);
-        Ok(ok(match state.deployments.get(&key(&args.service, &args.env)) {
-            Some(dep) => self.metrics_of(&args.service, &args.env, dep),
-            None => json!({ "service": args.service, "env": args.env, "revision": null, "rps": 0, "error_rate": 0.0, "p99_ms": 0 }),
-        }))
+        Ok(ok(
+            match state.deployments.get(&key(&args.service, &args.env)) {
+                Some(dep) => self.metrics_of(&args.service, &args.env, dep),
+                None => {
+                    json!({ "service": args.service, "env": args.env, "revision": null, "rps": 0, "error_rate": 0.0, "p99_ms": 0 })
+                }
+            },
+        ))
     }
 
     /// Alerts firing anywhere in the estate.

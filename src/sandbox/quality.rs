@@ -35,7 +35,10 @@ impl Quality {
 
     /// Scan a build against the quality gate. Fails when the gate fails.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn scan(&self, Parameters(args): Parameters<ScanArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn scan(
+        &self,
+        Parameters(args): Parameters<ScanArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = check_service(&args.service) {
             return Ok(r);
         }
@@ -52,7 +55,10 @@ impl Quality {
         let coverage = 78.0 + (h % 150) as f64 / 10.0;
         if injected.is_some() {
             return Ok(fail(
-                format!("quality gate failed for {} {}: 2 new critical bugs", args.service, args.build_id),
+                format!(
+                    "quality gate failed for {} {}: 2 new critical bugs",
+                    args.service, args.build_id
+                ),
                 json!({ "gate": "failed", "coverage": coverage, "bugs": 2, "vulnerabilities": 0 }),
             ));
         }

@@ -39,7 +39,10 @@ impl Registry {
 
     /// Check that an image exists in the registry and is signed.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn verify_image(&self, Parameters(args): Parameters<ImageArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn verify_image(
+        &self,
+        Parameters(args): Parameters<ImageArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = self.ctx.inject("verify_image", None, None).await {
             return Ok(r);
         }
@@ -59,7 +62,10 @@ impl Registry {
 
     /// List a service's image tags, newest first.
     #[tool(annotations(read_only_hint = true, open_world_hint = false))]
-    async fn list_tags(&self, Parameters(args): Parameters<ServiceArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn list_tags(
+        &self,
+        Parameters(args): Parameters<ServiceArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if let Some(r) = check_service(&args.service) {
             return Ok(r);
         }
@@ -71,7 +77,9 @@ impl Registry {
             .map(|b| json!({ "image": b.image, "build_id": b.build_id, "at": b.at }))
             .collect();
         tags.reverse();
-        Ok(ok(json!({ "service": args.service, "count": tags.len(), "tags": tags })))
+        Ok(ok(
+            json!({ "service": args.service, "count": tags.len(), "tags": tags }),
+        ))
     }
 }
 

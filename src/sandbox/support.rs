@@ -67,7 +67,9 @@ impl Ctx {
                     let call = bump_counter(&self.dir, tool);
                     if call <= n {
                         return Some(fail(
-                            format!("{tool}: transient error, try again (call {call} of {n} flaky)"),
+                            format!(
+                                "{tool}: transient error, try again (call {call} of {n} flaky)"
+                            ),
                             serde_json::json!({ "injected": "flaky", "retryable": true }),
                         ));
                     }

@@ -114,7 +114,9 @@ impl SessionState {
                 s.approved_by = Some(by.clone());
                 s.status = Some(StepStatus::Approved);
             }
-            Event::StepStarted { step, .. } => self.step_mut(step).status = Some(StepStatus::Running),
+            Event::StepStarted { step, .. } => {
+                self.step_mut(step).status = Some(StepStatus::Running)
+            }
             Event::StepProgress { step, progress } => {
                 self.step_mut(step).progress = Some(progress.clone());
             }

@@ -113,7 +113,15 @@ fn now_rfc3339() -> String {
 
 /// The chain link: SHA-256 over the previous hash and the record's fields
 /// exactly as stored.
-pub fn link_hash(prev: &str, seq: i64, session: &str, ts: &str, actor: &str, kind: &str, body: &str) -> String {
+pub fn link_hash(
+    prev: &str,
+    seq: i64,
+    session: &str,
+    ts: &str,
+    actor: &str,
+    kind: &str,
+    body: &str,
+) -> String {
     let mut h = Sha256::new();
     for part in [prev, &seq.to_string(), session, ts, actor, kind, body] {
         h.update(part.as_bytes());
@@ -184,7 +192,9 @@ impl Store {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent:
         // every write is one transaction. Carry on with the connection.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn create_session(&self, id: &SessionId, actor: &str) -> Result<(), StoreError> {
@@ -196,16 +206,23 @@ impl Store {
     }
 
     /// Append one event to the chain, durably, and return its record.
-    pub fn append(&self, session: &SessionId, actor: &str, event: &Event) -> Result<Record, StoreError> {
+    pub fn append(
+        &self,
+        session: &SessionId,
+        actor: &str,
+        event: &Event,
+    ) -> Result<Record, StoreError> {
         let body = serde_json::to_string(event)?;
         let kind = event.kind();
         let ts = now_rfc3339();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (last_seq, prev): (i64, String) = tx
-            .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
         let seq = last_seq + 1;
@@ -271,8 +288,12 @@ impl Store {
     /// A session by its id or a unique prefix of it.
     pub fn find_session(&self, prefix: &str) -> Result<SessionId, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM sessions WHERE id LIKE ?1 || '%' ESCAPE '\\' LIMIT 2")?;
-        let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let mut stmt =
+            conn.prepare("SELECT id FROM sessions WHERE id LIKE ?1 || '%' ESCAPE '\\' LIMIT 2")?;
+        let escaped = prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         let ids: Vec<String> = stmt
             .query_map(params![escaped], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
@@ -359,7 +380,8 @@ impl Store {
             if link_hash(&prev, seq, &session, &ts, &actor, &kind, &body) != hash {
                 return Ok(ChainReport::Broken {
                     seq,
-                    problem: "its content does not match its hash (changed after it was written)".into(),
+                    problem: "its content does not match its hash (changed after it was written)"
+                        .into(),
                 });
             }
             prev = hash;
@@ -393,7 +415,13 @@ mod tests {
         let id = SessionId::generate();
         store.create_session(&id, "alice").expect("session");
         let a = store
-            .append(&id, "alice", &Event::UserMessage { text: "deploy checkout to staging".into() })
+            .append(
+                &id,
+                "alice",
+                &Event::UserMessage {
+                    text: "deploy checkout to staging".into(),
+                },
+            )
             .expect("append");
         let b = store
             .append(&id, "alice", &Event::Note { text: "n".into() })
@@ -408,8 +436,14 @@ mod tests {
         assert_eq!(list[0].events, 2);
         let prefix = &id.as_str()[..10];
         assert_eq!(store.find_session(prefix).expect("find"), id);
-        assert!(matches!(store.find_session("nope"), Err(StoreError::NoSuchSession(_))));
-        assert_eq!(store.verify().expect("verify"), ChainReport::Whole { events: 2 });
+        assert!(matches!(
+            store.find_session("nope"),
+            Err(StoreError::NoSuchSession(_))
+        ));
+        assert_eq!(
+            store.verify().expect("verify"),
+            ChainReport::Whole { events: 2 }
+        );
     }
 
     #[test]
@@ -419,11 +453,22 @@ mod tests {
         let id = SessionId::generate();
         store.create_session(&id, "a").expect("session");
         for i in 0..3 {
-            store.append(&id, "a", &Event::Note { text: format!("n{i}") }).expect("append");
+            store
+                .append(
+                    &id,
+                    "a",
+                    &Event::Note {
+                        text: format!("n{i}"),
+                    },
+                )
+                .expect("append");
         }
         store
             .conn()
-            .execute("UPDATE events SET body = replace(body, 'n1', 'nX') WHERE seq = 2", [])
+            .execute(
+                "UPDATE events SET body = replace(body, 'n1', 'nX') WHERE seq = 2",
+                [],
+            )
             .expect("tamper");
         match store.verify().expect("verify") {
             ChainReport::Broken { seq, problem } => {
