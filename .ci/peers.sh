@@ -6,7 +6,8 @@ dir="$(cd "$(dirname "$0")" && pwd)/peers"
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
-if [ ! -x "$dir/node_modules/.bin/mcp-server-filesystem" ]; then
+if [ ! -x "$dir/node_modules/.bin/mcp-server-filesystem" ] || [ ! -x "$dir/node_modules/.bin/mcp-server-everything" ]; then
   npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
-    @modelcontextprotocol/server-filesystem@2026.8.31 >&2
+    @modelcontextprotocol/server-filesystem@2026.8.31 \
+    @modelcontextprotocol/server-everything@2026.8.31 >&2
 fi

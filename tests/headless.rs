@@ -351,6 +351,27 @@ fn a_hung_call_times_out_and_garbage_on_stdout_is_reported() {
     );
     assert!(records.iter().any(|r| matches!(&r.event,
         Event::ServerProblem { server, message } if server == "registry" && message.contains("not JSON-RPC"))));
+    // The hung server ignored EOF; shutdown killed it rather than leaving it behind.
+    assert_eq!(sandbox_processes_of(&home), Vec::<u32>::new());
+}
+
+/// Processes still running with this home's sandbox directory in their environment.
+fn sandbox_processes_of(home: &Home) -> Vec<u32> {
+    let needle = format!("OPSBOT_SANDBOX_DIR={}", home.path().join("data").display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|v| v.starts_with(needle.as_bytes()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 #[test]

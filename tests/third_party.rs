@@ -13,8 +13,13 @@ use opsbot::session::{Event, StepStatus};
 use serde_json::json;
 
 fn filesystem_server() -> PathBuf {
+    peer("mcp-server-filesystem")
+}
+
+/// A server from npm, installed on first use by .ci/peers.sh.
+fn peer(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join(".ci/peers/node_modules/.bin/mcp-server-filesystem");
+    let bin = root.join(".ci/peers/node_modules/.bin").join(name);
     if !bin.exists() {
         let status = Command::new("bash")
             .arg(root.join(".ci/peers.sh"))
@@ -241,4 +246,75 @@ depends_on = ["write"]
         Some("allow"),
         "read-only third-party tool is allowed"
     );
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_server_is_connected_listed_and_called() {
+    let bin = peer("mcp-server-everything");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let _server = Reap(
+        Command::new(&bin)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start server-everything"),
+    );
+    let up = (0..150).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "server-everything did not listen on {port}");
+
+    let home = Home::new();
+    let mut cfg = config(&format!(
+        "[servers.every]\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+    ));
+    cfg.servers.retain(|name, _| name == "every");
+    let servers = Servers::start(
+        &cfg,
+        &SpawnContext {
+            exe: BIN.into(),
+            data_dir: home.path().into(),
+            config_dir: home.path().into(),
+        },
+    );
+    servers.wait_settled().await;
+    let (_, status) = servers.statuses().into_iter().next().expect("one server");
+    assert!(status.is_ready(), "not ready over HTTP: {status:?}");
+    assert!(
+        servers.catalog().get("every.echo").is_some(),
+        "tools: {:?}",
+        servers.tools_of("every")
+    );
+    let args = json!({ "message": "over http" });
+    let out = servers
+        .call(
+            "every.echo",
+            args.as_object().cloned().unwrap_or_default(),
+            CallOptions::default(),
+        )
+        .await
+        .expect("echo over HTTP");
+    assert!(
+        !out.is_error && out.text.contains("over http"),
+        "{}",
+        out.text
+    );
+    servers.shutdown().await;
 }

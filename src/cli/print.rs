@@ -93,6 +93,13 @@ pub fn record(r: &Record, with_progress: bool) -> Option<String> {
                 if *gated { " (gated, confirmed)" } else { "" }
             )
         }
+        Event::AwaitingApproval { step, gated } => {
+            format!(
+                "? {step:<16} awaiting approval{}",
+                if *gated { " (gated)" } else { "" }
+            )
+        }
+        Event::ArgsEdited { step, args } => format!("edit    {step}: {}", compact(args, 90)),
         Event::StepStarted { step, tool, args } => {
             format!("▶ {step:<16} {tool} {}", compact(args, 90))
         }

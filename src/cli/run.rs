@@ -1,5 +1,6 @@
 //! `opsbot run "REQUEST"`: plan, approve, run, report, headless.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -88,7 +89,7 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
         }
         Planned::Ready { plan, decisions } => {
             say(&print::plan(&plan, &decisions));
-            let mut approvals = Approvals::new();
+            let mut approvals = HashMap::new();
             for step in &plan.steps {
                 let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
                     continue;
@@ -153,6 +154,7 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
                     }
                 })
             });
+            let approvals = Approvals::Fixed(approvals);
             let outcome = rt
                 .run(&session, &plan, &decisions, &approvals, cancel)
                 .await?;

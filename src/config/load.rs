@@ -147,6 +147,11 @@ fn toml_error(layer: &ConfigSource, e: &toml::de::Error) -> ConfigError {
 /// Turn serde's "unknown field" wording into opsbot's, with a suggestion.
 fn explain(message: &str) -> String {
     let message = message.trim();
+    for int in ["u64", "u32", "u16", "u8", "i64", "i32", "usize"] {
+        if let Some(head) = message.strip_suffix(&format!("expected {int}")) {
+            return format!("{head}expected a whole number");
+        }
+    }
     let Some(rest) = message.strip_prefix("unknown field `") else {
         return message.to_string();
     };
@@ -387,7 +392,10 @@ mod tests {
     fn wrong_type_names_line_and_column() {
         let e = err("[servers.ci]\ntimeout_ms = \"fast\"\n");
         assert!(e.starts_with("user.toml:2:14:"), "{e}");
-        assert!(e.contains("integer"), "{e}");
+        assert!(
+            e.contains("invalid type: string \"fast\", expected a whole number"),
+            "{e}"
+        );
     }
 
     #[test]

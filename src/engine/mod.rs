@@ -3,41 +3,92 @@
 //! stops everything downstream of it; every transition is recorded before
 //! it takes effect.
 
+mod call;
+mod desk;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::mcp::{CallError, CallOptions, Catalog, Servers, ToolOutput};
+pub use desk::{ApprovalDesk, Verdict};
+
+use crate::mcp::{CallError, Catalog, Servers, ToolOutput};
 use crate::plan::validate::check_args;
 use crate::plan::{Plan, Step, StepId, resolve};
 use crate::policy::{Decision, args_hash};
 use crate::session::{Event, Outcome, Session, StoreError};
 
-/// Approvals given for this run: step → the argument hash approved.
-pub type Approvals = HashMap<StepId, String>;
+/// Where a run's approvals come from.
+pub enum Approvals {
+    /// Decided before the run (headless): a step without an approval ends
+    /// the run for its branch as "awaiting approval".
+    Fixed(HashMap<StepId, String>),
+    /// Decided while the run goes on (the TUI): the engine waits.
+    Live(Arc<ApprovalDesk>),
+}
+
+impl Approvals {
+    fn verdict(&self, step: &StepId) -> Verdict {
+        match self {
+            Approvals::Fixed(map) => map
+                .get(step)
+                .map_or(Verdict::Pending, |h| Verdict::Approved(h.clone())),
+            Approvals::Live(desk) => desk.verdict(step),
+        }
+    }
+
+    fn desk(&self) -> Option<&Arc<ApprovalDesk>> {
+        match self {
+            Approvals::Live(desk) => Some(desk),
+            Approvals::Fixed(_) => None,
+        }
+    }
+
+    /// The arguments a step will run with: edited ones win.
+    pub fn args_of(&self, step: &Step) -> Map<String, Value> {
+        self.desk()
+            .and_then(|d| d.edited_args(&step.id))
+            .unwrap_or_else(|| step.args.clone())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
+    /// Live runs: ready, waiting for someone at the desk.
+    AtDesk,
     Running,
     Succeeded,
     Failed,
     Skipped,
+    /// Final: nobody will approve it in this run.
     AwaitingApproval,
     Denied,
+}
+
+type Finished = (StepId, Result<ToolOutput, CallError>, Duration);
+
+/// One run's moving parts, so the steps of the loop can share them.
+struct Run<'a> {
+    session: &'a Arc<Session>,
+    plan: &'a Plan,
+    decisions: &'a HashMap<StepId, Decision>,
+    approvals: &'a Approvals,
+    catalog: Catalog,
+    state: HashMap<StepId, State>,
+    outputs: HashMap<StepId, Value>,
+    running: JoinSet<Finished>,
+    cancel: CancellationToken,
 }
 
 pub struct Engine {
     servers: Servers,
     max_parallel: usize,
 }
-
-type Finished = (StepId, Result<ToolOutput, CallError>, Duration);
 
 impl Engine {
     pub fn new(servers: Servers, max_parallel: usize) -> Self {
@@ -57,101 +108,117 @@ impl Engine {
         approvals: &Approvals,
         cancel: CancellationToken,
     ) -> Result<Outcome, StoreError> {
-        let catalog = self.servers.catalog();
-        let mut state: HashMap<StepId, State> = plan
-            .steps
-            .iter()
-            .map(|s| (s.id.clone(), State::Waiting))
-            .collect();
-        let mut outputs: HashMap<StepId, Value> = HashMap::new();
-        let mut running: JoinSet<Finished> = JoinSet::new();
+        let mut run = Run {
+            session,
+            plan,
+            decisions,
+            approvals,
+            catalog: self.servers.catalog(),
+            state: plan
+                .steps
+                .iter()
+                .map(|s| (s.id.clone(), State::Waiting))
+                .collect(),
+            outputs: HashMap::new(),
+            running: JoinSet::new(),
+            cancel,
+        };
         let mut cancelled = false;
-
         loop {
+            // Subscribe before looking, so a decision made meanwhile wakes us.
+            let desk_changed = approvals.desk().map(|d| d.changed());
             if !cancelled {
-                self.schedule(
-                    session,
-                    plan,
-                    decisions,
-                    approvals,
-                    &catalog,
-                    &mut state,
-                    &outputs,
-                    &mut running,
-                    &cancel,
-                )?;
+                self.schedule(&mut run)?;
             }
-            if running.is_empty() {
+            let at_desk = run.state.values().any(|s| *s == State::AtDesk);
+            if run.running.is_empty() && (cancelled || !at_desk) {
                 break;
             }
+            let desk_wait = async {
+                match desk_changed {
+                    Some(n) => n.await,
+                    None => std::future::pending().await,
+                }
+            };
             let finished = tokio::select! {
-                joined = running.join_next() => joined,
-                () = cancel.cancelled(), if !cancelled => {
+                joined = run.running.join_next(), if !run.running.is_empty() => joined,
+                () = desk_wait => continue,
+                () = run.cancel.cancelled(), if !cancelled => {
                     cancelled = true;
-                    session.record(Event::Note { text: "run cancelled: no new steps start; running steps are being cancelled".into() })?;
+                    session.record(Event::Note {
+                        text: "run cancelled: no new steps start; running steps are being cancelled".into(),
+                    })?;
                     continue;
                 }
             };
-            let Some(joined) = finished else { break };
-            let (id, result, took) = match joined {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!("step task panicked: {e}");
-                    continue;
-                }
-            };
-            let duration_ms = took.as_millis() as u64;
-            match result {
-                Ok(output) if !output.is_error => {
-                    outputs.insert(id.clone(), output.value());
-                    state.insert(id.clone(), State::Succeeded);
-                    session.record(Event::StepSucceeded {
-                        step: id,
-                        output,
-                        duration_ms,
-                    })?;
-                }
-                Ok(output) => {
-                    state.insert(id.clone(), State::Failed);
-                    let error = if output.text.is_empty() {
-                        "the tool reported an error".to_string()
-                    } else {
-                        output.text.clone()
-                    };
-                    session.record(Event::StepFailed {
-                        step: id,
-                        error,
-                        output: Some(output),
-                        duration_ms,
-                    })?;
-                }
-                Err(e) => {
-                    state.insert(id.clone(), State::Failed);
-                    session.record(Event::StepFailed {
-                        step: id,
-                        error: e.to_string(),
-                        output: None,
-                        duration_ms,
-                    })?;
-                }
+            match finished {
+                Some(Ok(done)) => self.finish(&mut run, done)?,
+                Some(Err(e)) => tracing::error!("step task panicked: {e}"),
+                None => break,
             }
         }
+        self.conclude(run, cancelled)
+    }
 
-        for step in &plan.steps {
-            if state[&step.id] == State::Waiting {
+    fn finish(&self, run: &mut Run<'_>, (id, result, took): Finished) -> Result<(), StoreError> {
+        if let Some(desk) = run.approvals.desk() {
+            desk.finished(&id);
+        }
+        let duration_ms = took.as_millis() as u64;
+        let event = match result {
+            Ok(output) if !output.is_error => {
+                run.outputs.insert(id.clone(), output.value());
+                run.state.insert(id.clone(), State::Succeeded);
+                Event::StepSucceeded {
+                    step: id,
+                    output,
+                    duration_ms,
+                }
+            }
+            Ok(output) => {
+                run.state.insert(id.clone(), State::Failed);
+                let error = if output.text.is_empty() {
+                    "the tool reported an error".to_string()
+                } else {
+                    output.text.clone()
+                };
+                Event::StepFailed {
+                    step: id,
+                    error,
+                    output: Some(output),
+                    duration_ms,
+                }
+            }
+            Err(e) => {
+                run.state.insert(id.clone(), State::Failed);
+                Event::StepFailed {
+                    step: id,
+                    error: e.to_string(),
+                    output: None,
+                    duration_ms,
+                }
+            }
+        };
+        run.session.record(event)?;
+        Ok(())
+    }
+
+    fn conclude(&self, mut run: Run<'_>, cancelled: bool) -> Result<Outcome, StoreError> {
+        for step in &run.plan.steps {
+            if matches!(run.state[&step.id], State::Waiting | State::AtDesk) {
                 let reason = if cancelled {
                     "the run was cancelled"
                 } else {
                     "not reached"
                 };
-                state.insert(step.id.clone(), State::Skipped);
-                session.record(Event::StepSkipped {
+                run.state.insert(step.id.clone(), State::Skipped);
+                run.session.record(Event::StepSkipped {
                     step: step.id.clone(),
                     reason: reason.into(),
                 })?;
             }
         }
-        let count = |s: State| state.values().filter(|v| **v == s).count();
+        let count = |s: State| run.state.values().filter(|v| **v == s).count();
         let outcome = if cancelled {
             Outcome::Cancelled
         } else if count(State::Failed) > 0 {
@@ -166,7 +233,7 @@ impl Engine {
         let mut summary = format!(
             "{} of {} steps succeeded",
             count(State::Succeeded),
-            plan.steps.len()
+            run.plan.steps.len()
         );
         for (label, s) in [
             ("failed", State::Failed),
@@ -174,52 +241,42 @@ impl Engine {
             ("awaiting approval", State::AwaitingApproval),
             ("skipped", State::Skipped),
         ] {
-            let ids: Vec<&str> = plan
+            let ids: Vec<&str> = run
+                .plan
                 .steps
                 .iter()
-                .filter(|st| state[&st.id] == s)
+                .filter(|st| run.state[&st.id] == s)
                 .map(|st| st.id.as_str())
                 .collect();
             if !ids.is_empty() {
                 summary.push_str(&format!("; {label}: {}", ids.join(", ")));
             }
         }
-        session.record(Event::RunFinished { outcome, summary })?;
+        run.session
+            .record(Event::RunFinished { outcome, summary })?;
         Ok(outcome)
     }
 
-    /// Settle what can be settled and start what is ready.
-    #[allow(clippy::too_many_arguments)]
-    fn schedule(
-        &self,
-        session: &Arc<Session>,
-        plan: &Plan,
-        decisions: &HashMap<StepId, Decision>,
-        approvals: &Approvals,
-        catalog: &Catalog,
-        state: &mut HashMap<StepId, State>,
-        outputs: &HashMap<StepId, Value>,
-        running: &mut JoinSet<Finished>,
-        cancel: &CancellationToken,
-    ) -> Result<(), StoreError> {
-        // Repeat until stable: a skip can make further steps skippable.
+    /// Settle what can be settled and start what is ready, until nothing
+    /// changes (a skip can make further steps skippable).
+    fn schedule(&self, run: &mut Run<'_>) -> Result<(), StoreError> {
         let mut changed = true;
         while changed {
             changed = false;
-            for step in &plan.steps {
-                if state[&step.id] != State::Waiting {
+            for step in &run.plan.steps {
+                if !matches!(run.state[&step.id], State::Waiting | State::AtDesk) {
                     continue;
                 }
-                if let Some(d @ Decision::Deny { .. }) = decisions.get(&step.id) {
-                    state.insert(step.id.clone(), State::Denied);
-                    session.record(Event::StepSkipped {
+                if let Some(d @ Decision::Deny { .. }) = run.decisions.get(&step.id) {
+                    run.state.insert(step.id.clone(), State::Denied);
+                    run.session.record(Event::StepSkipped {
                         step: step.id.clone(),
                         reason: format!("denied by {}: {}", d.rule(), d.reason()),
                     })?;
                     changed = true;
                     continue;
                 }
-                let blocker = step.depends_on.iter().find_map(|d| match state.get(d) {
+                let blocker = step.depends_on.iter().find_map(|d| match run.state.get(d) {
                     Some(State::Failed) => Some(format!("`{d}` failed")),
                     Some(State::Skipped) => Some(format!("`{d}` was skipped")),
                     Some(State::Denied) => Some(format!("`{d}` was denied")),
@@ -227,8 +284,8 @@ impl Engine {
                     _ => None,
                 });
                 if let Some(reason) = blocker {
-                    state.insert(step.id.clone(), State::Skipped);
-                    session.record(Event::StepSkipped {
+                    run.state.insert(step.id.clone(), State::Skipped);
+                    run.session.record(Event::StepSkipped {
                         step: step.id.clone(),
                         reason,
                     })?;
@@ -238,143 +295,120 @@ impl Engine {
                 let ready = step
                     .depends_on
                     .iter()
-                    .all(|d| state.get(d) == Some(&State::Succeeded));
-                if !ready || running.len() >= self.max_parallel {
+                    .all(|d| run.state.get(d) == Some(&State::Succeeded));
+                if !ready || run.running.len() >= self.max_parallel {
                     continue;
                 }
-                if approvals.get(&step.id) != Some(&args_hash(&step.tool, &step.args)) {
-                    state.insert(step.id.clone(), State::AwaitingApproval);
-                    let why = match decisions.get(&step.id).and_then(Decision::gate) {
-                        Some(gate) => format!(
-                            "awaiting approval: gated ({}); confirm by typing `{}`",
-                            decisions
-                                .get(&step.id)
-                                .map(Decision::reason)
-                                .unwrap_or_default(),
-                            gate.confirm
-                        ),
-                        None => "awaiting approval".to_string(),
-                    };
-                    session.record(Event::StepSkipped {
-                        step: step.id.clone(),
-                        reason: why,
-                    })?;
-                    changed = true;
-                    continue;
-                }
-                self.start(session, step, catalog, outputs, running, cancel, state)?;
-                changed = true;
+                changed |= self.decide_ready(run, step)?;
             }
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &self,
-        session: &Arc<Session>,
-        step: &Step,
-        catalog: &Catalog,
-        outputs: &HashMap<StepId, Value>,
-        running: &mut JoinSet<Finished>,
-        cancel: &CancellationToken,
-        state: &mut HashMap<StepId, State>,
-    ) -> Result<(), StoreError> {
-        let id = step.id.clone();
-        let args = match resolve(&step.args, outputs) {
-            Ok(args) => args,
-            Err(e) => {
-                return self.fail_early(session, state, id, format!("cannot fill arguments: {e}"));
+    /// A ready step: start it, skip it, or wait for (or give up on) approval.
+    /// Returns whether anything changed.
+    fn decide_ready(&self, run: &mut Run<'_>, step: &Step) -> Result<bool, StoreError> {
+        let args = run.approvals.args_of(step);
+        let gate = run.decisions.get(&step.id).and_then(Decision::gate);
+        match run.approvals.verdict(&step.id) {
+            Verdict::Approved(hash) if hash == args_hash(&step.tool, &args) => {
+                self.start(run, step, args)?;
+                Ok(true)
             }
-        };
-        if let Some(tool) = catalog.get(&step.tool) {
-            let problems = check_args(&tool.input_schema, &args, false);
-            if !problems.is_empty() {
-                return self.fail_early(
-                    session,
-                    state,
-                    id,
-                    format!(
-                        "arguments do not match {}'s schema: {}",
-                        step.tool,
-                        problems.join("; ")
+            Verdict::Skipped(reason) => {
+                run.state.insert(step.id.clone(), State::Skipped);
+                run.session.record(Event::StepSkipped {
+                    step: step.id.clone(),
+                    reason,
+                })?;
+                Ok(true)
+            }
+            _ if run.approvals.desk().is_some() => {
+                if run.state[&step.id] != State::AtDesk {
+                    run.state.insert(step.id.clone(), State::AtDesk);
+                    run.session.record(Event::AwaitingApproval {
+                        step: step.id.clone(),
+                        gated: gate.is_some(),
+                    })?;
+                }
+                Ok(false)
+            }
+            _ => {
+                run.state.insert(step.id.clone(), State::AwaitingApproval);
+                let reason = match gate {
+                    Some(gate) => format!(
+                        "awaiting approval: gated ({}); confirm by typing `{}`",
+                        run.decisions
+                            .get(&step.id)
+                            .map(Decision::reason)
+                            .unwrap_or_default(),
+                        gate.confirm
                     ),
-                );
+                    None => "awaiting approval".to_string(),
+                };
+                run.session.record(Event::StepSkipped {
+                    step: step.id.clone(),
+                    reason,
+                })?;
+                Ok(true)
             }
         }
-        state.insert(id.clone(), State::Running);
-        session.record(Event::StepStarted {
+    }
+
+    fn start(
+        &self,
+        run: &mut Run<'_>,
+        step: &Step,
+        template: Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        let id = step.id.clone();
+        let args = match resolve(&template, &run.outputs) {
+            Ok(args) => args,
+            Err(e) => return fail_early(run, id, format!("cannot fill arguments: {e}")),
+        };
+        if let Some(tool) = run.catalog.get(&step.tool) {
+            let problems = check_args(&tool.input_schema, &args, false);
+            if !problems.is_empty() {
+                let error = format!(
+                    "arguments do not match {}'s schema: {}",
+                    step.tool,
+                    problems.join("; ")
+                );
+                return fail_early(run, id, error);
+            }
+        }
+        run.state.insert(id.clone(), State::Running);
+        run.session.record(Event::StepStarted {
             step: id.clone(),
             tool: step.tool.clone(),
             args: args.clone(),
         })?;
-
         let servers = self.servers.clone();
-        let session = Arc::clone(session);
+        let session = Arc::clone(run.session);
         let tool = step.tool.clone();
         let timeout = step.timeout_ms.map(Duration::from_millis);
-        let cancel = cancel.child_token();
-        running.spawn(async move {
+        let cancel = run.cancel.child_token();
+        if let Some(desk) = run.approvals.desk() {
+            desk.started(id.clone(), cancel.clone());
+        }
+        run.running.spawn(async move {
             let began = Instant::now();
             let result =
-                call_with_progress(&servers, &session, &id, &tool, args, timeout, cancel).await;
+                call::call_with_progress(&servers, &session, &id, &tool, args, timeout, cancel)
+                    .await;
             (id, result, began.elapsed())
         });
         Ok(())
     }
-
-    fn fail_early(
-        &self,
-        session: &Arc<Session>,
-        state: &mut HashMap<StepId, State>,
-        id: StepId,
-        error: String,
-    ) -> Result<(), StoreError> {
-        state.insert(id.clone(), State::Failed);
-        session.record(Event::StepFailed {
-            step: id,
-            error,
-            output: None,
-            duration_ms: 0,
-        })?;
-        Ok(())
-    }
 }
 
-/// Call a tool, recording its progress reports as they arrive.
-async fn call_with_progress(
-    servers: &Servers,
-    session: &Arc<Session>,
-    id: &StepId,
-    tool: &str,
-    args: Map<String, Value>,
-    timeout: Option<Duration>,
-    cancel: CancellationToken,
-) -> Result<ToolOutput, CallError> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let call = servers.call(
-        tool,
-        args,
-        CallOptions {
-            timeout,
-            progress: Some(tx),
-            cancel: Some(cancel),
-        },
-    );
-    tokio::pin!(call);
-    loop {
-        tokio::select! {
-            result = &mut call => {
-                while let Ok(p) = rx.try_recv() {
-                    let _ = session.record(Event::StepProgress { step: id.clone(), progress: p });
-                }
-                return result;
-            }
-            Some(p) = rx.recv() => {
-                if let Err(e) = session.record(Event::StepProgress { step: id.clone(), progress: p }) {
-                    tracing::error!("cannot record progress: {e}");
-                }
-            }
-        }
-    }
+fn fail_early(run: &mut Run<'_>, id: StepId, error: String) -> Result<(), StoreError> {
+    run.state.insert(id.clone(), State::Failed);
+    run.session.record(Event::StepFailed {
+        step: id,
+        error,
+        output: None,
+        duration_ms: 0,
+    })?;
+    Ok(())
 }

@@ -68,6 +68,16 @@ pub enum Event {
         args_hash: String,
         gated: bool,
     },
+    /// Ready to run, waiting for someone to approve it.
+    AwaitingApproval {
+        step: StepId,
+        gated: bool,
+    },
+    /// Arguments changed before the step ran; any approval was withdrawn.
+    ArgsEdited {
+        step: StepId,
+        args: Map<String, Value>,
+    },
     StepStarted {
         step: StepId,
         tool: String,
@@ -117,6 +127,8 @@ impl Event {
             Event::PlanInvalid { .. } => "plan_invalid",
             Event::PolicyDecision { .. } => "policy_decision",
             Event::Approved { .. } => "approved",
+            Event::AwaitingApproval { .. } => "awaiting_approval",
+            Event::ArgsEdited { .. } => "args_edited",
             Event::StepStarted { .. } => "step_started",
             Event::StepProgress { .. } => "step_progress",
             Event::StepSucceeded { .. } => "step_succeeded",

@@ -29,6 +29,7 @@ pub struct Message {
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Pending,
+    AwaitingApproval,
     Approved,
     Running,
     Succeeded,
@@ -113,6 +114,22 @@ impl SessionState {
                 let s = self.step_mut(step);
                 s.approved_by = Some(by.clone());
                 s.status = Some(StepStatus::Approved);
+            }
+            Event::AwaitingApproval { step, .. } => {
+                let s = self.step_mut(step);
+                if s.approved_by.is_none() {
+                    s.status = Some(StepStatus::AwaitingApproval);
+                }
+            }
+            Event::ArgsEdited { step, args } => {
+                if let Some(plan) = &mut self.plan
+                    && let Some(s) = plan.steps.iter_mut().find(|s| &s.id == step)
+                {
+                    s.args = args.clone();
+                }
+                let s = self.step_mut(step);
+                s.approved_by = None;
+                s.status = Some(StepStatus::Pending);
             }
             Event::StepStarted { step, .. } => {
                 self.step_mut(step).status = Some(StepStatus::Running)
