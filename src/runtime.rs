@@ -54,9 +54,20 @@ impl Runtime {
     }
 
     pub fn with_config(paths: Paths, config: LoadedConfig) -> Result<Self, RuntimeError> {
+        let exe = std::env::current_exe().map_err(RuntimeError::Exe)?;
+        Self::with_exe(paths, config, exe)
+    }
+
+    /// As `with_config`, with `{exe}` (the sandbox's binary) given: for
+    /// embedding opsbot's core in another program, such as a test.
+    pub fn with_exe(
+        paths: Paths,
+        config: LoadedConfig,
+        exe: std::path::PathBuf,
+    ) -> Result<Self, RuntimeError> {
         let store = Arc::new(Store::open(&paths.database())?);
         let ctx = SpawnContext {
-            exe: std::env::current_exe().map_err(RuntimeError::Exe)?,
+            exe,
             data_dir: paths.data_dir.clone(),
             config_dir: paths.config_dir.clone(),
         };
