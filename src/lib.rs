@@ -6,6 +6,7 @@
 //! Nothing outside `tui` knows about the terminal.
 
 pub mod config;
+pub mod driver;
 pub mod engine;
 pub mod mcp;
 pub mod paths;

@@ -1,0 +1,391 @@
+//! The interactive driver: what a front end (the TUI) asks for, turned into
+//! session actions. It holds the rules — gates need the typed target, an
+//! approval is bound to the arguments it saw, approval modes — so views only
+//! send intents and render the event log.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{ApprovalDesk, Approvals};
+use crate::plan::{Plan, StepId, check_args};
+use crate::policy::{Decision, args_hash};
+use crate::runtime::{Planned, Runtime};
+use crate::session::{Event, Session, StoreError};
+
+/// When steps run without someone approving each one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalMode {
+    /// Every step is approved by hand.
+    #[default]
+    Step,
+    /// Tools their server marks read-only are approved automatically.
+    SafeAuto,
+    /// Approving one step approves the whole plan; gates still ask.
+    Plan,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("there is no plan to act on; type a request first")]
+    NoPlan,
+    #[error("no step `{0}` in the plan")]
+    NoStep(StepId),
+    #[error("`{0}` is gated: confirm it by typing `{1}`")]
+    NeedsConfirmation(StepId, String),
+    #[error("that does not match: type `{0}` exactly to confirm")]
+    WrongConfirmation(String),
+    #[error("`{0}` is denied by policy: {1}")]
+    Denied(StepId, String),
+    #[error("`{0}` has already started; it cannot be changed")]
+    AlreadyStarted(StepId),
+    #[error("the new arguments do not fit `{tool}`: {problems}")]
+    BadArgs { tool: String, problems: String },
+    #[error("a plan is still running: wait for it, or cancel it first")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Active {
+    plan: Plan,
+    decisions: HashMap<StepId, Decision>,
+    desk: Arc<ApprovalDesk>,
+    cancel: CancellationToken,
+    started: HashSet<StepId>,
+    plan_approved: bool,
+}
+
+pub struct Driver {
+    rt: Arc<Runtime>,
+    session: Arc<Session>,
+    mode: ApprovalMode,
+    active: Mutex<Option<Active>>,
+    /// Tools the user said not to ask about again this session (never gated steps).
+    trusted: Mutex<HashSet<String>>,
+    busy: Mutex<bool>,
+}
+
+impl Driver {
+    pub fn new(rt: Arc<Runtime>, session: Arc<Session>, mode: ApprovalMode) -> Arc<Self> {
+        let driver = Arc::new(Self {
+            rt,
+            session,
+            mode,
+            active: Mutex::new(None),
+            trusted: Mutex::new(HashSet::new()),
+            busy: Mutex::new(false),
+        });
+        Self::follow(&driver);
+        driver
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_busy(&self) -> bool {
+        *Self::lock(&self.busy)
+    }
+
+    /// Plan a request and, if it yields a plan, start running it: steps wait
+    /// at the desk for approvals.
+    pub fn submit(self: &Arc<Self>, request: String) -> Result<(), DriverError> {
+        {
+            let mut busy = Self::lock(&self.busy);
+            if *busy {
+                return Err(DriverError::Busy);
+            }
+            *busy = true;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = me.plan_and_run(&request).await {
+                tracing::error!("request failed: {e}");
+                let _ = me.session.record(Event::Note {
+                    text: format!("error: {e}"),
+                });
+            }
+            *Self::lock(&me.busy) = false;
+        });
+        Ok(())
+    }
+
+    async fn plan_and_run(self: &Arc<Self>, request: &str) -> Result<(), StoreError> {
+        let Planned::Ready { plan, decisions } =
+            self.rt.plan_request(&self.session, request).await?
+        else {
+            return Ok(());
+        };
+        let desk = Arc::new(ApprovalDesk::new());
+        let cancel = CancellationToken::new();
+        *Self::lock(&self.active) = Some(Active {
+            plan: plan.clone(),
+            decisions: decisions.iter().cloned().collect(),
+            desk: Arc::clone(&desk),
+            cancel: cancel.clone(),
+            started: HashSet::new(),
+            plan_approved: false,
+        });
+        let approvals = Approvals::Live(desk);
+        self.rt
+            .run(&self.session, &plan, &decisions, &approvals, cancel)
+            .await?;
+        Ok(())
+    }
+
+    /// Watch the log: auto-approve per the mode and trusted tools, and note
+    /// which steps have started (they can no longer be edited).
+    fn follow(me: &Arc<Self>) {
+        let mut records = me.session.subscribe();
+        let weak = Arc::downgrade(me);
+        tokio::spawn(async move {
+            while let Ok(record) = records.recv().await {
+                let Some(me) = weak.upgrade() else { return };
+                match record.event {
+                    Event::AwaitingApproval { step, gated: false } => me.auto_approve(&step),
+                    Event::StepStarted { step, .. } => {
+                        if let Some(a) = Self::lock(&me.active).as_mut() {
+                            a.started.insert(step);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    fn auto_approve(&self, step: &StepId) {
+        let reason = {
+            let active = Self::lock(&self.active);
+            let Some(a) = active.as_ref() else { return };
+            let Some(s) = a.plan.step(step) else { return };
+            let read_only = self
+                .rt
+                .servers
+                .catalog()
+                .get(&s.tool)
+                .is_some_and(|t| t.annotations.read_only);
+            if a.plan_approved && self.mode == ApprovalMode::Plan {
+                Some("approval mode `plan`: the plan was approved".to_string())
+            } else if self.mode == ApprovalMode::SafeAuto && read_only {
+                Some(format!(
+                    "approval mode `safe-auto`: {} is read-only",
+                    s.tool
+                ))
+            } else if Self::lock(&self.trusted).contains(&s.tool) {
+                Some(format!("{} is trusted for this session", s.tool))
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            if let Err(e) = self.approve_as(step, &format!("{} ({reason})", self.session.actor)) {
+                tracing::warn!("auto-approval of {step} failed: {e}");
+            }
+        }
+    }
+
+    fn approve_as(&self, step: &StepId, by: &str) -> Result<(), DriverError> {
+        let mut active = Self::lock(&self.active);
+        let a = active.as_mut().ok_or(DriverError::NoPlan)?;
+        let s = a
+            .plan
+            .step(step)
+            .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+        if let Some(Decision::Deny { reason, .. }) = a.decisions.get(step) {
+            return Err(DriverError::Denied(step.clone(), reason.clone()));
+        }
+        let args = a.desk.edited_args(step).unwrap_or_else(|| s.args.clone());
+        let hash = args_hash(&s.tool, &args);
+        let gated = a.decisions.get(step).and_then(Decision::gate).is_some();
+        self.session.record(Event::Approved {
+            step: step.clone(),
+            by: by.to_string(),
+            args_hash: hash.clone(),
+            gated,
+        })?;
+        a.desk.approve(step.clone(), hash);
+        Ok(())
+    }
+
+    /// Approve an ungated step; `remember` trusts its tool for the session.
+    pub fn approve(&self, step: &StepId, remember: bool) -> Result<(), DriverError> {
+        let (tool, gate) = {
+            let active = Self::lock(&self.active);
+            let a = active.as_ref().ok_or(DriverError::NoPlan)?;
+            let s = a
+                .plan
+                .step(step)
+                .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+            (
+                s.tool.clone(),
+                a.decisions.get(step).and_then(Decision::gate).cloned(),
+            )
+        };
+        if let Some(gate) = gate {
+            return Err(DriverError::NeedsConfirmation(step.clone(), gate.confirm));
+        }
+        self.approve_as(step, &self.session.actor)?;
+        if remember {
+            Self::lock(&self.trusted).insert(tool);
+        }
+        if self.mode == ApprovalMode::Plan {
+            let waiting = {
+                let mut active = Self::lock(&self.active);
+                let Some(a) = active.as_mut() else {
+                    return Ok(());
+                };
+                a.plan_approved = true;
+                self.waiting_steps(a)
+            };
+            for s in waiting {
+                self.auto_approve(&s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ungated steps already awaiting approval.
+    fn waiting_steps(&self, a: &Active) -> Vec<StepId> {
+        let state = self.session.state();
+        a.plan
+            .steps
+            .iter()
+            .filter(|s| {
+                state.steps.get(&s.id).map(|st| st.status())
+                    == Some(crate::session::StepStatus::AwaitingApproval)
+                    && a.decisions.get(&s.id).and_then(Decision::gate).is_none()
+            })
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Approve a gated step: `typed` must be exactly the gate's target.
+    pub fn confirm_gate(&self, step: &StepId, typed: &str) -> Result<(), DriverError> {
+        let gate = {
+            let active = Self::lock(&self.active);
+            let a = active.as_ref().ok_or(DriverError::NoPlan)?;
+            a.plan
+                .step(step)
+                .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+            a.decisions.get(step).and_then(Decision::gate).cloned()
+        };
+        match gate {
+            Some(g) if g.confirm == typed.trim() => self.approve_as(step, &self.session.actor),
+            Some(g) => Err(DriverError::WrongConfirmation(g.confirm)),
+            None => self.approve(step, false),
+        }
+    }
+
+    /// Approve every ungated step that is waiting; returns how many.
+    pub fn approve_ready(&self) -> Result<usize, DriverError> {
+        let waiting = {
+            let active = Self::lock(&self.active);
+            let a = active.as_ref().ok_or(DriverError::NoPlan)?;
+            self.waiting_steps(a)
+        };
+        for s in &waiting {
+            self.approve_as(s, &self.session.actor)?;
+        }
+        Ok(waiting.len())
+    }
+
+    pub fn skip(&self, step: &StepId) -> Result<(), DriverError> {
+        let active = Self::lock(&self.active);
+        let a = active.as_ref().ok_or(DriverError::NoPlan)?;
+        a.plan
+            .step(step)
+            .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+        a.desk
+            .skip(step.clone(), format!("skipped by {}", self.session.actor));
+        Ok(())
+    }
+
+    /// Reject the plan: nothing further starts.
+    pub fn reject_plan(&self) -> Result<(), DriverError> {
+        let active = Self::lock(&self.active);
+        let a = active.as_ref().ok_or(DriverError::NoPlan)?;
+        self.session.record(Event::Note {
+            text: format!("plan rejected by {}", self.session.actor),
+        })?;
+        for s in &a.plan.steps {
+            a.desk.skip(s.id.clone(), "the plan was rejected".into());
+        }
+        Ok(())
+    }
+
+    /// Replace a step's arguments before it runs. They must fit the tool's
+    /// schema; any approval is withdrawn.
+    pub fn edit_args(&self, step: &StepId, args: Map<String, Value>) -> Result<(), DriverError> {
+        let active = Self::lock(&self.active);
+        let a = active.as_ref().ok_or(DriverError::NoPlan)?;
+        let s = a
+            .plan
+            .step(step)
+            .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+        if a.started.contains(step) {
+            return Err(DriverError::AlreadyStarted(step.clone()));
+        }
+        if let Some(tool) = self.rt.servers.catalog().get(&s.tool) {
+            let problems = check_args(&tool.input_schema, &args, true);
+            if !problems.is_empty() {
+                return Err(DriverError::BadArgs {
+                    tool: s.tool.clone(),
+                    problems: problems.join("; "),
+                });
+            }
+        }
+        self.session.record(Event::ArgsEdited {
+            step: step.clone(),
+            args: args.clone(),
+        })?;
+        a.desk.edit(step.clone(), args);
+        Ok(())
+    }
+
+    /// The arguments a step would run with now (edits included).
+    pub fn args_of(&self, step: &StepId) -> Option<Map<String, Value>> {
+        let active = Self::lock(&self.active);
+        let a = active.as_ref()?;
+        let s = a.plan.step(step)?;
+        Some(a.desk.edited_args(step).unwrap_or_else(|| s.args.clone()))
+    }
+
+    pub fn cancel_step(&self, step: &StepId) -> bool {
+        Self::lock(&self.active)
+            .as_ref()
+            .is_some_and(|a| a.desk.cancel_step(step))
+    }
+
+    /// Cancel the running step(s) if any; true if something was cancelled.
+    pub fn cancel_running(&self) -> bool {
+        let active = Self::lock(&self.active);
+        let Some(a) = active.as_ref() else {
+            return false;
+        };
+        let running = a.desk.running();
+        for s in &running {
+            a.desk.cancel_step(s);
+        }
+        !running.is_empty()
+    }
+
+    pub fn cancel_run(&self) {
+        if let Some(a) = Self::lock(&self.active).as_ref() {
+            a.cancel.cancel();
+        }
+    }
+}
