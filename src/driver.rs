@@ -191,10 +191,10 @@ impl Driver {
                 None
             }
         };
-        if let Some(reason) = reason {
-            if let Err(e) = self.approve_as(step, &format!("{} ({reason})", self.session.actor)) {
-                tracing::warn!("auto-approval of {step} failed: {e}");
-            }
+        if let Some(reason) = reason
+            && let Err(e) = self.approve_as(step, &format!("{} ({reason})", self.session.actor))
+        {
+            tracing::warn!("auto-approval of {step} failed: {e}");
         }
     }
 

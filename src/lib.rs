@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod session;
 pub mod text;
+pub mod tui;

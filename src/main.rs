@@ -20,6 +20,9 @@ struct Cli {
     /// Keep config, data and logs under this directory instead of the usual places.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Colour theme for the app: dark, light or high-contrast (overrides config).
+    #[arg(long, value_name = "NAME")]
+    theme: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -66,16 +69,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Run(args)) => cli::run::run(paths, cli.config.as_deref(), args).await,
-            Some(Command::Tools { json }) => cli::tools::run(paths, cli.config.as_deref(), json).await,
+            Some(Command::Tools { json }) => {
+                cli::tools::run(paths, cli.config.as_deref(), json).await
+            }
             Some(Command::History { command }) => cli::history::run(&paths, command),
             Some(Command::Sandbox { .. }) => unreachable!("handled above"),
-            None => {
-                println!(
-                    "opsbot {}: the full-screen app is on its way; for now use `opsbot run \"deploy checkout to staging\"`, `opsbot tools` or `opsbot history list`.",
-                    env!("CARGO_PKG_VERSION")
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            None => cli::app(paths, cli.config.as_deref(), cli.theme).await,
         }
     });
     // Servers that ignore EOF are killed by shutdown; don't wait on stragglers.

@@ -79,3 +79,38 @@ pub fn sandbox(name: &str) -> ExitCode {
         }
     }
 }
+
+/// `opsbot` with no command: the full-screen app on a new session.
+pub async fn app(
+    paths: Paths,
+    config: Option<&Path>,
+    theme: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+
+    use opsbot::driver::Driver;
+    use opsbot::runtime::Runtime;
+
+    let rt = Arc::new(Runtime::start(paths, config)?);
+    let cfg = &rt.config.config;
+    let theme = theme.unwrap_or_else(|| cfg.tui.theme.clone());
+    if !["dark", "light", "high-contrast"].contains(&theme.as_str()) {
+        anyhow::bail!("unknown theme `{theme}`; the themes are dark, light and high-contrast");
+    }
+    let options = opsbot::tui::Options {
+        theme,
+        mouse: cfg.tui.mouse,
+        keys: cfg.keys.clone(),
+        mode: serde_json::to_value(cfg.approval.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+    };
+    let session = rt.new_session(&opsbot::session::os_user())?;
+    rt.watch_servers(&session);
+    let driver = Driver::new(Arc::clone(&rt), session, cfg.approval.mode);
+    let result = opsbot::tui::run(driver, options).await;
+    rt.servers.shutdown().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}

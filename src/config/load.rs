@@ -263,6 +263,40 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             ));
         }
     }
+    for (action, key) in &config.keys {
+        if !crate::config::keys::actions().any(|a| a == action) {
+            let hint = closest(action, crate::config::keys::actions())
+                .map(|b| format!("; did you mean `{b}`?"))
+                .unwrap_or_default();
+            return Err(invalid_at(
+                layers,
+                "keys",
+                format!(
+                    "unknown action `{action}` in [keys]{hint} (actions: {})",
+                    crate::config::keys::actions()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if let Err(e) = crate::config::keys::KeySpec::parse(key) {
+            return Err(invalid_at(
+                layers,
+                "keys",
+                format!("[keys] {action} = \"{key}\": {e}"),
+            ));
+        }
+    }
+    if !["dark", "light", "high-contrast"].contains(&config.tui.theme.as_str()) {
+        return Err(invalid_at(
+            layers,
+            "tui",
+            format!(
+                "unknown theme `{}`; the themes are dark, light and high-contrast",
+                config.tui.theme
+            ),
+        ));
+    }
     for (name, runbook) in &config.runbooks {
         let header = format!("runbooks.{name}");
         let ids: Vec<&str> = runbook.steps.iter().map(|s| s.id.as_str()).collect();

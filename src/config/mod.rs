@@ -4,6 +4,7 @@
 //! planner, no LLM) → the user's `config.toml` → `--config PATH`. Each layer is
 //! checked on its own so an error points at the file and line that caused it.
 
+pub mod keys;
 mod load;
 mod types;
 

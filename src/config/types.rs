@@ -17,6 +17,35 @@ pub struct Config {
     /// Known-good plan templates, matched by phrase.
     pub runbooks: BTreeMap<String, Runbook>,
     pub policy: PolicyConfig,
+    pub approval: ApprovalConfig,
+    pub tui: TuiConfig,
+    /// Key bindings: action name → key, e.g. `approve = "a"`, `cancel = "ctrl-x"`.
+    pub keys: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    pub mode: crate::driver::ApprovalMode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// dark, light or high-contrast.
+    pub theme: String,
+    /// Capture the mouse for wheel scrolling; off leaves the terminal's own
+    /// text selection alone.
+    pub mouse: bool,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        Self {
+            theme: "dark".into(),
+            mouse: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

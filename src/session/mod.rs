@@ -3,6 +3,7 @@
 //! Every fact is an [`Event`] appended to the store *before* it is acted on;
 //! state is a fold over events; views subscribe to the records as they land.
 
+mod describe;
 mod event;
 mod state;
 mod store;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
+pub use describe::{describe, duration};
 pub use event::{Event, Outcome};
 pub use state::{Message, Role, SessionState, StepState, StepStatus};
 pub use store::{ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError};

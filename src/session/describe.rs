@@ -1,0 +1,102 @@
+//! One readable line per event, shared by every view of the log (the
+//! headless printer, the TUI's audit panel, history).
+
+use super::event::Event;
+use crate::text::truncate;
+
+fn compact(v: &impl serde::Serialize, max: usize) -> String {
+    truncate(&serde_json::to_string(v).unwrap_or_default(), max)
+}
+
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// `(kind label, detail)` for an event.
+pub fn describe(event: &Event) -> (&'static str, String) {
+    match event {
+        Event::SessionStarted { actor, planner, .. } => (
+            "session",
+            format!("started by {actor} (planner: {planner})"),
+        ),
+        Event::UserMessage { text } => ("you", text.clone()),
+        Event::AssistantMessage { text } => ("opsbot", text.clone()),
+        Event::ClarificationAsked { question } => ("question", question.clone()),
+        Event::PlanProposed { plan } => (
+            "plan",
+            format!("{} ({} steps)", plan.title, plan.steps.len()),
+        ),
+        Event::PlanInvalid { errors } => ("invalid", errors.join("; ")),
+        Event::PolicyDecision { step, decision } => (
+            "policy",
+            format!(
+                "{} {step}: {} [{}]",
+                decision.label(),
+                decision.reason(),
+                decision.rule()
+            ),
+        ),
+        Event::Approved {
+            step, by, gated, ..
+        } => (
+            "approve",
+            format!(
+                "{step} by {by}{}",
+                if *gated { " (gated, confirmed)" } else { "" }
+            ),
+        ),
+        Event::AwaitingApproval { step, gated } => (
+            "waiting",
+            format!(
+                "{step} awaits approval{}",
+                if *gated { " (gated)" } else { "" }
+            ),
+        ),
+        Event::ArgsEdited { step, args } => ("edit", format!("{step}: {}", compact(args, 90))),
+        Event::StepStarted { step, tool, args } => {
+            ("call", format!("{step} {tool} {}", compact(args, 90)))
+        }
+        Event::StepProgress { step, progress } => {
+            let of = progress.total.map(|t| format!("/{t}")).unwrap_or_default();
+            (
+                "progress",
+                format!(
+                    "{step} {}{of} {}",
+                    progress.progress,
+                    progress.message.clone().unwrap_or_default()
+                ),
+            )
+        }
+        Event::StepSucceeded {
+            step,
+            output,
+            duration_ms,
+        } => (
+            "ok",
+            format!(
+                "{step} {} {}",
+                duration(*duration_ms),
+                compact(&output.value(), 100)
+            ),
+        ),
+        Event::StepFailed {
+            step,
+            error,
+            duration_ms,
+            ..
+        } => (
+            "failed",
+            format!("{step} {} {}", duration(*duration_ms), truncate(error, 300)),
+        ),
+        Event::StepSkipped { step, reason } => ("skipped", format!("{step}: {reason}")),
+        Event::ServerProblem { server, message } => ("server", format!("{server}: {message}")),
+        Event::RunFinished { outcome, summary } => {
+            ("finished", format!("{}: {summary}", outcome.as_str()))
+        }
+        Event::Note { text } => ("note", text.clone()),
+    }
+}

@@ -1,0 +1,675 @@
+//! The TUI's view state and what keys mean. It folds the session's records
+//! for display and turns keys into intents; whether an intent is allowed is
+//! the driver's business.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui_textarea::TextArea;
+use serde_json::{Map, Value};
+
+use super::keymap::KeyMap;
+use crate::mcp::ServerStatus;
+use crate::plan::StepId;
+use crate::session::{Event, Record, SessionState, StepStatus};
+
+const AUDIT_KEEP: usize = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Input,
+    Chat,
+    Plan,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditFilter {
+    #[default]
+    All,
+    Policy,
+    Steps,
+    Problems,
+}
+
+impl AuditFilter {
+    pub fn next(self) -> Self {
+        match self {
+            AuditFilter::All => AuditFilter::Policy,
+            AuditFilter::Policy => AuditFilter::Steps,
+            AuditFilter::Steps => AuditFilter::Problems,
+            AuditFilter::Problems => AuditFilter::All,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            AuditFilter::All => "all",
+            AuditFilter::Policy => "policy & approvals",
+            AuditFilter::Steps => "steps",
+            AuditFilter::Problems => "problems",
+        }
+    }
+    pub fn keeps(self, e: &Event) -> bool {
+        match self {
+            AuditFilter::All => !matches!(e, Event::StepProgress { .. }),
+            AuditFilter::Policy => matches!(
+                e,
+                Event::PolicyDecision { .. }
+                    | Event::Approved { .. }
+                    | Event::AwaitingApproval { .. }
+                    | Event::ArgsEdited { .. }
+            ),
+            AuditFilter::Steps => matches!(
+                e,
+                Event::StepStarted { .. }
+                    | Event::StepSucceeded { .. }
+                    | Event::StepFailed { .. }
+                    | Event::StepSkipped { .. }
+            ),
+            AuditFilter::Problems => matches!(
+                e,
+                Event::StepFailed { .. } | Event::ServerProblem { .. } | Event::PlanInvalid { .. }
+            ),
+        }
+    }
+}
+
+pub enum Modal {
+    Help,
+    Servers,
+    Gate {
+        step: StepId,
+        confirm: String,
+        typed: TextArea<'static>,
+        error: Option<String>,
+    },
+    Edit {
+        step: StepId,
+        editor: TextArea<'static>,
+        error: Option<String>,
+    },
+    QuitConfirm,
+}
+
+/// What the user asked for; the event loop hands these to the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intent {
+    Submit(String),
+    Approve {
+        step: StepId,
+        remember: bool,
+    },
+    Confirm {
+        step: StepId,
+        typed: String,
+    },
+    ApproveReady,
+    Skip(StepId),
+    Reject,
+    Edit {
+        step: StepId,
+        args: Map<String, Value>,
+    },
+    CancelStep(StepId),
+    CancelRunning,
+    Quit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    You,
+    Bot,
+    Ok,
+    Failed,
+    Warn,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatEntry {
+    pub ts: String,
+    pub who: Who,
+    pub text: String,
+}
+
+pub struct App {
+    pub keys: KeyMap,
+    pub state: SessionState,
+    pub audit: VecDeque<Record>,
+    pub chat: Vec<ChatEntry>,
+    pub servers: BTreeMap<String, ServerStatus>,
+    pub session_id: String,
+    pub planner: String,
+    pub mode: String,
+    pub focus: Pane,
+    /// The main pane shown when the terminal is too narrow for all three.
+    pub narrow_pane: Pane,
+    pub chat_scroll: usize,
+    pub audit_scroll: usize,
+    pub audit_filter: AuditFilter,
+    pub selected: usize,
+    pub input: TextArea<'static>,
+    pub history: Vec<String>,
+    history_pos: Option<usize>,
+    pub modal: Option<Modal>,
+    pub flash: Option<(String, bool)>,
+    pub tick: u64,
+    pub busy: bool,
+    pub read_only: bool,
+    ctrl_c_armed: bool,
+    pub quit: bool,
+}
+
+fn new_input() -> TextArea<'static> {
+    let mut t = TextArea::default();
+    t.set_placeholder_text("Ask opsbot, e.g. deploy checkout to staging");
+    t.set_cursor_line_style(ratatui::style::Style::new());
+    t
+}
+
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+impl App {
+    pub fn new(keys: KeyMap, session_id: String, planner: String, mode: String) -> Self {
+        Self {
+            keys,
+            state: SessionState::default(),
+            audit: VecDeque::new(),
+            chat: Vec::new(),
+            servers: BTreeMap::new(),
+            session_id,
+            planner,
+            mode,
+            focus: Pane::Input,
+            narrow_pane: Pane::Chat,
+            chat_scroll: 0,
+            audit_scroll: 0,
+            audit_filter: AuditFilter::All,
+            selected: 0,
+            input: new_input(),
+            history: Vec::new(),
+            history_pos: None,
+            modal: None,
+            flash: None,
+            tick: 0,
+            busy: false,
+            read_only: false,
+            ctrl_c_armed: false,
+            quit: false,
+        }
+    }
+
+    /// Fold one record into the view.
+    pub fn apply(&mut self, record: &Record) {
+        self.state.apply(record);
+        let ts = record.ts.get(11..19).unwrap_or(&record.ts).to_string();
+        let entry = |who, text: String| {
+            Some(ChatEntry {
+                ts: ts.clone(),
+                who,
+                text,
+            })
+        };
+        let chat = match &record.event {
+            Event::UserMessage { text } => entry(Who::You, text.clone()),
+            Event::AssistantMessage { text } => entry(Who::Bot, text.clone()),
+            Event::ClarificationAsked { question } => entry(Who::Bot, question.clone()),
+            Event::PlanProposed { .. } => {
+                self.selected = 0;
+                self.narrow_pane = Pane::Plan;
+                if self.focus == Pane::Input && self.input.is_empty() {
+                    self.focus = Pane::Plan;
+                }
+                None
+            }
+            Event::StepSucceeded {
+                step,
+                output,
+                duration_ms,
+            } => entry(
+                Who::Ok,
+                format!(
+                    "✓ {step} ({}) {}\n{}",
+                    self.tool_of(step),
+                    crate::session::duration(*duration_ms),
+                    fold(&pretty(&output.value()), 8)
+                ),
+            ),
+            Event::StepFailed { step, error, .. } => entry(
+                Who::Failed,
+                format!("✗ {step} ({}): {error}", self.tool_of(step)),
+            ),
+            Event::RunFinished { outcome, summary } => {
+                entry(Who::Bot, format!("Run {}: {summary}", outcome.as_str()))
+            }
+            Event::ServerProblem { server, message } => {
+                entry(Who::Warn, format!("server {server}: {message}"))
+            }
+            Event::Note { text } => entry(Who::Warn, text.clone()),
+            _ => None,
+        };
+        if let Some(c) = chat {
+            self.chat.push(c);
+        }
+        if self.audit.len() == AUDIT_KEEP {
+            self.audit.pop_front();
+        }
+        self.audit.push_back(record.clone());
+    }
+
+    fn tool_of(&self, step: &StepId) -> String {
+        self.state
+            .plan
+            .as_ref()
+            .and_then(|p| p.step(step))
+            .map(|s| s.tool.clone())
+            .unwrap_or_default()
+    }
+
+    /// A step's arguments with references to finished steps filled in, as
+    /// they would be sent now; unresolved references stay as written.
+    pub fn resolved_args(&self, step: &crate::plan::Step) -> Map<String, Value> {
+        let outputs: std::collections::HashMap<StepId, Value> = self
+            .state
+            .steps
+            .iter()
+            .filter_map(|(id, s)| {
+                s.output
+                    .as_ref()
+                    .filter(|o| !o.is_error)
+                    .map(|o| (id.clone(), o.value()))
+            })
+            .collect();
+        crate::plan::resolve(&step.args, &outputs).unwrap_or_else(|_| step.args.clone())
+    }
+
+    pub fn selected_step(&self) -> Option<&crate::plan::Step> {
+        self.state
+            .plan
+            .as_ref()
+            .and_then(|p| p.steps.get(self.selected))
+    }
+
+    pub fn running(&self) -> bool {
+        self.state
+            .steps
+            .values()
+            .any(|s| s.status() == StepStatus::Running)
+    }
+
+    pub fn on_mouse(&mut self, m: MouseEvent) {
+        let delta: isize = match m.kind {
+            MouseEventKind::ScrollUp => 3,
+            MouseEventKind::ScrollDown => -3,
+            _ => return,
+        };
+        match self.focus {
+            Pane::Audit => self.audit_scroll = self.audit_scroll.saturating_add_signed(delta),
+            Pane::Plan => self.move_selection(-delta.signum()),
+            _ => self.chat_scroll = self.chat_scroll.saturating_add_signed(delta),
+        }
+    }
+
+    fn move_selection(&mut self, by: isize) {
+        let n = self.state.plan.as_ref().map_or(0, |p| p.steps.len());
+        if n > 0 {
+            self.selected = self.selected.saturating_add_signed(by).min(n - 1);
+        }
+    }
+
+    fn cycle_focus(&mut self, forward: bool) {
+        let order = [Pane::Input, Pane::Plan, Pane::Chat, Pane::Audit];
+        let i = order.iter().position(|p| *p == self.focus).unwrap_or(0);
+        let next = if forward {
+            (i + 1) % order.len()
+        } else {
+            (i + order.len() - 1) % order.len()
+        };
+        self.focus = order[next];
+        if self.focus != Pane::Input {
+            self.narrow_pane = self.focus;
+        }
+    }
+
+    /// Handle a key; returns what the user asked for.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        let ctrl_c =
+            key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl_c {
+            return self.on_ctrl_c();
+        }
+        self.ctrl_c_armed = false;
+        if self.modal.is_some() {
+            return self.on_modal_key(key);
+        }
+        if self.focus == Pane::Input {
+            return self.on_input_key(key);
+        }
+        let k = &self.keys;
+        if k.is("help", &key) {
+            self.modal = Some(Modal::Help);
+        } else if k.is("servers", &key) {
+            self.modal = Some(Modal::Servers);
+        } else if k.is("next_pane", &key) {
+            self.cycle_focus(true);
+        } else if k.is("prev_pane", &key) {
+            self.cycle_focus(false);
+        } else if k.is("input", &key) || key.code == KeyCode::Esc {
+            self.focus = Pane::Input;
+        } else if k.is("quit", &key) {
+            return self.ask_quit();
+        } else {
+            return match self.focus {
+                Pane::Plan => self.on_plan_key(key),
+                Pane::Chat => {
+                    self.chat_scroll = scroll(self.chat_scroll, key.code);
+                    None
+                }
+                Pane::Audit => {
+                    if self.keys.is("filter", &key) {
+                        self.audit_filter = self.audit_filter.next();
+                        self.audit_scroll = 0;
+                    } else {
+                        self.audit_scroll = scroll(self.audit_scroll, key.code);
+                    }
+                    None
+                }
+                Pane::Input => None,
+            };
+        }
+        None
+    }
+
+    fn ask_quit(&mut self) -> Option<Intent> {
+        if self.running() {
+            self.modal = Some(Modal::QuitConfirm);
+            None
+        } else {
+            self.quit = true;
+            Some(Intent::Quit)
+        }
+    }
+
+    /// Ctrl-C: cancel the running step first; again, quit (confirming if
+    /// steps still run). With nothing running it clears the input, then quits.
+    fn on_ctrl_c(&mut self) -> Option<Intent> {
+        if self.ctrl_c_armed {
+            self.ctrl_c_armed = false;
+            return self.ask_quit();
+        }
+        self.ctrl_c_armed = true;
+        if self.modal.take().is_some() {
+            return None;
+        }
+        if self.running() {
+            self.flash = Some((
+                "cancelling the running step · Ctrl-C again to quit".into(),
+                false,
+            ));
+            return Some(Intent::CancelRunning);
+        }
+        if !self.input.is_empty() {
+            self.input = new_input();
+            return None;
+        }
+        self.flash = Some(("Ctrl-C again to quit".into(), false));
+        None
+    }
+
+    fn on_input_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
+        match key.code {
+            KeyCode::Enter if alt || key.modifiers.contains(KeyModifiers::SHIFT) => {
+                self.input.insert_newline();
+            }
+            KeyCode::Enter => {
+                let text = self.input.lines().join("\n").trim().to_string();
+                if text.is_empty() {
+                    return None;
+                }
+                if self.history.last() != Some(&text) {
+                    self.history.push(text.clone());
+                }
+                self.history_pos = None;
+                self.input = new_input();
+                self.chat_scroll = 0;
+                return Some(Intent::Submit(text));
+            }
+            KeyCode::Up if self.input.lines().len() <= 1 && !self.history.is_empty() => {
+                let pos = self
+                    .history_pos
+                    .map_or(self.history.len() - 1, |p| p.saturating_sub(1));
+                self.recall(Some(pos));
+            }
+            KeyCode::Down if self.input.lines().len() <= 1 && self.history_pos.is_some() => {
+                let next = self
+                    .history_pos
+                    .map(|p| p + 1)
+                    .filter(|p| *p < self.history.len());
+                self.recall(next);
+            }
+            KeyCode::Tab | KeyCode::BackTab => self.cycle_focus(key.code == KeyCode::Tab),
+            KeyCode::Esc => self.focus = Pane::Plan,
+            KeyCode::PageUp | KeyCode::PageDown => {
+                self.chat_scroll = scroll(self.chat_scroll, key.code)
+            }
+            _ => {
+                self.input.input(key);
+            }
+        }
+        None
+    }
+
+    fn recall(&mut self, pos: Option<usize>) {
+        self.history_pos = pos;
+        let text = pos
+            .and_then(|p| self.history.get(p))
+            .cloned()
+            .unwrap_or_default();
+        self.input = new_input();
+        self.input.insert_str(text);
+    }
+
+    fn on_plan_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.move_selection(-1);
+                return None;
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.move_selection(1);
+                return None;
+            }
+            KeyCode::Home => self.selected = 0,
+            KeyCode::End => self.move_selection(isize::MAX / 2),
+            _ => {}
+        }
+        if self.read_only {
+            return None;
+        }
+        let step = self.selected_step()?.clone();
+        let st = self.state.steps.get(&step.id);
+        let gate = st
+            .and_then(|s| s.decision.as_ref())
+            .and_then(|d| d.gate())
+            .cloned();
+        let k = &self.keys;
+        if k.is("approve", &key) || k.is("approve_remember", &key) {
+            let remember = k.is("approve_remember", &key);
+            if let Some(gate) = gate {
+                if remember {
+                    self.flash = Some(("gated steps are never trusted automatically".into(), true));
+                }
+                let mut typed = TextArea::default();
+                typed.set_placeholder_text(format!("type {}", gate.confirm));
+                self.modal = Some(Modal::Gate {
+                    step: step.id,
+                    confirm: gate.confirm,
+                    typed,
+                    error: None,
+                });
+                return None;
+            }
+            return Some(Intent::Approve {
+                step: step.id,
+                remember,
+            });
+        }
+        if k.is("approve_ready", &key) {
+            return Some(Intent::ApproveReady);
+        }
+        if k.is("skip", &key) {
+            return Some(Intent::Skip(step.id));
+        }
+        if k.is("reject", &key) {
+            return Some(Intent::Reject);
+        }
+        if k.is("cancel", &key) {
+            return Some(Intent::CancelStep(step.id));
+        }
+        if k.is("edit", &key) {
+            let mut editor = TextArea::from(
+                pretty(&step.args)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            );
+            editor.set_cursor_line_style(ratatui::style::Style::new());
+            self.modal = Some(Modal::Edit {
+                step: step.id,
+                editor,
+                error: None,
+            });
+        }
+        None
+    }
+
+    fn on_modal_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        let modal = self.modal.as_mut()?;
+        match modal {
+            Modal::Help | Modal::Servers => {
+                if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q'))
+                    || self.keys.is("help", &key)
+                    || self.keys.is("servers", &key)
+                {
+                    self.modal = None;
+                }
+                None
+            }
+            Modal::QuitConfirm => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    self.quit = true;
+                    Some(Intent::Quit)
+                }
+                _ => {
+                    self.modal = None;
+                    None
+                }
+            },
+            Modal::Gate { step, typed, .. } => match key.code {
+                KeyCode::Esc => {
+                    self.modal = None;
+                    None
+                }
+                KeyCode::Enter => Some(Intent::Confirm {
+                    step: step.clone(),
+                    typed: typed.lines().join(""),
+                }),
+                _ => {
+                    typed.input(key);
+                    None
+                }
+            },
+            Modal::Edit {
+                step,
+                editor,
+                error,
+            } => {
+                let save =
+                    key.code == KeyCode::Char('s') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if key.code == KeyCode::Esc {
+                    self.modal = None;
+                    return None;
+                }
+                if save {
+                    let text = editor.lines().join("\n");
+                    return match serde_json::from_str::<Value>(&text) {
+                        Ok(Value::Object(args)) => Some(Intent::Edit {
+                            step: step.clone(),
+                            args,
+                        }),
+                        Ok(_) => {
+                            *error = Some("the arguments must be a JSON object".into());
+                            None
+                        }
+                        Err(e) => {
+                            *error = Some(format!("not valid JSON: {e}"));
+                            None
+                        }
+                    };
+                }
+                editor.input(key);
+                None
+            }
+        }
+    }
+
+    /// The driver's answer to an intent.
+    pub fn on_result(&mut self, intent: &Intent, result: Result<String, String>) {
+        match (&mut self.modal, result) {
+            (
+                Some(Modal::Gate {
+                    error,
+                    typed,
+                    confirm,
+                    ..
+                }),
+                Err(e),
+            ) if matches!(intent, Intent::Confirm { .. }) => {
+                *error = Some(e);
+                *typed = TextArea::default();
+                typed.set_placeholder_text(format!("type {confirm}"));
+            }
+            (Some(Modal::Edit { error, .. }), Err(e)) if matches!(intent, Intent::Edit { .. }) => {
+                *error = Some(e)
+            }
+            (_, Err(e)) => self.flash = Some((e, true)),
+            (_, Ok(message)) => {
+                if matches!(intent, Intent::Confirm { .. } | Intent::Edit { .. }) {
+                    self.modal = None;
+                }
+                if !message.is_empty() {
+                    self.flash = Some((message, false));
+                }
+            }
+        }
+    }
+}
+
+fn scroll(current: usize, code: KeyCode) -> usize {
+    match code {
+        KeyCode::Up | KeyCode::Char('k') => current + 1,
+        KeyCode::Down | KeyCode::Char('j') => current.saturating_sub(1),
+        KeyCode::PageUp => current + 10,
+        KeyCode::PageDown => current.saturating_sub(10),
+        KeyCode::Home => usize::MAX / 2,
+        KeyCode::End => 0,
+        _ => current,
+    }
+}
+
+/// Keep the first `max` lines of long text, saying how much was folded.
+pub fn fold(text: &str, max: usize) -> String {
+    let total = text.lines().count();
+    if total <= max {
+        return text.to_string();
+    }
+    let mut out: Vec<&str> = text.lines().take(max).collect();
+    let more = format!(
+        "… {} more lines (select the step in the plan to see all)",
+        total - max
+    );
+    out.push(&more);
+    out.join("\n")
+}

@@ -1,0 +1,105 @@
+//! The conversation: messages and step results, newest at the bottom.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::tui::app::{App, Who};
+use crate::tui::theme::Theme;
+use crate::tui::wrap::wrap;
+
+/// Wrapped lines per chat entry, for one width: built once per entry, so a
+/// long conversation costs only what is on screen.
+#[derive(Default)]
+pub struct ChatCache {
+    width: usize,
+    entries: Vec<Vec<Line<'static>>>,
+}
+
+fn lines_of(entry: &crate::tui::app::ChatEntry, width: usize, theme: &Theme) -> Vec<Line<'static>> {
+    let (label, style) = match entry.who {
+        Who::You => ("you", theme.user),
+        Who::Bot => ("opsbot", theme.assistant),
+        Who::Ok => ("result", theme.ok),
+        Who::Failed => ("result", theme.error),
+        Who::Warn => ("note", theme.warn),
+    };
+    let mut out = vec![Line::from(vec![
+        Span::styled(format!("{} ", entry.ts), theme.muted),
+        Span::styled(label.to_string(), style),
+    ])];
+    let body_style = match entry.who {
+        Who::Failed => theme.error,
+        Who::Warn => theme.warn,
+        _ => theme.base,
+    };
+    for l in wrap(&entry.text, width.saturating_sub(2)) {
+        out.push(Line::from(Span::styled(format!("  {l}"), body_style)));
+    }
+    out
+}
+
+pub fn draw(
+    f: &mut Frame,
+    area: Rect,
+    app: &mut App,
+    cache: &mut ChatCache,
+    theme: &Theme,
+    focused: bool,
+) {
+    let title = if app.chat_scroll > 0 {
+        format!(" chat ↑{} ", app.chat_scroll)
+    } else {
+        " chat ".to_string()
+    };
+    let block = super::pane(title, focused, theme);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let width = inner.width as usize;
+    if cache.width != width {
+        cache.width = width;
+        cache.entries.clear();
+    }
+    while cache.entries.len() < app.chat.len() {
+        let entry = &app.chat[cache.entries.len()];
+        cache.entries.push(lines_of(entry, width, theme));
+    }
+    let height = inner.height as usize;
+    let total: usize = cache.entries.iter().map(Vec::len).sum();
+    app.chat_scroll = app.chat_scroll.min(total.saturating_sub(height));
+    // Walk back from the newest entry until the window is filled.
+    let want = height + app.chat_scroll;
+    let mut visible: Vec<Line<'static>> = Vec::with_capacity(want);
+    for entry in cache.entries.iter().rev() {
+        for line in entry.iter().rev() {
+            visible.push(line.clone());
+            if visible.len() >= want {
+                break;
+            }
+        }
+        if visible.len() >= want {
+            break;
+        }
+    }
+    visible.reverse();
+    let start = visible.len().saturating_sub(want);
+    let end = visible.len().saturating_sub(app.chat_scroll);
+    let shown: Vec<Line<'static>> = visible[start..end].to_vec();
+    if shown.is_empty() {
+        let hint = Paragraph::new(vec![
+            Line::from(Span::styled(
+                "Type a request below and press Enter, for example:",
+                theme.muted,
+            )),
+            Line::from(Span::styled("  deploy checkout to staging", theme.accent)),
+            Line::from(Span::styled(
+                "  promote payments · roll back search in staging",
+                theme.muted,
+            )),
+        ]);
+        f.render_widget(hint, inner);
+        return;
+    }
+    f.render_widget(Paragraph::new(shown), inner);
+}

@@ -1,0 +1,27 @@
+//! The panes, each drawn from the app's view state.
+
+pub mod audit;
+pub mod chat;
+pub mod modal;
+pub mod plan;
+pub mod status;
+
+use ratatui::widgets::{Block, BorderType, Borders};
+
+use super::theme::Theme;
+
+pub fn pane<'a>(title: String, focused: bool, theme: &Theme) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(if focused {
+            BorderType::Thick
+        } else {
+            BorderType::Plain
+        })
+        .border_style(if focused {
+            theme.border_focused
+        } else {
+            theme.border
+        })
+        .title(title)
+}

@@ -1,0 +1,236 @@
+//! Overlays: help, the server list, the gated-step confirmation, the
+//! argument editor and the quit confirmation.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
+
+use crate::mcp::ServerStatus;
+use crate::tui::app::{App, Modal};
+use crate::tui::theme::Theme;
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width.saturating_sub(2)).max(10.min(area.width));
+    let h = h.min(area.height.saturating_sub(2)).max(3.min(area.height));
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+fn frame<'a>(title: &str, theme: &Theme, style: ratatui::style::Style) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Double)
+        .border_style(style)
+        .title(format!(" {title} "))
+        .style(theme.base)
+}
+
+pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
+    let area = f.area();
+    let keys = app.keys.clone();
+    // What a gated step would run, references filled in, worked out before
+    // the modal is borrowed for its text field.
+    let gate_view = match &app.modal {
+        Some(Modal::Gate { step, .. }) => app
+            .state
+            .plan
+            .as_ref()
+            .and_then(|p| p.step(step))
+            .map(|s| (s.tool.clone(), app.resolved_args(s))),
+        _ => None,
+    };
+    let Some(modal) = app.modal.as_mut() else {
+        return;
+    };
+    match modal {
+        Modal::Help => {
+            let rows: Vec<(String, &str)> = vec![
+                ("enter".into(), "send the request (in the input box)"),
+                ("alt-enter".into(), "new line in the input box"),
+                ("↑ ↓".into(), "recall earlier requests; move in lists"),
+                (
+                    keys.label("next_pane"),
+                    "next pane (input, plan, chat, audit)",
+                ),
+                (
+                    keys.label("approve"),
+                    "approve the selected step (gated: type to confirm)",
+                ),
+                (
+                    keys.label("approve_remember"),
+                    "approve, and don't ask again for this tool (never gated)",
+                ),
+                (
+                    keys.label("approve_ready"),
+                    "approve every ungated step that is waiting",
+                ),
+                (keys.label("skip"), "skip the selected step"),
+                (
+                    keys.label("edit"),
+                    "edit the selected step's arguments (JSON)",
+                ),
+                (keys.label("cancel"), "cancel the selected running step"),
+                (keys.label("reject"), "reject the plan: nothing more starts"),
+                (keys.label("filter"), "audit: filter by kind"),
+                (keys.label("servers"), "servers and their last errors"),
+                ("ctrl-c".into(), "cancel the running step; twice to quit"),
+                (keys.label("quit"), "quit when idle"),
+            ];
+            let lines: Vec<Line> = rows
+                .into_iter()
+                .map(|(k, d)| {
+                    Line::from(vec![
+                        Span::styled(format!("{k:>10}  "), theme.accent),
+                        Span::styled(d, theme.base),
+                    ])
+                })
+                .collect();
+            let r = centered(area, 76, lines.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(lines).block(frame(
+                    "keys · esc closes",
+                    theme,
+                    theme.border_focused,
+                )),
+                r,
+            );
+        }
+        Modal::Servers => {
+            let mut lines = Vec::new();
+            for (name, status) in &app.servers {
+                let style = match status {
+                    ServerStatus::Ready { .. } => theme.ok,
+                    ServerStatus::Disabled | ServerStatus::Starting => theme.muted,
+                    _ => theme.error,
+                };
+                lines.push(Line::from(Span::styled(
+                    format!("{name}: {}", status.summary()),
+                    style,
+                )));
+                if let ServerStatus::Failed { stderr, .. } | ServerStatus::Exited { stderr, .. } =
+                    status
+                {
+                    for l in stderr.iter().rev().take(3).rev() {
+                        lines.push(Line::from(Span::styled(format!("    {l}"), theme.muted)));
+                    }
+                }
+            }
+            let r = centered(area, 90, lines.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(frame("servers · esc closes", theme, theme.border_focused)),
+                r,
+            );
+        }
+        Modal::QuitConfirm => {
+            let r = centered(area, 56, 4);
+            f.render_widget(Clear, r);
+            let text = vec![
+                Line::from(Span::styled(
+                    "Steps are still running. Quit anyway?",
+                    theme.warn,
+                )),
+                Line::from(Span::styled(
+                    "y quits (running calls are cancelled) · any other key stays",
+                    theme.muted,
+                )),
+            ];
+            f.render_widget(
+                Paragraph::new(text).block(frame("quit", theme, theme.warn)),
+                r,
+            );
+        }
+        Modal::Gate {
+            step,
+            confirm,
+            typed,
+            error,
+        } => {
+            let reason = app
+                .state
+                .steps
+                .get(step)
+                .and_then(|s| s.decision.as_ref())
+                .map(|d| d.reason().to_string())
+                .unwrap_or_default();
+            let mut lines = vec![
+                Line::from(Span::styled(
+                    format!("Gated step `{step}`: {reason}."),
+                    theme.gated,
+                )),
+                Line::from(""),
+                Line::from(Span::styled("This will run:", theme.base)),
+            ];
+            if let Some((tool, args)) = &gate_view {
+                lines.push(Line::from(Span::styled(
+                    format!("  tool    {tool}"),
+                    theme.accent,
+                )));
+                for (k, v) in args {
+                    lines.push(Line::from(Span::styled(
+                        format!("  {k:<7} {v}"),
+                        theme.base,
+                    )));
+                }
+            }
+            lines.push(Line::from(""));
+            lines.push(Line::from(vec![
+                Span::styled("Type ", theme.base),
+                Span::styled(confirm.clone(), theme.gated),
+                Span::styled(" and press Enter to approve · esc cancels", theme.base),
+            ]));
+            if let Some(e) = error {
+                lines.push(Line::from(Span::styled(e.clone(), theme.error)));
+            }
+            let h = lines.len() as u16 + 5;
+            let r = centered(area, 78, h);
+            f.render_widget(Clear, r);
+            let block = frame("confirm gated step", theme, theme.gated);
+            let inner = block.inner(r);
+            f.render_widget(block, r);
+            let [text_area, input_area] =
+                Layout::vertical([Constraint::Min(1), Constraint::Length(3)]).areas(inner);
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_area);
+            typed.set_block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .border_style(theme.gated),
+            );
+            f.render_widget(&*typed, input_area);
+        }
+        Modal::Edit {
+            step,
+            editor,
+            error,
+        } => {
+            let r = centered(area, 80, 20);
+            f.render_widget(Clear, r);
+            let block = frame(
+                &format!("edit arguments of `{step}` · ctrl-s saves · esc cancels"),
+                theme,
+                theme.border_focused,
+            );
+            let inner = block.inner(r);
+            f.render_widget(block, r);
+            let [edit_area, msg_area] =
+                Layout::vertical([Constraint::Min(3), Constraint::Length(2)]).areas(inner);
+            f.render_widget(&*editor, edit_area);
+            let msg = match error {
+                Some(e) => Line::from(Span::styled(e.clone(), theme.error)),
+                None => Line::from(Span::styled(
+                    "Saving withdraws any approval: the step must be approved again.",
+                    theme.muted,
+                )),
+            };
+            f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: false }), msg_area);
+        }
+    }
+}

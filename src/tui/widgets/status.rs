@@ -1,0 +1,93 @@
+//! The status line (servers, planner, mode, session) and the key hints.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::mcp::ServerStatus;
+use crate::tui::app::{App, Pane};
+use crate::tui::theme::Theme;
+
+pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let enabled: Vec<&ServerStatus> = app
+        .servers
+        .values()
+        .filter(|s| !matches!(s, ServerStatus::Disabled))
+        .collect();
+    let ready = enabled.iter().filter(|s| s.is_ready()).count();
+    let starting = enabled
+        .iter()
+        .filter(|s| matches!(s, ServerStatus::Starting))
+        .count();
+    let failing = enabled.len() - ready - starting;
+    let (glyph, style) = if failing > 0 {
+        ("⚠", theme.warn)
+    } else if starting > 0 {
+        ("◌", theme.muted)
+    } else {
+        ("●", theme.ok)
+    };
+    let mut spans = vec![
+        Span::styled(format!(" {glyph} {ready}/{} servers", enabled.len()), style),
+        Span::styled(
+            if failing > 0 {
+                format!(" ({} for details)", app.keys.label("servers"))
+            } else {
+                String::new()
+            },
+            theme.muted,
+        ),
+        Span::styled(
+            format!(
+                " │ planner {} │ mode {} │ session {}",
+                app.planner, app.mode, app.session_id
+            ),
+            theme.muted,
+        ),
+    ];
+    if app.read_only {
+        spans.push(Span::styled(" │ read-only replay", theme.warn));
+    }
+    if let Some((msg, error)) = &app.flash {
+        spans.push(Span::styled(
+            format!(" │ {msg}"),
+            if *error { theme.error } else { theme.accent },
+        ));
+    } else if app.busy && !app.running() && app.state.plan.is_none() {
+        spans.push(Span::styled(" │ planning…", theme.running));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+pub fn key_hints(app: &App) -> String {
+    let k = |a: &str| app.keys.label(a);
+    match app.focus {
+        Pane::Input => format!(
+            " enter send · alt-enter newline · ↑↓ history · {} panes · esc plan · ctrl-c cancel/quit ",
+            k("next_pane")
+        ),
+        Pane::Plan => format!(
+            " {} approve · {} approve ready · {} trust tool · {} skip · {} edit · {} cancel · {} reject · {} help ",
+            k("approve"),
+            k("approve_ready"),
+            k("approve_remember"),
+            k("skip"),
+            k("edit"),
+            k("cancel"),
+            k("reject"),
+            k("help")
+        ),
+        Pane::Chat => format!(
+            " ↑↓ pgup pgdn scroll · {} type · {} help ",
+            k("input"),
+            k("help")
+        ),
+        Pane::Audit => format!(
+            " ↑↓ scroll · {} filter · {} type · {} help ",
+            k("filter"),
+            k("input"),
+            k("help")
+        ),
+    }
+}
