@@ -114,24 +114,6 @@ fn detail(app: &App, id: &StepId, width: usize, theme: &Theme) -> Vec<Line<'stat
     if !step.description.is_empty() {
         push(&mut out, &step.description, theme.muted);
     }
-    if let Some(d) = st.and_then(|s| s.decision.as_ref()) {
-        let style = match d {
-            Decision::Allow { .. } => theme.ok,
-            Decision::NeedsApproval { gate: Some(_), .. } => theme.gated,
-            Decision::NeedsApproval { .. } => theme.warn,
-            Decision::Deny { .. } => theme.error,
-        };
-        push(
-            &mut out,
-            &format!("policy: {} — {} [{}]", d.label(), d.reason(), d.rule()),
-            style,
-        );
-    }
-    if let Some(by) = st.and_then(|s| s.approved_by.as_ref()) {
-        push(&mut out, &format!("approved by {by}"), theme.muted);
-    }
-    let args = serde_json::to_string_pretty(&step.args).unwrap_or_default();
-    push(&mut out, &format!("args: {args}"), theme.base);
     if let Some(p) = st
         .and_then(|s| s.progress.as_ref())
         .filter(|_| st.is_some_and(|s| s.status() == StepStatus::Running))
@@ -156,6 +138,27 @@ fn detail(app: &App, id: &StepId, width: usize, theme: &Theme) -> Vec<Line<'stat
     if let Some(e) = st.and_then(|s| s.error.as_ref()) {
         push(&mut out, &format!("error: {e}"), theme.error);
     }
+    if let Some(r) = st.and_then(|s| s.skipped_reason.as_ref()) {
+        push(&mut out, &format!("skipped: {r}"), theme.muted);
+    }
+    if let Some(d) = st.and_then(|s| s.decision.as_ref()) {
+        let style = match d {
+            Decision::Allow { .. } => theme.ok,
+            Decision::NeedsApproval { gate: Some(_), .. } => theme.gated,
+            Decision::NeedsApproval { .. } => theme.warn,
+            Decision::Deny { .. } => theme.error,
+        };
+        push(
+            &mut out,
+            &format!("policy: {} — {} [{}]", d.label(), d.reason(), d.rule()),
+            style,
+        );
+    }
+    if let Some(by) = st.and_then(|s| s.approved_by.as_ref()) {
+        push(&mut out, &format!("approved by {by}"), theme.muted);
+    }
+    let args = serde_json::to_string_pretty(&step.args).unwrap_or_default();
+    push(&mut out, &format!("args: {args}"), theme.base);
     if let Some(o) = st.and_then(|s| s.output.as_ref()) {
         let text = serde_json::to_string_pretty(&o.value()).unwrap_or_default();
         push(
@@ -163,9 +166,6 @@ fn detail(app: &App, id: &StepId, width: usize, theme: &Theme) -> Vec<Line<'stat
             &format!("output: {}", crate::tui::app::fold(&text, 12)),
             theme.base,
         );
-    }
-    if let Some(r) = st.and_then(|s| s.skipped_reason.as_ref()) {
-        push(&mut out, &format!("skipped: {r}"), theme.muted);
     }
     out
 }
@@ -196,10 +196,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme, focused: bool) 
     let width = inner.width as usize;
     let height = inner.height as usize;
     let depth = depths(plan);
-    let selected_detail = app
+    let mut selected_detail = app
         .selected_step()
         .map(|s| detail(app, &s.id, width, theme))
         .unwrap_or_default();
+    // The detail may take what the rows leave, but never hides the tree:
+    // at least half the pane stays for the steps.
+    let room = height.saturating_sub(plan.steps.len() + 1).max(height / 2);
+    if selected_detail.len() > room {
+        selected_detail.truncate(room.saturating_sub(1));
+        selected_detail.push(Line::from(Span::styled(
+            "      … (more in the chat and audit)",
+            theme.muted,
+        )));
+    }
     // Keep the selected row (and as much of its detail as fits) in view;
     // build only the rows that can show.
     let first = app

@@ -1,0 +1,173 @@
+//! The real binary in a real pseudo-terminal (tmux), driven by keystrokes:
+//! a staging deploy approved step by step, then a production deploy whose
+//! gated step needs the typed target; quit; the store holds it all.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use opsbot::session::{Event, Outcome};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(home: &Home) -> Self {
+        let socket = format!("opsbot-test-{}", std::process::id());
+        let cmd = format!(
+            "env OPSBOT_SANDBOX_LATENCY=0 NO_COLOR=1 {BIN} --data-dir {}",
+            home.path().display()
+        );
+        let ok = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "app",
+                "-x",
+                "120",
+                "-y",
+                "34",
+                &cmd,
+            ])
+            .status()
+            .expect("tmux must be installed (.ci/run installs it)")
+            .success();
+        assert!(ok, "tmux could not start the app");
+        let t = Self { socket };
+        t.tmux(&["set-option", "-t", "app", "remain-on-exit", "on"]);
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "app"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "app"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "app", "-l", text]);
+    }
+
+    /// Wait for `text` on screen, pressing `nudge` (if any) between looks.
+    fn wait_for(&self, text: &str, nudge: Option<&str>) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "never saw {text:?}; screen:\n{screen}"
+            );
+            if let Some(k) = nudge {
+                self.keys(&[k]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn pane_dead(&self) -> bool {
+        self.tmux(&["display-message", "-p", "-t", "app", "#{pane_dead}"])
+            .trim()
+            == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+#[test]
+fn deploy_with_approvals_then_a_gated_production_deploy_then_quit() {
+    let home = Home::new();
+    let t = Tmux::start(&home);
+    t.wait_for("6/6 servers", None);
+
+    t.type_text("deploy checkout to staging");
+    t.keys(&["Enter"]);
+    t.wait_for("approve?", None);
+    // Approve what is waiting until the run is done.
+    let screen = t.wait_for("Run succeeded", Some("A"));
+    assert!(screen.contains("7/7"), "{screen}");
+    assert!(
+        screen.contains("✓ notify") || screen.contains("notify (chat.notify)"),
+        "{screen}"
+    );
+
+    t.keys(&["i"]);
+    t.type_text("deploy checkout to production");
+    t.keys(&["Enter"]);
+    // Keys pressed before the plan arrives go to the input box, as typing should.
+    t.wait_for("production · 0/7", None);
+    t.wait_for("deploy awaits approval (gated)", Some("A"));
+    t.keys(&["Home", "j", "j", "j", "j", "a"]);
+    let modal = t.wait_for("confirm gated step", None);
+    assert!(modal.contains("Type production and press Enter"), "{modal}");
+    assert!(
+        modal.contains("registry.local/checkout:"),
+        "the modal shows the real image: {modal}"
+    );
+    t.type_text("staging");
+    t.keys(&["Enter"]);
+    t.wait_for("that does not match", None);
+    t.type_text("production");
+    t.keys(&["Enter"]);
+    let done = t.wait_for("Run succeeded", Some("A"));
+    assert!(done.contains("deploy checkout → production"), "{done}");
+
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while !t.pane_dead() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the app did not quit:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = t.screen();
+    assert!(
+        !after.contains("plan:"),
+        "the terminal was not restored:\n{after}"
+    );
+
+    let records = home.last_session();
+    let finished: Vec<Outcome> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::RunFinished { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, [Outcome::Succeeded, Outcome::Succeeded]);
+    assert!(records.iter().any(|r| matches!(&r.event, Event::Approved { step, gated: true, .. } if step.as_str() == "deploy")));
+    assert_eq!(
+        home.sandbox_state("k8s.json")["deployments"]["checkout/production"]["current"],
+        1
+    );
+}

@@ -1,0 +1,264 @@
+//! Snapshots of every pane, the gate confirmation and the help overlay, at
+//! a wide and a small terminal size, from a fixed synthetic session.
+
+use std::collections::BTreeMap;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
+use opsbot::mcp::{Progress, ServerStatus, ToolOutput};
+use opsbot::plan::StepId;
+use opsbot::planner::Proposal;
+use opsbot::planner::runbook::RunbookPlanner;
+use opsbot::policy::{Decision, Gate};
+use opsbot::session::{Event, Outcome, Record, SessionId};
+use opsbot::tui::app::{App, Modal, Pane};
+use opsbot::tui::keymap::KeyMap;
+use opsbot::tui::theme::Theme;
+use opsbot::tui::ui::{View, draw};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::json;
+
+fn record(seq: i64, event: Event) -> Record {
+    Record {
+        seq,
+        session: SessionId::from_stored("20261121-120000-abcd"),
+        ts: format!("2026-11-21T12:00:{:02}.000Z", seq % 60),
+        actor: "alice".into(),
+        event,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+fn id(s: &str) -> StepId {
+    StepId::new(s)
+}
+
+/// A production deploy mid-run: build done, tests running, deploy gated.
+fn app() -> App {
+    let config = load_layers(vec![ConfigSource {
+        name: "d".into(),
+        text: DEFAULT_TOML.into(),
+    }])
+    .expect("config")
+    .config;
+    let Proposal::Plan(plan) =
+        RunbookPlanner::new(&config).propose("deploy checkout to production")
+    else {
+        panic!("plan expected");
+    };
+    let mut app = App::new(
+        KeyMap::new(&BTreeMap::new()),
+        "20261121-120000-abcd".into(),
+        "runbook".into(),
+        "step".into(),
+    );
+    for name in ["chat", "ci", "k8s", "monitor", "quality"] {
+        app.servers.insert(
+            name.into(),
+            ServerStatus::Ready {
+                tools: 2,
+                server_info: "sandbox".into(),
+                protocol: "2025-11-25".into(),
+            },
+        );
+    }
+    app.servers.insert(
+        "registry".into(),
+        ServerStatus::Failed {
+            error: "exited before it finished starting (exit status: 3)".into(),
+            stderr: vec!["fatal: no token".into()],
+        },
+    );
+    let allow = |tool: &str| Decision::Allow {
+        rule: "builtin.read-only".into(),
+        reason: format!("{tool} only reads"),
+    };
+    let mut events = vec![
+        Event::SessionStarted {
+            actor: "alice".into(),
+            planner: "runbook".into(),
+            version: "0.1.0".into(),
+        },
+        Event::UserMessage {
+            text: "deploy checkout to production".into(),
+        },
+        Event::PlanProposed { plan: plan.clone() },
+    ];
+    for step in &plan.steps {
+        let decision = match step.id.as_str() {
+            "deploy" => Decision::NeedsApproval {
+                rule: "builtin.gated-env".into(),
+                reason: "k8s.deploy changes production, a gated environment".into(),
+                gate: Some(Gate {
+                    confirm: "production".into(),
+                }),
+            },
+            "build" | "notify" => Decision::NeedsApproval {
+                rule: "builtin.changes-state".into(),
+                reason: format!("{} changes state", step.tool),
+                gate: None,
+            },
+            _ => allow(&step.tool),
+        };
+        events.push(Event::PolicyDecision {
+            step: step.id.clone(),
+            decision,
+        });
+    }
+    events.extend([
+        Event::AssistantMessage {
+            text: "Plan: deploy checkout → production with 7 steps. 1 gated.".into(),
+        },
+        Event::Approved {
+            step: id("build"),
+            by: "alice".into(),
+            args_hash: "h".into(),
+            gated: false,
+        },
+        Event::StepStarted {
+            step: id("build"),
+            tool: "ci.build".into(),
+            args: serde_json::Map::new(),
+        },
+        Event::StepSucceeded {
+            step: id("build"),
+            output: ToolOutput {
+                is_error: false,
+                text: String::new(),
+                structured: Some(
+                    json!({"build_id": "b-401", "image": "registry.local/checkout:401-cdcb87b"}),
+                ),
+            },
+            duration_ms: 1234,
+        },
+        Event::Approved {
+            step: id("test"),
+            by: "alice".into(),
+            args_hash: "h".into(),
+            gated: false,
+        },
+        Event::StepStarted {
+            step: id("test"),
+            tool: "ci.run_tests".into(),
+            args: serde_json::Map::new(),
+        },
+        Event::StepProgress {
+            step: id("test"),
+            progress: Progress {
+                progress: 2.0,
+                total: Some(4.0),
+                message: Some("running tests".into()),
+            },
+        },
+        Event::StepFailed {
+            step: id("scan"),
+            error: "quality gate failed for checkout b-401: 2 new critical bugs".into(),
+            output: None,
+            duration_ms: 600,
+        },
+        Event::StepSkipped {
+            step: id("verify_image"),
+            reason: "skipped by alice".into(),
+        },
+        Event::AwaitingApproval {
+            step: id("deploy"),
+            gated: true,
+        },
+        Event::ServerProblem {
+            server: "registry".into(),
+            message: "failed: exited before it finished starting".into(),
+        },
+    ]);
+    for (i, e) in events.into_iter().enumerate() {
+        app.apply(&record(i as i64 + 1, e));
+    }
+    app
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    let theme = Theme::plain();
+    let mut view = View::default();
+    terminal
+        .draw(|f| draw(f, app, &mut view, &theme))
+        .expect("draw");
+    let buf = terminal.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        let line: String = (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+#[test]
+fn wide_screen_shows_all_panes() {
+    let mut app = app();
+    app.focus = Pane::Plan;
+    app.selected = 1;
+    insta::assert_snapshot!("wide_all_panes", render(&mut app, 120, 32));
+}
+
+#[test]
+fn small_screen_shows_one_pane_at_a_time() {
+    for pane in [Pane::Chat, Pane::Plan, Pane::Audit] {
+        let mut app = app();
+        app.focus = pane;
+        app.narrow_pane = pane;
+        insta::assert_snapshot!(
+            format!("small_{pane:?}").to_lowercase(),
+            render(&mut app, 80, 24)
+        );
+    }
+}
+
+#[test]
+fn a_gated_step_asks_for_the_typed_target() {
+    for (w, h) in [(120, 32), (80, 24)] {
+        let mut app = app();
+        app.focus = Pane::Plan;
+        app.selected = 4;
+        assert_eq!(app.selected_step().map(|s| s.id.as_str()), Some("deploy"));
+        assert!(
+            app.on_key(key('a')).is_none(),
+            "a gated approval opens the modal instead of approving"
+        );
+        assert!(matches!(app.modal, Some(Modal::Gate { .. })));
+        for c in "produ".chars() {
+            app.on_key(key(c));
+        }
+        insta::assert_snapshot!(format!("gate_modal_{w}x{h}"), render(&mut app, w, h));
+    }
+}
+
+#[test]
+fn help_lists_the_keys() {
+    for (w, h) in [(120, 32), (80, 24)] {
+        let mut app = app();
+        app.focus = Pane::Plan;
+        app.on_key(key('?'));
+        insta::assert_snapshot!(format!("help_{w}x{h}"), render(&mut app, w, h));
+    }
+}
+
+#[test]
+fn the_server_list_shows_last_errors() {
+    let mut app = app();
+    app.focus = Pane::Plan;
+    app.on_key(key('S'));
+    let screen = render(&mut app, 120, 32);
+    assert!(
+        screen.contains("registry: failed: exited before it finished starting (exit status: 3)"),
+        "{screen}"
+    );
+    assert!(screen.contains("fatal: no token"), "{screen}");
+    assert!(screen.contains("⚠ 5/6 servers"), "{screen}");
+    let _ = Outcome::Succeeded;
+}
