@@ -321,9 +321,8 @@ impl Driver {
         self.session.record(Event::Note {
             text: format!("plan rejected by {}", self.session.actor),
         })?;
-        for s in &a.plan.steps {
-            a.desk.skip(s.id.clone(), "the plan was rejected".into());
-        }
+        a.desk
+            .reject(format!("the plan was rejected by {}", self.session.actor));
         Ok(())
     }
 

@@ -149,6 +149,12 @@ impl Runtime {
             }
             Proposal::Plan(plan) => plan,
         };
+        let used: std::collections::BTreeSet<&str> = plan
+            .steps
+            .iter()
+            .filter_map(|s| s.tool.split_once('.').map(|(server, _)| server))
+            .collect();
+        self.servers.wait_for(used).await;
         let catalog = self.servers.catalog();
         if let Err(errors) = validate(&plan, &catalog) {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -22,7 +22,7 @@ pub fn exit_code(outcome: Outcome) -> ExitCode {
     ExitCode::from(match outcome {
         Outcome::Succeeded => 0,
         Outcome::Failed => 1,
-        Outcome::Denied => 3,
+        Outcome::Denied | Outcome::Rejected => 3,
         Outcome::AwaitingApproval => 4,
         Outcome::NeedsClarification => 5,
         Outcome::InvalidPlan => 6,

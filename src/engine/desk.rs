@@ -22,6 +22,7 @@ pub enum Verdict {
 
 #[derive(Default)]
 struct Book {
+    rejected: Option<String>,
     approved: HashMap<StepId, String>,
     edited: HashMap<StepId, Map<String, Value>>,
     skipped: HashMap<StepId, String>,
@@ -80,9 +81,22 @@ impl ApprovalDesk {
         self.changed.notify_waiters();
     }
 
+    /// Reject the whole plan: nothing more starts, and the run ends as
+    /// rejected rather than as a run whose steps were all skipped.
+    pub fn reject(&self, reason: String) {
+        self.with(|b| b.rejected = Some(reason));
+        self.changed.notify_waiters();
+    }
+
+    pub fn rejected(&self) -> Option<String> {
+        self.with(|b| b.rejected.clone())
+    }
+
     pub fn verdict(&self, step: &StepId) -> Verdict {
         self.with(|b| {
-            if let Some(reason) = b.skipped.get(step) {
+            if let Some(reason) = &b.rejected {
+                Verdict::Skipped(reason.clone())
+            } else if let Some(reason) = b.skipped.get(step) {
                 Verdict::Skipped(reason.clone())
             } else if let Some(hash) = b.approved.get(step) {
                 Verdict::Approved(hash.clone())

@@ -219,8 +219,11 @@ impl Engine {
             }
         }
         let count = |s: State| run.state.values().filter(|v| **v == s).count();
+        let rejected = run.approvals.desk().and_then(|d| d.rejected()).is_some();
         let outcome = if cancelled {
             Outcome::Cancelled
+        } else if rejected {
+            Outcome::Rejected
         } else if count(State::Failed) > 0 {
             Outcome::Failed
         } else if count(State::Denied) > 0 {

@@ -209,6 +209,17 @@ impl Servers {
         }
     }
 
+    /// Wait until the named servers are ready, failed or disabled: planning
+    /// waits for the servers its plan uses, never for the others.
+    pub async fn wait_for<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            if let Some(entry) = self.entries.get(name) {
+                let mut rx = entry.status.subscribe();
+                let _ = rx.wait_for(ServerStatus::is_settled).await;
+            }
+        }
+    }
+
     pub fn statuses(&self) -> Vec<(String, ServerStatus)> {
         self.entries
             .values()

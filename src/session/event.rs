@@ -17,6 +17,7 @@ pub enum Outcome {
     NeedsClarification,
     InvalidPlan,
     Cancelled,
+    Rejected,
 }
 
 impl Outcome {
@@ -29,6 +30,7 @@ impl Outcome {
             Outcome::NeedsClarification => "needs clarification",
             Outcome::InvalidPlan => "invalid plan",
             Outcome::Cancelled => "cancelled",
+            Outcome::Rejected => "rejected",
         }
     }
 }

@@ -401,6 +401,7 @@ fn outcome_key(o: Outcome) -> &'static str {
         Outcome::NeedsClarification => "needs_clarification",
         Outcome::InvalidPlan => "invalid_plan",
         Outcome::Cancelled => "cancelled",
+        Outcome::Rejected => "rejected",
     }
 }
 

@@ -123,6 +123,12 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     };
     if options.mouse {
         let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+        // ratatui's hook restores the screen on panic; release the mouse too.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+            previous(info);
+        }));
     }
     let mut view = ui::View::default();
     let mut keys = EventStream::new();

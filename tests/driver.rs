@@ -1,0 +1,188 @@
+//! The interactive driver's rules through the real runtime and sandbox:
+//! approval modes, trusting a tool, and gates that always ask.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
+use opsbot::driver::{ApprovalMode, Driver, DriverError};
+use opsbot::paths::Paths;
+use opsbot::plan::StepId;
+use opsbot::runtime::Runtime;
+use opsbot::session::{Event, Outcome, Record};
+use tokio::sync::broadcast::Receiver;
+
+fn driver(home: &Home, mode: ApprovalMode) -> Arc<Driver> {
+    let mut config = load_layers(vec![ConfigSource {
+        name: "default".into(),
+        text: DEFAULT_TOML.into(),
+    }])
+    .expect("config");
+    for server in config.config.servers.values_mut() {
+        server
+            .env
+            .insert("OPSBOT_SANDBOX_LATENCY".into(), "0".into());
+    }
+    let rt = Arc::new(
+        Runtime::with_exe(Paths::rooted(home.path()), config, BIN.into()).expect("runtime"),
+    );
+    let session = rt.new_session("tester").expect("session");
+    Driver::new(rt, session, mode)
+}
+
+/// The next record matching `f`, or a failure naming what was awaited.
+async fn next(rx: &mut Receiver<Record>, what: &str, f: impl Fn(&Event) -> bool) -> Event {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match rx.recv().await {
+                Ok(r) if f(&r.event) => return r.event,
+                Ok(_) => continue,
+                Err(e) => panic!("records ended waiting for {what}: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+fn outcome(e: &Event) -> Option<Outcome> {
+    match e {
+        Event::RunFinished { outcome, .. } => Some(*outcome),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_auto_runs_read_only_plans_without_asking() {
+    let home = Home::new();
+    let d = driver(&home, ApprovalMode::SafeAuto);
+    let mut rx = d.session().subscribe();
+    d.submit("status of checkout in dev".into())
+        .expect("submit");
+    let done = next(&mut rx, "the run to finish", |e| outcome(e).is_some()).await;
+    // checkout is not deployed in dev, so health fails; but every step ran unasked.
+    assert_eq!(outcome(&done), Some(Outcome::Failed));
+    let st = d.session().state();
+    for step in ["status", "health", "metrics"] {
+        let by = st.steps[&StepId::new(step)]
+            .approved_by
+            .clone()
+            .unwrap_or_default();
+        assert!(by.contains("safe-auto"), "{step} approved by {by:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_mode_approves_the_rest_but_a_gate_still_needs_its_typed_target() {
+    let home = Home::new();
+    let d = driver(&home, ApprovalMode::Plan);
+    let mut rx = d.session().subscribe();
+    d.submit("deploy checkout to production".into())
+        .expect("submit");
+    next(
+        &mut rx,
+        "build to wait",
+        |e| matches!(e, Event::AwaitingApproval { step, .. } if step.as_str() == "build"),
+    )
+    .await;
+    d.approve(&StepId::new("build"), false)
+        .expect("approve build");
+    next(&mut rx, "the gated deploy to wait", |e| {
+        matches!(e, Event::AwaitingApproval { gated: true, .. })
+    })
+    .await;
+
+    let deploy = StepId::new("deploy");
+    assert!(
+        matches!(d.approve(&deploy, false), Err(DriverError::NeedsConfirmation(_, ref t)) if t == "production")
+    );
+    assert!(matches!(
+        d.confirm_gate(&deploy, "staging"),
+        Err(DriverError::WrongConfirmation(_))
+    ));
+    d.confirm_gate(&deploy, "production")
+        .expect("typed target confirms");
+    let done = next(&mut rx, "the run to finish", |e| outcome(e).is_some()).await;
+    assert_eq!(outcome(&done), Some(Outcome::Succeeded));
+    assert_eq!(
+        home.sandbox_state("k8s.json")["deployments"]["checkout/production"]["current"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_tool_is_not_asked_again_but_never_past_a_gate() {
+    let home = Home::new();
+    let d = driver(&home, ApprovalMode::Step);
+    let mut rx = d.session().subscribe();
+    d.submit("promote catalog".into()).expect("submit");
+    loop {
+        let e = next(&mut rx, "a step to wait", |e| {
+            matches!(e, Event::AwaitingApproval { .. })
+        })
+        .await;
+        let Event::AwaitingApproval { step, gated } = e else {
+            unreachable!()
+        };
+        if gated {
+            assert_eq!(step.as_str(), "deploy_production");
+            break;
+        }
+        match step.as_str() {
+            "deploy_dev" => d
+                .approve(&step, true)
+                .expect("approve and trust k8s.deploy"),
+            // Waiting is recorded, then the driver approves the trusted tool itself.
+            "deploy_staging" => {}
+            _ => d.approve(&step, false).expect("approve"),
+        }
+    }
+    let st = d.session().state();
+    let by = st.steps[&StepId::new("deploy_staging")]
+        .approved_by
+        .clone()
+        .unwrap_or_default();
+    assert!(by.contains("trusted for this session"), "{by}");
+    d.cancel_run();
+    let done = next(&mut rx, "the run to end", |e| outcome(e).is_some()).await;
+    assert_eq!(outcome(&done), Some(Outcome::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_arguments_are_checked_against_the_schema() {
+    let home = Home::new();
+    let d = driver(&home, ApprovalMode::Step);
+    let mut rx = d.session().subscribe();
+    d.submit("deploy search to dev".into()).expect("submit");
+    next(&mut rx, "build to wait", |e| {
+        matches!(e, Event::AwaitingApproval { .. })
+    })
+    .await;
+    let deploy = StepId::new("deploy");
+    let mut args = d.args_of(&deploy).expect("args");
+    args.insert("env".into(), serde_json::json!(3));
+    let err = d
+        .edit_args(&deploy, args.clone())
+        .expect_err("env must be a string");
+    assert!(
+        err.to_string()
+            .contains("/env: 3 is not of type \"string\""),
+        "{err}"
+    );
+    args.insert("env".into(), serde_json::json!("staging"));
+    d.edit_args(&deploy, args).expect("valid edit");
+    assert_eq!(
+        d.args_of(&deploy).map(|a| a["env"].clone()),
+        Some(serde_json::json!("staging"))
+    );
+    d.reject_plan().expect("reject");
+    let done = next(&mut rx, "the run to end", |e| outcome(e).is_some()).await;
+    assert_eq!(outcome(&done), Some(Outcome::Rejected));
+    assert!(
+        home.sandbox_state("k8s.json").is_null(),
+        "nothing deployed after rejecting"
+    );
+}
