@@ -129,21 +129,61 @@ impl Driver {
         else {
             return Ok(());
         };
+        self.run_plan(plan, decisions, HashMap::new()).await
+    }
+
+    async fn run_plan(
+        self: &Arc<Self>,
+        plan: Plan,
+        decisions: Vec<(StepId, Decision)>,
+        done: HashMap<StepId, Value>,
+    ) -> Result<(), StoreError> {
         let desk = Arc::new(ApprovalDesk::new());
         let cancel = CancellationToken::new();
+        let decisions: HashMap<StepId, Decision> = decisions.into_iter().collect();
         *Self::lock(&self.active) = Some(Active {
             plan: plan.clone(),
-            decisions: decisions.iter().cloned().collect(),
+            decisions: decisions.clone(),
             desk: Arc::clone(&desk),
             cancel: cancel.clone(),
-            started: HashSet::new(),
+            started: done.keys().cloned().collect(),
             plan_approved: false,
         });
         let approvals = Approvals::Live(desk);
         self.rt
-            .run(&self.session, &plan, &decisions, &approvals, cancel)
+            .engine()
+            .run_from(&self.session, &plan, &decisions, &approvals, cancel, done)
             .await?;
         Ok(())
+    }
+
+    /// Continue a resumed session's unfinished plan; its steps wait for
+    /// fresh approvals.
+    pub fn continue_plan(self: &Arc<Self>, resumed: crate::runtime::Resumed) {
+        *Self::lock(&self.busy) = true;
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            // The app is already drawn; wait only for the servers this plan uses.
+            let servers: HashSet<String> = resumed
+                .plan
+                .steps
+                .iter()
+                .filter_map(|s| s.tool.split_once('.').map(|(server, _)| server.to_string()))
+                .collect();
+            me.rt
+                .servers
+                .wait_for(servers.iter().map(String::as_str))
+                .await;
+            if let Err(e) = me
+                .run_plan(resumed.plan, resumed.decisions, resumed.done)
+                .await
+            {
+                let _ = me.session.record(Event::Note {
+                    text: format!("error: {e}"),
+                });
+            }
+            *Self::lock(&me.busy) = false;
+        });
     }
 
     /// Watch the log: auto-approve per the mode and trusted tools, and note

@@ -23,6 +23,9 @@ struct Cli {
     /// Colour theme for the app: dark, light or high-contrast (overrides config).
     #[arg(long, value_name = "NAME")]
     theme: Option<String>,
+    /// Reopen an interrupted session in the app (an id or a unique prefix).
+    #[arg(long, value_name = "ID")]
+    resume: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -74,7 +77,7 @@ fn main() -> ExitCode {
             }
             Some(Command::History { command }) => cli::history::run(&paths, command),
             Some(Command::Sandbox { .. }) => unreachable!("handled above"),
-            None => cli::app(paths, cli.config.as_deref(), cli.theme).await,
+            None => cli::app(paths, cli.config.as_deref(), cli.theme, cli.resume).await,
         }
     });
     // Servers that ignore EOF are killed by shutdown; don't wait on stragglers.

@@ -35,6 +35,14 @@ pub struct Runtime {
     pub policy: Policy,
 }
 
+/// What a resumed session still has to do.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    pub plan: Plan,
+    pub decisions: Vec<(StepId, Decision)>,
+    pub done: HashMap<StepId, serde_json::Value>,
+}
+
 /// The planner's answer, validated and governed.
 #[derive(Debug, Clone)]
 pub enum Planned {
@@ -213,6 +221,53 @@ impl Runtime {
             gated,
         })?;
         Ok(Some(hash))
+    }
+
+    /// Reopen an interrupted session. Returns the session and, when its
+    /// plan had not finished, the plan to continue: finished steps stay
+    /// finished, running ones are marked interrupted, and nothing is
+    /// approved until someone approves it again.
+    pub fn resume_session(
+        &self,
+        id: &str,
+        actor: &str,
+    ) -> Result<(Arc<Session>, Option<Resumed>), StoreError> {
+        let id = self.store.find_session(id)?;
+        let session = Session::resume(Arc::clone(&self.store), &id, actor)?;
+        let state = session.state();
+        session.record(Event::SessionResumed {
+            by: actor.to_string(),
+        })?;
+        let Some(plan) = state.plan.clone().filter(|_| state.outcome.is_none()) else {
+            return Ok((session, None));
+        };
+        let mut done = HashMap::new();
+        for (step, st) in &state.steps {
+            match st.status() {
+                crate::session::StepStatus::Succeeded => {
+                    if let Some(out) = &st.output {
+                        done.insert(step.clone(), out.value());
+                    }
+                }
+                crate::session::StepStatus::Running => {
+                    session.record(Event::StepInterrupted { step: step.clone() })?;
+                }
+                _ => {}
+            }
+        }
+        let decisions = state
+            .steps
+            .iter()
+            .filter_map(|(id, st)| st.decision.clone().map(|d| (id.clone(), d)))
+            .collect();
+        Ok((
+            session,
+            Some(Resumed {
+                plan,
+                decisions,
+                done,
+            }),
+        ))
     }
 
     /// Run an approved plan.

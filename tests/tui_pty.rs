@@ -16,9 +16,14 @@ struct Tmux {
 
 impl Tmux {
     fn start(home: &Home) -> Self {
-        let socket = format!("opsbot-test-{}", std::process::id());
+        Self::start_with(home, "", "", "main")
+    }
+
+    /// Start the app with extra environment and arguments, on its own tmux server.
+    fn start_with(home: &Home, env: &str, args: &str, tag: &str) -> Self {
+        let socket = format!("opsbot-test-{}-{tag}", std::process::id());
         let cmd = format!(
-            "env OPSBOT_SANDBOX_LATENCY=0 NO_COLOR=1 {BIN} --data-dir {}",
+            "env OPSBOT_SANDBOX_LATENCY=0 NO_COLOR=1 {env} {BIN} --data-dir {} {args}",
             home.path().display()
         );
         let ok = Command::new("tmux")
@@ -170,4 +175,77 @@ fn deploy_with_approvals_then_a_gated_production_deploy_then_quit() {
         home.sandbox_state("k8s.json")["deployments"]["checkout/production"]["current"],
         1
     );
+}
+
+#[test]
+fn an_interrupted_session_resumes_with_finished_steps_kept() {
+    let home = Home::new();
+    let t = Tmux::start_with(&home, "OPSBOT_SANDBOX_FAULTS=run_tests=hang", "", "first");
+    t.wait_for("6/6 servers", None);
+    t.type_text("deploy checkout to dev");
+    t.keys(&["Enter"]);
+    t.wait_for("approve?", None);
+    t.wait_for("call test ci.run_tests", Some("A"));
+    // Kill opsbot mid-call, as a crash or a closed laptop would.
+    let pid = t.tmux(&["display-message", "-p", "-t", "app", "#{pane_pid}"]);
+    let status = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    drop(t);
+    kill_sandbox_processes(&home);
+
+    let id = home.store().list_sessions(1).expect("list")[0]
+        .id
+        .to_string();
+    let t = Tmux::start_with(&home, "", &format!("--resume {id}"), "second");
+    let screen = t.wait_for("interrupted: approve", None);
+    assert!(screen.contains(&id), "same session: {screen}");
+    assert!(
+        screen.contains("✓ build"),
+        "finished steps stay finished: {screen}"
+    );
+    t.wait_for("Run succeeded", Some("A"));
+    t.keys(&["q"]);
+
+    let records = home
+        .store()
+        .events(&opsbot::session::SessionId::from_stored(id))
+        .expect("events");
+    let starts = |name: &str| {
+        records
+            .iter()
+            .filter(
+                |r| matches!(&r.event, Event::StepStarted { step, .. } if step.as_str() == name),
+            )
+            .count()
+    };
+    assert_eq!(starts("build"), 1, "build did not run again");
+    assert_eq!(
+        starts("test"),
+        2,
+        "the interrupted step ran again after approval"
+    );
+    assert!(
+        records.iter().any(
+            |r| matches!(&r.event, Event::StepInterrupted { step } if step.as_str() == "test")
+        )
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(r.event, Event::SessionResumed { .. }))
+    );
+    assert!(matches!(
+        records.last().map(|r| &r.event),
+        Some(Event::RunFinished {
+            outcome: Outcome::Succeeded,
+            ..
+        })
+    ));
+    assert!(matches!(
+        home.store().verify().expect("verify"),
+        opsbot::session::ChainReport::Whole { .. }
+    ));
 }

@@ -85,6 +85,7 @@ pub async fn app(
     paths: Paths,
     config: Option<&Path>,
     theme: Option<String>,
+    resume: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
 
@@ -106,9 +107,16 @@ pub async fn app(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
     };
-    let session = rt.new_session(&opsbot::session::os_user())?;
+    let actor = opsbot::session::os_user();
+    let (session, unfinished) = match &resume {
+        Some(id) => rt.resume_session(id, &actor)?,
+        None => (rt.new_session(&actor)?, None),
+    };
     rt.watch_servers(&session);
     let driver = Driver::new(Arc::clone(&rt), session, cfg.approval.mode);
+    if let Some(resumed) = unfinished {
+        driver.continue_plan(resumed);
+    }
     let result = opsbot::tui::run(driver, options).await;
     rt.servers.shutdown().await;
     result?;

@@ -136,6 +136,8 @@ pub fn record(r: &Record, with_progress: bool) -> Option<String> {
             )
         }
         Event::StepSkipped { step, reason } => format!("- {step:<16} skipped: {reason}"),
+        Event::StepInterrupted { step } => format!("! {step:<16} interrupted"),
+        Event::SessionResumed { by } => format!("session resumed by {by}"),
         Event::ServerProblem { server, message } => format!("server  {server}: {message}"),
         Event::RunFinished { outcome, summary } => format!("= {}: {summary}", outcome.as_str()),
         Event::Note { text } => format!("note    {text}"),

@@ -108,6 +108,21 @@ impl Engine {
         approvals: &Approvals,
         cancel: CancellationToken,
     ) -> Result<Outcome, StoreError> {
+        self.run_from(session, plan, decisions, approvals, cancel, HashMap::new())
+            .await
+    }
+
+    /// As `run`, for a resumed session: the steps in `done` finished before
+    /// the interruption, with these outputs, and do not run again.
+    pub async fn run_from(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &HashMap<StepId, Decision>,
+        approvals: &Approvals,
+        cancel: CancellationToken,
+        done: HashMap<StepId, Value>,
+    ) -> Result<Outcome, StoreError> {
         let mut run = Run {
             session,
             plan,
@@ -117,9 +132,16 @@ impl Engine {
             state: plan
                 .steps
                 .iter()
-                .map(|s| (s.id.clone(), State::Waiting))
+                .map(|s| {
+                    let state = if done.contains_key(&s.id) {
+                        State::Succeeded
+                    } else {
+                        State::Waiting
+                    };
+                    (s.id.clone(), state)
+                })
                 .collect(),
-            outputs: HashMap::new(),
+            outputs: done,
             running: JoinSet::new(),
             cancel,
         };

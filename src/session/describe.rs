@@ -93,6 +93,11 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             format!("{step} {} {}", duration(*duration_ms), truncate(error, 300)),
         ),
         Event::StepSkipped { step, reason } => ("skipped", format!("{step}: {reason}")),
+        Event::StepInterrupted { step } => (
+            "interrupted",
+            format!("{step} was running when opsbot stopped"),
+        ),
+        Event::SessionResumed { by } => ("resumed", format!("session reopened by {by}")),
         Event::ServerProblem { server, message } => ("server", format!("{server}: {message}")),
         Event::RunFinished { outcome, summary } => {
             ("finished", format!("{}: {summary}", outcome.as_str()))

@@ -104,6 +104,15 @@ pub enum Event {
         step: StepId,
         reason: String,
     },
+    /// The step was running when opsbot stopped; on resume it waits for a
+    /// fresh approval.
+    StepInterrupted {
+        step: StepId,
+    },
+    /// The session was reopened after it was interrupted.
+    SessionResumed {
+        by: String,
+    },
     ServerProblem {
         server: String,
         message: String,
@@ -136,6 +145,8 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
+            Event::StepInterrupted { .. } => "step_interrupted",
+            Event::SessionResumed { .. } => "session_resumed",
             Event::ServerProblem { .. } => "server_problem",
             Event::RunFinished { .. } => "run_finished",
             Event::Note { .. } => "note",

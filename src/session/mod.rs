@@ -46,6 +46,24 @@ impl Session {
         Ok(session)
     }
 
+    /// Reopen a stored session: its state is replayed from the store and
+    /// new events continue its record.
+    pub fn resume(store: Arc<Store>, id: &SessionId, actor: &str) -> Result<Arc<Self>, StoreError> {
+        let records = store.events(id)?;
+        if records.is_empty() {
+            return Err(StoreError::NoSuchSession(id.to_string()));
+        }
+        let state = SessionState::replay(&records);
+        let (records_tx, _) = broadcast::channel(1024);
+        Ok(Arc::new(Self {
+            id: id.clone(),
+            actor: actor.to_string(),
+            store,
+            state: Mutex::new(state),
+            records: records_tx,
+        }))
+    }
+
     /// Store the event, then fold it, then tell listeners. If storing fails
     /// the event did not happen: the caller must not act on it.
     pub fn record(&self, event: Event) -> Result<Record, StoreError> {

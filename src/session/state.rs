@@ -47,6 +47,8 @@ pub struct StepState {
     pub error: Option<String>,
     pub skipped_reason: Option<String>,
     pub duration_ms: Option<u64>,
+    /// It was running when opsbot stopped.
+    pub interrupted: bool,
 }
 
 impl StepState {
@@ -163,6 +165,25 @@ impl SessionState {
                 let s = self.step_mut(step);
                 s.status = Some(StepStatus::Skipped);
                 s.skipped_reason = Some(reason.clone());
+            }
+            Event::StepInterrupted { step } => {
+                let s = self.step_mut(step);
+                s.interrupted = true;
+                s.status = Some(StepStatus::Pending);
+                s.approved_by = None;
+                s.progress = None;
+            }
+            Event::SessionResumed { .. } => {
+                // Approvals given before the interruption do not carry over.
+                for s in self.steps.values_mut() {
+                    if matches!(
+                        s.status(),
+                        StepStatus::Approved | StepStatus::AwaitingApproval
+                    ) {
+                        s.status = Some(StepStatus::Pending);
+                        s.approved_by = None;
+                    }
+                }
             }
             Event::RunFinished { outcome, .. } => self.outcome = Some(*outcome),
             Event::ServerProblem { .. } | Event::Note { .. } => {}

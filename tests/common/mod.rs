@@ -104,3 +104,31 @@ pub fn state(records: &[Record]) -> SessionState {
 pub fn position(records: &[Record], f: impl Fn(&Event) -> bool) -> Option<usize> {
     records.iter().position(|r| f(&r.event))
 }
+
+/// Processes still running with this home's sandbox directory in their environment.
+pub fn sandbox_processes_of(home: &Home) -> Vec<u32> {
+    let needle = format!("OPSBOT_SANDBOX_DIR={}", home.path().join("data").display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|v| v.starts_with(needle.as_bytes()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// After a SIGKILL of opsbot nobody closes its servers: clean them up.
+pub fn kill_sandbox_processes(home: &Home) {
+    for pid in sandbox_processes_of(home) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+}

@@ -74,6 +74,9 @@ fn tail(st: Option<&StepState>, theme: &Theme) -> Span<'static> {
     let Some(st) = st else { return Span::raw("") };
     let gated = st.decision.as_ref().and_then(Decision::gate).is_some();
     match st.status() {
+        StepStatus::Pending | StepStatus::AwaitingApproval if st.interrupted => {
+            Span::styled("interrupted: approve", theme.warn)
+        }
         StepStatus::AwaitingApproval if gated => Span::styled("gated: confirm", theme.gated),
         StepStatus::AwaitingApproval => Span::styled("approve?", theme.warn),
         StepStatus::Pending if gated => Span::styled("gated", theme.gated),
