@@ -354,3 +354,24 @@ fn a_hung_call_times_out_and_garbage_on_stdout_is_reported() {
     // The hung server ignored EOF; shutdown killed it rather than leaving it behind.
     assert_eq!(sandbox_processes_of(&home), Vec::<u32>::new());
 }
+
+#[test]
+fn history_reads_the_store_offline() {
+    let home = Home::new();
+    let out = home.run(&["run", "how is search doing in staging", "--yes"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "search is not deployed in staging, so health fails"
+    );
+    let list = stdout(&home.run(&["history", "list"], &[]));
+    let id = list.split_whitespace().next().expect("a session id");
+    let shown = home.run(&["history", "show", &id[..12]], &[]);
+    let text = stdout(&shown);
+    assert!(
+        text.contains("you     how is search doing in staging"),
+        "{text}"
+    );
+    assert!(text.contains("✗ health"), "{text}");
+    assert!(text.contains("= failed"), "{text}");
+}

@@ -6,6 +6,7 @@
 //! keep working.
 
 mod catalog;
+mod child;
 mod client;
 mod conn;
 mod servers;

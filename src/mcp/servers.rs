@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -11,19 +10,19 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{Catalog, ToolInfo};
+use super::child::spawn_child;
 use super::client::OpsbotClient;
 use super::conn::{CallError, CallOptions, Connection, RawCallError, ToolOutput};
 use crate::config::{Config, ServerConfig};
 use crate::text::closest;
 
-const STDERR_LINES: usize = 20;
+pub(super) const STDERR_LINES: usize = 20;
 /// How long a server may take to exit after its stdin closes before it is killed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// What `{exe}`, `{data_dir}` and `{config_dir}` in a server's command,
 /// arguments, environment and working directory stand for.
@@ -35,7 +34,7 @@ pub struct SpawnContext {
 }
 
 impl SpawnContext {
-    fn expand(&self, s: &str) -> String {
+    pub(super) fn expand(&self, s: &str) -> String {
         s.replace("{exe}", &self.exe.to_string_lossy())
             .replace("{data_dir}", &self.data_dir.to_string_lossy())
             .replace("{config_dir}", &self.config_dir.to_string_lossy())
@@ -84,37 +83,37 @@ impl ServerStatus {
     }
 }
 
-struct Entry {
-    name: String,
-    config: ServerConfig,
-    status: watch::Sender<ServerStatus>,
-    conn: RwLock<Option<Arc<Connection>>>,
-    service: tokio::sync::Mutex<Option<RunningService<RoleClient, OpsbotClient>>>,
-    tools: RwLock<Vec<ToolInfo>>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+pub(super) struct Entry {
+    pub(super) name: String,
+    pub(super) config: ServerConfig,
+    pub(super) status: watch::Sender<ServerStatus>,
+    pub(super) conn: RwLock<Option<Arc<Connection>>>,
+    pub(super) service: tokio::sync::Mutex<Option<RunningService<RoleClient, OpsbotClient>>>,
+    pub(super) tools: RwLock<Vec<ToolInfo>>,
+    pub(super) stderr: Arc<Mutex<VecDeque<String>>>,
     /// How the child exited, once it has.
-    exit: Mutex<Option<String>>,
-    exited: CancellationToken,
-    stderr_eof: CancellationToken,
-    stopping: CancellationToken,
-    events: broadcast::Sender<ServerEvent>,
+    pub(super) exit: Mutex<Option<String>>,
+    pub(super) exited: CancellationToken,
+    pub(super) stderr_eof: CancellationToken,
+    pub(super) stopping: CancellationToken,
+    pub(super) events: broadcast::Sender<ServerEvent>,
 }
 
 impl Entry {
-    fn stderr_tail(&self) -> Vec<String> {
+    pub(super) fn stderr_tail(&self) -> Vec<String> {
         self.stderr
             .lock()
             .map(|l| l.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    fn exit_status(&self) -> Option<String> {
+    pub(super) fn exit_status(&self) -> Option<String> {
         self.exit.lock().ok().and_then(|e| e.clone())
     }
 
     /// Wait a little for the child to be reaped and its stderr drained, so
     /// reports can say how it ended and include its last words.
-    async fn settle_exit(&self) {
+    pub(super) async fn settle_exit(&self) {
         let both = async {
             self.exited.cancelled().await;
             self.stderr_eof.cancelled().await;
@@ -361,7 +360,7 @@ impl From<String> for Startup {
 
 /// Ready → exited, once: the call that saw the connection close and the
 /// watcher that saw the process end may both get here.
-fn mark_exited(entry: &Entry, how: String) {
+pub(super) fn mark_exited(entry: &Entry, how: String) {
     let status = ServerStatus::Exited {
         how,
         stderr: entry.stderr_tail(),
@@ -507,137 +506,4 @@ fn watch_tool_list(
             }
         }
     });
-}
-
-/// Only these variables of opsbot's own environment reach a server, plus
-/// its configured `env`: servers never see opsbot's secrets.
-const INHERITED_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "TMPDIR", "USER"];
-
-fn remember(entry: &Entry, line: String) {
-    if let Ok(mut buf) = entry.stderr.lock() {
-        if buf.len() == STDERR_LINES {
-            buf.pop_front();
-        }
-        buf.push_back(crate::text::truncate(&line, 300));
-    }
-}
-
-/// Start a stdio server. opsbot owns the child: a pump passes protocol lines
-/// from its stdout to rmcp and reports anything else as garbage; a watcher
-/// records how it exited and, on shutdown, kills it after a grace period.
-fn spawn_child(
-    entry: &Arc<Entry>,
-    ctx: &SpawnContext,
-) -> Result<(tokio::io::DuplexStream, tokio::process::ChildStdin), String> {
-    let cfg = &entry.config;
-    let program = ctx.expand(cfg.command.as_deref().unwrap_or_default());
-    let mut cmd = tokio::process::Command::new(&program);
-    cmd.args(cfg.args.iter().map(|a| ctx.expand(a)));
-    cmd.env_clear();
-    for key in INHERITED_ENV {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    // The built-in sandbox follows the demo's fault and speed settings.
-    if cfg.command.as_deref() == Some("{exe}") {
-        for (k, v) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("OPSBOT_SANDBOX_") {
-                cmd.env(k, v);
-            }
-        }
-    }
-    for (k, v) in &cfg.env {
-        cmd.env(k, ctx.expand(v));
-    }
-    if let Some(cwd) = &cfg.cwd {
-        cmd.current_dir(ctx.expand(&cwd.to_string_lossy()));
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            format!("cannot start `{program}`: not found (is it installed and on PATH?)")
-        }
-        _ => format!("cannot start `{program}`: {e}"),
-    })?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(format!(
-            "cannot start `{program}`: its stdio was not captured"
-        ));
-    };
-
-    let e = Arc::clone(entry);
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(server = %e.name, "stderr: {line}");
-            remember(&e, line);
-        }
-        e.stderr_eof.cancel();
-    });
-
-    let (to_rmcp, mut pump) = tokio::io::duplex(1 << 16);
-    let e = Arc::clone(entry);
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let mut reader = BufReader::new(stdout);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let text = String::from_utf8_lossy(&line);
-            let trimmed = text.trim();
-            if trimmed.starts_with('{') || trimmed.starts_with('[') {
-                if pump.write_all(&line).await.is_err() {
-                    break;
-                }
-            } else if !trimmed.is_empty() {
-                tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {trimmed}");
-                remember(&e, format!("[stdout, not JSON-RPC] {trimmed}"));
-                let _ = e.events.send(ServerEvent::Garbage {
-                    server: e.name.clone(),
-                    line: crate::text::truncate(trimmed, 200),
-                });
-            }
-        }
-    });
-
-    let e = Arc::clone(entry);
-    tokio::spawn(async move {
-        let status = tokio::select! {
-            status = child.wait() => status,
-            () = e.stopping.cancelled() => {
-                match tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        tracing::warn!(server = %e.name, "did not exit after stdin closed; killing it");
-                        let _ = child.kill().await;
-                        child.wait().await
-                    }
-                }
-            }
-        };
-        let how = match status {
-            Ok(s) => s.to_string(),
-            Err(err) => format!("unknown exit ({err})"),
-        };
-        tracing::info!(server = %e.name, "exited: {how}");
-        if let Ok(mut exit) = e.exit.lock() {
-            *exit = Some(how.clone());
-        }
-        e.exited.cancel();
-        if !e.stopping.is_cancelled() {
-            e.settle_exit().await;
-            mark_exited(&e, how);
-        }
-    });
-    Ok((to_rmcp, stdin))
 }

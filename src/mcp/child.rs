@@ -1,0 +1,143 @@
+//! Starting a stdio server as opsbot's own child process: a minimal
+//! environment, a stdout pump that passes only protocol lines to rmcp, the
+//! stderr tail, and a watcher that records the exit and kills on shutdown.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::servers::{Entry, SHUTDOWN_GRACE, STDERR_LINES, ServerEvent, SpawnContext, mark_exited};
+
+/// Only these variables of opsbot's own environment reach a server, plus
+/// its configured `env`: servers never see opsbot's secrets.
+const INHERITED_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "TMPDIR", "USER"];
+
+fn remember(entry: &Entry, line: String) {
+    if let Ok(mut buf) = entry.stderr.lock() {
+        if buf.len() == STDERR_LINES {
+            buf.pop_front();
+        }
+        buf.push_back(crate::text::truncate(&line, 300));
+    }
+}
+
+/// Start a stdio server. opsbot owns the child: a pump passes protocol lines
+/// from its stdout to rmcp and reports anything else as garbage; a watcher
+/// records how it exited and, on shutdown, kills it after a grace period.
+pub(super) fn spawn_child(
+    entry: &Arc<Entry>,
+    ctx: &SpawnContext,
+) -> Result<(tokio::io::DuplexStream, tokio::process::ChildStdin), String> {
+    let cfg = &entry.config;
+    let program = ctx.expand(cfg.command.as_deref().unwrap_or_default());
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(cfg.args.iter().map(|a| ctx.expand(a)));
+    cmd.env_clear();
+    for key in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    // The built-in sandbox follows the demo's fault and speed settings.
+    if cfg.command.as_deref() == Some("{exe}") {
+        for (k, v) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OPSBOT_SANDBOX_") {
+                cmd.env(k, v);
+            }
+        }
+    }
+    for (k, v) in &cfg.env {
+        cmd.env(k, ctx.expand(v));
+    }
+    if let Some(cwd) = &cfg.cwd {
+        cmd.current_dir(ctx.expand(&cwd.to_string_lossy()));
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("cannot start `{program}`: not found (is it installed and on PATH?)")
+        }
+        _ => format!("cannot start `{program}`: {e}"),
+    })?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(format!(
+            "cannot start `{program}`: its stdio was not captured"
+        ));
+    };
+
+    let e = Arc::clone(entry);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(server = %e.name, "stderr: {line}");
+            remember(&e, line);
+        }
+        e.stderr_eof.cancel();
+    });
+
+    let (to_rmcp, mut pump) = tokio::io::duplex(1 << 16);
+    let e = Arc::clone(entry);
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line);
+            let trimmed = text.trim();
+            if trimmed.starts_with('{') || trimmed.starts_with('[') {
+                if pump.write_all(&line).await.is_err() {
+                    break;
+                }
+            } else if !trimmed.is_empty() {
+                tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {trimmed}");
+                remember(&e, format!("[stdout, not JSON-RPC] {trimmed}"));
+                let _ = e.events.send(ServerEvent::Garbage {
+                    server: e.name.clone(),
+                    line: crate::text::truncate(trimmed, 200),
+                });
+            }
+        }
+    });
+
+    let e = Arc::clone(entry);
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = e.stopping.cancelled() => {
+                match tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        tracing::warn!(server = %e.name, "did not exit after stdin closed; killing it");
+                        let _ = child.kill().await;
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        let how = match status {
+            Ok(s) => s.to_string(),
+            Err(err) => format!("unknown exit ({err})"),
+        };
+        tracing::info!(server = %e.name, "exited: {how}");
+        if let Ok(mut exit) = e.exit.lock() {
+            *exit = Some(how.clone());
+        }
+        e.exited.cancel();
+        if !e.stopping.is_cancelled() {
+            e.settle_exit().await;
+            mark_exited(&e, how);
+        }
+    });
+    Ok((to_rmcp, stdin))
+}

@@ -1,0 +1,452 @@
+//! What keys mean, pane by pane and in each overlay.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui_textarea::TextArea;
+use serde_json::Value;
+
+use super::{App, Intent, Modal, Pane, new_input, pretty};
+
+impl App {
+    /// Handle a key; returns what the user asked for.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        let ctrl_c =
+            key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl_c {
+            return self.on_ctrl_c();
+        }
+        self.ctrl_c_armed = false;
+        if self.modal.is_some() {
+            return self.on_modal_key(key);
+        }
+        if self.focus == Pane::Input {
+            return self.on_input_key(key);
+        }
+        let k = &self.keys;
+        if k.is("help", &key) {
+            self.modal = Some(Modal::Help);
+        } else if k.is("servers", &key) {
+            self.modal = Some(Modal::Servers);
+        } else if k.is("next_pane", &key) {
+            self.cycle_focus(true);
+        } else if k.is("prev_pane", &key) {
+            self.cycle_focus(false);
+        } else if k.is("input", &key) || key.code == KeyCode::Esc {
+            self.focus = Pane::Input;
+        } else if k.is("quit", &key) {
+            return self.ask_quit();
+        } else {
+            return match self.focus {
+                Pane::Plan => self.on_plan_key(key),
+                Pane::Chat => {
+                    self.chat_scroll = scroll(self.chat_scroll, key.code);
+                    None
+                }
+                Pane::Audit => {
+                    if self.keys.is("filter", &key) {
+                        self.audit_filter = self.audit_filter.next();
+                        self.audit_scroll = 0;
+                    } else {
+                        self.audit_scroll = scroll(self.audit_scroll, key.code);
+                    }
+                    None
+                }
+                Pane::Input => None,
+            };
+        }
+        None
+    }
+
+    fn ask_quit(&mut self) -> Option<Intent> {
+        if self.running() {
+            self.modal = Some(Modal::QuitConfirm);
+            None
+        } else {
+            self.quit = true;
+            Some(Intent::Quit)
+        }
+    }
+
+    /// Ctrl-C: cancel the running step first; again, quit (confirming if
+    /// steps still run). With nothing running it clears the input, then quits.
+    fn on_ctrl_c(&mut self) -> Option<Intent> {
+        if self.ctrl_c_armed {
+            self.ctrl_c_armed = false;
+            return self.ask_quit();
+        }
+        self.ctrl_c_armed = true;
+        if self.modal.take().is_some() {
+            return None;
+        }
+        if self.running() {
+            self.flash = Some((
+                "cancelling the running step · Ctrl-C again to quit".into(),
+                false,
+            ));
+            return Some(Intent::CancelRunning);
+        }
+        if !self.input.is_empty() {
+            self.input = new_input();
+            return None;
+        }
+        self.flash = Some(("Ctrl-C again to quit".into(), false));
+        None
+    }
+
+    fn on_input_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
+        match key.code {
+            KeyCode::Enter if alt || key.modifiers.contains(KeyModifiers::SHIFT) => {
+                self.input.insert_newline();
+            }
+            KeyCode::Enter => {
+                let text = self.input.lines().join("\n").trim().to_string();
+                if text.is_empty() {
+                    return None;
+                }
+                if self.history.last() != Some(&text) {
+                    self.history.push(text.clone());
+                }
+                self.history_pos = None;
+                self.input = new_input();
+                self.chat_scroll = 0;
+                return Some(Intent::Submit(text));
+            }
+            KeyCode::Up if self.input.lines().len() <= 1 && !self.history.is_empty() => {
+                let pos = self
+                    .history_pos
+                    .map_or(self.history.len() - 1, |p| p.saturating_sub(1));
+                self.recall(Some(pos));
+            }
+            KeyCode::Down if self.input.lines().len() <= 1 && self.history_pos.is_some() => {
+                let next = self
+                    .history_pos
+                    .map(|p| p + 1)
+                    .filter(|p| *p < self.history.len());
+                self.recall(next);
+            }
+            KeyCode::Tab | KeyCode::BackTab => self.cycle_focus(key.code == KeyCode::Tab),
+            KeyCode::Esc => self.focus = Pane::Plan,
+            KeyCode::PageUp | KeyCode::PageDown => {
+                self.chat_scroll = scroll(self.chat_scroll, key.code)
+            }
+            _ => {
+                self.input.input(key);
+            }
+        }
+        None
+    }
+
+    fn recall(&mut self, pos: Option<usize>) {
+        self.history_pos = pos;
+        let text = pos
+            .and_then(|p| self.history.get(p))
+            .cloned()
+            .unwrap_or_default();
+        self.input = new_input();
+        self.input.insert_str(text);
+    }
+
+    fn on_plan_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.move_selection(-1);
+                return None;
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.move_selection(1);
+                return None;
+            }
+            KeyCode::Home => self.selected = 0,
+            KeyCode::End => self.move_selection(isize::MAX / 2),
+            _ => {}
+        }
+        if self.read_only {
+            return None;
+        }
+        let step = self.selected_step()?.clone();
+        let st = self.state.steps.get(&step.id);
+        let gate = st
+            .and_then(|s| s.decision.as_ref())
+            .and_then(|d| d.gate())
+            .cloned();
+        let k = &self.keys;
+        if k.is("approve", &key) || k.is("approve_remember", &key) {
+            let remember = k.is("approve_remember", &key);
+            if let Some(gate) = gate {
+                if remember {
+                    self.flash = Some(("gated steps are never trusted automatically".into(), true));
+                }
+                let mut typed = TextArea::default();
+                typed.set_placeholder_text(format!("type {}", gate.confirm));
+                self.modal = Some(Modal::Gate {
+                    step: step.id,
+                    confirm: gate.confirm,
+                    typed,
+                    error: None,
+                });
+                return None;
+            }
+            return Some(Intent::Approve {
+                step: step.id,
+                remember,
+            });
+        }
+        if k.is("approve_ready", &key) {
+            return Some(Intent::ApproveReady);
+        }
+        if k.is("skip", &key) {
+            return Some(Intent::Skip(step.id));
+        }
+        if k.is("reject", &key) {
+            return Some(Intent::Reject);
+        }
+        if k.is("cancel", &key) {
+            return Some(Intent::CancelStep(step.id));
+        }
+        if k.is("edit", &key) {
+            let mut editor = TextArea::from(
+                pretty(&step.args)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            );
+            editor.set_cursor_line_style(ratatui::style::Style::new());
+            self.modal = Some(Modal::Edit {
+                step: step.id,
+                editor,
+                error: None,
+            });
+        }
+        None
+    }
+
+    fn on_modal_key(&mut self, key: KeyEvent) -> Option<Intent> {
+        let modal = self.modal.as_mut()?;
+        match modal {
+            Modal::Help | Modal::Servers => {
+                if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q'))
+                    || self.keys.is("help", &key)
+                    || self.keys.is("servers", &key)
+                {
+                    self.modal = None;
+                }
+                None
+            }
+            Modal::QuitConfirm => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    self.quit = true;
+                    Some(Intent::Quit)
+                }
+                _ => {
+                    self.modal = None;
+                    None
+                }
+            },
+            Modal::Gate { step, typed, .. } => match key.code {
+                KeyCode::Esc => {
+                    self.modal = None;
+                    None
+                }
+                KeyCode::Enter => Some(Intent::Confirm {
+                    step: step.clone(),
+                    typed: typed.lines().join(""),
+                }),
+                _ => {
+                    typed.input(key);
+                    None
+                }
+            },
+            Modal::Edit {
+                step,
+                editor,
+                error,
+            } => {
+                let save =
+                    key.code == KeyCode::Char('s') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if key.code == KeyCode::Esc {
+                    self.modal = None;
+                    return None;
+                }
+                if save {
+                    let text = editor.lines().join("\n");
+                    return match serde_json::from_str::<Value>(&text) {
+                        Ok(Value::Object(args)) => Some(Intent::Edit {
+                            step: step.clone(),
+                            args,
+                        }),
+                        Ok(_) => {
+                            *error = Some("the arguments must be a JSON object".into());
+                            None
+                        }
+                        Err(e) => {
+                            *error = Some(format!("not valid JSON: {e}"));
+                            None
+                        }
+                    };
+                }
+                editor.input(key);
+                None
+            }
+        }
+    }
+}
+
+fn scroll(current: usize, code: KeyCode) -> usize {
+    match code {
+        KeyCode::Up | KeyCode::Char('k') => current + 1,
+        KeyCode::Down | KeyCode::Char('j') => current.saturating_sub(1),
+        KeyCode::PageUp => current + 10,
+        KeyCode::PageDown => current.saturating_sub(10),
+        KeyCode::Home => usize::MAX / 2,
+        KeyCode::End => 0,
+        _ => current,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::plan::{Plan, Step};
+    use crate::session::SessionId;
+    use crate::tui::keymap::KeyMap;
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use std::collections::BTreeMap;
+
+    fn record(seq: i64, event: Event) -> Record {
+        Record {
+            seq,
+            session: SessionId::from_stored("s"),
+            ts: "2026-11-21T12:00:00.000Z".into(),
+            actor: "a".into(),
+            event,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn app_with_running_step() -> App {
+        let mut app = App::new(
+            KeyMap::new(&BTreeMap::new()),
+            "s".into(),
+            "runbook".into(),
+            "step".into(),
+        );
+        let step = Step {
+            id: StepId::new("build"),
+            tool: "ci.build".into(),
+            args: Map::new(),
+            depends_on: vec![],
+            description: String::new(),
+            gate: false,
+            timeout_ms: None,
+        };
+        app.apply(&record(
+            1,
+            Event::PlanProposed {
+                plan: Plan {
+                    title: "t".into(),
+                    steps: vec![step],
+                },
+            },
+        ));
+        app.apply(&record(
+            2,
+            Event::StepStarted {
+                step: StepId::new("build"),
+                tool: "ci.build".into(),
+                args: Map::new(),
+            },
+        ));
+        app
+    }
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    fn ctrl(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+    }
+
+    #[test]
+    fn ctrl_c_cancels_the_running_step_first_then_asks_before_quitting() {
+        let mut app = app_with_running_step();
+        assert_eq!(app.on_key(ctrl('c')), Some(Intent::CancelRunning));
+        assert_eq!(app.on_key(ctrl('c')), None);
+        assert!(
+            matches!(app.modal, Some(Modal::QuitConfirm)),
+            "steps still run: confirm"
+        );
+        assert_eq!(app.on_key(key(KeyCode::Char('y'))), Some(Intent::Quit));
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn ctrl_c_when_idle_clears_the_input_then_quits() {
+        let mut app = App::new(
+            KeyMap::new(&BTreeMap::new()),
+            "s".into(),
+            "r".into(),
+            "step".into(),
+        );
+        app.input.insert_str("half a request");
+        assert_eq!(app.on_key(ctrl('c')), None);
+        assert!(app.input.is_empty());
+        assert_eq!(app.on_key(ctrl('c')), Some(Intent::Quit));
+    }
+
+    #[test]
+    fn enter_sends_alt_enter_adds_a_line_and_up_recalls() {
+        let mut app = App::new(
+            KeyMap::new(&BTreeMap::new()),
+            "s".into(),
+            "r".into(),
+            "step".into(),
+        );
+        for c in "deploy".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+        for c in "now".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert_eq!(
+            app.on_key(key(KeyCode::Enter)),
+            Some(Intent::Submit("deploy\nnow".into()))
+        );
+        assert!(app.input.is_empty());
+        app.on_key(key(KeyCode::Char('x')));
+        app.input = new_input();
+        app.on_key(key(KeyCode::Up));
+        assert_eq!(app.input.lines().join("\n"), "deploy\nnow");
+    }
+
+    #[test]
+    fn the_editor_refuses_what_is_not_a_json_object() {
+        let mut app = app_with_running_step();
+        app.focus = Pane::Plan;
+        app.on_key(key(KeyCode::Char('e')));
+        let Some(Modal::Edit { editor, .. }) = app.modal.as_mut() else {
+            panic!("editor expected")
+        };
+        editor.select_all();
+        editor.cut();
+        editor.insert_str("[1, 2]");
+        assert_eq!(app.on_key(ctrl('s')), None);
+        let Some(Modal::Edit { error, editor, .. }) = app.modal.as_mut() else {
+            panic!("still open")
+        };
+        assert_eq!(
+            error.as_deref(),
+            Some("the arguments must be a JSON object")
+        );
+        editor.select_all();
+        editor.cut();
+        editor.insert_str("{\"service\": \"search\"}");
+        let intent = app.on_key(ctrl('s'));
+        assert!(
+            matches!(intent, Some(Intent::Edit { ref args, .. }) if args["service"] == "search"),
+            "{intent:?}"
+        );
+    }
+}
