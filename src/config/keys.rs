@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Every action a key can be bound to, with its default.
-pub const DEFAULTS: [(&str, &str); 14] = [
+pub const DEFAULTS: [(&str, &str); 15] = [
     ("approve", "a"),
     ("approve_remember", "T"),
     ("approve_ready", "A"),
@@ -12,6 +12,7 @@ pub const DEFAULTS: [(&str, &str); 14] = [
     ("reject", "r"),
     ("edit", "e"),
     ("cancel", "x"),
+    ("cancel_run", "X"),
     ("help", "?"),
     ("servers", "S"),
     ("filter", "f"),

@@ -4,7 +4,8 @@
 use super::event::Event;
 use crate::text::truncate;
 
-fn compact(v: &impl serde::Serialize, max: usize) -> String {
+/// JSON on one line, cut to `max` characters.
+pub fn compact(v: &impl serde::Serialize, max: usize) -> String {
     truncate(&serde_json::to_string(v).unwrap_or_default(), max)
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-pub use describe::{describe, duration};
+pub use describe::{compact, describe, duration};
 pub use event::{Event, Outcome};
 pub use state::{Message, Role, SessionState, StepState, StepStatus};
 pub use store::{ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError};

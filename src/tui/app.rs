@@ -114,6 +114,7 @@ pub enum Intent {
     },
     CancelStep(StepId),
     CancelRunning,
+    CancelRun,
     Quit,
 }
 

@@ -91,6 +91,10 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
             driver.cancel_running();
             Ok(String::new())
         }
+        Intent::CancelRun => {
+            driver.cancel_run();
+            Ok("cancelling the run: running steps stop, nothing new starts".to_string())
+        }
         Intent::Quit => Ok(String::new()),
     }
 }

@@ -200,6 +200,9 @@ impl App {
         if k.is("reject", &key) {
             return Some(Intent::Reject);
         }
+        if k.is("cancel_run", &key) {
+            return Some(Intent::CancelRun);
+        }
         if k.is("cancel", &key) {
             return Some(Intent::CancelStep(step.id));
         }
@@ -379,6 +382,17 @@ mod tests {
         );
         assert_eq!(app.on_key(key(KeyCode::Char('y'))), Some(Intent::Quit));
         assert!(app.quit);
+    }
+
+    #[test]
+    fn x_cancels_the_selected_step_and_shift_x_the_run() {
+        let mut app = app_with_running_step();
+        app.focus = Pane::Plan;
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('x'))),
+            Some(Intent::CancelStep(StepId::new("build")))
+        );
+        assert_eq!(app.on_key(key(KeyCode::Char('X'))), Some(Intent::CancelRun));
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                     "edit the selected step's arguments (JSON)",
                 ),
                 (keys.label("cancel"), "cancel the selected running step"),
+                (keys.label("cancel_run"), "cancel the whole run"),
                 (keys.label("reject"), "reject the plan: nothing more starts"),
                 (keys.label("filter"), "audit: filter by kind"),
                 (keys.label("servers"), "servers and their last errors"),

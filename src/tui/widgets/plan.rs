@@ -19,29 +19,51 @@ use crate::tui::wrap::wrap;
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
-/// Depth of each step: one more than its deepest dependency.
+/// Depth of each step: one more than its deepest dependency. One pass with
+/// memoisation (plans are validated acyclic), so long chains stay linear.
 pub fn depths(plan: &Plan) -> HashMap<StepId, usize> {
-    let mut depth: HashMap<StepId, usize> = HashMap::new();
-    // Steps are few and acyclic (validated); relax until stable.
-    for _ in 0..plan.steps.len() {
-        let mut changed = false;
-        for s in &plan.steps {
-            let d = s
+    let index: HashMap<&StepId, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (&s.id, i))
+        .collect();
+    let mut depth: Vec<Option<usize>> = vec![None; plan.steps.len()];
+    for start in 0..plan.steps.len() {
+        // Iterative DFS: resolve dependencies before the step itself.
+        let mut stack = vec![(start, false)];
+        while let Some((i, expanded)) = stack.pop() {
+            if depth[i].is_some() {
+                continue;
+            }
+            let deps: Vec<usize> = plan.steps[i]
                 .depends_on
                 .iter()
-                .map(|p| depth.get(p).map_or(1, |d| d + 1))
-                .max()
-                .unwrap_or(0);
-            if depth.get(&s.id) != Some(&d) {
-                depth.insert(s.id.clone(), d);
-                changed = true;
+                .filter_map(|d| index.get(d).copied())
+                .collect();
+            if expanded || deps.iter().all(|d| depth[*d].is_some()) {
+                let d = deps
+                    .iter()
+                    .filter_map(|d| depth[*d])
+                    .map(|d| d + 1)
+                    .max()
+                    .unwrap_or(0);
+                depth[i] = Some(d);
+            } else {
+                stack.push((i, true));
+                stack.extend(
+                    deps.into_iter()
+                        .filter(|d| depth[*d].is_none())
+                        .map(|d| (d, false)),
+                );
             }
         }
-        if !changed {
-            break;
-        }
     }
-    depth
+    plan.steps
+        .iter()
+        .zip(depth)
+        .map(|(s, d)| (s.id.clone(), d.unwrap_or(0)))
+        .collect()
 }
 
 pub fn glyph(st: Option<&StepState>, tick: u64, theme: &Theme) -> (String, Style) {
