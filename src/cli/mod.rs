@@ -95,7 +95,7 @@ pub async fn app(
     let rt = Arc::new(Runtime::start(paths, config)?);
     let cfg = &rt.config.config;
     let theme = theme.unwrap_or_else(|| cfg.tui.theme.clone());
-    if !["dark", "light", "high-contrast"].contains(&theme.as_str()) {
+    if !opsbot::config::THEMES.contains(&theme.as_str()) {
         anyhow::bail!("unknown theme `{theme}`; the themes are dark, light and high-contrast");
     }
     let options = opsbot::tui::Options {

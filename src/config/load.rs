@@ -287,7 +287,7 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             ));
         }
     }
-    if !["dark", "light", "high-contrast"].contains(&config.tui.theme.as_str()) {
+    if !super::THEMES.contains(&config.tui.theme.as_str()) {
         return Err(invalid_at(
             layers,
             "tui",

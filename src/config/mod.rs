@@ -11,5 +11,8 @@ mod types;
 pub use load::{ConfigError, ConfigSource, LoadedConfig, load, load_layers};
 pub use types::*;
 
+/// The themes shipped in `themes/`.
+pub const THEMES: [&str; 3] = ["dark", "light", "high-contrast"];
+
 /// The built-in defaults, compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
