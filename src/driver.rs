@@ -60,6 +60,14 @@ struct Active {
     plan_approved: bool,
 }
 
+impl Active {
+    fn step(&self, id: &StepId) -> Result<&crate::plan::Step, DriverError> {
+        self.plan
+            .step(id)
+            .ok_or_else(|| DriverError::NoStep(id.clone()))
+    }
+}
+
 pub struct Driver {
     rt: Arc<Runtime>,
     session: Arc<Session>,
@@ -241,10 +249,7 @@ impl Driver {
     fn approve_as(&self, step: &StepId, by: &str) -> Result<(), DriverError> {
         let mut active = Self::lock(&self.active);
         let a = active.as_mut().ok_or(DriverError::NoPlan)?;
-        let s = a
-            .plan
-            .step(step)
-            .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+        let s = a.step(step)?;
         if let Some(Decision::Deny { reason, .. }) = a.decisions.get(step) {
             return Err(DriverError::Denied(step.clone(), reason.clone()));
         }
@@ -266,10 +271,7 @@ impl Driver {
         let (tool, gate) = {
             let active = Self::lock(&self.active);
             let a = active.as_ref().ok_or(DriverError::NoPlan)?;
-            let s = a
-                .plan
-                .step(step)
-                .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+            let s = a.step(step)?;
             (
                 s.tool.clone(),
                 a.decisions.get(step).and_then(Decision::gate).cloned(),
@@ -318,9 +320,7 @@ impl Driver {
         let gate = {
             let active = Self::lock(&self.active);
             let a = active.as_ref().ok_or(DriverError::NoPlan)?;
-            a.plan
-                .step(step)
-                .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+            a.step(step)?;
             a.decisions.get(step).and_then(Decision::gate).cloned()
         };
         match gate {
@@ -346,9 +346,7 @@ impl Driver {
     pub fn skip(&self, step: &StepId) -> Result<(), DriverError> {
         let active = Self::lock(&self.active);
         let a = active.as_ref().ok_or(DriverError::NoPlan)?;
-        a.plan
-            .step(step)
-            .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+        a.step(step)?;
         a.desk
             .skip(step.clone(), format!("skipped by {}", self.session.actor));
         Ok(())
@@ -371,10 +369,7 @@ impl Driver {
     pub fn edit_args(&self, step: &StepId, args: Map<String, Value>) -> Result<(), DriverError> {
         let active = Self::lock(&self.active);
         let a = active.as_ref().ok_or(DriverError::NoPlan)?;
-        let s = a
-            .plan
-            .step(step)
-            .ok_or_else(|| DriverError::NoStep(step.clone()))?;
+        let s = a.step(step)?;
         if a.started.contains(step) {
             return Err(DriverError::AlreadyStarted(step.clone()));
         }

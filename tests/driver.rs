@@ -7,28 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
 use opsbot::driver::{ApprovalMode, Driver, DriverError};
-use opsbot::paths::Paths;
 use opsbot::plan::StepId;
-use opsbot::runtime::Runtime;
 use opsbot::session::{Event, Outcome, Record};
 use tokio::sync::broadcast::Receiver;
 
 fn driver(home: &Home, mode: ApprovalMode) -> Arc<Driver> {
-    let mut config = load_layers(vec![ConfigSource {
-        name: "default".into(),
-        text: DEFAULT_TOML.into(),
-    }])
-    .expect("config");
-    for server in config.config.servers.values_mut() {
-        server
-            .env
-            .insert("OPSBOT_SANDBOX_LATENCY".into(), "0".into());
-    }
-    let rt = Arc::new(
-        Runtime::with_exe(Paths::rooted(home.path()), config, BIN.into()).expect("runtime"),
-    );
+    let rt = Arc::new(runtime(home));
     let session = rt.new_session("tester").expect("session");
     Driver::new(rt, session, mode)
 }

@@ -7,27 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
 use opsbot::engine::{ApprovalDesk, Approvals};
-use opsbot::paths::Paths;
 use opsbot::policy::args_hash;
-use opsbot::runtime::{Planned, Runtime};
+use opsbot::runtime::Planned;
 use opsbot::session::{Event, Outcome, StepStatus};
 use tokio_util::sync::CancellationToken;
-
-fn runtime(home: &Home) -> Runtime {
-    let mut config = load_layers(vec![ConfigSource {
-        name: "default".into(),
-        text: DEFAULT_TOML.into(),
-    }])
-    .expect("config");
-    for server in config.config.servers.values_mut() {
-        server
-            .env
-            .insert("OPSBOT_SANDBOX_LATENCY".into(), "0".into());
-    }
-    Runtime::with_exe(Paths::rooted(home.path()), config, BIN.into()).expect("runtime")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_wait_at_the_desk_until_approved_skipped_or_edited() {

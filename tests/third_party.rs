@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
-use opsbot::mcp::{CallOptions, Servers, SpawnContext};
+use opsbot::mcp::CallOptions;
 use opsbot::session::{Event, StepStatus};
 use serde_json::json;
 
@@ -33,41 +32,18 @@ fn peer(name: &str) -> PathBuf {
     bin
 }
 
-fn config(extra: &str) -> opsbot::config::Config {
-    load_layers(vec![
-        ConfigSource {
-            name: "default".into(),
-            text: DEFAULT_TOML.into(),
-        },
-        ConfigSource {
-            name: "test".into(),
-            text: extra.into(),
-        },
-    ])
-    .expect("config loads")
-    .config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_server_is_connected_listed_and_called() {
     let fs_bin = filesystem_server();
     let home = Home::new();
     let allowed = home.path().join("allowed");
     std::fs::create_dir_all(&allowed).expect("mkdir");
-    let mut cfg = config(&format!(
+    let extra = format!(
         "[servers.fs]\ncommand = {:?}\nargs = [{:?}]\n",
         fs_bin.display().to_string(),
         allowed.display().to_string()
-    ));
-    cfg.servers.retain(|name, _| name == "fs");
-    let servers = Servers::start(
-        &cfg,
-        &SpawnContext {
-            exe: BIN.into(),
-            data_dir: home.path().into(),
-            config_dir: home.path().into(),
-        },
     );
+    let servers = start_servers(&home, &extra, &["fs"]);
     servers.wait_settled().await;
     let (_, status) = servers.statuses().into_iter().next().expect("one server");
     assert!(status.is_ready(), "filesystem server not ready: {status:?}");
@@ -282,18 +258,8 @@ async fn a_streamable_http_server_is_connected_listed_and_called() {
     assert!(up, "server-everything did not listen on {port}");
 
     let home = Home::new();
-    let mut cfg = config(&format!(
-        "[servers.every]\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
-    ));
-    cfg.servers.retain(|name, _| name == "every");
-    let servers = Servers::start(
-        &cfg,
-        &SpawnContext {
-            exe: BIN.into(),
-            data_dir: home.path().into(),
-            config_dir: home.path().into(),
-        },
-    );
+    let extra = format!("[servers.every]\nurl = \"http://127.0.0.1:{port}/mcp\"\n");
+    let servers = start_servers(&home, &extra, &["every"]);
     servers.wait_settled().await;
     let (_, status) = servers.statuses().into_iter().next().expect("one server");
     assert!(status.is_ready(), "not ready over HTTP: {status:?}");

@@ -6,39 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
-use opsbot::mcp::{CallError, CallOptions, ServerEvent, Servers, SpawnContext};
+use opsbot::mcp::{CallError, CallOptions, ServerEvent};
 use serde_json::{Map, json};
 use tokio_util::sync::CancellationToken;
-
-fn start(home: &Home, extra: &str, only: &[&str]) -> Servers {
-    let mut cfg = load_layers(vec![
-        ConfigSource {
-            name: "default".into(),
-            text: DEFAULT_TOML.into(),
-        },
-        ConfigSource {
-            name: "test".into(),
-            text: extra.into(),
-        },
-    ])
-    .expect("config")
-    .config;
-    cfg.servers.retain(|name, _| only.contains(&name.as_str()));
-    for server in cfg.servers.values_mut() {
-        server
-            .env
-            .insert("OPSBOT_SANDBOX_LATENCY".into(), "0.05".into());
-    }
-    Servers::start(
-        &cfg,
-        &SpawnContext {
-            exe: BIN.into(),
-            data_dir: home.path().join("data"),
-            config_dir: home.path().into(),
-        },
-    )
-}
 
 fn fixture(home: &Home) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wire_server.py");
@@ -51,7 +21,7 @@ fn fixture(home: &Home) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_pagination_and_tool_list_changes() {
     let home = Home::new();
-    let servers = start(&home, &fixture(&home), &["wire"]);
+    let servers = start_servers(&home, &fixture(&home), &["wire"]);
     let mut events = servers.subscribe();
     servers.wait_settled().await;
     let names: Vec<String> = servers
@@ -86,7 +56,7 @@ async fn follows_pagination_and_tool_list_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_call_sends_notifications_cancelled() {
     let home = Home::new();
-    let servers = start(&home, &fixture(&home), &["wire"]);
+    let servers = start_servers(&home, &fixture(&home), &["wire"]);
     servers.wait_settled().await;
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
@@ -132,7 +102,9 @@ async fn cancelling_a_call_sends_notifications_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_notifications_reach_the_caller() {
     let home = Home::new();
-    let servers = start(&home, "", &["ci"]);
+    // A little simulated work, so progress arrives while the call is under way.
+    let slow = "[servers.ci]\nenv = { OPSBOT_SANDBOX_LATENCY = \"0.05\" }\n";
+    let servers = start_servers(&home, slow, &["ci"]);
     servers.wait_settled().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let out = servers

@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use opsbot::config::{ConfigSource, DEFAULT_TOML, LoadedConfig, load_layers};
+use opsbot::mcp::{Servers, SpawnContext};
+use opsbot::paths::Paths;
+use opsbot::runtime::Runtime;
 use opsbot::session::{Event, Record, SessionState, Store};
 use serde_json::Value;
 
@@ -131,4 +135,46 @@ pub fn kill_sandbox_processes(home: &Home) {
             .args(["-9", &pid.to_string()])
             .status();
     }
+}
+
+/// The built-in defaults with `extra` layered on top, and no simulated
+/// latency in the sandbox.
+pub fn config(extra: &str) -> LoadedConfig {
+    let mut loaded = load_layers(vec![
+        ConfigSource {
+            name: "<built-in defaults>".into(),
+            text: DEFAULT_TOML.into(),
+        },
+        ConfigSource {
+            name: "test.toml".into(),
+            text: extra.into(),
+        },
+    ])
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    for server in loaded.config.servers.values_mut() {
+        server
+            .env
+            .entry("OPSBOT_SANDBOX_LATENCY".into())
+            .or_insert_with(|| "0".into());
+    }
+    loaded
+}
+
+/// Start only the named servers of a config, with this home's directories.
+pub fn start_servers(home: &Home, extra: &str, only: &[&str]) -> Servers {
+    let mut cfg = config(extra).config;
+    cfg.servers.retain(|name, _| only.contains(&name.as_str()));
+    Servers::start(
+        &cfg,
+        &SpawnContext {
+            exe: BIN.into(),
+            data_dir: home.path().join("data"),
+            config_dir: home.path().into(),
+        },
+    )
+}
+
+/// The whole core (store, servers, planner, policy) rooted in this home.
+pub fn runtime(home: &Home) -> Runtime {
+    Runtime::with_exe(Paths::rooted(home.path()), config(""), BIN.into()).expect("runtime")
 }
