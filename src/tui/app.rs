@@ -137,6 +137,8 @@ pub struct ChatEntry {
 pub struct App {
     pub keys: KeyMap,
     pub state: SessionState,
+    /// Each step's depth in the plan graph, computed once per plan.
+    pub depths: std::collections::HashMap<StepId, usize>,
     pub audit: VecDeque<Record>,
     pub chat: Vec<ChatEntry>,
     pub servers: BTreeMap<String, ServerStatus>,
@@ -178,6 +180,7 @@ impl App {
         Self {
             keys,
             state: SessionState::default(),
+            depths: std::collections::HashMap::new(),
             audit: VecDeque::new(),
             chat: Vec::new(),
             servers: BTreeMap::new(),
@@ -218,7 +221,8 @@ impl App {
             Event::UserMessage { text } => entry(Who::You, text.clone()),
             Event::AssistantMessage { text } => entry(Who::Bot, text.clone()),
             Event::ClarificationAsked { question } => entry(Who::Bot, question.clone()),
-            Event::PlanProposed { .. } => {
+            Event::PlanProposed { plan } => {
+                self.depths = super::widgets::plan::depths(plan);
                 self.selected = 0;
                 self.narrow_pane = Pane::Plan;
                 if self.focus == Pane::Input && self.input.is_empty() {

@@ -220,7 +220,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme, focused: bool) 
     f.render_widget(block, area);
     let width = inner.width as usize;
     let height = inner.height as usize;
-    let depth = depths(plan);
     let mut selected_detail = app
         .selected_step()
         .map(|s| detail(app, &s.id, width, theme))
@@ -247,7 +246,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme, focused: bool) 
         }
         let st = app.state.steps.get(&step.id);
         let (g, gstyle) = glyph(st, app.tick, theme);
-        let d = depth.get(&step.id).copied().unwrap_or(0).min(6);
+        let d = app.depths.get(&step.id).copied().unwrap_or(0).min(6);
         let indent = if d == 0 {
             String::new()
         } else {
