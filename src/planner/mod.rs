@@ -2,6 +2,8 @@
 //! is ambiguous. A plan is only a proposal: it is validated and governed
 //! like any other before anything runs.
 
+pub mod prompt;
+pub mod rank;
 pub mod runbook;
 
 use crate::plan::Plan;
