@@ -24,6 +24,34 @@ pub enum RuntimeError {
     Store(#[from] StoreError),
     #[error("cannot find opsbot's own executable to start the sandbox: {0}")]
     Exe(std::io::Error),
+    #[error(transparent)]
+    Planner(#[from] crate::planner::PlannerError),
+}
+
+/// The LLM planner when a profile is selected (and the kind allows it),
+/// else the runbook planner.
+fn choose_planner(
+    config: &crate::config::Config,
+    servers: &Servers,
+) -> Result<Box<dyn Planner>, RuntimeError> {
+    use crate::config::PlannerKind;
+    match (&config.planner.kind, &config.llm.profile) {
+        (PlannerKind::Auto, Some(name)) => {
+            let profile = config.llm.profiles.get(name).cloned().unwrap_or_default();
+            let key = profile
+                .api_key_env
+                .as_deref()
+                .and_then(|v| std::env::var(v).ok());
+            Ok(Box::new(crate::planner::llm::LlmPlanner::new(
+                name,
+                profile,
+                key,
+                servers.clone(),
+                config,
+            )?))
+        }
+        _ => Ok(Box::new(RunbookPlanner::new(config))),
+    }
 }
 
 pub struct Runtime {
@@ -81,7 +109,7 @@ impl Runtime {
         };
         let _ = std::fs::create_dir_all(paths.sandbox_state());
         let servers = Servers::start(&config.config, &ctx);
-        let planner: Box<dyn Planner> = Box::new(RunbookPlanner::new(&config.config));
+        let planner = choose_planner(&config.config, &servers)?;
         let policy = Policy::new(config.config.policy.clone());
         Ok(Self {
             paths,
@@ -136,6 +164,9 @@ impl Runtime {
         session.record(Event::UserMessage {
             text: request.to_string(),
         })?;
+        if self.planner.needs_catalog() {
+            self.servers.wait_settled().await;
+        }
         let proposal = match self.planner.plan(request).await {
             Ok(p) => p,
             Err(e) => {

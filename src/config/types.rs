@@ -19,6 +19,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub approval: ApprovalConfig,
     pub tui: TuiConfig,
+    pub llm: LlmConfig,
     /// Key bindings: action name → key, e.g. `approve = "a"`, `cancel = "ctrl-x"`.
     pub keys: BTreeMap<String, String>,
 }
@@ -144,6 +145,48 @@ impl Default for PolicyConfig {
         Self {
             gated_envs: vec!["production".into()],
             gate_destructive: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// The profile used for planning; none means the runbook planner.
+    pub profile: Option<String>,
+    pub profiles: BTreeMap<String, LlmProfile>,
+}
+
+/// One OpenAI-compatible endpoint: OpenAI, Azure OpenAI, Ollama, vLLM,
+/// LM Studio, llama.cpp's server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmProfile {
+    /// Including `/v1`, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// Environment variable holding the API key (when the keyring has none).
+    pub api_key_env: Option<String>,
+    pub timeout_ms: u64,
+    /// How often a plan that fails validation goes back to the model.
+    pub max_repairs: u8,
+    /// At most this many tools in the prompt (the most relevant ones).
+    pub max_tools: usize,
+    /// Ask for `response_format: json_schema`; false sends `json_object`
+    /// with the schema in the prompt, for servers without structured output.
+    pub structured: bool,
+}
+
+impl Default for LlmProfile {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            model: String::new(),
+            api_key_env: None,
+            timeout_ms: 60_000,
+            max_repairs: 2,
+            max_tools: 40,
+            structured: true,
         }
     }
 }

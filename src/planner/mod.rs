@@ -2,6 +2,7 @@
 //! is ambiguous. A plan is only a proposal: it is validated and governed
 //! like any other before anything runs.
 
+pub mod llm;
 pub mod prompt;
 pub mod rank;
 pub mod runbook;
@@ -25,6 +26,10 @@ pub enum PlannerError {
 
 pub trait Planner: Send + Sync {
     fn name(&self) -> &str;
+    /// Whether planning reads the tool catalog (so servers should be up first).
+    fn needs_catalog(&self) -> bool {
+        false
+    }
     fn plan(&self, request: &str)
     -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>>;
 }

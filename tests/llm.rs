@@ -1,0 +1,293 @@
+//! The LLM planner against a local OpenAI-compatible HTTP server started by
+//! the test: real HTTP, the real chat-completions wire format, scripted
+//! replies. Whatever the model says, nothing invalid is planned to run.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use opsbot::paths::Paths;
+use opsbot::runtime::{Planned, Runtime};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One scripted answer: HTTP status, body, and how long to wait first.
+struct Answer(u16, String, u64);
+
+fn completion(content: &str) -> Answer {
+    Answer(
+        200,
+        json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "test-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop", "logprobs": null}],
+            "usage": {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280}
+        })
+        .to_string(),
+        0,
+    )
+}
+
+fn error(status: u16, message: &str) -> Answer {
+    Answer(
+        status,
+        json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
+            .to_string(),
+        0,
+    )
+}
+
+/// Serve the script in order; every request body is kept for inspection.
+async fn fake_llm(script: Vec<Answer>) -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        let mut script = script.into_iter();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let body = loop {
+                let Ok(n) = sock.read(&mut chunk).await else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break Some(buf[end + 4..end + 4 + len].to_vec());
+                    }
+                }
+            };
+            let Some(body) = body else { continue };
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                log.lock().expect("log").push(v);
+            }
+            let Answer(status, reply, delay) = script
+                .next()
+                .unwrap_or_else(|| error(500, "script exhausted"));
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                reply.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    (port, seen)
+}
+
+fn runtime(home: &Home, port: u16) -> Runtime {
+    let extra = format!(
+        "[llm]\nprofile = \"fake\"\n[llm.profiles.fake]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"test-model\"\ntimeout_ms = 1500\nmax_repairs = 2\n"
+    );
+    Runtime::with_exe(Paths::rooted(home.path()), config(&extra), BIN.into()).expect("runtime")
+}
+
+async fn plan(script: Vec<Answer>, request: &str) -> (Planned, Vec<Value>, Home) {
+    let (port, seen) = fake_llm(script).await;
+    let home = Home::new();
+    let rt = runtime(&home, port);
+    let session = rt.new_session("tester").expect("session");
+    let planned = rt
+        .plan_request(&session, request)
+        .await
+        .expect("plan_request");
+    rt.servers.shutdown().await;
+    let seen = seen.lock().expect("seen").clone();
+    (planned, seen, home)
+}
+
+fn good() -> String {
+    json!({
+        "needs_clarification": false, "question": "", "title": "redeploy checkout → staging",
+        "steps": [
+            {"id": "status", "tool": "k8s.status", "args": {"service": "checkout", "env": "staging"}, "depends_on": [], "rationale": "see what runs"},
+            {"id": "tell", "tool": "chat.notify", "args": {"channel": "#oncall", "text": "checkout/staging is at revision ${status.revision}"}, "depends_on": ["status"], "rationale": "tell oncall"}
+        ]
+    })
+    .to_string()
+}
+
+fn last_user_message(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_plan_is_validated_and_governed() {
+    let (planned, seen, _home) = plan(
+        vec![completion(&good())],
+        "check checkout in staging and tell #oncall",
+    )
+    .await;
+    let Planned::Ready { plan, decisions } = planned else {
+        panic!("expected a plan, got {planned:?}")
+    };
+    assert_eq!(plan.steps.len(), 2);
+    assert_eq!(decisions.len(), 2);
+    assert_eq!(seen.len(), 1, "one request, one call");
+    let req = &seen[0];
+    assert_eq!(req["model"], "test-model");
+    assert_eq!(req["response_format"]["type"], "json_schema");
+    let system = req["messages"][0]["content"].as_str().unwrap_or_default();
+    assert!(
+        system.contains("\"k8s.status\"") && system.contains("RUNBOOKS"),
+        "the prompt carries tools and runbooks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hallucinated_tool_goes_back_for_repair() {
+    let bad = good().replace("k8s.status", "k8s.redeploy");
+    let (planned, seen, _home) = plan(
+        vec![completion(&bad), completion(&good())],
+        "redeploy checkout in staging",
+    )
+    .await;
+    assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
+    assert_eq!(seen.len(), 2);
+    let repair = last_user_message(&seen[1]);
+    assert!(repair.contains("unknown tool `k8s.redeploy`"), "{repair}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn args_failing_the_schema_are_repaired_or_refused() {
+    let bad = good().replace("\"env\":\"staging\"", "\"env\":3");
+    assert!(bad.contains("\"env\":3"));
+    let (planned, seen, _home) = plan(
+        vec![completion(&bad), completion(&good())],
+        "check checkout",
+    )
+    .await;
+    assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
+    assert!(last_user_message(&seen[1]).contains("is not of type \"string\""));
+
+    let (planned, seen, home) = plan(
+        vec![completion(&bad), completion(&bad), completion(&bad)],
+        "check checkout",
+    )
+    .await;
+    let Planned::Invalid(errors) = planned else {
+        panic!("expected a refusal, got {planned:?}")
+    };
+    assert!(
+        errors[0].contains("still invalid after 2 repairs"),
+        "{errors:?}"
+    );
+    assert_eq!(seen.len(), 3, "at most two repairs");
+    assert!(
+        home.sandbox_state("k8s.json").is_null(),
+        "nothing reached a server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_refused_with_the_reason() {
+    let (planned, seen, _home) = plan(
+        vec![
+            completion("sure! here is"),
+            completion("{\"steps\": ["),
+            completion("not json"),
+        ],
+        "deploy it",
+    )
+    .await;
+    let Planned::Invalid(errors) = planned else {
+        panic!("expected a refusal, got {planned:?}")
+    };
+    assert!(
+        errors[0].contains("not the JSON object asked for"),
+        "{errors:?}"
+    );
+    assert_eq!(seen.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clarification_is_asked_not_guessed() {
+    let reply = json!({"needs_clarification": true, "question": "Which environment: staging or production?", "title": "", "steps": []});
+    let (planned, _, _home) = plan(
+        vec![completion(&reply.to_string())],
+        "redeploy whatever broke",
+    )
+    .await;
+    assert!(
+        matches!(planned, Planned::Clarify(ref q) if q == "Which environment: staging or production?"),
+        "{planned:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_retried_and_server_errors_explained() {
+    let (planned, seen, _home) = plan(
+        vec![error(429, "slow down"), completion(&good())],
+        "check checkout",
+    )
+    .await;
+    assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
+    assert_eq!(seen.len(), 2);
+
+    // Whatever retries the HTTP layer makes, each sees the same failure.
+    let crashes = (0..6).map(|_| error(500, "the model crashed")).collect();
+    let (planned, _, _home) = plan(crashes, "check checkout").await;
+    let Planned::Invalid(errors) = planned else {
+        panic!("expected a refusal, got {planned:?}")
+    };
+    assert!(
+        errors[0].contains("refused the request") && errors[0].contains("the model crashed"),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_model_times_out_cleanly() {
+    let mut slow = completion(&good());
+    slow.2 = 4000;
+    let (planned, _, _home) = plan(vec![slow], "check checkout").await;
+    let Planned::Invalid(errors) = planned else {
+        panic!("expected a timeout, got {planned:?}")
+    };
+    assert!(
+        errors[0].contains("did not answer within 1500 ms"),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoint_falls_back_to_the_runbooks() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let home = Home::new();
+    let rt = runtime(&home, port);
+    let session = rt.new_session("tester").expect("session");
+    let planned = rt
+        .plan_request(&session, "deploy checkout to staging")
+        .await
+        .expect("plan");
+    rt.servers.shutdown().await;
+    assert!(
+        matches!(planned, Planned::Ready { ref plan, .. } if plan.title == "deploy checkout → staging"),
+        "{planned:?}"
+    );
+}
