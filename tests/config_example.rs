@@ -45,6 +45,8 @@ fn the_example_documents_every_key() {
     collect(&step, &mut keys);
     let runbook = serde_json::to_value(opsbot::config::Runbook::default()).expect("runbook");
     collect(&runbook, &mut keys);
+    let profile = serde_json::to_value(opsbot::config::LlmProfile::default()).expect("profile");
+    collect(&profile, &mut keys);
     for key in keys {
         let shown = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);
@@ -60,7 +62,8 @@ fn the_example_documents_every_key() {
 fn collect(v: &serde_json::Value, keys: &mut Vec<String>) {
     if let serde_json::Value::Object(map) = v {
         for (k, v) in map {
-            if !matches!(k.as_str(), "servers" | "runbooks") {
+            // Tables of named entries: their entries' keys are checked below.
+            if !matches!(k.as_str(), "servers" | "runbooks" | "profiles") {
                 keys.push(k.clone());
             }
             if !matches!(k.as_str(), "aliases" | "env" | "args") {
