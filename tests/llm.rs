@@ -291,3 +291,64 @@ async fn an_unreachable_endpoint_falls_back_to_the_runbooks() {
         "{planned:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_json_schema_gets_json_object_and_the_schema_in_the_prompt() {
+    let (planned, seen, _home) = plan(
+        vec![
+            error(400, "response_format.type json_schema is not supported"),
+            completion(&good()),
+        ],
+        "check checkout",
+    )
+    .await;
+    assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0]["response_format"]["type"], "json_schema");
+    assert_eq!(seen[1]["response_format"]["type"], "json_object");
+    let system = seen[1]["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        system.contains("Answer with one JSON object matching this schema"),
+        "{system}"
+    );
+}
+
+/// Opt-in: plan against a real OpenAI-compatible server when
+/// `OPSBOT_TEST_LLM_URL` (with /v1) is set, and `OPSBOT_TEST_LLM_MODEL` names
+/// the model. Whatever it answers must parse and validate, or be repaired
+/// or refused cleanly; it never panics and never runs anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_in_a_real_llm_plans_or_refuses_cleanly() {
+    let Ok(url) = std::env::var("OPSBOT_TEST_LLM_URL") else {
+        eprintln!(
+            "skipped: set OPSBOT_TEST_LLM_URL (and OPSBOT_TEST_LLM_MODEL) to plan against a real server"
+        );
+        return;
+    };
+    let model = std::env::var("OPSBOT_TEST_LLM_MODEL").unwrap_or_else(|_| "gpt-4o-mini".into());
+    let home = Home::new();
+    let extra = format!(
+        "[llm]\nprofile = \"real\"\n[llm.profiles.real]\nbase_url = {url:?}\nmodel = {model:?}\napi_key_env = \"OPSBOT_TEST_LLM_KEY\"\ntimeout_ms = 120000\n"
+    );
+    let rt =
+        Runtime::with_exe(Paths::rooted(home.path()), config(&extra), BIN.into()).expect("runtime");
+    let session = rt.new_session("tester").expect("session");
+    let planned = rt
+        .plan_request(&session, "deploy checkout to staging and tell #deploys")
+        .await
+        .expect("plan");
+    rt.servers.shutdown().await;
+    match planned {
+        Planned::Ready { plan, .. } => {
+            assert!(!plan.steps.is_empty());
+            assert!(
+                opsbot::plan::validate(&plan, &rt.servers.catalog()).is_ok()
+                    || rt.servers.catalog().is_empty()
+            );
+        }
+        Planned::Clarify(q) => assert!(!q.is_empty()),
+        Planned::Invalid(errors) => assert!(!errors.is_empty()),
+    }
+}

@@ -88,6 +88,9 @@ pub struct LlmPlanner {
     runbooks: Vec<(String, Runbook)>,
     fallback: RunbookPlanner,
     usage: std::sync::Mutex<Usage>,
+    /// Cleared when the server rejects `json_schema`: from then on the
+    /// schema goes in the prompt with `json_object`.
+    structured: std::sync::atomic::AtomicBool,
 }
 
 impl LlmPlanner {
@@ -98,6 +101,7 @@ impl LlmPlanner {
         servers: Servers,
         config: &crate::config::Config,
     ) -> Result<Self, PlannerError> {
+        let profile_structured = profile.structured;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(profile.timeout_ms))
             .build()
@@ -117,7 +121,12 @@ impl LlmPlanner {
                 .collect(),
             fallback: RunbookPlanner::new(config),
             usage: std::sync::Mutex::new(Usage::default()),
+            structured: std::sync::atomic::AtomicBool::new(profile_structured),
         })
+    }
+
+    fn is_structured(&self) -> bool {
+        self.structured.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn usage(&self) -> Usage {
@@ -152,7 +161,7 @@ impl LlmPlanner {
              TOOLS (one JSON object per line):\n{tools}\nRUNBOOKS:\n{}\n",
             serde_json::to_string(&runbooks).unwrap_or_default()
         );
-        if !self.profile.structured {
+        if !self.is_structured() {
             prompt.push_str(&format!(
                 "\nAnswer with one JSON object matching this schema, and nothing else:\n{}\n",
                 plan_schema()
@@ -162,7 +171,7 @@ impl LlmPlanner {
     }
 
     async fn complete(&self, messages: &[Value]) -> Result<String, OpenAIError> {
-        let response_format = if self.profile.structured {
+        let response_format = if self.is_structured() {
             json!({"type": "json_schema", "json_schema": {"name": "plan", "schema": plan_schema(), "strict": false}})
         } else {
             json!({"type": "json_object"})
@@ -207,9 +216,21 @@ impl LlmPlanner {
             json!({"role": "user", "content": request}),
         ];
         let mut last_problem = String::new();
-        for round in 0..=self.profile.max_repairs {
+        let mut round = 0;
+        while round <= self.profile.max_repairs {
             let content = match self.complete(&messages).await {
                 Ok(c) => c,
+                // A server without structured output says so with a 400: ask
+                // again with json_object and the schema in the prompt.
+                Err(OpenAIError::ApiError(e))
+                    if e.status_code.as_u16() == 400 && self.is_structured() =>
+                {
+                    tracing::warn!("the LLM server rejected json_schema ({e}); using json_object");
+                    self.structured
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    messages[0] = json!({"role": "system", "content": self.system_prompt(request)});
+                    continue;
+                }
                 Err(OpenAIError::Reqwest(e)) if e.is_connect() => {
                     tracing::warn!("LLM endpoint unreachable ({e}); using the runbook planner");
                     return Ok(self.fallback.propose(request));
@@ -245,6 +266,7 @@ impl LlmPlanner {
                     }
                 }
             };
+            round += 1;
             last_problem = problems.join("; ");
             tracing::info!(round, "LLM plan rejected: {last_problem}");
             messages.push(json!({"role": "assistant", "content": content}));
