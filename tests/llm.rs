@@ -341,13 +341,8 @@ async fn opt_in_a_real_llm_plans_or_refuses_cleanly() {
         .expect("plan");
     rt.servers.shutdown().await;
     match planned {
-        Planned::Ready { plan, .. } => {
-            assert!(!plan.steps.is_empty());
-            assert!(
-                opsbot::plan::validate(&plan, &rt.servers.catalog()).is_ok()
-                    || rt.servers.catalog().is_empty()
-            );
-        }
+        // Ready means it validated against the live catalog.
+        Planned::Ready { plan, .. } => assert!(!plan.steps.is_empty()),
         Planned::Clarify(q) => assert!(!q.is_empty()),
         Planned::Invalid(errors) => assert!(!errors.is_empty()),
     }
