@@ -15,6 +15,7 @@ pub mod planner;
 pub mod policy;
 pub mod runtime;
 pub mod sandbox;
+pub mod secrets;
 pub mod session;
 pub mod text;
 pub mod tui;

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::history::HistoryCommand,
     },
+    /// Store or remove an LLM profile's API key in the OS keyring.
+    Auth {
+        #[command(subcommand)]
+        command: cli::auth::AuthCommand,
+    },
     /// Serve one of the built-in sandbox MCP servers on stdio.
     #[command(hide = true)]
     Sandbox { name: String },
@@ -62,6 +67,13 @@ fn main() -> ExitCode {
         }
     };
     let _log_guard = cli::init_logging(&paths);
+    // Only the commands that may need an API key look for the OS keyring.
+    if matches!(
+        cli.command,
+        None | Some(Command::Run(_)) | Some(Command::Auth { .. })
+    ) {
+        opsbot::secrets::use_platform_store();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -76,6 +88,9 @@ fn main() -> ExitCode {
                 cli::tools::run(paths, cli.config.as_deref(), json).await
             }
             Some(Command::History { command }) => cli::history::run(&paths, command),
+            Some(Command::Auth { command }) => {
+                cli::auth::run(&paths, cli.config.as_deref(), command)
+            }
             Some(Command::Sandbox { .. }) => unreachable!("handled above"),
             None => cli::app(paths, cli.config.as_deref(), cli.theme, cli.resume).await,
         }

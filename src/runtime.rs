@@ -38,10 +38,8 @@ fn choose_planner(
     match (&config.planner.kind, &config.llm.profile) {
         (PlannerKind::Auto, Some(name)) => {
             let profile = config.llm.profiles.get(name).cloned().unwrap_or_default();
-            let key = profile
-                .api_key_env
-                .as_deref()
-                .and_then(|v| std::env::var(v).ok());
+            let (key, source) = crate::secrets::api_key(name, profile.api_key_env.as_deref());
+            tracing::info!("LLM profile `{name}`: API key from {source}");
             Ok(Box::new(crate::planner::llm::LlmPlanner::new(
                 name,
                 profile,

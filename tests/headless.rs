@@ -375,3 +375,54 @@ fn history_reads_the_store_offline() {
     assert!(text.contains("✗ health"), "{text}");
     assert!(text.contains("= failed"), "{text}");
 }
+
+#[test]
+fn auth_stores_in_the_keyring_or_says_why_it_cannot() {
+    use std::io::Write;
+    let home = Home::new();
+    let cfg = home.write_config("llm.toml", "[llm.profiles.ci-test]\nmodel = \"m\"\n");
+    let cfg = cfg.to_str().expect("utf8");
+    let mut child = home
+        .cmd(&["--config", cfg, "auth", "set", "ci-test"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"sk-test-not-a-real-key\n")
+        .expect("write key");
+    let out = child.wait_with_output().expect("auth set");
+    let (so, se) = (stdout(&out), stderr(&out));
+    assert!(
+        !so.contains("sk-test") && !se.contains("sk-test"),
+        "the key is never printed"
+    );
+    if out.status.success() {
+        assert!(
+            so.contains("stored the key for `ci-test` in the OS keyring"),
+            "{so}"
+        );
+        let rm = home.run(&["--config", cfg, "auth", "rm", "ci-test"], &[]);
+        assert!(
+            stdout(&rm).contains("removed the key for `ci-test`"),
+            "{}",
+            stdout(&rm)
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            se.contains("no keyring service is available here") && se.contains("api_key_env"),
+            "{se}"
+        );
+    }
+    let out = home.run(&["--config", cfg, "auth", "set", "nope"], &[]);
+    assert!(
+        stderr(&out).contains("no LLM profile `nope`"),
+        "{}",
+        stderr(&out)
+    );
+}

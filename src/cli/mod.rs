@@ -1,6 +1,7 @@
 //! Command-line front ends. Business rules live in the library; these only
 //! parse, print and map outcomes to exit codes.
 
+pub mod auth;
 pub mod history;
 pub mod print;
 pub mod run;

@@ -1,0 +1,103 @@
+//! API keys: the OS keyring first (service `opsbot`, one entry per LLM
+//! profile), an environment variable named in the profile as the fallback
+//! where no keyring service exists (containers, CI). Callers are told which
+//! source was used, never the key.
+
+use std::fmt;
+
+const SERVICE: &str = "opsbot";
+
+/// Where a key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Keyring,
+    Env(String),
+    /// No key anywhere: fine for local servers that need none.
+    None,
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Keyring => write!(f, "the OS keyring"),
+            KeySource::Env(var) => write!(f, "the environment variable {var}"),
+            KeySource::None => write!(f, "no key"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "no keyring service is available here ({0}); put the key in the environment variable named by the profile's api_key_env instead"
+    )]
+    NoKeyring(String),
+    #[error("the keyring refused: {0}")]
+    Keyring(String),
+}
+
+/// Make the platform's keyring the default store, if this machine has one.
+/// Tests set an in-memory store instead and skip this.
+pub fn use_platform_store() {
+    // Creating any entry through `keyring` installs the platform store.
+    if let Err(e) = keyring::Entry::new(SERVICE, "probe") {
+        tracing::info!("no platform keyring: {e}");
+    }
+}
+
+fn entry(profile: &str) -> Result<keyring_core::Entry, SecretError> {
+    keyring_core::Entry::new(SERVICE, profile).map_err(classify)
+}
+
+fn classify(e: keyring_core::Error) -> SecretError {
+    match e {
+        keyring_core::Error::NoDefaultStore
+        | keyring_core::Error::NoStorageAccess(_)
+        | keyring_core::Error::PlatformFailure(_) => SecretError::NoKeyring(e.to_string()),
+        other => SecretError::Keyring(other.to_string()),
+    }
+}
+
+pub fn store_key(profile: &str, key: &str) -> Result<(), SecretError> {
+    entry(profile)?.set_password(key).map_err(classify)
+}
+
+/// Remove a profile's key; true if there was one.
+pub fn remove_key(profile: &str) -> Result<bool, SecretError> {
+    match entry(profile)?.delete_credential() {
+        Ok(()) => Ok(true),
+        Err(keyring_core::Error::NoEntry) => Ok(false),
+        Err(e) => Err(classify(e)),
+    }
+}
+
+/// The key for a profile: the keyring's, else the environment variable's.
+pub fn api_key(profile: &str, env_var: Option<&str>) -> (Option<String>, KeySource) {
+    match entry(profile).and_then(|e| e.get_password().map_err(classify)) {
+        Ok(key) => return (Some(key), KeySource::Keyring),
+        Err(e) => tracing::debug!("no key in the keyring for {profile}: {e}"),
+    }
+    match env_var.and_then(|v| std::env::var(v).ok().map(|k| (v, k))) {
+        Some((var, key)) if !key.is_empty() => (Some(key), KeySource::Env(var.to_string())),
+        _ => (None, KeySource::None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyring_first_then_environment_and_never_the_key_in_messages() {
+        keyring_core::set_default_store(keyring_core::mock::Store::new().expect("mock store"));
+        let var = "OPSBOT_TEST_SECRETS_KEY_7f3a";
+        assert_eq!(api_key("p1", Some(var)), (None, KeySource::None));
+        store_key("p1", "sk-from-keyring").expect("store");
+        let (key, source) = api_key("p1", Some(var));
+        assert_eq!(key.as_deref(), Some("sk-from-keyring"));
+        assert_eq!(source.to_string(), "the OS keyring");
+        assert!(remove_key("p1").expect("remove"));
+        assert!(!remove_key("p1").expect("remove again"));
+        assert_eq!(api_key("p1", None), (None, KeySource::None));
+    }
+}
