@@ -14,13 +14,7 @@ fn promote_carries_one_build_through_every_environment() {
         &["run", "promote payments", "--yes", "--approve-gated"],
         &[],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     let k8s = home.sandbox_state("k8s.json");
     let images: Vec<_> = ["dev", "staging", "production"]
         .iter()

@@ -64,11 +64,10 @@ async fn filesystem_server_is_connected_listed_and_called() {
     );
 
     let file = allowed.join("notes.txt");
-    let args = json!({ "path": file.display().to_string(), "content": "deployed checkout r42" });
     let out = servers
         .call(
             "fs.write_file",
-            args.as_object().cloned().unwrap_or_default(),
+            args(json!({ "path": file.display().to_string(), "content": "deployed checkout r42" })),
             CallOptions::default(),
         )
         .await
@@ -79,11 +78,10 @@ async fn filesystem_server_is_connected_listed_and_called() {
         "deployed checkout r42"
     );
 
-    let args = json!({ "path": file.display().to_string() });
     let out = servers
         .call(
             "fs.read_text_file",
-            args.as_object().cloned().unwrap_or_default(),
+            args(json!({ "path": file.display().to_string() })),
             CallOptions::default(),
         )
         .await
@@ -91,11 +89,10 @@ async fn filesystem_server_is_connected_listed_and_called() {
     assert!(out.text.contains("deployed checkout r42"), "{}", out.text);
 
     // A tool-level failure comes back as an error result with its text, not a crash.
-    let args = json!({ "path": "/etc/passwd" });
     let out = servers
         .call(
             "fs.read_text_file",
-            args.as_object().cloned().unwrap_or_default(),
+            args(json!({ "path": "/etc/passwd" })),
             CallOptions::default(),
         )
         .await
@@ -168,13 +165,7 @@ depends_on = ["write"]
         ],
         &[],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 4);
     assert!(
         stdout(&out).contains("fs.write_file is marked destructive by its server"),
         "{}",
@@ -193,13 +184,7 @@ depends_on = ["write"]
         ],
         &[],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
     assert_eq!(
         std::fs::read_to_string(allowed.join("payments.md")).expect("note"),
         "# payments\nreleased"
@@ -268,11 +253,10 @@ async fn a_streamable_http_server_is_connected_listed_and_called() {
         "tools: {:?}",
         servers.tools_of("every")
     );
-    let args = json!({ "message": "over http" });
     let out = servers
         .call(
             "every.echo",
-            args.as_object().cloned().unwrap_or_default(),
+            args(json!({ "message": "over http" })),
             CallOptions::default(),
         )
         .await

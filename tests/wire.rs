@@ -85,10 +85,7 @@ async fn cancelling_a_call_sends_notifications_cancelled() {
     let out = servers
         .call(
             "wire.echo",
-            json!({"text": "still here"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            args(json!({"text": "still here"})),
             CallOptions::default(),
         )
         .await
@@ -110,10 +107,7 @@ async fn progress_notifications_reach_the_caller() {
     let out = servers
         .call(
             "ci.build",
-            json!({"service": "checkout", "ref": "main"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            args(json!({"service": "checkout", "ref": "main"})),
             CallOptions {
                 progress: Some(tx),
                 ..Default::default()

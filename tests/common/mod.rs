@@ -178,3 +178,22 @@ pub fn start_servers(home: &Home, extra: &str, only: &[&str]) -> Servers {
 pub fn runtime(home: &Home) -> Runtime {
     Runtime::with_exe(Paths::rooted(home.path()), config(""), BIN.into()).expect("runtime")
 }
+
+/// A JSON object literal as tool arguments.
+pub fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(map) => map,
+        other => panic!("tool arguments must be a JSON object, not {other}"),
+    }
+}
+
+/// Assert a process's exit code, showing what it printed when it differs.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
