@@ -49,6 +49,8 @@ pub enum DriverError {
     Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Planner(String),
 }
 
 struct Active {
@@ -106,6 +108,14 @@ impl Driver {
 
     pub fn is_busy(&self) -> bool {
         *Self::lock(&self.busy)
+    }
+
+    /// Plan with another LLM profile (or the runbooks) from the next
+    /// request on.
+    pub fn switch_planner(&self, profile: Option<&str>) -> Result<String, DriverError> {
+        self.rt
+            .switch_planner(&self.session, profile)
+            .map_err(|e| DriverError::Planner(e.to_string()))
     }
 
     /// Plan a request and, if it yields a plan, start running it: steps wait

@@ -19,3 +19,4 @@ pub mod secrets;
 pub mod session;
 pub mod text;
 pub mod tui;
+pub mod usage;

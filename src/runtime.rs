@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
 
 use crate::config::{self, ConfigError, LoadedConfig};
 use crate::engine::{Approvals, Engine};
@@ -12,7 +14,7 @@ use crate::mcp::{ServerEvent, ServerStatus, Servers, SpawnContext};
 use crate::paths::Paths;
 use crate::plan::{Plan, StepId, validate};
 use crate::planner::runbook::RunbookPlanner;
-use crate::planner::{Planner, Proposal};
+use crate::planner::{ModelCall, Phase, PlanInput, PlanSink, Planner, Proposal, Turn};
 use crate::policy::{Decision, Policy, args_hash};
 use crate::session::{Event, Outcome, Session, Store, StoreError};
 
@@ -28,28 +30,54 @@ pub enum RuntimeError {
     Planner(#[from] crate::planner::PlannerError),
 }
 
-/// The LLM planner when a profile is selected (and the kind allows it),
-/// else the runbook planner.
-fn choose_planner(
+/// The planner for a profile: the LLM planner when one is named, else the
+/// runbook planner.
+fn build_planner(
     config: &crate::config::Config,
     servers: &Servers,
-) -> Result<Box<dyn Planner>, RuntimeError> {
-    use crate::config::PlannerKind;
-    match (&config.planner.kind, &config.llm.profile) {
-        (PlannerKind::Auto, Some(name)) => {
-            let profile = config.llm.profiles.get(name).cloned().unwrap_or_default();
-            let (key, source) = crate::secrets::api_key(name, profile.api_key_env.as_deref());
-            tracing::info!("LLM profile `{name}`: API key from {source}");
-            Ok(Box::new(crate::planner::llm::LlmPlanner::new(
-                name,
-                profile,
-                key,
-                servers.clone(),
-                config,
-            )?))
-        }
-        _ => Ok(Box::new(RunbookPlanner::new(config))),
+    profile: Option<&str>,
+) -> Result<Arc<dyn Planner>, RuntimeError> {
+    let Some(name) = profile else {
+        return Ok(Arc::new(RunbookPlanner::new(config)));
+    };
+    let Some(profile) = config.llm.profiles.get(name).cloned() else {
+        let known: Vec<&str> = config.llm.profiles.keys().map(String::as_str).collect();
+        return Err(crate::planner::PlannerError::Failed(format!(
+            "no LLM profile `{name}`; the profiles are: {}",
+            if known.is_empty() {
+                "none (add one under [llm.profiles])".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+        .into());
+    };
+    let (key, source) = crate::secrets::api_key(name, profile.api_key_env.as_deref());
+    tracing::info!("LLM profile `{name}`: API key from {source}");
+    Ok(Arc::new(crate::planner::llm::LlmPlanner::new(
+        name,
+        profile,
+        key,
+        servers.clone(),
+        config,
+    )?))
+}
+
+/// The profile planning starts with: the selected one, unless the planner
+/// kind is pinned to runbooks.
+fn initial_profile(config: &crate::config::Config) -> Option<&str> {
+    match config.planner.kind {
+        crate::config::PlannerKind::Auto => config.llm.profile.as_deref(),
+        _ => None,
     }
+}
+
+/// What the planner is doing, for views that show a live "thinking" line.
+#[derive(Debug, Clone)]
+pub struct Planning {
+    pub since: std::time::Instant,
+    pub planner: String,
+    pub phase: Option<crate::planner::Phase>,
 }
 
 pub struct Runtime {
@@ -57,7 +85,8 @@ pub struct Runtime {
     pub config: LoadedConfig,
     pub servers: Servers,
     pub store: Arc<Store>,
-    pub planner: Box<dyn Planner>,
+    planner: RwLock<Arc<dyn Planner>>,
+    planning: watch::Sender<Option<Planning>>,
     pub policy: Policy,
 }
 
@@ -107,20 +136,65 @@ impl Runtime {
         };
         let _ = std::fs::create_dir_all(paths.sandbox_state());
         let servers = Servers::start(&config.config, &ctx);
-        let planner = choose_planner(&config.config, &servers)?;
+        let planner = build_planner(&config.config, &servers, initial_profile(&config.config))?;
         let policy = Policy::new(config.config.policy.clone());
         Ok(Self {
             paths,
             config,
             servers,
             store,
-            planner,
+            planner: RwLock::new(planner),
+            planning: watch::channel(None).0,
             policy,
         })
     }
 
+    /// The planner in use now.
+    pub fn planner(&self) -> Arc<dyn Planner> {
+        Arc::clone(&self.planner.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Follow what the planner is doing: `None` when it is idle.
+    pub fn planning(&self) -> watch::Receiver<Option<Planning>> {
+        self.planning.subscribe()
+    }
+
+    /// Plan with another LLM profile from now on, or with the runbooks
+    /// (`None`). The change is recorded in the session.
+    pub fn switch_planner(
+        &self,
+        session: &Session,
+        profile: Option<&str>,
+    ) -> Result<String, RuntimeError> {
+        let planner = build_planner(&self.config.config, &self.servers, profile)?;
+        let name = planner.name().to_string();
+        session.record(Event::PlannerChanged {
+            planner: name.clone(),
+        })?;
+        *self.planner.write().unwrap_or_else(|p| p.into_inner()) = planner;
+        Ok(name)
+    }
+
+    /// The planners to choose from: the runbooks, then every LLM profile as
+    /// `(profile, "llm:NAME", model at base_url)`.
+    pub fn planner_choices(&self) -> Vec<(Option<String>, String, String)> {
+        let mut out = vec![(
+            None,
+            "runbook".to_string(),
+            "offline: the configured runbooks".to_string(),
+        )];
+        for (name, p) in &self.config.config.llm.profiles {
+            out.push((
+                Some(name.clone()),
+                format!("llm:{name}"),
+                format!("{} at {}", p.model, p.base_url),
+            ));
+        }
+        out
+    }
+
     pub fn new_session(&self, actor: &str) -> Result<Arc<Session>, StoreError> {
-        Session::start(Arc::clone(&self.store), actor, self.planner.name())
+        Session::start(Arc::clone(&self.store), actor, self.planner().name())
     }
 
     /// Record server trouble in the session as it happens: exits, failed
@@ -162,10 +236,27 @@ impl Runtime {
         session.record(Event::UserMessage {
             text: request.to_string(),
         })?;
-        if self.planner.needs_catalog() {
+        let input = self.plan_input(&session.state());
+        let planner = self.planner();
+        if planner.needs_catalog() {
             self.servers.wait_settled().await;
         }
-        let proposal = match self.planner.plan(request).await {
+        let sink = SessionSink {
+            rt: self,
+            session,
+            problem: std::sync::Mutex::new(None),
+        };
+        self.planning.send_replace(Some(Planning {
+            since: std::time::Instant::now(),
+            planner: planner.name().to_string(),
+            phase: None,
+        }));
+        let result = planner.plan(&input, &sink).await;
+        self.planning.send_replace(None);
+        if let Some(e) = sink.problem.lock().ok().and_then(|mut p| p.take()) {
+            return Err(e);
+        }
+        let proposal = match result {
             Ok(p) => p,
             Err(e) => {
                 let text = format!("{e}");
@@ -229,6 +320,30 @@ impl Runtime {
         }
         session.record(Event::AssistantMessage { text })?;
         Ok(Planned::Ready { plan, decisions })
+    }
+
+    /// The open planning turn (the request, questions and answers) and the
+    /// recent conversation before it.
+    fn plan_input(&self, state: &crate::session::SessionState) -> PlanInput {
+        let turn_of = |m: &crate::session::Message| Turn {
+            role: m.role,
+            text: m.text.clone(),
+        };
+        let start = state
+            .turn_start
+            .unwrap_or(state.messages.len().saturating_sub(1));
+        let keep = self.config.config.llm.history_messages;
+        let earlier = &state.messages[..start.min(state.messages.len())];
+        PlanInput {
+            turn: state.messages[start.min(state.messages.len())..]
+                .iter()
+                .map(turn_of)
+                .collect(),
+            history: earlier[earlier.len().saturating_sub(keep)..]
+                .iter()
+                .map(turn_of)
+                .collect(),
+        }
     }
 
     /// Record an approval, bound to the step's exact tool and arguments.
@@ -312,5 +427,76 @@ impl Runtime {
         self.engine()
             .run(session, plan, &decisions, approvals, cancel)
             .await
+    }
+}
+
+/// The planner's reports, turned into session events and budget checks.
+struct SessionSink<'a> {
+    rt: &'a Runtime,
+    session: &'a Session,
+    /// A model call could not be recorded: planning must not go on with
+    /// an audit log that misses it.
+    problem: std::sync::Mutex<Option<StoreError>>,
+}
+
+impl SessionSink<'_> {
+    fn keep(&self, result: Result<crate::session::Record, StoreError>) {
+        if let Err(e) = result
+            && let Ok(mut p) = self.problem.lock()
+        {
+            p.get_or_insert(e);
+        }
+    }
+}
+
+impl PlanSink for SessionSink<'_> {
+    fn before_call(&self) -> Result<(), String> {
+        if let Ok(p) = self.problem.lock()
+            && let Some(e) = p.as_ref()
+        {
+            return Err(format!("the audit log cannot be written ({e})"));
+        }
+        let budget = &self.rt.config.config.llm.budget;
+        if *budget == crate::config::LlmBudget::default() {
+            return Ok(());
+        }
+        let today = self
+            .rt
+            .store
+            .llm_spend_today()
+            .map_err(|e| format!("cannot read today's model use to check the budget: {e}"))?;
+        crate::usage::check(budget, &self.session.state().llm, &today)
+    }
+
+    fn call_finished(&self, call: ModelCall) {
+        let cost = crate::usage::cost(
+            &self.rt.config.config.llm.prices,
+            &call.model,
+            call.prompt_tokens,
+            call.completion_tokens,
+        );
+        self.keep(self.session.record(Event::LlmCall {
+            profile: call.profile,
+            model: call.model,
+            prompt_tokens: call.prompt_tokens,
+            completion_tokens: call.completion_tokens,
+            cost_usd: cost,
+            duration_ms: u64::try_from(call.duration.as_millis()).unwrap_or(u64::MAX),
+            status: call.status,
+        }));
+    }
+
+    fn phase(&self, phase: Phase) {
+        self.rt.planning.send_modify(|p| {
+            if let Some(p) = p {
+                p.phase = Some(phase);
+            }
+        });
+    }
+
+    fn notice(&self, text: &str) {
+        self.keep(self.session.record(Event::Note {
+            text: text.to_string(),
+        }));
     }
 }

@@ -47,6 +47,8 @@ fn the_example_documents_every_key() {
     collect(&runbook, &mut keys);
     let profile = serde_json::to_value(opsbot::config::LlmProfile::default()).expect("profile");
     collect(&profile, &mut keys);
+    let price = serde_json::to_value(opsbot::config::ModelPrice::default()).expect("price");
+    collect(&price, &mut keys);
     for key in keys {
         let shown = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);
@@ -63,10 +65,10 @@ fn collect(v: &serde_json::Value, keys: &mut Vec<String>) {
     if let serde_json::Value::Object(map) = v {
         for (k, v) in map {
             // Tables of named entries: their entries' keys are checked below.
-            if !matches!(k.as_str(), "servers" | "runbooks" | "profiles") {
+            if !matches!(k.as_str(), "servers" | "runbooks" | "profiles" | "prices") {
                 keys.push(k.clone());
             }
-            if !matches!(k.as_str(), "aliases" | "env" | "args") {
+            if !matches!(k.as_str(), "aliases" | "env" | "args" | "headers" | "query") {
                 collect(v, keys);
             }
         }

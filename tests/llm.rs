@@ -41,10 +41,20 @@ fn error(status: u16, message: &str) -> Answer {
 
 /// Serve the script in order; every request body is kept for inspection.
 async fn fake_llm(script: Vec<Answer>) -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let (port, seen, _) = fake_llm_with_heads(script).await;
+    (port, seen)
+}
+
+/// As `fake_llm`, also keeping each request's line and headers as sent.
+async fn fake_llm_with_heads(
+    script: Vec<Answer>,
+) -> (u16, Arc<Mutex<Vec<Value>>>, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let head_log = Arc::clone(&heads);
     tokio::spawn(async move {
         let mut script = script.into_iter();
         while let Ok((mut sock, _)) = listener.accept().await {
@@ -69,6 +79,10 @@ async fn fake_llm(script: Vec<Answer>) -> (u16, Arc<Mutex<Vec<Value>>>) {
                         })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + len {
+                        head_log
+                            .lock()
+                            .expect("heads")
+                            .push(text[..end].to_string());
                         break Some(buf[end + 4..end + 4 + len].to_vec());
                     }
                 }
@@ -81,22 +95,55 @@ async fn fake_llm(script: Vec<Answer>) -> (u16, Arc<Mutex<Vec<Value>>>) {
                 .next()
                 .unwrap_or_else(|| error(500, "script exhausted"));
             tokio::time::sleep(Duration::from_millis(delay)).await;
+            // A rate limit says how long to wait, as OpenAI's does.
+            let retry_after = if status == 429 {
+                "retry-after: 1\r\n"
+            } else {
+                ""
+            };
             let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{retry_after}content-length: {}\r\nconnection: close\r\n\r\n",
                 reply.len()
             );
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(reply.as_bytes()).await;
         }
     });
-    (port, seen)
+    (port, seen, heads)
+}
+
+fn profile(port: u16) -> String {
+    format!(
+        "[llm.profiles.fake]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"test-model\"\ntimeout_ms = 1500\nmax_repairs = 2\n"
+    )
 }
 
 fn runtime(home: &Home, port: u16) -> Runtime {
-    let extra = format!(
-        "[llm]\nprofile = \"fake\"\n[llm.profiles.fake]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"test-model\"\ntimeout_ms = 1500\nmax_repairs = 2\n"
-    );
+    runtime_with(home, port, "")
+}
+
+/// `llm` is more of the `[llm]` table (prices, budgets) after the profile.
+fn runtime_with(home: &Home, port: u16, llm: &str) -> Runtime {
+    let extra = format!("[llm]\nprofile = \"fake\"\n{llm}\n{}", profile(port));
     Runtime::with_exe(Paths::rooted(home.path()), config(&extra), BIN.into()).expect("runtime")
+}
+
+fn llm_calls(home: &Home) -> Vec<Value> {
+    home.last_session()
+        .iter()
+        .filter(|r| matches!(r.event, opsbot::session::Event::LlmCall { .. }))
+        .map(|r| serde_json::to_value(&r.event).expect("json"))
+        .collect()
+}
+
+fn notes(home: &Home) -> Vec<String> {
+    home.last_session()
+        .iter()
+        .filter_map(|r| match &r.event {
+            opsbot::session::Event::Note { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn plan(script: Vec<Answer>, request: &str) -> (Planned, Vec<Value>, Home) {
@@ -245,9 +292,33 @@ async fn rate_limits_are_retried_and_server_errors_explained() {
     assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
     assert_eq!(seen.len(), 2);
 
-    // Whatever retries the HTTP layer makes, each sees the same failure.
+    // Still limited after two retries: refused, every try on record.
+    let limited = (0..3).map(|_| error(429, "slow down")).collect();
+    let (planned, seen, home) = plan(limited, "check checkout").await;
+    assert!(
+        matches!(planned, Planned::Invalid(ref e) if e[0].contains("429")),
+        "{planned:?}"
+    );
+    assert_eq!(seen.len(), 3);
+    assert_eq!(llm_calls(&home).len(), 3);
+
+    // Out of quota is final: no retry.
+    let quota = Answer(
+        429,
+        json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}).to_string(),
+        0,
+    );
+    let (planned, seen, _home) = plan(vec![quota, completion(&good())], "check checkout").await;
+    assert!(
+        matches!(planned, Planned::Invalid(ref e) if e[0].contains("exceeded your current quota")),
+        "{planned:?}"
+    );
+    assert_eq!(seen.len(), 1);
+
+    // A server error is explained, not retried behind the user's back.
     let crashes = (0..6).map(|_| error(500, "the model crashed")).collect();
-    let (planned, _, _home) = plan(crashes, "check checkout").await;
+    let (planned, seen, _home) = plan(crashes, "check checkout").await;
+    assert_eq!(seen.len(), 1);
     let Planned::Invalid(errors) = planned else {
         panic!("expected a refusal, got {planned:?}")
     };
@@ -313,6 +384,235 @@ async fn a_server_without_json_schema_gets_json_object_and_the_schema_in_the_pro
         system.contains("Answer with one JSON object matching this schema"),
         "{system}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_recorded_with_its_tokens_and_priced() {
+    let (port, _) = fake_llm(vec![error(429, "slow down"), completion(&good())]).await;
+    let home = Home::new();
+    let rt = runtime_with(
+        &home,
+        port,
+        "[llm.prices.test-model]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n",
+    );
+    let session = rt.new_session("tester").expect("session");
+    let planned = rt
+        .plan_request(&session, "check checkout")
+        .await
+        .expect("plan");
+    rt.servers.shutdown().await;
+    assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
+    let calls = llm_calls(&home);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["status"], "http 429");
+    assert_eq!(calls[0]["prompt_tokens"], 0);
+    assert_eq!(calls[1]["status"], "ok");
+    assert_eq!(calls[1]["profile"], "fake");
+    assert_eq!(calls[1]["model"], "test-model");
+    assert_eq!(calls[1]["prompt_tokens"], 1200);
+    assert_eq!(calls[1]["completion_tokens"], 80);
+    // 1200 × $1/M + 80 × $2/M
+    let cost = calls[1]["cost_usd"].as_f64().expect("priced");
+    assert!((cost - 0.00136).abs() < 1e-12, "{cost}");
+    let spend = session.state().llm;
+    assert_eq!((spend.calls, spend.tokens()), (2, 1280));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_budget_refuses_further_calls_and_says_which() {
+    let (port, seen) = fake_llm(vec![completion(&good()), completion(&good())]).await;
+    let home = Home::new();
+    let rt = runtime_with(&home, port, "[llm.budget]\nsession_tokens = 1000\n");
+    let session = rt.new_session("tester").expect("session");
+    let first = rt
+        .plan_request(&session, "check checkout")
+        .await
+        .expect("plan");
+    assert!(matches!(first, Planned::Ready { .. }), "{first:?}");
+    // 1280 tokens used of 1000: the next request makes no call.
+    let second = rt
+        .plan_request(&session, "deploy checkout to staging")
+        .await
+        .expect("plan");
+    rt.servers.shutdown().await;
+    assert_eq!(seen.lock().expect("seen").len(), 1, "no second call");
+    let notes = notes(&home);
+    assert!(
+        notes.iter().any(|n| n.contains("LLM budget reached")
+            && n.contains("session_tokens")
+            && n.contains("runbook planner answers instead")),
+        "{notes:?}"
+    );
+    assert!(
+        matches!(second, Planned::Ready { ref plan, .. } if plan.title == "deploy checkout → staging"),
+        "the runbooks still answer: {second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_day_budget_counts_every_session_of_the_day() {
+    let (port, seen) = fake_llm(vec![completion(&good()), completion(&good())]).await;
+    let home = Home::new();
+    let rt = runtime_with(
+        &home,
+        port,
+        "[llm.prices.test-model]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n[llm.budget]\nday_usd = 0.001\n",
+    );
+    let one = rt.new_session("tester").expect("session");
+    rt.plan_request(&one, "check checkout").await.expect("plan");
+    let two = rt.new_session("tester").expect("session");
+    rt.plan_request(&two, "check checkout in staging")
+        .await
+        .expect("plan");
+    rt.servers.shutdown().await;
+    assert_eq!(
+        seen.lock().expect("seen").len(),
+        1,
+        "no call in session two"
+    );
+    let notes = notes(&home);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("today (UTC)") && n.contains("$0.0014 of its $0.0010")),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_continues_the_same_planning_turn() {
+    let question = "Which environment: staging or production?";
+    let ask = json!({"needs_clarification": true, "question": question, "title": "", "steps": []});
+    let (port, seen) = fake_llm(vec![completion(&ask.to_string()), completion(&good())]).await;
+    let home = Home::new();
+    let rt = runtime(&home, port);
+    let session = rt.new_session("tester").expect("session");
+    let first = rt
+        .plan_request(&session, "check checkout and tell #oncall")
+        .await
+        .expect("plan");
+    assert!(matches!(first, Planned::Clarify(_)), "{first:?}");
+    let second = rt.plan_request(&session, "staging").await.expect("plan");
+    rt.servers.shutdown().await;
+    assert!(matches!(second, Planned::Ready { .. }), "{second:?}");
+    let seen = seen.lock().expect("seen").clone();
+    let messages = seen[1]["messages"].as_array().expect("messages");
+    let roles: Vec<&str> = messages.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(messages[1]["content"], "check checkout and tell #oncall");
+    assert!(
+        messages[2]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains(question)),
+        "{messages:?}"
+    );
+    assert_eq!(messages[3]["content"], "staging");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runbook_planner_reads_an_answer_with_its_request() {
+    let home = Home::new();
+    let rt = opsbot::runtime::Runtime::with_exe(Paths::rooted(home.path()), config(""), BIN.into())
+        .expect("runtime");
+    let session = rt.new_session("tester").expect("session");
+    let first = rt
+        .plan_request(&session, "deploy checkout")
+        .await
+        .expect("plan");
+    assert!(matches!(first, Planned::Clarify(_)), "{first:?}");
+    let second = rt.plan_request(&session, "to staging").await.expect("plan");
+    rt.servers.shutdown().await;
+    assert!(
+        matches!(second, Planned::Ready { ref plan, .. } if plan.title == "deploy checkout → staging"),
+        "{second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_conversation_goes_in_the_prompt() {
+    let (port, seen) = fake_llm(vec![completion(&good()), completion(&good())]).await;
+    let home = Home::new();
+    let rt = runtime(&home, port);
+    let session = rt.new_session("tester").expect("session");
+    rt.plan_request(&session, "check checkout in staging")
+        .await
+        .expect("plan");
+    rt.plan_request(&session, "now tell #deploys about it")
+        .await
+        .expect("plan");
+    rt.servers.shutdown().await;
+    let seen = seen.lock().expect("seen").clone();
+    let first = seen[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !first.contains("RECENT CONVERSATION"),
+        "nothing before the first request"
+    );
+    let system = seen[1]["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default();
+    let recent = system
+        .split("RECENT CONVERSATION")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no conversation in {system}"));
+    assert!(
+        recent.contains("user: check checkout in staging"),
+        "{recent}"
+    );
+    assert!(
+        recent.contains("opsbot: Plan: redeploy checkout"),
+        "{recent}"
+    );
+    let roles: Vec<&str> = seen[1]["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["role"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(roles, ["system", "user"], "a new request is a new turn");
+}
+
+/// The whole binary: organisation, extra headers, the query and a key in a
+/// custom header reach the endpoint; the key reaches nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_headers_query_and_key_header_reach_the_endpoint_and_the_key_nothing_else() {
+    let (port, _, heads) = fake_llm_with_heads(vec![completion(&good())]).await;
+    let home = Home::new();
+    let secret = "sk-test-0123456789abcdef";
+    let file = home.write_config(
+        "azure.toml",
+        &format!(
+            "[llm]\nprofile = \"az\"\n[llm.profiles.az]\nbase_url = \"http://127.0.0.1:{port}/openai/deployments/plan\"\nmodel = \"test-model\"\napi_key_env = \"OPSBOT_TEST_AZ_KEY\"\napi_key_header = \"api-key\"\norganization = \"org-7\"\nheaders = {{ \"x-team\" = \"ops\" }}\nquery = {{ \"api-version\" = \"2024-10-21\" }}\n"
+        ),
+    );
+    let file = file.to_string_lossy().to_string();
+    let mut cmd = home.cmd(&["--config", &file, "run", "check checkout and tell #oncall"]);
+    cmd.env("OPSBOT_TEST_AZ_KEY", secret);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+        .await
+        .expect("join");
+    let heads = heads.lock().expect("heads").clone();
+    assert_eq!(heads.len(), 1, "{}", stderr(&out));
+    let head = heads[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with("post /openai/deployments/plan/chat/completions?api-version=2024-10-21 "),
+        "{head}"
+    );
+    assert!(head.contains(&format!("api-key: {secret}")), "{head}");
+    assert!(!head.contains("authorization:"), "{head}");
+    assert!(head.contains("openai-organization: org-7"), "{head}");
+    assert!(head.contains("x-team: ops"), "{head}");
+    // The key is nowhere else: not on screen, not in the audit log.
+    assert!(!stdout(&out).contains(secret) && !stderr(&out).contains(secret));
+    let db = std::fs::read(home.path().join("data/opsbot.db")).unwrap_or_default();
+    let wal = std::fs::read(home.path().join("data/opsbot.db-wal")).unwrap_or_default();
+    let needle = secret.as_bytes();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "key in the store"
+        );
+    }
+    assert!(!db.is_empty() || !wal.is_empty(), "the store was written");
 }
 
 /// Opt-in: plan against a real OpenAI-compatible server when

@@ -249,3 +249,58 @@ fn an_interrupted_session_resumes_with_finished_steps_kept() {
         opsbot::session::ChainReport::Whole { .. }
     ));
 }
+
+/// Switch to an LLM profile in the app; its endpoint is down, so the
+/// runbooks answer and the chat says why. The switch is on record.
+#[test]
+fn the_planner_is_switched_in_the_app_and_an_unreachable_llm_falls_back() {
+    let home = Home::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let file = home.write_config(
+        "llm.toml",
+        &format!("[llm.profiles.down]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"m\"\n"),
+    );
+    let t = Tmux::start_with(
+        &home,
+        "",
+        &format!("--config {}", file.display()),
+        "planner",
+    );
+    let screen = t.wait_for("6/6 servers", None);
+    assert!(screen.contains("planner runbook"), "{screen}");
+    t.keys(&["Tab"]);
+    t.keys(&["P"]);
+    t.wait_for("enter switches", None);
+    t.keys(&["Down", "Enter"]);
+    t.wait_for("planner llm:down", None);
+    t.keys(&["i"]);
+    t.type_text("deploy checkout to dev");
+    t.keys(&["Enter"]);
+    let screen = t.wait_for("plan: deploy checkout → dev", None);
+    // The chat says why the runbooks answered (wrapped to the pane's width).
+    let chat: String = screen
+        .lines()
+        .map(|l| l.split('│').nth(1).unwrap_or_default().trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        chat.contains("cannot be reached, so the runbook planner answers instead"),
+        "{screen}"
+    );
+    t.keys(&["Escape", "q"]);
+    let records = home.last_session();
+    assert!(
+        records.iter().any(
+            |r| matches!(&r.event, Event::PlannerChanged { planner } if planner == "llm:down")
+        )
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(&r.event, Event::LlmCall { status, .. } if status == "unreachable"))
+    );
+}

@@ -262,3 +262,72 @@ fn the_server_list_shows_last_errors() {
     assert!(screen.contains("⚠ 5/6 servers"), "{screen}");
     let _ = Outcome::Succeeded;
 }
+
+/// While the model works the chat says so, with the time taken and what
+/// the planner is doing; model use shows in the status line.
+#[test]
+fn planning_shows_a_live_line_and_usage_in_the_status() {
+    use opsbot::planner::Phase;
+    use opsbot::tui::app::PlanningView;
+    let mut app = app();
+    app.planner = "llm:work".into();
+    app.apply(&record(
+        40,
+        Event::LlmCall {
+            profile: "work".into(),
+            model: "gpt-4o-mini".into(),
+            prompt_tokens: 1200,
+            completion_tokens: 140,
+            cost_usd: Some(0.000264),
+            duration_ms: 2100,
+            status: "ok".into(),
+        },
+    ));
+    app.planning = Some(PlanningView {
+        planner: "llm:work".into(),
+        elapsed: std::time::Duration::from_millis(3400),
+        phase: Some(Phase::Calling { call: 1, repair: 1 }),
+    });
+    let screen = render(&mut app, 120, 32);
+    assert!(
+        screen.contains("planning with llm:work · 3.4s · fixing an invalid")
+            && screen.contains("plan (round 1)"),
+        "{screen}"
+    );
+    assert!(screen.contains("llm 1.3k tok $0.0003"), "{screen}");
+    insta::assert_snapshot!("planning_120x32", screen);
+}
+
+#[test]
+fn the_planner_can_be_switched_from_a_list() {
+    use opsbot::tui::app::{Intent, PlannerChoice};
+    let mut app = app();
+    app.planner_choices = vec![
+        PlannerChoice {
+            profile: None,
+            name: "runbook".into(),
+            detail: "offline: the configured runbooks".into(),
+        },
+        PlannerChoice {
+            profile: Some("local".into()),
+            name: "llm:local".into(),
+            detail: "llama3.1 at http://127.0.0.1:11434/v1".into(),
+        },
+    ];
+    app.focus = Pane::Plan;
+    app.on_key(key('P'));
+    assert!(matches!(app.modal, Some(Modal::Planner { selected: 0 })));
+    app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+    insta::assert_snapshot!("planner_picker_120x32", render(&mut app, 120, 32));
+    assert_eq!(
+        app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+        Some(Intent::SwitchPlanner(Some("local".into())))
+    );
+    assert!(app.modal.is_none());
+    // Choosing the planner already in use changes nothing.
+    app.on_key(key('P'));
+    assert_eq!(
+        app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+        None
+    );
+}

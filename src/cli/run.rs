@@ -32,6 +32,9 @@ pub struct RunArgs {
 }
 
 /// Ask a question on the terminal; `None` when there is no terminal to ask.
+/// Questions answered on a terminal before giving up on a request.
+const MAX_QUESTIONS: usize = 3;
+
 async fn ask(prompt: String) -> Option<String> {
     if !std::io::stdin().is_terminal() {
         return None;
@@ -75,7 +78,30 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
         }
     }
 
-    let outcome = match rt.plan_request(&session, &args.request).await? {
+    let mut planned = rt.plan_request(&session, &args.request).await?;
+    // On a terminal a question is answered in place, and the answer
+    // continues the same planning turn.
+    for _ in 0..MAX_QUESTIONS {
+        let Planned::Clarify(question) = &planned else {
+            break;
+        };
+        let Some(answer) = ask(format!("? {question}\n> "))
+            .await
+            .filter(|a| !a.is_empty())
+        else {
+            break;
+        };
+        planned = rt.plan_request(&session, &answer).await?;
+    }
+    // What the planner had to say while it worked (a fallback, a budget).
+    if !args.json {
+        for r in rt.store.events(&session.id)? {
+            if let opsbot::session::Event::Note { text } = &r.event {
+                eprintln!("note: {text}");
+            }
+        }
+    }
+    let outcome = match planned {
         Planned::Clarify(question) => {
             say(&format!("? {question}"));
             Outcome::NeedsClarification
@@ -174,6 +200,7 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
             "steps": state.steps,
             "messages": state.messages,
             "plan_errors": state.plan_errors,
+            "llm": state.llm,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if outcome == Outcome::AwaitingApproval {

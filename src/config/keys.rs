@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Every action a key can be bound to, with its default.
-pub const DEFAULTS: [(&str, &str); 15] = [
+pub const DEFAULTS: [(&str, &str); 16] = [
     ("approve", "a"),
     ("approve_remember", "T"),
     ("approve_ready", "A"),
@@ -15,6 +15,7 @@ pub const DEFAULTS: [(&str, &str); 15] = [
     ("cancel_run", "X"),
     ("help", "?"),
     ("servers", "S"),
+    ("planner", "P"),
     ("filter", "f"),
     ("next_pane", "tab"),
     ("prev_pane", "backtab"),

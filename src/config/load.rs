@@ -196,7 +196,7 @@ fn locate(layers: &[ConfigSource], header: &str) -> Option<(usize, usize)> {
     })
 }
 
-fn invalid_at(layers: &[ConfigSource], header: &str, message: String) -> ConfigError {
+pub(super) fn invalid_at(layers: &[ConfigSource], header: &str, message: String) -> ConfigError {
     match locate(layers, header) {
         Some((i, offset)) => ConfigError::at(&layers[i], offset, message),
         None => ConfigError::Invalid(Box::new(Located {
@@ -297,45 +297,7 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             ),
         ));
     }
-    if let Some(profile) = &config.llm.profile
-        && !config.llm.profiles.contains_key(profile)
-    {
-        let hint = closest(profile, config.llm.profiles.keys().map(String::as_str))
-            .map(|b| format!("; did you mean `{b}`?"))
-            .unwrap_or_default();
-        return Err(invalid_at(
-            layers,
-            "llm",
-            format!("[llm] profile `{profile}` is not defined under [llm.profiles]{hint}"),
-        ));
-    }
-    for (name, p) in &config.llm.profiles {
-        let header = format!("llm.profiles.{name}");
-        if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-            return Err(invalid_at(
-                layers,
-                &header,
-                format!(
-                    "LLM profile `{name}`: base_url `{}` must start with http:// or https:// (and usually end in /v1)",
-                    p.base_url
-                ),
-            ));
-        }
-        if p.model.trim().is_empty() {
-            return Err(invalid_at(
-                layers,
-                &header,
-                format!("LLM profile `{name}` needs a `model`"),
-            ));
-        }
-        if p.timeout_ms == 0 {
-            return Err(invalid_at(
-                layers,
-                &header,
-                format!("LLM profile `{name}`: timeout_ms must be greater than 0"),
-            ));
-        }
-    }
+    super::llm_checks::check(config, layers)?;
     for (name, runbook) in &config.runbooks {
         let header = format!("runbooks.{name}");
         let ids: Vec<&str> = runbook.steps.iter().map(|s| s.id.as_str()).collect();

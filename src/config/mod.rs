@@ -5,6 +5,7 @@
 //! checked on its own so an error points at the file and line that caused it.
 
 pub mod keys;
+mod llm_checks;
 mod load;
 mod types;
 

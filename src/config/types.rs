@@ -149,12 +149,48 @@ impl Default for PolicyConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
     /// The profile used for planning; none means the runbook planner.
     pub profile: Option<String>,
     pub profiles: BTreeMap<String, LlmProfile>,
+    /// Price per million tokens, by model name, for cost accounting.
+    pub prices: BTreeMap<String, ModelPrice>,
+    /// Limits that refuse further model calls once reached.
+    pub budget: LlmBudget,
+    /// How many recent chat messages go into the prompt as context.
+    pub history_messages: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            profile: None,
+            profiles: BTreeMap::new(),
+            prices: BTreeMap::new(),
+            budget: LlmBudget::default(),
+            history_messages: 8,
+        }
+    }
+}
+
+/// US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// Spending limits; an unset limit does not apply. A day is a UTC day.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmBudget {
+    pub session_usd: Option<f64>,
+    pub day_usd: Option<f64>,
+    pub session_tokens: Option<u64>,
+    pub day_tokens: Option<u64>,
 }
 
 /// One OpenAI-compatible endpoint: OpenAI, Azure OpenAI, Ollama, vLLM,
@@ -175,6 +211,16 @@ pub struct LlmProfile {
     /// Ask for `response_format: json_schema`; false sends `json_object`
     /// with the schema in the prompt, for servers without structured output.
     pub structured: bool,
+    /// Sent as `OpenAI-Organization` / `OpenAI-Project`.
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    /// Extra request headers (not secrets: those belong in the keyring).
+    pub headers: BTreeMap<String, String>,
+    /// Extra query parameters, e.g. Azure's `api-version`.
+    pub query: BTreeMap<String, String>,
+    /// Send the key in this header instead of `Authorization: Bearer`
+    /// (Azure OpenAI uses `api-key`).
+    pub api_key_header: Option<String>,
 }
 
 impl Default for LlmProfile {
@@ -187,6 +233,11 @@ impl Default for LlmProfile {
             max_repairs: 2,
             max_tools: 40,
             structured: true,
+            organization: None,
+            project: None,
+            headers: BTreeMap::new(),
+            query: BTreeMap::new(),
+            api_key_header: None,
         }
     }
 }

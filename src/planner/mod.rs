@@ -2,12 +2,16 @@
 //! is ambiguous. A plan is only a proposal: it is validated and governed
 //! like any other before anything runs.
 
+pub mod endpoint;
 pub mod llm;
 pub mod prompt;
 pub mod rank;
 pub mod runbook;
 
+use std::time::Duration;
+
 use crate::plan::Plan;
+use crate::session::Role;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Proposal {
@@ -24,12 +28,95 @@ pub enum PlannerError {
     Failed(String),
 }
 
+/// One message of the conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+}
+
+/// What a planner is asked: the request and, when it asked a question, its
+/// questions and the answers, all one planning turn; plus the recent
+/// conversation before it, for context ("now promote it").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanInput {
+    /// The request first, then question/answer pairs.
+    pub turn: Vec<Turn>,
+    /// Earlier messages in the session, oldest first.
+    pub history: Vec<Turn>,
+}
+
+impl PlanInput {
+    pub fn new(request: &str) -> Self {
+        Self {
+            turn: vec![Turn {
+                role: Role::User,
+                text: request.to_string(),
+            }],
+            history: Vec::new(),
+        }
+    }
+
+    /// Everything the user said in this turn, as one request: how a planner
+    /// that does not converse reads an answer to its question.
+    pub fn request(&self) -> String {
+        self.turn
+            .iter()
+            .filter(|t| t.role == Role::User)
+            .map(|t| t.text.trim())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What a planner is doing right now, for the "thinking" line in the chat.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Waiting for the model; `repair` counts the rounds spent fixing an
+    /// invalid plan.
+    Calling { call: u32, repair: u32 },
+    /// Rate limited by the endpoint; the next try is after `wait`.
+    RateLimited { wait: Duration },
+}
+
+/// One finished model call, before it is priced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelCall {
+    pub profile: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub duration: Duration,
+    /// `ok`, or what went wrong.
+    pub status: String,
+}
+
+/// Where a planner reports while it works. The runtime records calls in the
+/// session, enforces budgets, and shows the phase; tests can use `NoSink`.
+pub trait PlanSink: Send + Sync {
+    /// Asked before every model call; an error refuses the call and says why.
+    fn before_call(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn call_finished(&self, _call: ModelCall) {}
+    fn phase(&self, _phase: Phase) {}
+    /// Something the user should read, such as a fallback to runbooks.
+    fn notice(&self, _text: &str) {}
+}
+
+pub struct NoSink;
+
+impl PlanSink for NoSink {}
+
 pub trait Planner: Send + Sync {
     fn name(&self) -> &str;
     /// Whether planning reads the tool catalog (so servers should be up first).
     fn needs_catalog(&self) -> bool {
         false
     }
-    fn plan(&self, request: &str)
-    -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>>;
+    fn plan<'a>(
+        &'a self,
+        input: &'a PlanInput,
+        sink: &'a dyn PlanSink,
+    ) -> futures::future::BoxFuture<'a, Result<Proposal, PlannerError>>;
 }

@@ -309,11 +309,12 @@ impl Planner for RunbookPlanner {
         "runbook"
     }
 
-    fn plan(
-        &self,
-        request: &str,
-    ) -> futures::future::BoxFuture<'_, Result<Proposal, PlannerError>> {
-        let proposal = self.propose(request);
+    fn plan<'a>(
+        &'a self,
+        input: &'a super::PlanInput,
+        _sink: &'a dyn super::PlanSink,
+    ) -> futures::future::BoxFuture<'a, Result<Proposal, PlannerError>> {
+        let proposal = self.propose(&input.request());
         Box::pin(async move { Ok(proposal) })
     }
 }

@@ -104,5 +104,33 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             ("finished", format!("{}: {summary}", outcome.as_str()))
         }
         Event::Note { text } => ("note", text.clone()),
+        Event::LlmCall {
+            profile,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            duration_ms,
+            status,
+        } => (
+            "llm",
+            format!(
+                "{profile} ({model}) {status} {} · {prompt_tokens} in + {completion_tokens} out tokens{}",
+                duration(*duration_ms),
+                cost_usd
+                    .map(|c| format!(" · {}", usd(c)))
+                    .unwrap_or_default()
+            ),
+        ),
+        Event::PlannerChanged { planner } => ("planner", format!("now planning with {planner}")),
+    }
+}
+
+/// Dollars with enough places that a cheap call does not show as $0.00.
+pub fn usd(amount: f64) -> String {
+    if amount >= 1.0 {
+        format!("${amount:.2}")
+    } else {
+        format!("${amount:.4}")
     }
 }

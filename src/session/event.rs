@@ -124,6 +124,22 @@ pub enum Event {
     Note {
         text: String,
     },
+    /// One call to a language model while planning, whatever its result.
+    LlmCall {
+        profile: String,
+        model: String,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        /// From the price table; none when the model has no price.
+        cost_usd: Option<f64>,
+        duration_ms: u64,
+        /// `ok`, or what went wrong (`http 429`, `timeout`, ...).
+        status: String,
+    },
+    /// The planner used from here on.
+    PlannerChanged {
+        planner: String,
+    },
 }
 
 impl Event {
@@ -150,6 +166,8 @@ impl Event {
             Event::ServerProblem { .. } => "server_problem",
             Event::RunFinished { .. } => "run_finished",
             Event::Note { .. } => "note",
+            Event::LlmCall { .. } => "llm_call",
+            Event::PlannerChanged { .. } => "planner_changed",
         }
     }
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-pub use describe::{compact, describe, duration};
+pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
-pub use state::{Message, Role, SessionState, StepState, StepStatus};
+pub use state::{Message, Role, SessionState, Spend, StepState, StepStatus};
 pub use store::{ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError};
 
 /// A live session: appends events durably, folds them, and tells listeners.

@@ -67,6 +67,35 @@ pub struct SessionState {
     pub plan_errors: Vec<String>,
     pub outcome: Option<Outcome>,
     pub events: usize,
+    /// Where in `messages` the open planning turn starts: the request, then
+    /// any questions the planner asked and their answers.
+    pub turn_start: Option<usize>,
+    /// The planner asked a question: the next user message answers it.
+    pub awaiting_answer: bool,
+    /// Language-model use in this session.
+    pub llm: Spend,
+}
+
+/// Tokens and money spent on model calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spend {
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Spend {
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    pub fn add(&mut self, prompt_tokens: u64, completion_tokens: u64, cost_usd: Option<f64>) {
+        self.calls += 1;
+        self.prompt_tokens += prompt_tokens;
+        self.completion_tokens += completion_tokens;
+        self.cost_usd += cost_usd.unwrap_or(0.0);
+    }
 }
 
 impl SessionState {
@@ -86,18 +115,37 @@ impl SessionState {
                 self.actor = actor.clone();
                 self.planner = planner.clone();
             }
-            Event::UserMessage { text } => self.messages.push(Message {
-                role: Role::User,
-                text: text.clone(),
-                ts,
-            }),
-            Event::AssistantMessage { text } | Event::ClarificationAsked { question: text } => {
+            Event::UserMessage { text } => {
+                if !self.awaiting_answer {
+                    self.turn_start = Some(self.messages.len());
+                }
+                self.awaiting_answer = false;
                 self.messages.push(Message {
-                    role: Role::Assistant,
+                    role: Role::User,
                     text: text.clone(),
                     ts,
                 })
             }
+            Event::ClarificationAsked { question } => {
+                self.awaiting_answer = true;
+                self.messages.push(Message {
+                    role: Role::Assistant,
+                    text: question.clone(),
+                    ts,
+                })
+            }
+            Event::AssistantMessage { text } => self.messages.push(Message {
+                role: Role::Assistant,
+                text: text.clone(),
+                ts,
+            }),
+            Event::LlmCall {
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+                ..
+            } => self.llm.add(*prompt_tokens, *completion_tokens, *cost_usd),
+            Event::PlannerChanged { planner } => self.planner = planner.clone(),
             Event::PlanProposed { plan } => {
                 self.steps = plan
                     .steps

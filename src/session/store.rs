@@ -176,6 +176,7 @@ impl Store {
                 hash TEXT NOT NULL
             );
             CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, seq);
+            CREATE INDEX IF NOT EXISTS events_by_kind ON events(kind, ts);
             PRAGMA user_version = 1;",
         )
         .map_err(open_err)?;
@@ -263,6 +264,29 @@ impl Store {
             prev_hash: prev,
             hash,
         })
+    }
+
+    /// Model use across all sessions since the start of today (UTC), for
+    /// the per-day budget.
+    pub fn llm_spend_today(&self) -> Result<super::Spend, StoreError> {
+        let today = now_rfc3339().get(..10).unwrap_or_default().to_string();
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT body FROM events WHERE kind = 'llm_call' AND ts >= ?1")?;
+        let mut spend = super::Spend::default();
+        let bodies = stmt.query_map(params![format!("{today}T")], |r| r.get::<_, String>(0))?;
+        for body in bodies {
+            if let Ok(Event::LlmCall {
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+                ..
+            }) = serde_json::from_str(&body?)
+            {
+                spend.add(prompt_tokens, completion_tokens, cost_usd);
+            }
+        }
+        Ok(spend)
     }
 
     pub fn list_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {

@@ -91,6 +91,27 @@ pub enum Modal {
         error: Option<String>,
     },
     QuitConfirm,
+    /// Choose the planner: the runbooks or an LLM profile.
+    Planner {
+        selected: usize,
+    },
+}
+
+/// One planner the user can switch to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerChoice {
+    /// The LLM profile; none is the runbook planner.
+    pub profile: Option<String>,
+    pub name: String,
+    pub detail: String,
+}
+
+/// The planner at work, for the "thinking" line under the chat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanningView {
+    pub planner: String,
+    pub elapsed: std::time::Duration,
+    pub phase: Option<crate::planner::Phase>,
 }
 
 /// What the user asked for; the event loop hands these to the driver.
@@ -115,6 +136,7 @@ pub enum Intent {
     CancelStep(StepId),
     CancelRunning,
     CancelRun,
+    SwitchPlanner(Option<String>),
     Quit,
 }
 
@@ -159,6 +181,8 @@ pub struct App {
     pub flash: Option<(String, bool)>,
     pub tick: u64,
     pub busy: bool,
+    pub planning: Option<PlanningView>,
+    pub planner_choices: Vec<PlannerChoice>,
     pub read_only: bool,
     ctrl_c_armed: bool,
     pub quit: bool,
@@ -200,6 +224,8 @@ impl App {
             flash: None,
             tick: 0,
             busy: false,
+            planning: None,
+            planner_choices: Vec::new(),
             read_only: false,
             ctrl_c_armed: false,
             quit: false,
@@ -254,6 +280,10 @@ impl App {
                 entry(Who::Warn, format!("server {server}: {message}"))
             }
             Event::Note { text } => entry(Who::Warn, text.clone()),
+            Event::PlannerChanged { planner } => {
+                self.planner = planner.clone();
+                entry(Who::Bot, format!("Planning with {planner} from now on."))
+            }
             _ => None,
         };
         if let Some(c) = chat {

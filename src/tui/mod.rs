@@ -95,6 +95,10 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
             driver.cancel_run();
             Ok("cancelling the run: running steps stop, nothing new starts".to_string())
         }
+        Intent::SwitchPlanner(profile) => driver
+            .switch_planner(profile.as_deref())
+            .map(|name| format!("planning with {name}"))
+            .map_err(e),
         Intent::Quit => Ok(String::new()),
     }
 }
@@ -107,9 +111,19 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     let mut app = App::new(
         keymap::KeyMap::new(&options.keys),
         session.id.to_string(),
-        rt.planner.name().to_string(),
+        rt.planner().name().to_string(),
         options.mode.clone(),
     );
+    app.planner_choices = rt
+        .planner_choices()
+        .into_iter()
+        .map(|(profile, name, detail)| app::PlannerChoice {
+            profile,
+            name,
+            detail,
+        })
+        .collect();
+    let planning = rt.planning();
     let mut records = session.subscribe();
     let mut server_events = rt.servers.subscribe();
     for (name, status) in rt.servers.statuses() {
@@ -165,6 +179,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                     let mut fresh = App::new(keys, app.session_id.clone(), app.planner.clone(), app.mode.clone());
                     fresh.servers = std::mem::take(&mut app.servers);
                     fresh.history = std::mem::take(&mut app.history);
+                    fresh.planner_choices = std::mem::take(&mut app.planner_choices);
                     if let Ok(past) = rt.store.events(&session.id) {
                         for r in &past {
                             fresh.apply(r);
@@ -185,6 +200,11 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 app.tick += 1;
                 let was_busy = app.busy;
                 app.busy = driver.is_busy();
+                app.planning = planning.borrow().as_ref().map(|p| app::PlanningView {
+                    planner: p.planner.clone(),
+                    elapsed: p.since.elapsed(),
+                    phase: p.phase.clone(),
+                });
                 dirty = app.running() || app.busy || was_busy;
             }
         }

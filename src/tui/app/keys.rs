@@ -26,6 +26,17 @@ impl App {
             self.modal = Some(Modal::Help);
         } else if k.is("servers", &key) {
             self.modal = Some(Modal::Servers);
+        } else if k.is("planner", &key) {
+            if self.read_only {
+                self.flash = Some(("a replay cannot change the planner".into(), true));
+            } else {
+                let selected = self
+                    .planner_choices
+                    .iter()
+                    .position(|c| c.name == self.planner)
+                    .unwrap_or(0);
+                self.modal = Some(Modal::Planner { selected });
+            }
         } else if k.is("next_pane", &key) {
             self.cycle_focus(true);
         } else if k.is("prev_pane", &key) {
@@ -232,6 +243,27 @@ impl App {
                     || self.keys.is("servers", &key)
                 {
                     self.modal = None;
+                }
+                None
+            }
+            Modal::Planner { selected } => {
+                let n = self.planner_choices.len();
+                match key.code {
+                    KeyCode::Up | KeyCode::Char('k') => *selected = selected.saturating_sub(1),
+                    KeyCode::Down | KeyCode::Char('j') => {
+                        *selected = (*selected + 1).min(n.saturating_sub(1))
+                    }
+                    KeyCode::Enter => {
+                        let choice = self.planner_choices.get(*selected).cloned();
+                        self.modal = None;
+                        return choice
+                            .filter(|c| c.name != self.planner)
+                            .map(|c| Intent::SwitchPlanner(c.profile));
+                    }
+                    _ if key.code == KeyCode::Esc || self.keys.is("planner", &key) => {
+                        self.modal = None
+                    }
+                    _ => {}
                 }
                 None
             }

@@ -5,7 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::tui::app::{App, Who};
+use crate::tui::app::{App, PlanningView, Who};
 use crate::tui::theme::Theme;
 use crate::tui::wrap::wrap;
 
@@ -54,8 +54,28 @@ pub fn draw(
         " chat ".to_string()
     };
     let block = super::pane(title, focused, theme);
-    let inner = block.inner(area);
+    let mut inner = block.inner(area);
     f.render_widget(block, area);
+    if let Some(planning) = &app.planning
+        && inner.height > 2
+    {
+        let line = thinking_line(planning, app.tick, theme);
+        let rows = if line.width() > inner.width as usize {
+            2
+        } else {
+            1
+        };
+        inner.height -= rows;
+        let area = Rect {
+            y: inner.y + inner.height,
+            height: rows,
+            ..inner
+        };
+        f.render_widget(
+            Paragraph::new(line).wrap(ratatui::widgets::Wrap { trim: true }),
+            area,
+        );
+    }
     let width = inner.width as usize;
     if cache.width != width {
         cache.width = width;
@@ -102,4 +122,35 @@ pub fn draw(
         return;
     }
     f.render_widget(Paragraph::new(shown), inner);
+}
+
+/// What the planner is doing, with a spinner and the time it has taken.
+fn thinking_line(p: &PlanningView, tick: u64, theme: &Theme) -> Line<'static> {
+    use crate::planner::Phase;
+    let phase = match &p.phase {
+        None => "reading the request".to_string(),
+        Some(Phase::Calling { repair: 0, call: 1 }) => "waiting for the model".to_string(),
+        Some(Phase::Calling { repair: 0, call }) => format!("waiting for the model (try {call})"),
+        Some(Phase::Calling { repair, .. }) => {
+            format!("fixing an invalid plan (round {repair})")
+        }
+        Some(Phase::RateLimited { wait }) => format!(
+            "rate limited, retrying in {}",
+            crate::session::duration(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+        ),
+    };
+    Line::from(vec![
+        Span::styled(
+            format!(
+                "{} planning with {} ",
+                super::SPINNER[(tick as usize) % super::SPINNER.len()],
+                p.planner
+            ),
+            theme.running,
+        ),
+        Span::styled(
+            format!("· {:.1}s · {phase}", p.elapsed.as_secs_f64()),
+            theme.muted,
+        ),
+    ])
 }

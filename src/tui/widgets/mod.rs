@@ -10,6 +10,9 @@ use ratatui::widgets::{Block, BorderType, Borders};
 
 use super::theme::Theme;
 
+/// One frame of the busy spinner per tick.
+pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
 pub fn pane<'a>(title: String, focused: bool, theme: &Theme) -> Block<'a> {
     Block::default()
         .borders(Borders::ALL)

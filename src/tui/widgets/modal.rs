@@ -79,6 +79,10 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                 (keys.label("reject"), "reject the plan: nothing more starts"),
                 (keys.label("filter"), "audit: filter by kind"),
                 (keys.label("servers"), "servers and their last errors"),
+                (
+                    keys.label("planner"),
+                    "choose the planner: runbooks or an LLM profile",
+                ),
                 ("ctrl-c".into(), "cancel the running step; twice to quit"),
                 (keys.label("quit"), "quit when idle"),
             ];
@@ -128,6 +132,49 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                 Paragraph::new(lines)
                     .wrap(Wrap { trim: false })
                     .block(frame("servers · esc closes", theme, theme.border_focused)),
+                r,
+            );
+        }
+        Modal::Planner { selected } => {
+            let mut lines = Vec::new();
+            for (i, c) in app.planner_choices.iter().enumerate() {
+                let current = if c.name == app.planner {
+                    " (in use)"
+                } else {
+                    ""
+                };
+                let style = if i == *selected {
+                    theme.selection
+                } else {
+                    theme.base
+                };
+                lines.push(Line::from(vec![
+                    Span::styled(
+                        format!(
+                            "{} {}{current}",
+                            if i == *selected { "›" } else { " " },
+                            c.name
+                        ),
+                        style,
+                    ),
+                    Span::styled(format!("  {}", c.detail), theme.muted),
+                ]));
+            }
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled(
+                "The choice applies to the next request; plans already made stay as they are.",
+                theme.muted,
+            )));
+            let r = centered(area, 80, lines.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(frame(
+                        "planner · ↑↓ choose · enter switches · esc closes",
+                        theme,
+                        theme.border_focused,
+                    )),
                 r,
             );
         }

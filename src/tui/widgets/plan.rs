@@ -17,8 +17,6 @@ use crate::tui::app::App;
 use crate::tui::theme::Theme;
 use crate::tui::wrap::wrap;
 
-const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-
 /// Depth of each step: one more than its deepest dependency. One pass with
 /// memoisation (plans are validated acyclic), so long chains stay linear.
 pub fn depths(plan: &Plan) -> HashMap<StepId, usize> {
@@ -80,7 +78,7 @@ pub fn glyph(st: Option<&StepState>, tick: u64, theme: &Theme) -> (String, Style
         StepStatus::AwaitingApproval => ("⚑".into(), theme.warn),
         StepStatus::Approved => ("●".into(), theme.accent),
         StepStatus::Running => (
-            SPINNER[(tick as usize) % SPINNER.len()].into(),
+            super::SPINNER[(tick as usize) % super::SPINNER.len()].into(),
             theme.running,
         ),
         StepStatus::Succeeded => ("✓".into(), theme.ok),

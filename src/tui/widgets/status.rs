@@ -46,6 +46,14 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.muted,
         ),
     ];
+    let llm = &app.state.llm;
+    if llm.calls > 0 {
+        let mut usage = format!(" │ llm {} tok", thousands(llm.tokens()));
+        if llm.cost_usd > 0.0 {
+            usage.push_str(&format!(" {}", crate::session::usd(llm.cost_usd)));
+        }
+        spans.push(Span::styled(usage, theme.muted));
+    }
     if app.read_only {
         spans.push(Span::styled(" │ read-only replay", theme.warn));
     }
@@ -54,7 +62,7 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             format!(" │ {msg}"),
             if *error { theme.error } else { theme.accent },
         ));
-    } else if app.busy && !app.running() && app.state.plan.is_none() {
+    } else if app.planning.is_some() {
         spans.push(Span::styled(" │ planning…", theme.running));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -89,5 +97,14 @@ pub fn key_hints(app: &App) -> String {
             k("input"),
             k("help")
         ),
+    }
+}
+
+/// 950, 1.2k, 3.4M: token counts at a glance.
+fn thousands(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
     }
 }
