@@ -37,7 +37,7 @@ pub enum DriverError {
     NoStep(StepId),
     #[error("`{0}` is gated: confirm it by typing `{1}`")]
     NeedsConfirmation(StepId, String),
-    #[error("that does not match: type `{0}` exactly to confirm")]
+    #[error("{0}")]
     WrongConfirmation(String),
     #[error("`{0}` is denied by policy: {1}")]
     Denied(StepId, String),
@@ -250,13 +250,19 @@ impl Driver {
             }
         };
         if let Some(reason) = reason
-            && let Err(e) = self.approve_as(step, &format!("{} ({reason})", self.session.actor))
+            && let Err(e) =
+                self.approve_as(step, &format!("{} ({reason})", self.session.actor), None)
         {
             tracing::warn!("auto-approval of {step} failed: {e}");
         }
     }
 
-    fn approve_as(&self, step: &StepId, by: &str) -> Result<(), DriverError> {
+    fn approve_as(
+        &self,
+        step: &StepId,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<(), DriverError> {
         let mut active = Self::lock(&self.active);
         let a = active.as_mut().ok_or(DriverError::NoPlan)?;
         let s = a.step(step)?;
@@ -271,6 +277,7 @@ impl Driver {
             by: by.to_string(),
             args_hash: hash.clone(),
             gated,
+            reason,
         })?;
         a.desk.approve(step.clone(), hash);
         Ok(())
@@ -290,7 +297,7 @@ impl Driver {
         if let Some(gate) = gate {
             return Err(DriverError::NeedsConfirmation(step.clone(), gate.confirm));
         }
-        self.approve_as(step, &self.session.actor)?;
+        self.approve_as(step, &self.session.actor, None)?;
         if remember {
             Self::lock(&self.trusted).insert(tool);
         }
@@ -334,8 +341,10 @@ impl Driver {
             a.decisions.get(step).and_then(Decision::gate).cloned()
         };
         match gate {
-            Some(g) if g.confirm == typed.trim() => self.approve_as(step, &self.session.actor),
-            Some(g) => Err(DriverError::WrongConfirmation(g.confirm)),
+            Some(g) => {
+                let reason = g.check(typed).map_err(DriverError::WrongConfirmation)?;
+                self.approve_as(step, &self.session.actor, reason)
+            }
             None => self.approve(step, false),
         }
     }
@@ -348,7 +357,7 @@ impl Driver {
             self.waiting_steps(a)
         };
         for s in &waiting {
-            self.approve_as(s, &self.session.actor)?;
+            self.approve_as(s, &self.session.actor, None)?;
         }
         Ok(waiting.len())
     }

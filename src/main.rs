@@ -23,6 +23,9 @@ struct Cli {
     /// Colour theme for the app: dark, light or high-contrast (overrides config).
     #[arg(long, value_name = "NAME")]
     theme: Option<String>,
+    /// Act as this user (for roles in policy); needs [policy] allow_as.
+    #[arg(long = "as", global = true, value_name = "USER")]
+    as_user: Option<String>,
     /// Reopen an interrupted session in the app (an id or a unique prefix).
     #[arg(long, value_name = "ID")]
     resume: Option<String>,
@@ -43,6 +46,11 @@ enum Command {
     History {
         #[command(subcommand)]
         command: cli::history::HistoryCommand,
+    },
+    /// Dry-run policy on a plan, explain a decision, review pinned tools.
+    Policy {
+        #[command(subcommand)]
+        command: cli::policy::PolicyCommand,
     },
     /// Store or remove an LLM profile's API key in the OS keyring.
     Auth {
@@ -83,7 +91,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Run(args)) => cli::run::run(paths, cli.config.as_deref(), args).await,
+            Some(Command::Run(args)) => {
+                cli::run::run(paths, cli.config.as_deref(), args, cli.as_user.as_deref()).await
+            }
+            Some(Command::Policy { command }) => {
+                cli::policy::run(
+                    paths,
+                    cli.config.as_deref(),
+                    command,
+                    cli.as_user.as_deref(),
+                )
+                .await
+            }
             Some(Command::Tools { json }) => {
                 cli::tools::run(paths, cli.config.as_deref(), json).await
             }
@@ -92,7 +111,16 @@ fn main() -> ExitCode {
                 cli::auth::run(&paths, cli.config.as_deref(), command)
             }
             Some(Command::Sandbox { .. }) => unreachable!("handled above"),
-            None => cli::app(paths, cli.config.as_deref(), cli.theme, cli.resume).await,
+            None => {
+                cli::app(
+                    paths,
+                    cli.config.as_deref(),
+                    cli.theme,
+                    cli.resume,
+                    cli.as_user.as_deref(),
+                )
+                .await
+            }
         }
     });
     // Servers that ignore EOF are killed by shutdown; don't wait on stragglers.

@@ -60,3 +60,44 @@ mod tests {
         assert_eq!(truncate("abc", 4), "abc");
     }
 }
+
+/// A line diff of two short texts: `- ` removed, `+ ` added, `  ` kept.
+/// Longest common subsequence; meant for tool definitions, not files.
+pub fn line_diff(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push_str(&format!("  {}\n", a[i]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("- {}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("+ {}\n", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod diff_tests {
+    #[test]
+    fn changed_lines_show_as_removed_and_added() {
+        let d = super::line_diff("a\nb\nc", "a\nB\nc\nd");
+        assert_eq!(d, "  a\n- b\n+ B\n  c\n+ d\n");
+    }
+}

@@ -49,6 +49,14 @@ fn the_example_documents_every_key() {
     collect(&profile, &mut keys);
     let price = serde_json::to_value(opsbot::config::ModelPrice::default()).expect("price");
     collect(&price, &mut keys);
+    for v in [
+        serde_json::to_value(opsbot::config::RuleConfig::default()),
+        serde_json::to_value(opsbot::config::EffectConfig::default()),
+        serde_json::to_value(opsbot::config::FreezeConfig::default()),
+        serde_json::to_value(opsbot::config::LimitConfig::default()),
+    ] {
+        collect(&v.expect("policy table"), &mut keys);
+    }
     for key in keys {
         let shown = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);
@@ -65,7 +73,17 @@ fn collect(v: &serde_json::Value, keys: &mut Vec<String>) {
     if let serde_json::Value::Object(map) = v {
         for (k, v) in map {
             // Tables of named entries: their entries' keys are checked below.
-            if !matches!(k.as_str(), "servers" | "runbooks" | "profiles" | "prices") {
+            if !matches!(
+                k.as_str(),
+                "servers"
+                    | "runbooks"
+                    | "profiles"
+                    | "prices"
+                    | "users"
+                    | "rules"
+                    | "freezes"
+                    | "limits"
+            ) {
                 keys.push(k.clone());
             }
             if !matches!(k.as_str(), "aliases" | "env" | "args" | "headers" | "query") {

@@ -91,9 +91,7 @@ fn app() -> App {
             "deploy" => Decision::NeedsApproval {
                 rule: "builtin.gated-env".into(),
                 reason: "k8s.deploy changes production, a gated environment".into(),
-                gate: Some(Gate {
-                    confirm: "production".into(),
-                }),
+                gate: Some(Gate::typed("production")),
             },
             "build" | "notify" => Decision::NeedsApproval {
                 rule: "builtin.changes-state".into(),
@@ -116,6 +114,7 @@ fn app() -> App {
             by: "alice".into(),
             args_hash: "h".into(),
             gated: false,
+            reason: None,
         },
         Event::StepStarted {
             step: id("build"),
@@ -138,6 +137,7 @@ fn app() -> App {
             by: "alice".into(),
             args_hash: "h".into(),
             gated: false,
+            reason: None,
         },
         Event::StepStarted {
             step: id("test"),

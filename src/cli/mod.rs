@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod history;
+pub mod policy;
 pub mod print;
 pub mod run;
 pub mod tools;
@@ -87,6 +88,7 @@ pub async fn app(
     config: Option<&Path>,
     theme: Option<String>,
     resume: Option<String>,
+    as_user: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
 
@@ -108,7 +110,7 @@ pub async fn app(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
     };
-    let actor = opsbot::session::os_user();
+    let actor = rt.actor(as_user)?;
     let (session, unfinished) = match &resume {
         Some(id) => rt.resume_session(id, &actor)?,
         None => (rt.new_session(&actor)?, None),

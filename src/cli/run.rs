@@ -11,7 +11,7 @@ use opsbot::mcp::ServerStatus;
 use opsbot::paths::Paths;
 use opsbot::policy::Decision;
 use opsbot::runtime::{Planned, Runtime};
-use opsbot::session::{Outcome, os_user};
+use opsbot::session::Outcome;
 use tokio_util::sync::CancellationToken;
 
 use super::{exit_code, print};
@@ -26,15 +26,18 @@ pub struct RunArgs {
     /// Also approve gated steps (production, destructive) without typing a confirmation.
     #[arg(long)]
     pub approve_gated: bool,
+    /// Why: required with --approve-gated to override a change freeze.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
     /// Print one JSON object describing the run instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Ask a question on the terminal; `None` when there is no terminal to ask.
 /// Questions answered on a terminal before giving up on a request.
 const MAX_QUESTIONS: usize = 3;
 
+/// Ask a question on the terminal; `None` when there is no terminal to ask.
 async fn ask(prompt: String) -> Option<String> {
     if !std::io::stdin().is_terminal() {
         return None;
@@ -51,7 +54,12 @@ async fn ask(prompt: String) -> Option<String> {
     .flatten()
 }
 
-pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    paths: Paths,
+    config: Option<&Path>,
+    args: RunArgs,
+    as_user: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let rt = Runtime::start(paths, config)?;
     let say = |s: &str| {
         if !args.json {
@@ -67,7 +75,8 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
             }
         }
     }
-    let session = rt.new_session(&os_user())?;
+    let actor = rt.actor(as_user)?;
+    let session = rt.new_session(&actor)?;
     rt.watch_servers(&session);
     for (name, status) in rt.servers.statuses() {
         if let ServerStatus::Failed { error, .. } = status {
@@ -120,21 +129,44 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
                 let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
                     continue;
                 };
-                let approved = match decision {
-                    Decision::Deny { .. } => false,
-                    Decision::NeedsApproval { gate: Some(gate), reason, .. } => {
-                        args.approve_gated
-                            || ask(format!(
-                                "gated: {} — {reason}\n  {} {}\n  type `{}` to approve (anything else skips): ",
+                let (approved, reason) = match decision {
+                    Decision::Deny { .. } => (false, None),
+                    Decision::NeedsApproval {
+                        gate: Some(gate),
+                        reason,
+                        ..
+                    } => {
+                        let typed = if args.approve_gated {
+                            let mut t = gate.confirm.clone();
+                            if let Some(r) = &args.reason {
+                                t.push(' ');
+                                t.push_str(r);
+                            }
+                            Some(t)
+                        } else {
+                            let how = if gate.reason_required {
+                                format!("type `{}` and then why", gate.confirm)
+                            } else {
+                                format!("type `{}`", gate.confirm)
+                            };
+                            ask(format!(
+                                "gated: {} — {reason}\n  {} {}\n  {how} to approve (anything else skips): ",
                                 step.id,
                                 step.tool,
                                 serde_json::to_string(&step.args).unwrap_or_default(),
-                                gate.confirm
                             ))
                             .await
-                            .is_some_and(|answer| answer == gate.confirm)
+                        };
+                        match typed.map(|t| gate.check(&t)) {
+                            Some(Ok(why)) => (true, why),
+                            Some(Err(e)) => {
+                                eprintln!("{}: not approved: {e}", step.id);
+                                (false, None)
+                            }
+                            None => (false, None),
+                        }
                     }
-                    _ => {
+                    _ => (
                         args.yes
                             || ask(format!(
                                 "approve {} ({} {})? [y/N] ",
@@ -143,12 +175,20 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: RunArgs) -> anyhow::
                                 serde_json::to_string(&step.args).unwrap_or_default()
                             ))
                             .await
-                            .is_some_and(|a| a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes"))
-                    }
+                            .is_some_and(|a| {
+                                a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
+                            }),
+                        None,
+                    ),
                 };
                 if approved
-                    && let Some(hash) =
-                        rt.approve(&session, &plan, &step.id, decision.gate().is_some())?
+                    && let Some(hash) = rt.approve(
+                        &session,
+                        &plan,
+                        &step.id,
+                        decision.gate().is_some(),
+                        reason.as_deref(),
+                    )?
                 {
                     approvals.insert(step.id.clone(), hash);
                 }

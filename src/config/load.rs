@@ -298,6 +298,9 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
         ));
     }
     super::llm_checks::check(config, layers)?;
+    if let Err(e) = crate::policy::Policy::new(config.policy.clone()) {
+        return Err(invalid_at(layers, &e.table, e.message));
+    }
     for (name, runbook) in &config.runbooks {
         let header = format!("runbooks.{name}");
         let ids: Vec<&str> = runbook.steps.iter().map(|s| s.id.as_str()).collect();

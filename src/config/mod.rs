@@ -7,9 +7,11 @@
 pub mod keys;
 mod llm_checks;
 mod load;
+mod policy;
 mod types;
 
-pub use load::{ConfigError, ConfigSource, LoadedConfig, load, load_layers};
+pub use load::{ConfigError, ConfigSource, LoadedConfig, Located, load, load_layers};
+pub use policy::*;
 pub use types::*;
 
 /// The themes shipped in `themes/`.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::PolicyConfig;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -129,24 +131,6 @@ pub struct RunbookStep {
     /// Always require a deliberate confirmation for this step.
     pub gate: bool,
     pub timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// Steps whose `env` argument names one of these need a typed confirmation.
-    pub gated_envs: Vec<String>,
-    /// Tools the server marks destructive need a typed confirmation.
-    pub gate_destructive: bool,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            gated_envs: vec!["production".into()],
-            gate_destructive: true,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -72,6 +72,28 @@ enum State {
 
 type Finished = (StepId, Result<ToolOutput, CallError>, Duration);
 
+/// Policy's say at the moment of a call, against what has actually
+/// happened: the plan's decisions were made before anything ran.
+pub trait CallGuard: Send + Sync {
+    /// Right before a call, with the arguments it will be sent. An error is
+    /// the decision that stops it.
+    fn admit(
+        &self,
+        session: &Session,
+        step: &Step,
+        args: &Map<String, Value>,
+    ) -> Result<(), Decision>;
+    /// After a call: record what it left behind.
+    fn finished(
+        &self,
+        session: &Session,
+        step: &Step,
+        args: &Map<String, Value>,
+        result: &Value,
+        succeeded: bool,
+    ) -> Result<(), StoreError>;
+}
+
 /// One run's moving parts, so the steps of the loop can share them.
 struct Run<'a> {
     session: &'a Arc<Session>,
@@ -83,11 +105,14 @@ struct Run<'a> {
     outputs: HashMap<StepId, Value>,
     running: JoinSet<Finished>,
     cancel: CancellationToken,
+    /// The arguments each started step was sent.
+    sent: HashMap<StepId, Map<String, Value>>,
 }
 
 pub struct Engine {
     servers: Servers,
     max_parallel: usize,
+    guard: Option<Arc<dyn CallGuard>>,
 }
 
 impl Engine {
@@ -95,7 +120,14 @@ impl Engine {
         Self {
             servers,
             max_parallel: max_parallel.max(1),
+            guard: None,
         }
+    }
+
+    /// Check every call with `guard` just before it is made.
+    pub fn with_guard(mut self, guard: Arc<dyn CallGuard>) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     /// Run `plan` to the end or until cancelled; returns the outcome, which
@@ -144,6 +176,7 @@ impl Engine {
             outputs: done,
             running: JoinSet::new(),
             cancel,
+            sent: HashMap::new(),
         };
         let mut cancelled = false;
         loop {
@@ -221,7 +254,25 @@ impl Engine {
                 }
             }
         };
+        let succeeded = matches!(event, Event::StepSucceeded { .. });
+        let result = match &event {
+            Event::StepSucceeded { output, .. } => output.value(),
+            Event::StepFailed {
+                output: Some(output),
+                ..
+            } => output.value(),
+            _ => Value::Null,
+        };
+        let step_id = match &event {
+            Event::StepSucceeded { step, .. } | Event::StepFailed { step, .. } => step.clone(),
+            _ => return Ok(()),
+        };
         run.session.record(event)?;
+        if let (Some(guard), Some(step), Some(args)) =
+            (&self.guard, run.plan.step(&step_id), run.sent.get(&step_id))
+        {
+            guard.finished(run.session, step, args, &result, succeeded)?;
+        }
         Ok(())
     }
 
@@ -402,6 +453,24 @@ impl Engine {
                 return fail_early(run, id, error);
             }
         }
+        if let Some(guard) = &self.guard
+            && let Err(decision) = guard.admit(run.session, step, &args)
+        {
+            let reason = format!(
+                "denied when about to run, by {}: {}",
+                decision.rule(),
+                decision.reason()
+            );
+            run.session.record(Event::PolicyRecheck {
+                step: id.clone(),
+                decision,
+            })?;
+            run.state.insert(id.clone(), State::Denied);
+            run.session
+                .record(Event::StepSkipped { step: id, reason })?;
+            return Ok(());
+        }
+        run.sent.insert(id.clone(), args.clone());
         run.state.insert(id.clone(), State::Running);
         run.session.record(Event::StepStarted {
             step: id.clone(),

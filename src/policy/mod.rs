@@ -1,241 +1,499 @@
-//! Policy: every step gets a decision before anything runs, and every
-//! decision carries the rule that made it and a reason a person can read.
+//! Policy: every step gets a decision before anything runs, and every call
+//! is checked again when it is about to run. Every decision carries the
+//! rule that made it and a reason a person can read.
+//!
+//! Precedence: deny wins over approval, approval over allow. Built-in
+//! rules (unknown tools, quarantined definitions, gated environments, steps
+//! marked gated, freezes, rate limits) always apply; with no configured
+//! rule matching, the default follows the tool's annotations (read-only →
+//! allow, destructive → typed approval) and then `[policy] default`.
 
-use serde::{Deserialize, Serialize};
+mod cond;
+mod decision;
+pub mod history;
+mod pattern;
+pub mod pins;
+mod rules;
+pub mod schedule;
+
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
-use crate::config::PolicyConfig;
+pub use decision::{Decision, Gate, args_hash};
+pub use history::{History, ScopeMap, Since};
+pub use rules::CompileError;
+
+use crate::config::{Confirm, EffectOn, PolicyConfig, Verdict};
 use crate::mcp::{Catalog, ToolInfo};
-use crate::plan::{Plan, Step, StepId};
+use crate::plan::{Plan, StepId};
+use cond::Scope;
+use rules::{Compiled, Kind, Rule};
 
-/// A deliberate confirmation: the user must type `confirm` to approve.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gate {
-    pub confirm: String,
+/// Who is asking, when, and what has happened.
+pub struct Context<'a> {
+    pub actor: &'a str,
+    pub roles: &'a [String],
+    pub session: &'a str,
+    pub now: OffsetDateTime,
+    pub history: &'a History,
+    /// Pinned definition hashes by tool.
+    pub pins: &'a HashMap<String, String>,
+    /// Effects that steps this one depends on will leave (plan-time only).
+    pub planned: &'a [(String, ScopeMap)],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Decision {
-    Allow {
-        rule: String,
-        reason: String,
-    },
-    NeedsApproval {
-        rule: String,
-        reason: String,
-        gate: Option<Gate>,
-    },
-    Deny {
-        rule: String,
-        reason: String,
-    },
+/// One call as policy sees it.
+pub struct Call<'a> {
+    pub tool: &'a str,
+    pub args: &'a Map<String, Value>,
+    /// The plan marks the step as gated.
+    pub gated: bool,
 }
 
-impl Decision {
-    pub fn reason(&self) -> &str {
-        match self {
-            Decision::Allow { reason, .. }
-            | Decision::NeedsApproval { reason, .. }
-            | Decision::Deny { reason, .. } => reason,
-        }
-    }
-    pub fn rule(&self) -> &str {
-        match self {
-            Decision::Allow { rule, .. }
-            | Decision::NeedsApproval { rule, .. }
-            | Decision::Deny { rule, .. } => rule,
-        }
-    }
-    pub fn gate(&self) -> Option<&Gate> {
-        match self {
-            Decision::NeedsApproval { gate, .. } => gate.as_ref(),
-            _ => None,
-        }
-    }
-    pub fn is_denied(&self) -> bool {
-        matches!(self, Decision::Deny { .. })
-    }
-    pub fn label(&self) -> &'static str {
-        match self {
-            Decision::Allow { .. } => "allow",
-            Decision::NeedsApproval { gate: Some(_), .. } => "gated",
-            Decision::NeedsApproval { .. } => "approve",
-            Decision::Deny { .. } => "deny",
-        }
-    }
+/// One line of `policy explain`: a rule and what it made of the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub rule: String,
+    pub applied: bool,
+    pub note: String,
 }
 
 pub struct Policy {
     config: PolicyConfig,
+    compiled: Compiled,
+}
+
+fn role_ok(required: &[String], roles: &[String]) -> bool {
+    required.is_empty() || required.iter().any(|r| roles.contains(r))
+}
+
+/// The confirmation word for a typed approval: the environment, else the
+/// service, else the tool's name.
+fn target(call: &Call<'_>) -> String {
+    ["env", "service"]
+        .iter()
+        .find_map(|k| call.args.get(*k).and_then(Value::as_str))
+        .unwrap_or_else(|| call.tool.rsplit('.').next().unwrap_or(call.tool))
+        .to_string()
+}
+
+fn describe_scope(scope: &ScopeMap) -> String {
+    if scope.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{{{}}}", inner.join(", "))
 }
 
 impl Policy {
-    pub fn new(config: PolicyConfig) -> Self {
-        Self { config }
+    pub fn new(config: PolicyConfig) -> Result<Self, CompileError> {
+        let compiled = rules::compile(&config)?;
+        Ok(Self { config, compiled })
     }
 
-    /// Decide every step of a plan.
-    pub fn decide_plan(&self, plan: &Plan, catalog: &Catalog) -> Vec<(StepId, Decision)> {
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The roles of an actor.
+    pub fn roles_of(&self, actor: &str) -> Vec<String> {
+        self.config
+            .users
+            .get(actor)
+            .cloned()
+            .unwrap_or_else(|| self.config.default_roles.clone())
+    }
+
+    /// How far back history must reach for the rules and limits.
+    pub fn horizon(&self) -> Option<time::Duration> {
+        self.compiled.horizon
+    }
+
+    /// Decide every step of a plan as a whole: a step's requirement may be
+    /// met by a step it depends on (directly or not), which runs first.
+    pub fn decide_plan(
+        &self,
+        plan: &Plan,
+        catalog: &Catalog,
+        ctx: &Context<'_>,
+    ) -> Vec<(StepId, Decision)> {
+        let leaves: HashMap<&StepId, Vec<(String, ScopeMap)>> = plan
+            .steps
+            .iter()
+            .map(|s| (&s.id, self.promised_effects(&s.tool, &s.args)))
+            .collect();
         plan.steps
             .iter()
-            .map(|s| (s.id.clone(), self.decide(s, catalog.get(&s.tool))))
+            .map(|s| {
+                let mut seen = HashSet::new();
+                let mut stack: Vec<&StepId> = s.depends_on.iter().collect();
+                let mut planned = Vec::new();
+                while let Some(id) = stack.pop() {
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    planned.extend(leaves.get(id).into_iter().flatten().cloned());
+                    if let Some(dep) = plan.step(id) {
+                        stack.extend(dep.depends_on.iter());
+                    }
+                }
+                let ctx = Context {
+                    planned: &planned,
+                    ..*ctx
+                };
+                let call = Call {
+                    tool: &s.tool,
+                    args: &s.args,
+                    gated: s.gate,
+                };
+                (
+                    s.id.clone(),
+                    self.decide(&call, catalog.get(&s.tool), &ctx, None),
+                )
+            })
             .collect()
     }
 
-    pub fn decide(&self, step: &Step, tool: Option<&ToolInfo>) -> Decision {
+    /// The decision for one call; with `trace`, every rule's verdict on it.
+    pub fn decide(
+        &self,
+        call: &Call<'_>,
+        tool: Option<&ToolInfo>,
+        ctx: &Context<'_>,
+        mut trace: Option<&mut Vec<Trace>>,
+    ) -> Decision {
+        let mut note = |rule: &str, applied: bool, text: String| {
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(Trace {
+                    rule: rule.to_string(),
+                    applied,
+                    note: text,
+                });
+            }
+        };
         let Some(tool) = tool else {
+            let reason = format!("`{}` is not a tool of any connected server", call.tool);
+            note("builtin.unknown-tool", true, reason.clone());
             return Decision::Deny {
                 rule: "builtin.unknown-tool".into(),
-                reason: format!("`{}` is not a tool of any connected server", step.tool),
+                reason,
             };
         };
-        let env = step.args.get("env").and_then(Value::as_str);
-        let target = || {
-            env.or_else(|| step.args.get("service").and_then(Value::as_str))
-                .unwrap_or(&tool.name)
-                .to_string()
+        if self.config.pin_tools
+            && let Some(pinned) = ctx.pins.get(call.tool)
+            && *pinned != tool.def_hash
+        {
+            let reason = format!(
+                "{}'s definition changed since it was first used; it is quarantined until you review it (opsbot policy pins diff {0}) and re-pin it (opsbot policy pins accept {0})",
+                call.tool
+            );
+            note("builtin.pin-changed", true, reason.clone());
+            return Decision::Deny {
+                rule: "builtin.pin-changed".into(),
+                reason,
+            };
+        }
+        let mut best: Option<Decision> = None;
+        let mut consider = |d: Decision| {
+            if best.as_ref().is_none_or(|b| d.weight() > b.weight()) {
+                best = Some(d);
+            }
         };
-        if step.gate {
-            return Decision::NeedsApproval {
+        let scope = Scope {
+            args: call.args,
+            result: None,
+        };
+        if let Some(why) = pins::suspicious(&tool.description) {
+            let reason = format!("{} is flagged: {why}", call.tool);
+            note("builtin.suspicious-tool", true, reason.clone());
+            consider(Decision::NeedsApproval {
+                rule: "builtin.suspicious-tool".into(),
+                reason,
+                gate: Some(Gate::typed(target(call))),
+            });
+        }
+        if call.gated {
+            let reason = "the plan marks this step as gated".to_string();
+            note("builtin.step-gate", true, reason.clone());
+            consider(Decision::NeedsApproval {
                 rule: "builtin.step-gate".into(),
-                reason: format!("the plan marks `{}` as gated", step.id),
-                gate: Some(Gate { confirm: target() }),
-            };
+                reason,
+                gate: Some(Gate::typed(target(call))),
+            });
         }
         if !tool.annotations.read_only
-            && let Some(env) = env.filter(|e| self.config.gated_envs.iter().any(|g| g == e))
+            && let Some(env) = call
+                .args
+                .get("env")
+                .and_then(Value::as_str)
+                .filter(|e| self.config.gated_envs.iter().any(|g| g == e))
         {
-            return Decision::NeedsApproval {
+            let reason = format!("{} changes {env}, a gated environment", call.tool);
+            note("builtin.gated-env", true, reason.clone());
+            consider(Decision::NeedsApproval {
                 rule: "builtin.gated-env".into(),
-                reason: format!("{} changes {env}, a gated environment", step.tool),
-                gate: Some(Gate {
-                    confirm: env.to_string(),
-                }),
-            };
+                reason,
+                gate: Some(Gate::typed(env)),
+            });
         }
-        if tool.annotations.destructive && self.config.gate_destructive {
-            return Decision::NeedsApproval {
-                rule: "builtin.destructive".into(),
-                reason: format!("{} is marked destructive by its server", step.tool),
-                gate: Some(Gate { confirm: target() }),
-            };
-        }
-        if tool.annotations.read_only {
-            Decision::Allow {
-                rule: "builtin.read-only".into(),
-                reason: format!("{} only reads", step.tool),
+        for f in &self.compiled.freezes {
+            let id = format!("freeze.{}", f.id);
+            if !f.tools.matches(call.tool) || !f.when.as_ref().is_none_or(|w| w.eval(&scope)) {
+                note(&id, false, "does not match this call".into());
+                continue;
             }
-        } else {
-            Decision::NeedsApproval {
-                rule: "builtin.changes-state".into(),
-                reason: format!("{} changes state", step.tool),
-                gate: None,
+            if !f.window.contains(ctx.now) {
+                note(&id, false, "matches, but the freeze is not on now".into());
+                continue;
             }
+            let reason = format!("change freeze `{}`: {}", f.id, f.reason);
+            note(&id, true, reason.clone());
+            consider(if f.allow_override {
+                Decision::NeedsApproval {
+                    rule: id,
+                    reason: format!("{reason} (an approver may override it, giving a reason)"),
+                    gate: Some(Gate {
+                        confirm: target(call),
+                        reason_required: true,
+                    }),
+                }
+            } else {
+                Decision::Deny { rule: id, reason }
+            });
         }
-    }
-}
-
-/// What an approval is bound to: the step's tool and exact arguments.
-pub fn args_hash(tool: &str, args: &Map<String, Value>) -> String {
-    let mut h = Sha256::new();
-    h.update(tool.as_bytes());
-    h.update([0u8]);
-    h.update(Value::Object(args.clone()).to_string().as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mcp::Annotations;
-    use serde_json::json;
-
-    fn tool(name: &str, read_only: bool, destructive: bool) -> ToolInfo {
-        ToolInfo {
-            server: "k8s".into(),
-            name: name.into(),
-            description: String::new(),
-            input_schema: json!({}),
-            annotations: Annotations {
-                read_only,
-                destructive,
-                idempotent: false,
-                open_world: false,
-            },
-            def_hash: String::new(),
+        for l in &self.compiled.limits {
+            let id = format!("limit.{}", l.id);
+            if !l.tools.matches(call.tool) || !role_ok(&l.roles, ctx.roles) {
+                note(&id, false, "does not match this call".into());
+                continue;
+            }
+            let used: usize = l
+                .tools
+                .0
+                .iter()
+                .map(|p| ctx.history.calls(ctx.actor, p, ctx.now - l.per))
+                .sum();
+            if used < l.max as usize {
+                note(
+                    &id,
+                    false,
+                    format!("{used} of {} calls used in the last {}", l.max, l.per_text),
+                );
+                continue;
+            }
+            let reason = format!(
+                "rate limit `{}`: {} may make {} calls to {} per {}, and has made {used}",
+                l.id,
+                ctx.actor,
+                l.max,
+                l.tools.describe(),
+                l.per_text
+            );
+            note(&id, true, reason.clone());
+            consider(Decision::Deny { rule: id, reason });
         }
+        let mut verdict_matched = false;
+        for rule in self.compiled.candidates(call.tool) {
+            let id = format!("rule.{}", rule.id);
+            if !rule.tools.matches(call.tool) {
+                continue;
+            }
+            if !role_ok(&rule.roles, ctx.roles) {
+                note(
+                    &id,
+                    false,
+                    format!("only for roles {}", rule.roles.join(", ")),
+                );
+                continue;
+            }
+            if let Some(w) = &rule.when
+                && !w.eval(&scope)
+            {
+                note(
+                    &id,
+                    false,
+                    format!(
+                        "`{}` does not hold",
+                        rule.when_text.as_deref().unwrap_or_default()
+                    ),
+                );
+                continue;
+            }
+            let reason = match &rule.kind {
+                Kind::Verdict => {
+                    verdict_matched = true;
+                    rule.reason.clone()
+                }
+                Kind::Requires(_) | Kind::Forbids(_) => match self.ordering(rule, call, ctx) {
+                    None => {
+                        note(&id, false, "its ordering requirement is met".into());
+                        continue;
+                    }
+                    Some(detail) => format!("{} ({detail})", rule.reason),
+                },
+            };
+            note(&id, true, reason.clone());
+            consider(match rule.verdict {
+                Verdict::Allow => Decision::Allow { rule: id, reason },
+                Verdict::Approve => Decision::NeedsApproval {
+                    rule: id,
+                    reason,
+                    gate: (rule.confirm == Confirm::Typed).then(|| Gate::typed(target(call))),
+                },
+                Verdict::Deny => Decision::Deny { rule: id, reason },
+            });
+        }
+        if !verdict_matched {
+            let d = if tool.annotations.read_only {
+                Decision::Allow {
+                    rule: "builtin.read-only".into(),
+                    reason: format!("{} only reads", call.tool),
+                }
+            } else if tool.annotations.destructive && self.config.gate_destructive {
+                Decision::NeedsApproval {
+                    rule: "builtin.destructive".into(),
+                    reason: format!("{} is marked destructive by its server", call.tool),
+                    gate: Some(Gate::typed(target(call))),
+                }
+            } else {
+                let reason = format!("{} changes state", call.tool);
+                match self.config.default {
+                    Verdict::Allow => Decision::Allow {
+                        rule: "builtin.default".into(),
+                        reason: format!("{reason}; [policy] default = \"allow\""),
+                    },
+                    Verdict::Approve => Decision::NeedsApproval {
+                        rule: "builtin.changes-state".into(),
+                        reason,
+                        gate: None,
+                    },
+                    Verdict::Deny => Decision::Deny {
+                        rule: "builtin.default".into(),
+                        reason: format!(
+                            "{reason}; [policy] default = \"deny\" and no rule allows it"
+                        ),
+                    },
+                }
+            };
+            note(
+                d.rule(),
+                true,
+                format!("no rule decides this call: {}", d.reason()),
+            );
+            consider(d);
+        }
+        best.unwrap_or(Decision::Deny {
+            rule: "builtin.default".into(),
+            reason: "no decision could be made".into(),
+        })
     }
 
-    fn step(tool: &str, args: serde_json::Value) -> Step {
-        let serde_json::Value::Object(args) = args else {
-            unreachable!()
+    /// Why an ordering rule does not hold for this call, if it does not.
+    fn ordering(&self, rule: &Rule, call: &Call<'_>, ctx: &Context<'_>) -> Option<String> {
+        let since = match rule.within {
+            Some(w) => Since::Time(ctx.now - w),
+            None => Since::Session(ctx.session),
         };
-        Step {
-            id: StepId::new("s"),
-            tool: tool.into(),
-            args,
-            depends_on: vec![],
-            description: String::new(),
-            gate: false,
-            timeout_ms: None,
+        let when = match rule.within {
+            Some(_) => format!("in the last {}", humantime(rule.within)),
+            None => "in this session".to_string(),
+        };
+        let (names, want_present) = match &rule.kind {
+            Kind::Requires(n) => (n, true),
+            Kind::Forbids(n) => (n, false),
+            Kind::Verdict => return None,
+        };
+        for name in names {
+            let keys = rule.scope.get(name).cloned().unwrap_or_default();
+            let want = match history::scope_of(&keys, call.args) {
+                Ok(w) => w,
+                Err(missing) if want_present => {
+                    return Some(format!("needs `{missing}` to know which {name} counts"));
+                }
+                Err(_) => continue,
+            };
+            let planned = ctx
+                .planned
+                .iter()
+                .any(|(e, s)| e == name && want.iter().all(|(k, v)| s.get(k) == Some(v)));
+            let seen = ctx.history.has(name, &want, since);
+            match (want_present, seen || planned) {
+                (true, false) => {
+                    return Some(format!(
+                        "{name}{} has not happened {when}; run it first, as a step this one depends on",
+                        describe_scope(&want)
+                    ));
+                }
+                (false, true) if seen => {
+                    return Some(format!("{name}{} happened {when}", describe_scope(&want)));
+                }
+                _ => {}
+            }
         }
+        None
     }
 
-    #[test]
-    fn decisions_carry_rule_and_reason() {
-        let p = Policy::new(PolicyConfig::default());
-        let deploy = tool("deploy", false, false);
-        let d = p.decide(
-            &step("k8s.deploy", json!({"env":"production"})),
-            Some(&deploy),
-        );
-        assert_eq!(d.rule(), "builtin.gated-env");
-        assert_eq!(
-            d.gate(),
-            Some(&Gate {
-                confirm: "production".into()
+    /// Effects a call leaves once it has finished.
+    pub fn effects_of(
+        &self,
+        tool: &str,
+        args: &Map<String, Value>,
+        result: &Value,
+        succeeded: bool,
+    ) -> Vec<(String, ScopeMap)> {
+        let on = if succeeded {
+            EffectOn::Success
+        } else {
+            EffectOn::Failure
+        };
+        let scope = Scope {
+            args,
+            result: Some(result),
+        };
+        self.compiled
+            .effects
+            .iter()
+            .filter(|e| e.on == on && e.tools.matches(tool))
+            .filter(|e| e.when.as_ref().is_none_or(|w| w.eval(&scope)))
+            .filter_map(|e| {
+                history::scope_of(&e.scope, args)
+                    .ok()
+                    .map(|s| (e.effect.clone(), s))
             })
-        );
-        assert_eq!(
-            d.reason(),
-            "k8s.deploy changes production, a gated environment"
-        );
-        let d = p.decide(&step("k8s.deploy", json!({"env":"staging"})), Some(&deploy));
-        assert_eq!(d.label(), "approve");
-        let d = p.decide(
-            &step("k8s.status", json!({"env":"production"})),
-            Some(&tool("status", true, false)),
-        );
-        assert_eq!(d.label(), "allow", "reading production is not gated");
-        let d = p.decide(
-            &step("k8s.rollback", json!({"env":"dev", "service":"x"})),
-            Some(&tool("rollback", false, true)),
-        );
-        assert_eq!(d.rule(), "builtin.destructive");
-        let d = p.decide(&step("k8s.nope", json!({})), None);
-        assert!(d.is_denied());
+            .collect()
     }
 
-    #[test]
-    fn approval_binding_changes_with_args() {
-        let a = args_hash(
-            "k8s.deploy",
-            json!({"env":"staging"})
-                .as_object()
-                .cloned()
-                .as_ref()
-                .unwrap_or(&Map::new()),
-        );
-        let b = args_hash(
-            "k8s.deploy",
-            json!({"env":"production"})
-                .as_object()
-                .cloned()
-                .as_ref()
-                .unwrap_or(&Map::new()),
-        );
-        assert_ne!(a, b);
+    /// Effects a step will leave if it succeeds, as far as can be known
+    /// before it runs (conditions on its result are assumed to hold).
+    fn promised_effects(&self, tool: &str, args: &Map<String, Value>) -> Vec<(String, ScopeMap)> {
+        let scope = Scope { args, result: None };
+        self.compiled
+            .effects
+            .iter()
+            .filter(|e| e.on == EffectOn::Success && e.tools.matches(tool))
+            .filter(|e| {
+                e.when
+                    .as_ref()
+                    .is_none_or(|w| w.reads_result() || w.eval(&scope))
+            })
+            .filter_map(|e| {
+                history::scope_of(&e.scope, args)
+                    .ok()
+                    .map(|s| (e.effect.clone(), s))
+            })
+            .collect()
+    }
+}
+
+fn humantime(d: Option<time::Duration>) -> String {
+    let Some(d) = d else { return String::new() };
+    let s = d.whole_seconds();
+    match s {
+        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
     }
 }

@@ -122,6 +122,26 @@ pub fn describe(event: &Event) -> (&'static str, String) {
                     .unwrap_or_default()
             ),
         ),
+        Event::Effect {
+            effect,
+            scope,
+            step,
+        } => {
+            let scope: Vec<String> = scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            (
+                "effect",
+                format!("{step} left {effect}{{{}}}", scope.join(", ")),
+            )
+        }
+        Event::PolicyRecheck { step, decision } => (
+            "policy",
+            format!(
+                "{} {step} at run time: {} [{}]",
+                decision.label(),
+                decision.reason(),
+                decision.rule()
+            ),
+        ),
         Event::PlannerChanged { planner } => ("planner", format!("now planning with {planner}")),
     }
 }

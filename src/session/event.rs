@@ -69,6 +69,9 @@ pub enum Event {
         by: String,
         args_hash: String,
         gated: bool,
+        /// Why, when the approval overrides a freeze.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Ready to run, waiting for someone to approve it.
     AwaitingApproval {
@@ -136,6 +139,19 @@ pub enum Event {
         /// `ok`, or what went wrong (`http 429`, `timeout`, ...).
         status: String,
     },
+    /// A finished call left an effect that policy rules can require or
+    /// forbid, e.g. `tests.passed{service=checkout}`.
+    Effect {
+        effect: String,
+        scope: std::collections::BTreeMap<String, String>,
+        step: StepId,
+    },
+    /// Policy's verdict on a call about to run, when it differs from the
+    /// plan's: a denial at run time.
+    PolicyRecheck {
+        step: StepId,
+        decision: Decision,
+    },
     /// The planner used from here on.
     PlannerChanged {
         planner: String,
@@ -168,6 +184,8 @@ impl Event {
             Event::Note { .. } => "note",
             Event::LlmCall { .. } => "llm_call",
             Event::PlannerChanged { .. } => "planner_changed",
+            Event::Effect { .. } => "effect",
+            Event::PolicyRecheck { .. } => "policy_recheck",
         }
     }
 }

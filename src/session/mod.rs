@@ -5,6 +5,7 @@
 
 mod describe;
 mod event;
+mod pins;
 mod state;
 mod store;
 
@@ -14,6 +15,7 @@ use tokio::sync::broadcast;
 
 pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
+pub use pins::Pin;
 pub use state::{Message, Role, SessionState, Spend, StepState, StepStatus};
 pub use store::{ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError};
 

@@ -146,6 +146,7 @@ impl SessionState {
                 ..
             } => self.llm.add(*prompt_tokens, *completion_tokens, *cost_usd),
             Event::PlannerChanged { planner } => self.planner = planner.clone(),
+            Event::Effect { .. } => {}
             Event::PlanProposed { plan } => {
                 self.steps = plan
                     .steps
@@ -157,7 +158,7 @@ impl SessionState {
                 self.outcome = None;
             }
             Event::PlanInvalid { errors } => self.plan_errors = errors.clone(),
-            Event::PolicyDecision { step, decision } => {
+            Event::PolicyDecision { step, decision } | Event::PolicyRecheck { step, decision } => {
                 self.step_mut(step).decision = Some(decision.clone());
             }
             Event::Approved { step, by, .. } => {

@@ -103,7 +103,7 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -177,6 +177,13 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, seq);
             CREATE INDEX IF NOT EXISTS events_by_kind ON events(kind, ts);
+            CREATE TABLE IF NOT EXISTS pins (
+                tool TEXT PRIMARY KEY,
+                def_hash TEXT NOT NULL,
+                definition TEXT NOT NULL,
+                pinned_at TEXT NOT NULL,
+                pinned_by TEXT NOT NULL
+            );
             PRAGMA user_version = 1;",
         )
         .map_err(open_err)?;
@@ -190,7 +197,7 @@ impl Store {
         &self.path
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent:
         // every write is one transaction. Carry on with the connection.
         self.conn
@@ -333,12 +340,31 @@ impl Store {
 
     /// Every event of one session, in order.
     pub fn events(&self, session: &SessionId) -> Result<Vec<Record>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+        self.query_records(
             "SELECT seq, session_id, ts, actor, body, prev_hash, hash
              FROM events WHERE session_id = ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![session.as_str()], |r| {
+            params![session.as_str()],
+        )
+    }
+
+    /// Events of one kind, from every session, at or after `since` (an
+    /// RFC 3339 time as stored), oldest first.
+    pub fn events_of_kind_since(&self, kind: &str, since: &str) -> Result<Vec<Record>, StoreError> {
+        self.query_records(
+            "SELECT seq, session_id, ts, actor, body, prev_hash, hash
+             FROM events WHERE kind = ?1 AND ts >= ?2 ORDER BY seq",
+            params![kind, since],
+        )
+    }
+
+    fn query_records(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Record>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,

@@ -14,9 +14,15 @@ use crate::mcp::{ServerEvent, ServerStatus, Servers, SpawnContext};
 use crate::paths::Paths;
 use crate::plan::{Plan, StepId, validate};
 use crate::planner::runbook::RunbookPlanner;
-use crate::planner::{ModelCall, Phase, PlanInput, PlanSink, Planner, Proposal, Turn};
+use crate::planner::{PlanInput, Planner, Proposal, Turn};
 use crate::policy::{Decision, Policy, args_hash};
+
+mod guard;
+mod sink;
+
 use crate::session::{Event, Outcome, Session, Store, StoreError};
+pub use guard::{Knowledge, PolicyGuard, definition};
+use sink::SessionSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -28,6 +34,8 @@ pub enum RuntimeError {
     Exe(std::io::Error),
     #[error(transparent)]
     Planner(#[from] crate::planner::PlannerError),
+    #[error("{0}")]
+    Actor(String),
 }
 
 /// The planner for a profile: the LLM planner when one is named, else the
@@ -87,7 +95,8 @@ pub struct Runtime {
     pub store: Arc<Store>,
     planner: RwLock<Arc<dyn Planner>>,
     planning: watch::Sender<Option<Planning>>,
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
+    knowledge: Arc<std::sync::Mutex<Knowledge>>,
 }
 
 /// What a resumed session still has to do.
@@ -137,7 +146,17 @@ impl Runtime {
         let _ = std::fs::create_dir_all(paths.sandbox_state());
         let servers = Servers::start(&config.config, &ctx);
         let planner = build_planner(&config.config, &servers, initial_profile(&config.config))?;
-        let policy = Policy::new(config.config.policy.clone());
+        // Loading checked the policy already; this cannot fail for a loaded config.
+        let policy = Policy::new(config.config.policy.clone()).map_err(|e| {
+            ConfigError::Invalid(Box::new(config::Located {
+                file: "[policy]".into(),
+                line: 1,
+                column: 1,
+                message: e.message,
+                source_line: None,
+            }))
+        })?;
+        let knowledge = Knowledge::load(&store, &policy)?;
         Ok(Self {
             paths,
             config,
@@ -145,7 +164,8 @@ impl Runtime {
             store,
             planner: RwLock::new(planner),
             planning: watch::channel(None).0,
-            policy,
+            policy: Arc::new(policy),
+            knowledge: Arc::new(std::sync::Mutex::new(knowledge)),
         })
     }
 
@@ -193,6 +213,51 @@ impl Runtime {
         out
     }
 
+    /// Who acts: the OS user, or `requested` where `[policy] allow_as` lets
+    /// people act as someone else.
+    pub fn actor(&self, requested: Option<&str>) -> Result<String, RuntimeError> {
+        let me = crate::session::os_user();
+        match requested {
+            None => Ok(me),
+            Some(who) if who == me => Ok(me),
+            Some(who) if self.config.config.policy.allow_as => Ok(who.to_string()),
+            Some(who) => Err(RuntimeError::Actor(format!(
+                "--as {who}: acting as someone else is off; set [policy] allow_as = true to allow it"
+            ))),
+        }
+    }
+
+    /// The guard that checks each call against policy as it is made.
+    pub fn guard(&self) -> Arc<PolicyGuard> {
+        Arc::new(PolicyGuard {
+            policy: Arc::clone(&self.policy),
+            knowledge: Arc::clone(&self.knowledge),
+            servers: self.servers.clone(),
+            store: Arc::clone(&self.store),
+        })
+    }
+
+    /// Decide a plan's steps for this session's actor, now.
+    pub fn decide_plan(
+        &self,
+        session: &Session,
+        plan: &Plan,
+        catalog: &crate::mcp::Catalog,
+    ) -> Vec<(StepId, Decision)> {
+        let roles = self.policy.roles_of(&session.actor);
+        let k = self.knowledge.lock().unwrap_or_else(|p| p.into_inner());
+        let ctx = crate::policy::Context {
+            actor: &session.actor,
+            roles: &roles,
+            session: session.id.as_str(),
+            now: time::OffsetDateTime::now_utc(),
+            history: &k.history,
+            pins: &k.pins,
+            planned: &[],
+        };
+        self.policy.decide_plan(plan, catalog, &ctx)
+    }
+
     pub fn new_session(&self, actor: &str) -> Result<Arc<Session>, StoreError> {
         Session::start(Arc::clone(&self.store), actor, self.planner().name())
     }
@@ -222,8 +287,9 @@ impl Runtime {
         });
     }
 
+    /// An engine whose every call is checked by policy as it is made.
     pub fn engine(&self) -> Engine {
-        Engine::new(self.servers.clone(), 8)
+        Engine::new(self.servers.clone(), 8).with_guard(self.guard())
     }
 
     /// Record the request, plan it, validate the plan against the live
@@ -302,7 +368,7 @@ impl Runtime {
             return Ok(Planned::Invalid(errors));
         }
         session.record(Event::PlanProposed { plan: plan.clone() })?;
-        let decisions = self.policy.decide_plan(&plan, &catalog);
+        let decisions = self.decide_plan(session, &plan, &catalog);
         for (step, decision) in &decisions {
             session.record(Event::PolicyDecision {
                 step: step.clone(),
@@ -353,6 +419,7 @@ impl Runtime {
         plan: &Plan,
         step: &StepId,
         gated: bool,
+        reason: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         let Some(s) = plan.step(step) else {
             return Ok(None);
@@ -363,6 +430,7 @@ impl Runtime {
             by: session.actor.clone(),
             args_hash: hash.clone(),
             gated,
+            reason: reason.map(str::to_string),
         })?;
         Ok(Some(hash))
     }
@@ -378,6 +446,14 @@ impl Runtime {
     ) -> Result<(Arc<Session>, Option<Resumed>), StoreError> {
         let id = self.store.find_session(id)?;
         let session = Session::resume(Arc::clone(&self.store), &id, actor)?;
+        {
+            let mut k = self.knowledge.lock().unwrap_or_else(|p| p.into_inner());
+            for r in self.store.events(&id)? {
+                if matches!(r.event, Event::Effect { .. }) {
+                    k.learn(&r);
+                }
+            }
+        }
         let state = session.state();
         session.record(Event::SessionResumed {
             by: actor.to_string(),
@@ -427,76 +503,5 @@ impl Runtime {
         self.engine()
             .run(session, plan, &decisions, approvals, cancel)
             .await
-    }
-}
-
-/// The planner's reports, turned into session events and budget checks.
-struct SessionSink<'a> {
-    rt: &'a Runtime,
-    session: &'a Session,
-    /// A model call could not be recorded: planning must not go on with
-    /// an audit log that misses it.
-    problem: std::sync::Mutex<Option<StoreError>>,
-}
-
-impl SessionSink<'_> {
-    fn keep(&self, result: Result<crate::session::Record, StoreError>) {
-        if let Err(e) = result
-            && let Ok(mut p) = self.problem.lock()
-        {
-            p.get_or_insert(e);
-        }
-    }
-}
-
-impl PlanSink for SessionSink<'_> {
-    fn before_call(&self) -> Result<(), String> {
-        if let Ok(p) = self.problem.lock()
-            && let Some(e) = p.as_ref()
-        {
-            return Err(format!("the audit log cannot be written ({e})"));
-        }
-        let budget = &self.rt.config.config.llm.budget;
-        if *budget == crate::config::LlmBudget::default() {
-            return Ok(());
-        }
-        let today = self
-            .rt
-            .store
-            .llm_spend_today()
-            .map_err(|e| format!("cannot read today's model use to check the budget: {e}"))?;
-        crate::usage::check(budget, &self.session.state().llm, &today)
-    }
-
-    fn call_finished(&self, call: ModelCall) {
-        let cost = crate::usage::cost(
-            &self.rt.config.config.llm.prices,
-            &call.model,
-            call.prompt_tokens,
-            call.completion_tokens,
-        );
-        self.keep(self.session.record(Event::LlmCall {
-            profile: call.profile,
-            model: call.model,
-            prompt_tokens: call.prompt_tokens,
-            completion_tokens: call.completion_tokens,
-            cost_usd: cost,
-            duration_ms: u64::try_from(call.duration.as_millis()).unwrap_or(u64::MAX),
-            status: call.status,
-        }));
-    }
-
-    fn phase(&self, phase: Phase) {
-        self.rt.planning.send_modify(|p| {
-            if let Some(p) = p {
-                p.phase = Some(phase);
-            }
-        });
-    }
-
-    fn notice(&self, text: &str) {
-        self.keep(self.session.record(Event::Note {
-            text: text.to_string(),
-        }));
     }
 }

@@ -1,0 +1,221 @@
+//! `opsbot policy`: a dry run of a plan, why a call is decided as it is,
+//! and the review of pinned tool definitions.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use serde_json::{Map, Value, json};
+
+use opsbot::paths::Paths;
+use opsbot::plan::Plan;
+use opsbot::policy::{Call, Context, Decision, History};
+use opsbot::runtime::{Runtime, definition};
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Print each step's decision and reason for a plan (JSON), running nothing.
+    Check {
+        plan: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which rules match a call and why.
+    Explain {
+        /// The tool, as server.tool.
+        tool: String,
+        /// The call's arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+    },
+    /// Review pinned tool definitions.
+    Pins {
+        #[command(subcommand)]
+        command: PinsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PinsCommand {
+    /// Every pinned tool, and whether its server still serves that definition.
+    List,
+    /// The pinned definition beside the one the server serves now.
+    Diff { tool: String },
+    /// Pin the definition the server serves now.
+    Accept { tool: String },
+}
+
+fn read_plan(path: &Path) -> anyhow::Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the plan {}", path.display()))?;
+    let mut v: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON; a plan is {{\"title\": ..., \"steps\": [...]}}",
+            path.display()
+        )
+    })?;
+    // `opsbot run --json` output holds the plan under "plan".
+    if let Some(plan) = v.get_mut("plan").filter(|p| p.is_object()) {
+        v = plan.take();
+    }
+    serde_json::from_value(v).with_context(|| {
+        format!(
+            "{} is not a plan: expected {{\"title\": ..., \"steps\": [{{\"id\", \"tool\", \"args\", \"depends_on\"}}]}}",
+            path.display()
+        )
+    })
+}
+
+fn line(step: &str, tool: &str, d: &Decision) -> String {
+    let gate = match d.gate() {
+        Some(g) if g.reason_required => format!(" (type `{}` and a reason)", g.confirm),
+        Some(g) => format!(" (type `{}`)", g.confirm),
+        None => String::new(),
+    };
+    format!(
+        "{step:<14} {tool:<24} {:<8} {}{gate} [{}]",
+        d.label(),
+        d.reason(),
+        d.rule()
+    )
+}
+
+pub async fn run(
+    paths: Paths,
+    config: Option<&Path>,
+    command: PolicyCommand,
+    as_user: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let rt = Runtime::start(paths, config)?;
+    let actor = rt.actor(as_user)?;
+    let result = run_with(&rt, &actor, command).await;
+    rt.servers.shutdown().await;
+    result
+}
+
+async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    rt.servers.wait_settled().await;
+    let catalog = rt.servers.catalog();
+    let roles = rt.policy.roles_of(actor);
+    let pins = rt.store.pins()?;
+    let history = History::default();
+    let ctx = Context {
+        actor,
+        roles: &roles,
+        // A dry run belongs to no session: only time-windowed effects count.
+        session: "",
+        now: time::OffsetDateTime::now_utc(),
+        history: &history,
+        pins: &pins,
+        planned: &[],
+    };
+    match command {
+        PolicyCommand::Check { plan, json } => {
+            let plan = read_plan(&plan)?;
+            let decisions = rt.policy.decide_plan(&plan, &catalog, &ctx);
+            let denied = decisions.iter().any(|(_, d)| d.is_denied());
+            if json {
+                let steps: Vec<Value> = decisions
+                    .iter()
+                    .map(|(id, d)| json!({"step": id, "decision": d}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"actor": actor, "roles": roles, "steps": steps})
+                    )?
+                );
+            } else {
+                println!("{} as {actor} (roles: {})", plan.title, roles_text(&roles));
+                for (id, d) in &decisions {
+                    let tool = plan.step(id).map(|s| s.tool.as_str()).unwrap_or_default();
+                    println!("  {}", line(id.as_str(), tool, d));
+                }
+            }
+            Ok(ExitCode::from(if denied { 3 } else { 0 }))
+        }
+        PolicyCommand::Explain { tool, args } => {
+            let args: Map<String, Value> = serde_json::from_str(&args)
+                .context("--args must be a JSON object, e.g. '{\"env\": \"production\"}'")?;
+            let call = Call {
+                tool: &tool,
+                args: &args,
+                gated: false,
+            };
+            let mut trace = Vec::new();
+            let d = rt
+                .policy
+                .decide(&call, catalog.get(&tool), &ctx, Some(&mut trace));
+            println!(
+                "{tool} {} as {actor} (roles: {})",
+                Value::Object(args.clone()),
+                roles_text(&roles)
+            );
+            for t in &trace {
+                let mark = if t.applied { "✓" } else { "·" };
+                println!("  {mark} {:<28} {}", t.rule, t.note);
+            }
+            println!("decision: {}", line("", &tool, &d).trim_start());
+            Ok(ExitCode::from(if d.is_denied() { 3 } else { 0 }))
+        }
+        PolicyCommand::Pins { command } => pins_command(rt, actor, command),
+    }
+}
+
+fn roles_text(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "none".into()
+    } else {
+        roles.join(", ")
+    }
+}
+
+fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Result<ExitCode> {
+    let catalog = rt.servers.catalog();
+    match command {
+        PinsCommand::List => {
+            let pins = rt.store.pins()?;
+            if pins.is_empty() {
+                println!("no tool is pinned yet: a tool is pinned the first time it is called");
+            }
+            let mut tools: Vec<_> = pins.into_iter().collect();
+            tools.sort();
+            for (tool, hash) in tools {
+                let state = match catalog.get(&tool) {
+                    Some(t) if t.def_hash == hash => "unchanged",
+                    Some(_) => "CHANGED: quarantined until accepted",
+                    None => "not served now",
+                };
+                println!("{tool:<28} {}  {state}", &hash[..hash.len().min(12)]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PinsCommand::Diff { tool } => {
+            let pin = rt
+                .store
+                .pin(&tool)?
+                .with_context(|| format!("`{tool}` is not pinned"))?;
+            let now = catalog
+                .get(&tool)
+                .map(definition)
+                .with_context(|| format!("no connected server serves `{tool}` now"))?;
+            println!("pinned {} by {}", pin.pinned_at, pin.pinned_by);
+            if now == pin.definition {
+                println!("unchanged");
+            } else {
+                print!("{}", opsbot::text::line_diff(&pin.definition, &now));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PinsCommand::Accept { tool } => {
+            let info = catalog
+                .get(&tool)
+                .with_context(|| format!("no connected server serves `{tool}` now"))?;
+            rt.store
+                .set_pin(&tool, &info.def_hash, &definition(info), actor, true)?;
+            println!("{tool} pinned as served now by {actor}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Policy at run time: what policy knows of the past (effects, calls, pinned
+//! definitions), loaded from the store and kept current, and the engine's
+//! guard that checks every call against it just before it is made.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::engine::CallGuard;
+use crate::mcp::{Servers, ToolInfo};
+use crate::plan::Step;
+use crate::policy::{Call, Context, Decision, History, Policy};
+use crate::session::{Event, Record, Session, Store, StoreError};
+
+/// What policy knows of the past.
+#[derive(Debug, Default)]
+pub struct Knowledge {
+    pub history: History,
+    pub pins: HashMap<String, String>,
+}
+
+impl Knowledge {
+    /// Effects and calls within the policy's horizon, and every pin.
+    pub fn load(store: &Store, policy: &Policy) -> Result<Self, StoreError> {
+        let mut k = Self {
+            history: History::default(),
+            pins: store.pins()?,
+        };
+        if let Some(horizon) = policy.horizon() {
+            let since = (OffsetDateTime::now_utc() - horizon)
+                .format(&Rfc3339)
+                .unwrap_or_default();
+            for kind in ["effect", "step_started"] {
+                for r in store.events_of_kind_since(kind, &since)? {
+                    k.learn(&r);
+                }
+            }
+        }
+        Ok(k)
+    }
+
+    /// Take in one stored event, if it is one policy counts.
+    pub fn learn(&mut self, r: &Record) {
+        let at =
+            OffsetDateTime::parse(&r.ts, &Rfc3339).unwrap_or_else(|_| OffsetDateTime::now_utc());
+        match &r.event {
+            Event::Effect { effect, scope, .. } => {
+                self.history
+                    .add_effect(effect, scope.clone(), at, r.session.as_str())
+            }
+            Event::StepStarted { tool, .. } => self.history.add_call(&r.actor, tool, at),
+            _ => {}
+        }
+    }
+}
+
+/// The definition a pin keeps, so a change can be shown as a diff.
+pub fn definition(tool: &ToolInfo) -> String {
+    serde_json::to_string_pretty(&json!({
+        "description": tool.description,
+        "input_schema": tool.input_schema,
+        "annotations": tool.annotations,
+    }))
+    .unwrap_or_default()
+}
+
+pub struct PolicyGuard {
+    pub(super) policy: Arc<Policy>,
+    pub(super) knowledge: Arc<Mutex<Knowledge>>,
+    pub(super) servers: Servers,
+    pub(super) store: Arc<Store>,
+}
+
+impl PolicyGuard {
+    fn knowledge(&self) -> MutexGuard<'_, Knowledge> {
+        self.knowledge.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl CallGuard for PolicyGuard {
+    fn admit(
+        &self,
+        session: &Session,
+        step: &Step,
+        args: &Map<String, Value>,
+    ) -> Result<(), Decision> {
+        let catalog = self.servers.catalog();
+        let tool = catalog.get(&step.tool);
+        let roles = self.policy.roles_of(&session.actor);
+        let now = OffsetDateTime::now_utc();
+        let mut k = self.knowledge();
+        let decision = {
+            let ctx = Context {
+                actor: &session.actor,
+                roles: &roles,
+                session: session.id.as_str(),
+                now,
+                history: &k.history,
+                pins: &k.pins,
+                planned: &[],
+            };
+            let call = Call {
+                tool: &step.tool,
+                args,
+                gated: step.gate,
+            };
+            self.policy.decide(&call, tool, &ctx, None)
+        };
+        if decision.is_denied() {
+            return Err(decision);
+        }
+        k.history.add_call(&session.actor, &step.tool, now);
+        // First use pins the definition.
+        if let Some(tool) = tool
+            && !k.pins.contains_key(&step.tool)
+        {
+            match self.store.set_pin(
+                &step.tool,
+                &tool.def_hash,
+                &definition(tool),
+                &session.actor,
+                false,
+            ) {
+                Ok(()) => {
+                    k.pins.insert(step.tool.clone(), tool.def_hash.clone());
+                }
+                Err(e) => tracing::error!("cannot pin {}: {e}", step.tool),
+            }
+        }
+        Ok(())
+    }
+
+    fn finished(
+        &self,
+        session: &Session,
+        step: &Step,
+        args: &Map<String, Value>,
+        result: &Value,
+        succeeded: bool,
+    ) -> Result<(), StoreError> {
+        for (effect, scope) in self.policy.effects_of(&step.tool, args, result, succeeded) {
+            let record = session.record(Event::Effect {
+                effect,
+                scope,
+                step: step.id.clone(),
+            })?;
+            self.knowledge().learn(&record);
+        }
+        Ok(())
+    }
+}
