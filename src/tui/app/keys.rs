@@ -188,7 +188,11 @@ impl App {
                     self.flash = Some(("gated steps are never trusted automatically".into(), true));
                 }
                 let mut typed = TextArea::default();
-                typed.set_placeholder_text(format!("type {}", gate.confirm));
+                typed.set_placeholder_text(if gate.reason_required {
+                    format!("type {} and then why", gate.confirm)
+                } else {
+                    format!("type {}", gate.confirm)
+                });
                 self.modal = Some(Modal::Gate {
                     step: step.id,
                     confirm: gate.confirm,

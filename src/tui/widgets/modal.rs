@@ -202,13 +202,11 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
             typed,
             error,
         } => {
-            let reason = app
-                .state
-                .steps
-                .get(step)
-                .and_then(|s| s.decision.as_ref())
-                .map(|d| d.reason().to_string())
-                .unwrap_or_default();
+            let decision = app.state.steps.get(step).and_then(|s| s.decision.as_ref());
+            let reason = decision.map(|d| d.reason().to_string()).unwrap_or_default();
+            let reason_required = decision
+                .and_then(|d| d.gate())
+                .is_some_and(|g| g.reason_required);
             let mut lines = vec![
                 Line::from(Span::styled(
                     format!("Gated step `{step}`: {reason}."),
@@ -233,7 +231,14 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
             lines.push(Line::from(vec![
                 Span::styled("Type ", theme.base),
                 Span::styled(confirm.clone(), theme.gated),
-                Span::styled(" and press Enter to approve · esc cancels", theme.base),
+                Span::styled(
+                    if reason_required {
+                        " and then why, and press Enter to override · esc cancels"
+                    } else {
+                        " and press Enter to approve · esc cancels"
+                    },
+                    theme.base,
+                ),
             ]));
             if let Some(e) = error {
                 lines.push(Line::from(Span::styled(e.clone(), theme.error)));
