@@ -10,6 +10,7 @@
 
 mod cond;
 mod decision;
+mod effects;
 pub mod history;
 mod pattern;
 pub mod pins;
@@ -25,11 +26,11 @@ pub use decision::{Decision, Gate, args_hash};
 pub use history::{History, ScopeMap, Since};
 pub use rules::CompileError;
 
-use crate::config::{Confirm, EffectOn, PolicyConfig, Verdict};
+use crate::config::{Confirm, PolicyConfig, Verdict};
 use crate::mcp::{Catalog, ToolInfo};
 use crate::plan::{Plan, StepId};
 use cond::Scope;
-use rules::{Compiled, Kind, Rule};
+use rules::{Compiled, Kind};
 
 /// Who is asking, when, and what has happened.
 pub struct Context<'a> {
@@ -164,18 +165,21 @@ impl Policy {
         ctx: &Context<'_>,
         mut trace: Option<&mut Vec<Trace>>,
     ) -> Decision {
-        let mut note = |rule: &str, applied: bool, text: String| {
+        // Notes are built only when someone asked for the trace: a decision
+        // is on the path of every call and must not allocate per rule.
+        let mut note = |make: &dyn Fn() -> (String, bool, String)| {
             if let Some(t) = trace.as_deref_mut() {
+                let (rule, applied, note) = make();
                 t.push(Trace {
-                    rule: rule.to_string(),
+                    rule,
                     applied,
-                    note: text,
+                    note,
                 });
             }
         };
         let Some(tool) = tool else {
             let reason = format!("`{}` is not a tool of any connected server", call.tool);
-            note("builtin.unknown-tool", true, reason.clone());
+            note(&|| ("builtin.unknown-tool".into(), true, reason.clone()));
             return Decision::Deny {
                 rule: "builtin.unknown-tool".into(),
                 reason,
@@ -189,7 +193,7 @@ impl Policy {
                 "{}'s definition changed since it was first used; it is quarantined until you review it (opsbot policy pins diff {0}) and re-pin it (opsbot policy pins accept {0})",
                 call.tool
             );
-            note("builtin.pin-changed", true, reason.clone());
+            note(&|| ("builtin.pin-changed".into(), true, reason.clone()));
             return Decision::Deny {
                 rule: "builtin.pin-changed".into(),
                 reason,
@@ -207,7 +211,7 @@ impl Policy {
         };
         if let Some(why) = pins::suspicious(&tool.description) {
             let reason = format!("{} is flagged: {why}", call.tool);
-            note("builtin.suspicious-tool", true, reason.clone());
+            note(&|| ("builtin.suspicious-tool".into(), true, reason.clone()));
             consider(Decision::NeedsApproval {
                 rule: "builtin.suspicious-tool".into(),
                 reason,
@@ -216,7 +220,7 @@ impl Policy {
         }
         if call.gated {
             let reason = "the plan marks this step as gated".to_string();
-            note("builtin.step-gate", true, reason.clone());
+            note(&|| ("builtin.step-gate".into(), true, reason.clone()));
             consider(Decision::NeedsApproval {
                 rule: "builtin.step-gate".into(),
                 reason,
@@ -231,7 +235,7 @@ impl Policy {
                 .filter(|e| self.config.gated_envs.iter().any(|g| g == e))
         {
             let reason = format!("{} changes {env}, a gated environment", call.tool);
-            note("builtin.gated-env", true, reason.clone());
+            note(&|| ("builtin.gated-env".into(), true, reason.clone()));
             consider(Decision::NeedsApproval {
                 rule: "builtin.gated-env".into(),
                 reason,
@@ -239,20 +243,20 @@ impl Policy {
             });
         }
         for f in &self.compiled.freezes {
-            let id = format!("freeze.{}", f.id);
+            let id = || format!("freeze.{}", f.id);
             if !f.tools.matches(call.tool) || !f.when.as_ref().is_none_or(|w| w.eval(&scope)) {
-                note(&id, false, "does not match this call".into());
+                note(&|| (id(), false, "does not match this call".into()));
                 continue;
             }
             if !f.window.contains(ctx.now) {
-                note(&id, false, "matches, but the freeze is not on now".into());
+                note(&|| (id(), false, "matches, but the freeze is not on now".into()));
                 continue;
             }
             let reason = format!("change freeze `{}`: {}", f.id, f.reason);
-            note(&id, true, reason.clone());
+            note(&|| (id(), true, reason.clone()));
             consider(if f.allow_override {
                 Decision::NeedsApproval {
-                    rule: id,
+                    rule: id(),
                     reason: format!("{reason} (an approver may override it, giving a reason)"),
                     gate: Some(Gate {
                         confirm: target(call),
@@ -260,13 +264,13 @@ impl Policy {
                     }),
                 }
             } else {
-                Decision::Deny { rule: id, reason }
+                Decision::Deny { rule: id(), reason }
             });
         }
         for l in &self.compiled.limits {
-            let id = format!("limit.{}", l.id);
+            let id = || format!("limit.{}", l.id);
             if !l.tools.matches(call.tool) || !role_ok(&l.roles, ctx.roles) {
-                note(&id, false, "does not match this call".into());
+                note(&|| (id(), false, "does not match this call".into()));
                 continue;
             }
             let used: usize = l
@@ -276,11 +280,13 @@ impl Policy {
                 .map(|p| ctx.history.calls(ctx.actor, p, ctx.now - l.per))
                 .sum();
             if used < l.max as usize {
-                note(
-                    &id,
-                    false,
-                    format!("{used} of {} calls used in the last {}", l.max, l.per_text),
-                );
+                note(&|| {
+                    (
+                        id(),
+                        false,
+                        format!("{used} of {} calls used in the last {}", l.max, l.per_text),
+                    )
+                });
                 continue;
             }
             let reason = format!(
@@ -291,34 +297,32 @@ impl Policy {
                 l.tools.describe(),
                 l.per_text
             );
-            note(&id, true, reason.clone());
-            consider(Decision::Deny { rule: id, reason });
+            note(&|| (id(), true, reason.clone()));
+            consider(Decision::Deny { rule: id(), reason });
         }
         let mut verdict_matched = false;
         for rule in self.compiled.candidates(call.tool) {
-            let id = format!("rule.{}", rule.id);
             if !rule.tools.matches(call.tool) {
                 continue;
             }
+            let id = || format!("rule.{}", rule.id);
             if !role_ok(&rule.roles, ctx.roles) {
-                note(
-                    &id,
-                    false,
-                    format!("only for roles {}", rule.roles.join(", ")),
-                );
+                note(&|| {
+                    (
+                        id(),
+                        false,
+                        format!("only for roles {}", rule.roles.join(", ")),
+                    )
+                });
                 continue;
             }
             if let Some(w) = &rule.when
                 && !w.eval(&scope)
             {
-                note(
-                    &id,
-                    false,
-                    format!(
-                        "`{}` does not hold",
-                        rule.when_text.as_deref().unwrap_or_default()
-                    ),
-                );
+                note(&|| {
+                    let when = rule.when_text.as_deref().unwrap_or_default();
+                    (id(), false, format!("`{when}` does not hold"))
+                });
                 continue;
             }
             let reason = match &rule.kind {
@@ -328,21 +332,21 @@ impl Policy {
                 }
                 Kind::Requires(_) | Kind::Forbids(_) => match self.ordering(rule, call, ctx) {
                     None => {
-                        note(&id, false, "its ordering requirement is met".into());
+                        note(&|| (id(), false, "its ordering requirement is met".into()));
                         continue;
                     }
                     Some(detail) => format!("{} ({detail})", rule.reason),
                 },
             };
-            note(&id, true, reason.clone());
+            note(&|| (id(), true, reason.clone()));
             consider(match rule.verdict {
-                Verdict::Allow => Decision::Allow { rule: id, reason },
+                Verdict::Allow => Decision::Allow { rule: id(), reason },
                 Verdict::Approve => Decision::NeedsApproval {
-                    rule: id,
+                    rule: id(),
                     reason,
                     gate: (rule.confirm == Confirm::Typed).then(|| Gate::typed(target(call))),
                 },
-                Verdict::Deny => Decision::Deny { rule: id, reason },
+                Verdict::Deny => Decision::Deny { rule: id(), reason },
             });
         }
         if !verdict_matched {
@@ -377,11 +381,13 @@ impl Policy {
                     },
                 }
             };
-            note(
-                d.rule(),
-                true,
-                format!("no rule decides this call: {}", d.reason()),
-            );
+            note(&|| {
+                (
+                    d.rule().to_string(),
+                    true,
+                    format!("no rule decides this call: {}", d.reason()),
+                )
+            });
             consider(d);
         }
         best.unwrap_or(Decision::Deny {
@@ -389,111 +395,140 @@ impl Policy {
             reason: "no decision could be made".into(),
         })
     }
-
-    /// Why an ordering rule does not hold for this call, if it does not.
-    fn ordering(&self, rule: &Rule, call: &Call<'_>, ctx: &Context<'_>) -> Option<String> {
-        let since = match rule.within {
-            Some(w) => Since::Time(ctx.now - w),
-            None => Since::Session(ctx.session),
-        };
-        let when = match rule.within {
-            Some(_) => format!("in the last {}", humantime(rule.within)),
-            None => "in this session".to_string(),
-        };
-        let (names, want_present) = match &rule.kind {
-            Kind::Requires(n) => (n, true),
-            Kind::Forbids(n) => (n, false),
-            Kind::Verdict => return None,
-        };
-        for name in names {
-            let keys = rule.scope.get(name).cloned().unwrap_or_default();
-            let want = match history::scope_of(&keys, call.args) {
-                Ok(w) => w,
-                Err(missing) if want_present => {
-                    return Some(format!("needs `{missing}` to know which {name} counts"));
-                }
-                Err(_) => continue,
-            };
-            let planned = ctx
-                .planned
-                .iter()
-                .any(|(e, s)| e == name && want.iter().all(|(k, v)| s.get(k) == Some(v)));
-            let seen = ctx.history.has(name, &want, since);
-            match (want_present, seen || planned) {
-                (true, false) => {
-                    return Some(format!(
-                        "{name}{} has not happened {when}; run it first, as a step this one depends on",
-                        describe_scope(&want)
-                    ));
-                }
-                (false, true) if seen => {
-                    return Some(format!("{name}{} happened {when}", describe_scope(&want)));
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-
-    /// Effects a call leaves once it has finished.
-    pub fn effects_of(
-        &self,
-        tool: &str,
-        args: &Map<String, Value>,
-        result: &Value,
-        succeeded: bool,
-    ) -> Vec<(String, ScopeMap)> {
-        let on = if succeeded {
-            EffectOn::Success
-        } else {
-            EffectOn::Failure
-        };
-        let scope = Scope {
-            args,
-            result: Some(result),
-        };
-        self.compiled
-            .effects
-            .iter()
-            .filter(|e| e.on == on && e.tools.matches(tool))
-            .filter(|e| e.when.as_ref().is_none_or(|w| w.eval(&scope)))
-            .filter_map(|e| {
-                history::scope_of(&e.scope, args)
-                    .ok()
-                    .map(|s| (e.effect.clone(), s))
-            })
-            .collect()
-    }
-
-    /// Effects a step will leave if it succeeds, as far as can be known
-    /// before it runs (conditions on its result are assumed to hold).
-    fn promised_effects(&self, tool: &str, args: &Map<String, Value>) -> Vec<(String, ScopeMap)> {
-        let scope = Scope { args, result: None };
-        self.compiled
-            .effects
-            .iter()
-            .filter(|e| e.on == EffectOn::Success && e.tools.matches(tool))
-            .filter(|e| {
-                e.when
-                    .as_ref()
-                    .is_none_or(|w| w.reads_result() || w.eval(&scope))
-            })
-            .filter_map(|e| {
-                history::scope_of(&e.scope, args)
-                    .ok()
-                    .map(|s| (e.effect.clone(), s))
-            })
-            .collect()
-    }
 }
 
-fn humantime(d: Option<time::Duration>) -> String {
-    let Some(d) = d else { return String::new() };
-    let s = d.whole_seconds();
-    match s {
-        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        _ if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
-        _ => format!("{s}s"),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Patterns, RuleConfig};
+    use crate::mcp::Annotations;
+    use serde_json::json;
+
+    fn tool(name: &str, read_only: bool, destructive: bool) -> ToolInfo {
+        ToolInfo {
+            server: "k8s".into(),
+            name: name.into(),
+            description: String::new(),
+            input_schema: json!({}),
+            annotations: Annotations {
+                read_only,
+                destructive,
+                idempotent: false,
+                open_world: false,
+            },
+            def_hash: "h".into(),
+        }
+    }
+
+    fn decide(p: &Policy, tool_name: &str, info: &ToolInfo, args: serde_json::Value) -> Decision {
+        let serde_json::Value::Object(args) = args else {
+            panic!("object")
+        };
+        let (h, pins, roles) = (
+            History::default(),
+            HashMap::new(),
+            vec!["developer".to_string()],
+        );
+        let ctx = Context {
+            actor: "a",
+            roles: &roles,
+            session: "s",
+            now: OffsetDateTime::now_utc(),
+            history: &h,
+            pins: &pins,
+            planned: &[],
+        };
+        let call = Call {
+            tool: tool_name,
+            args: &args,
+            gated: false,
+        };
+        p.decide(&call, Some(info), &ctx, None)
+    }
+
+    fn rule(tools: &str, verdict: Verdict, reason: &str) -> RuleConfig {
+        RuleConfig {
+            tools: Patterns::One(tools.into()),
+            verdict: Some(verdict),
+            reason: reason.into(),
+            ..RuleConfig::default()
+        }
+    }
+
+    #[test]
+    fn deny_beats_approval_beats_allow_and_defaults_follow_annotations() {
+        let mut config = PolicyConfig::default();
+        config.rules.insert(
+            "allow-k8s".into(),
+            rule("k8s.*", Verdict::Allow, "k8s is fine"),
+        );
+        config.rules.insert(
+            "approve-scale".into(),
+            rule("k8s.scale", Verdict::Approve, "scaling costs money"),
+        );
+        config.rules.insert(
+            "deny-delete".into(),
+            rule("*.delete_*", Verdict::Deny, "never delete"),
+        );
+        let p = Policy::new(config).expect("policy");
+        let d = decide(&p, "k8s.restart", &tool("restart", false, false), json!({}));
+        assert_eq!((d.label(), d.rule()), ("allow", "rule.allow-k8s"));
+        let d = decide(&p, "k8s.scale", &tool("scale", false, false), json!({}));
+        assert_eq!((d.label(), d.rule()), ("approve", "rule.approve-scale"));
+        let d = decide(
+            &p,
+            "k8s.delete_ns",
+            &tool("delete_ns", false, true),
+            json!({}),
+        );
+        assert_eq!(
+            (d.label(), d.rule(), d.reason()),
+            ("deny", "rule.deny-delete", "never delete")
+        );
+        // An allow rule does not lift the production gate.
+        let d = decide(
+            &p,
+            "k8s.restart",
+            &tool("restart", false, false),
+            json!({"env": "production"}),
+        );
+        assert_eq!((d.label(), d.rule()), ("gated", "builtin.gated-env"));
+
+        let plain = Policy::new(PolicyConfig::default()).expect("policy");
+        let d = decide(
+            &plain,
+            "k8s.status",
+            &tool("status", true, false),
+            json!({"env": "production"}),
+        );
+        assert_eq!((d.label(), d.rule()), ("allow", "builtin.read-only"));
+        let d = decide(
+            &plain,
+            "k8s.rollback",
+            &tool("rollback", false, true),
+            json!({"service": "x"}),
+        );
+        assert_eq!((d.label(), d.rule()), ("gated", "builtin.destructive"));
+        assert_eq!(d.gate().map(|g| g.confirm.as_str()), Some("x"));
+        let d = decide(
+            &plain,
+            "k8s.deploy",
+            &tool("deploy", false, false),
+            json!({"env": "staging"}),
+        );
+        assert_eq!((d.label(), d.rule()), ("approve", "builtin.changes-state"));
+    }
+
+    #[test]
+    fn approval_binding_changes_with_args() {
+        let a = args_hash(
+            "k8s.deploy",
+            json!({"env": "staging"}).as_object().expect("obj"),
+        );
+        let b = args_hash(
+            "k8s.deploy",
+            json!({"env": "production"}).as_object().expect("obj"),
+        );
+        assert_ne!(a, b);
     }
 }

@@ -46,6 +46,13 @@ impl Pattern {
         (!server.contains('*')).then_some(server)
     }
 
+    /// The tool name this pattern is limited to, if its part after the
+    /// first dot is literal (`*.delete_all`).
+    pub fn tool_name(&self) -> Option<&str> {
+        let (server, name) = self.text.split_once('.')?;
+        (server == "*" && !name.contains('*')).then_some(name)
+    }
+
     pub fn matches(&self, tool: &str) -> bool {
         if self.parts.is_empty() {
             return self.starts_open || tool.is_empty();

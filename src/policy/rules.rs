@@ -93,9 +93,10 @@ pub struct Limit {
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
     pub rules: Vec<Rule>,
-    /// server → rules whose every pattern names that server; the rest are
-    /// in `any_server`.
+    /// Rules indexed by what their patterns pin down: a literal server
+    /// (`k8s.*`), else a literal tool name (`*.delete_all`), else nothing.
     by_server: HashMap<String, Vec<usize>>,
+    by_tool: HashMap<String, Vec<usize>>,
     any_server: Vec<usize>,
     pub effects: Vec<Effect>,
     pub freezes: Vec<Freeze>,
@@ -261,12 +262,15 @@ pub fn compile(config: &PolicyConfig) -> Result<Compiled, CompileError> {
     }
     out.horizon = horizon;
     for (i, r) in out.rules.iter().enumerate() {
-        let servers: Vec<Option<&str>> = r.tools.0.iter().map(Pattern::server).collect();
-        match servers.as_slice() {
-            [Some(s), rest @ ..] if rest.iter().all(|x| *x == Some(*s)) => {
-                out.by_server.entry(s.to_string()).or_default().push(i)
+        for p in &r.tools.0 {
+            let list = match (p.server(), p.tool_name()) {
+                (Some(server), _) => out.by_server.entry(server.to_string()).or_default(),
+                (None, Some(name)) => out.by_tool.entry(name.to_string()).or_default(),
+                (None, None) => &mut out.any_server,
+            };
+            if list.last() != Some(&i) {
+                list.push(i);
             }
-            _ => out.any_server.push(i),
         }
     }
     Ok(out)
@@ -275,17 +279,18 @@ pub fn compile(config: &PolicyConfig) -> Result<Compiled, CompileError> {
 impl Compiled {
     /// The rules that could match `tool`, in config order.
     pub fn candidates(&self, tool: &str) -> impl Iterator<Item = &Rule> {
-        let server = tool.split_once('.').map_or(tool, |(s, _)| s);
-        let mut idx: Vec<usize> = self
-            .by_server
-            .get(server)
-            .map(|v| v.as_slice())
-            .unwrap_or_default()
+        let (server, name) = tool.split_once('.').unwrap_or((tool, ""));
+        fn pick<'m>(m: &'m HashMap<String, Vec<usize>>, k: &str) -> &'m [usize] {
+            m.get(k).map(Vec::as_slice).unwrap_or_default()
+        }
+        let mut idx: Vec<usize> = pick(&self.by_server, server)
             .iter()
+            .chain(pick(&self.by_tool, name))
             .chain(&self.any_server)
             .copied()
             .collect();
         idx.sort_unstable();
+        idx.dedup();
         idx.into_iter().map(|i| &self.rules[i])
     }
 }
