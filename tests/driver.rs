@@ -171,3 +171,57 @@ async fn edited_arguments_are_checked_against_the_schema() {
         "nothing deployed after rejecting"
     );
 }
+
+/// Overriding a freeze in the app: the typed target alone is refused; the
+/// target and a reason approve, and the reason is on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_override_needs_the_target_and_a_reason() {
+    let home = Home::new();
+    let extra = "[policy.freezes.load-test]\ntools = \"k8s.deploy\"\nwhen = 'env == \"staging\"'\nreason = \"staging is frozen for the load test\"\nallow_override = true\n";
+    let rt = Arc::new(
+        opsbot::runtime::Runtime::with_exe(
+            opsbot::paths::Paths::rooted(home.path()),
+            config(extra),
+            BIN.into(),
+        )
+        .expect("runtime"),
+    );
+    let session = rt.new_session("tester").expect("session");
+    let d = Driver::new(rt, session, ApprovalMode::Plan);
+    let mut rx = d.session().subscribe();
+    d.submit("deploy checkout to staging".into())
+        .expect("submit");
+    next(
+        &mut rx,
+        "build to wait",
+        |e| matches!(e, Event::AwaitingApproval { step, .. } if step.as_str() == "build"),
+    )
+    .await;
+    d.approve(&StepId::new("build"), false)
+        .expect("approve build");
+    next(
+        &mut rx,
+        "the frozen deploy to wait",
+        |e| matches!(e, Event::AwaitingApproval { step, gated: true } if step.as_str() == "deploy"),
+    )
+    .await;
+    let deploy = StepId::new("deploy");
+    match d.confirm_gate(&deploy, "staging") {
+        Err(DriverError::WrongConfirmation(m)) => {
+            assert!(m.contains("overrides a change freeze"), "{m}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    d.confirm_gate(&deploy, "staging: load test owners agreed")
+        .expect("override");
+    let done = next(&mut rx, "the run to finish", |e| outcome(e).is_some()).await;
+    assert_eq!(outcome(&done), Some(Outcome::Succeeded));
+    let approved = d.session().state();
+    assert!(approved.steps[&deploy].approved_by.is_some());
+    let records = home.last_session();
+    assert!(records.iter().any(|r| matches!(
+        &r.event,
+        Event::Approved { step, reason: Some(why), gated: true, .. }
+            if step.as_str() == "deploy" && why == "load test owners agreed"
+    )));
+}
