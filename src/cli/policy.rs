@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use opsbot::paths::Paths;
 use opsbot::plan::Plan;
-use opsbot::policy::{Call, Context, Decision, History};
+use opsbot::policy::{Call, Context, Decision};
 use opsbot::runtime::{Runtime, definition};
 
 #[derive(Subcommand)]
@@ -98,16 +98,15 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
     rt.servers.wait_settled().await;
     let catalog = rt.servers.catalog();
     let roles = rt.policy.roles_of(actor);
-    let pins = rt.store.pins()?;
-    let history = History::default();
+    let knowledge = rt.knowledge();
     let ctx = Context {
         actor,
         roles: &roles,
         // A dry run belongs to no session: only time-windowed effects count.
         session: "",
         now: time::OffsetDateTime::now_utc(),
-        history: &history,
-        pins: &pins,
+        history: &knowledge.history,
+        pins: &knowledge.pins,
         planned: &[],
     };
     match command {

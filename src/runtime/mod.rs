@@ -227,6 +227,12 @@ impl Runtime {
         }
     }
 
+    /// What policy knows of the past: effects and calls within the rules'
+    /// horizon, and pinned definitions.
+    pub fn knowledge(&self) -> std::sync::MutexGuard<'_, Knowledge> {
+        self.knowledge.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The guard that checks each call against policy as it is made.
     pub fn guard(&self) -> Arc<PolicyGuard> {
         Arc::new(PolicyGuard {
