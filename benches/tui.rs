@@ -82,6 +82,9 @@ fn big_app() -> App {
             description: format!("step {i}"),
             gate: false,
             timeout_ms: None,
+            when: None,
+            continue_on_error: false,
+            retries: None,
         })
         .collect();
     push(
@@ -102,6 +105,7 @@ fn big_app() -> App {
                     is_error: false,
                     text: "{}".into(),
                     structured: Some(serde_json::json!({"ok": true})),
+                    truncated: None,
                 },
                 duration_ms: 10,
             },

@@ -77,6 +77,8 @@ pub struct Driver {
     active: Mutex<Option<Active>>,
     /// Tools the user said not to ask about again this session (never gated steps).
     trusted: Mutex<HashSet<String>>,
+    /// Undo steps approved in advance by config.
+    pre_approved: Mutex<HashSet<StepId>>,
     busy: Mutex<bool>,
 }
 
@@ -88,6 +90,7 @@ impl Driver {
             mode,
             active: Mutex::new(None),
             trusted: Mutex::new(HashSet::new()),
+            pre_approved: Mutex::new(HashSet::new()),
             busy: Mutex::new(false),
         });
         Self::follow(&driver);
@@ -147,7 +150,39 @@ impl Driver {
         else {
             return Ok(());
         };
-        self.run_plan(plan, decisions, HashMap::new()).await
+        let outcome = self
+            .run_plan(plan.clone(), decisions, HashMap::new())
+            .await?;
+        if outcome == crate::session::Outcome::Failed
+            && let Some((undo, decisions)) = self.rt.propose_undo(&self.session, &plan)?
+        {
+            self.pre_approve_undo(&undo, &decisions);
+            self.run_plan(undo, decisions, HashMap::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Undo steps in environments the config lists under
+    /// `[engine] pre_approve_undo` are approved now (never gated ones).
+    fn pre_approve_undo(self: &Arc<Self>, undo: &Plan, decisions: &[(StepId, Decision)]) {
+        let envs = &self.rt.config.config.engine.pre_approve_undo;
+        let ids: Vec<StepId> = undo
+            .steps
+            .iter()
+            .filter(|s| {
+                s.args
+                    .get("env")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| envs.iter().any(|x| x == e))
+            })
+            .filter(|s| {
+                decisions
+                    .iter()
+                    .any(|(id, d)| id == &s.id && !d.is_denied() && d.gate().is_none())
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        self.pre_approved.lock().map(|mut p| p.extend(ids)).ok();
     }
 
     async fn run_plan(
@@ -155,7 +190,7 @@ impl Driver {
         plan: Plan,
         decisions: Vec<(StepId, Decision)>,
         done: HashMap<StepId, Value>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<crate::session::Outcome, StoreError> {
         let desk = Arc::new(ApprovalDesk::new());
         let cancel = CancellationToken::new();
         let decisions: HashMap<StepId, Decision> = decisions.into_iter().collect();
@@ -171,8 +206,7 @@ impl Driver {
         self.rt
             .engine()
             .run_from(&self.session, &plan, &decisions, &approvals, cancel, done)
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Continue a resumed session's unfinished plan; its steps wait for
@@ -195,6 +229,7 @@ impl Driver {
             if let Err(e) = me
                 .run_plan(resumed.plan, resumed.decisions, resumed.done)
                 .await
+                .map(drop)
             {
                 let _ = me.session.record(Event::Note {
                     text: format!("error: {e}"),
@@ -245,6 +280,8 @@ impl Driver {
                 ))
             } else if Self::lock(&self.trusted).contains(&s.tool) {
                 Some(format!("{} is trusted for this session", s.tool))
+            } else if Self::lock(&self.pre_approved).contains(step) {
+                Some("an undo in an environment [engine] pre_approve_undo lists".to_string())
             } else {
                 None
             }

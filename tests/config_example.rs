@@ -22,7 +22,7 @@ fn the_example_parses_over_the_defaults() {
     ])
     .unwrap_or_else(|e| panic!("{e}"));
     let restart = &loaded.config.runbooks["restart"];
-    assert_eq!(restart.steps.len(), 3);
+    assert_eq!(restart.steps.len(), 5);
     assert!(restart.steps[1].gate);
     assert!(!loaded.config.servers["fs"].enabled);
     assert_eq!(
@@ -54,6 +54,7 @@ fn the_example_documents_every_key() {
         serde_json::to_value(opsbot::config::EffectConfig::default()),
         serde_json::to_value(opsbot::config::FreezeConfig::default()),
         serde_json::to_value(opsbot::config::LimitConfig::default()),
+        serde_json::to_value(opsbot::config::Compensation::default()),
     ] {
         collect(&v.expect("policy table"), &mut keys);
     }
@@ -63,6 +64,7 @@ fn the_example_documents_every_key() {
             let header = l.trim_matches(['[', ']']);
             l.starts_with(&format!("{key} ="))
                 || header == key
+                || header.starts_with(&format!("{key}."))
                 || header.ends_with(&format!(".{key}"))
         });
         assert!(shown, "config.example.toml does not show `{key}`");

@@ -77,6 +77,9 @@ fn deploy_only(service: &str, env: &str) -> Plan {
             description: String::new(),
             gate: false,
             timeout_ms: None,
+            when: None,
+            continue_on_error: false,
+            retries: None,
         }],
     }
 }
@@ -369,6 +372,9 @@ async fn a_rate_limit_is_checked_again_when_each_call_is_made() {
         description: String::new(),
         gate: false,
         timeout_ms: None,
+        when: None,
+        continue_on_error: false,
+        retries: None,
     };
     let plan = Plan {
         title: "two builds".into(),
@@ -429,6 +435,9 @@ fn echo_plan() -> Plan {
             description: String::new(),
             gate: false,
             timeout_ms: None,
+            when: None,
+            continue_on_error: false,
+            retries: None,
         }],
     }
 }

@@ -105,6 +105,9 @@ fn plan_of(specs: &[Spec]) -> Plan {
                 description: String::new(),
                 gate: false,
                 timeout_ms: None,
+                when: None,
+                continue_on_error: false,
+                retries: None,
             }
         })
         .collect();

@@ -129,6 +129,7 @@ fn app() -> App {
                 structured: Some(
                     json!({"build_id": "b-401", "image": "registry.local/checkout:401-cdcb87b"}),
                 ),
+                truncated: None,
             },
             duration_ms: 1234,
         },

@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Also approve gated steps (production, destructive) without typing a confirmation.
     #[arg(long)]
     pub approve_gated: bool,
+    /// If the run fails after changing things, run the proposed undo plan
+    /// (its steps are approved like any others).
+    #[arg(long)]
+    pub undo: bool,
     /// Why: required with --approve-gated to override a change freeze.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -123,109 +127,27 @@ pub async fn run(
             Outcome::InvalidPlan
         }
         Planned::Ready { plan, decisions } => {
-            say(&print::plan(&plan, &decisions));
-            let mut approvals = HashMap::new();
-            for step in &plan.steps {
-                let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
-                    continue;
-                };
-                let (approved, reason) = match decision {
-                    Decision::Deny { .. } => (false, None),
-                    Decision::NeedsApproval {
-                        gate: Some(gate),
-                        reason,
-                        ..
-                    } => {
-                        let typed = if args.approve_gated {
-                            let mut t = gate.confirm.clone();
-                            if let Some(r) = &args.reason {
-                                t.push(' ');
-                                t.push_str(r);
-                            }
-                            Some(t)
-                        } else {
-                            let how = if gate.reason_required {
-                                format!("type `{}` and then why", gate.confirm)
-                            } else {
-                                format!("type `{}`", gate.confirm)
-                            };
-                            ask(format!(
-                                "gated: {} — {reason}\n  {} {}\n  {how} to approve (anything else skips): ",
-                                step.id,
-                                step.tool,
-                                serde_json::to_string(&step.args).unwrap_or_default(),
-                            ))
-                            .await
-                        };
-                        match typed.map(|t| gate.check(&t)) {
-                            Some(Ok(why)) => (true, why),
-                            Some(Err(e)) => {
-                                eprintln!("{}: not approved: {e}", step.id);
-                                (false, None)
-                            }
-                            None => (false, None),
-                        }
-                    }
-                    _ => (
-                        args.yes
-                            || ask(format!(
-                                "approve {} ({} {})? [y/N] ",
-                                step.id,
-                                step.tool,
-                                serde_json::to_string(&step.args).unwrap_or_default()
-                            ))
-                            .await
-                            .is_some_and(|a| {
-                                a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
-                            }),
-                        None,
-                    ),
-                };
-                if approved
-                    && let Some(hash) = rt.approve(
-                        &session,
-                        &plan,
-                        &step.id,
-                        decision.gate().is_some(),
-                        reason.as_deref(),
-                    )?
-                {
-                    approvals.insert(step.id.clone(), hash);
+            let outcome = approve_and_run(&rt, &session, &plan, &decisions, &args).await?;
+            if outcome == Outcome::Failed
+                && let Some((undo, undo_decisions)) = rt.propose_undo(&session, &plan)?
+            {
+                say(&format!(
+                    "the run failed after changing things; proposed undo:\n{}",
+                    print::plan(&undo, &undo_decisions)
+                ));
+                let go = args.undo
+                    || ask("run the undo plan? [y/N] ".into())
+                        .await
+                        .is_some_and(|a| {
+                            a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
+                        });
+                if go {
+                    let undone =
+                        approve_and_run(&rt, &session, &undo, &undo_decisions, &args).await?;
+                    say(&format!("undo {}", undone.as_str()));
+                } else {
+                    say("not undone: rerun with --undo, or check the system by hand");
                 }
-            }
-
-            let cancel = CancellationToken::new();
-            let on_ctrl_c = cancel.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!(
-                        "\ncancelling: running steps are being stopped (Ctrl-C again to quit now)"
-                    );
-                    on_ctrl_c.cancel();
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        std::process::exit(130);
-                    }
-                }
-            });
-            let printer = (!args.json).then(|| {
-                let mut live = session.subscribe();
-                tokio::spawn(async move {
-                    while let Ok(record) = live.recv().await {
-                        if let Some(line) = print::record(&record, true) {
-                            println!("{line}");
-                        }
-                        if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
-                            break;
-                        }
-                    }
-                })
-            });
-            let approvals = Approvals::Fixed(approvals);
-            let outcome = rt
-                .run(&session, &plan, &decisions, &approvals, cancel)
-                .await?;
-            if let Some(printer) = printer {
-                let _ = printer.await;
             }
             outcome
         }
@@ -250,4 +172,118 @@ pub async fn run(
     }
     rt.servers.shutdown().await;
     Ok(exit_code(outcome))
+}
+
+/// Ask for (or take from the flags) each step's approval, then run the plan.
+async fn approve_and_run(
+    rt: &Runtime,
+    session: &std::sync::Arc<opsbot::session::Session>,
+    plan: &opsbot::plan::Plan,
+    decisions: &[(opsbot::plan::StepId, Decision)],
+    args: &RunArgs,
+) -> anyhow::Result<Outcome> {
+    let say = |s: &str| {
+        if !args.json {
+            println!("{s}");
+        }
+    };
+    say(&print::plan(plan, decisions));
+    let mut approvals = HashMap::new();
+    for step in &plan.steps {
+        let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
+            continue;
+        };
+        let (approved, reason) = match decision {
+            Decision::Deny { .. } => (false, None),
+            Decision::NeedsApproval {
+                gate: Some(gate),
+                reason,
+                ..
+            } => {
+                let typed = if args.approve_gated {
+                    let mut t = gate.confirm.clone();
+                    if let Some(r) = &args.reason {
+                        t.push(' ');
+                        t.push_str(r);
+                    }
+                    Some(t)
+                } else {
+                    let how = if gate.reason_required {
+                        format!("type `{}` and then why", gate.confirm)
+                    } else {
+                        format!("type `{}`", gate.confirm)
+                    };
+                    ask(format!(
+                        "gated: {} — {reason}\n  {} {}\n  {how} to approve (anything else skips): ",
+                        step.id,
+                        step.tool,
+                        serde_json::to_string(&step.args).unwrap_or_default(),
+                    ))
+                    .await
+                };
+                match typed.map(|t| gate.check(&t)) {
+                    Some(Ok(why)) => (true, why),
+                    Some(Err(e)) => {
+                        eprintln!("{}: not approved: {e}", step.id);
+                        (false, None)
+                    }
+                    None => (false, None),
+                }
+            }
+            _ => (
+                args.yes
+                    || ask(format!(
+                        "approve {} ({} {})? [y/N] ",
+                        step.id,
+                        step.tool,
+                        serde_json::to_string(&step.args).unwrap_or_default()
+                    ))
+                    .await
+                    .is_some_and(|a| a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")),
+                None,
+            ),
+        };
+        if approved
+            && let Some(hash) = rt.approve(
+                session,
+                plan,
+                &step.id,
+                decision.gate().is_some(),
+                reason.as_deref(),
+            )?
+        {
+            approvals.insert(step.id.clone(), hash);
+        }
+    }
+
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncancelling: running steps are being stopped (Ctrl-C again to quit now)");
+            on_ctrl_c.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let printer = (!args.json).then(|| {
+        let mut live = session.subscribe();
+        tokio::spawn(async move {
+            while let Ok(record) = live.recv().await {
+                if let Some(line) = print::record(&record, true) {
+                    println!("{line}");
+                }
+                if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
+                    break;
+                }
+            }
+        })
+    });
+    let approvals = Approvals::Fixed(approvals);
+    let outcome = rt.run(session, plan, decisions, &approvals, cancel).await?;
+    if let Some(printer) = printer {
+        let _ = printer.await;
+    }
+    Ok(outcome)
 }

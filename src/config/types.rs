@@ -22,6 +22,10 @@ pub struct Config {
     pub approval: ApprovalConfig,
     pub tui: TuiConfig,
     pub llm: LlmConfig,
+    pub engine: EngineConfig,
+    /// Compensating calls by tool: how to undo a finished step when a plan
+    /// fails after it, e.g. `k8s.deploy` → `k8s.rollback`.
+    pub compensations: BTreeMap<String, Compensation>,
     /// Key bindings: action name → key, e.g. `approve = "a"`, `cancel = "ctrl-x"`.
     pub keys: BTreeMap<String, String>,
 }
@@ -76,6 +80,23 @@ pub struct ServerConfig {
     pub timeout_ms: u64,
     /// How long the server may take to start and answer `initialize`.
     pub startup_timeout_ms: u64,
+    /// At most this many calls to the server at once (besides the global limit).
+    pub max_concurrency: Option<usize>,
+    /// Retries of a transient failure (timeout, restart, an error the tool
+    /// marks retryable), for idempotent tools only.
+    pub retries: u32,
+    /// First retry delay; it doubles each time, with jitter, up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Tools to treat as idempotent (safe to retry) whatever their annotations say.
+    pub idempotent: Vec<String>,
+    /// Tools never retried automatically, whatever their annotations say.
+    pub non_idempotent: Vec<String>,
+    /// After this many failures in a row, calls fail fast for `breaker_cooldown_ms`.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
+    /// Another server with the same tools, used while this one is down or its breaker is open.
+    pub fallback: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +110,15 @@ impl Default for ServerConfig {
             enabled: true,
             timeout_ms: 30_000,
             startup_timeout_ms: 20_000,
+            max_concurrency: None,
+            retries: 2,
+            retry_base_ms: 200,
+            retry_max_ms: 5_000,
+            idempotent: Vec::new(),
+            non_idempotent: Vec::new(),
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
+            fallback: None,
         }
     }
 }
@@ -131,6 +161,12 @@ pub struct RunbookStep {
     /// Always require a deliberate confirmation for this step.
     pub gate: bool,
     pub timeout_ms: Option<u64>,
+    /// Run only if this holds over earlier steps, e.g. `health.status == "failed"`.
+    pub when: Option<String>,
+    /// A failure here does not stop the steps after it.
+    pub continue_on_error: bool,
+    /// Retries for transient failures (default: the server's `retries`).
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,4 +260,35 @@ impl Default for LlmProfile {
             api_key_header: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Steps running at once, across all servers.
+    pub max_parallel: usize,
+    /// Outputs larger than this are stored cut, with their size and hash.
+    pub output_cap_bytes: usize,
+    /// Environments whose compensation plans are approved in advance.
+    pub pre_approve_undo: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_parallel: 8,
+            output_cap_bytes: 1 << 20,
+            pre_approve_undo: Vec::new(),
+        }
+    }
+}
+
+/// How to undo one tool's effect. `args` values may use `${args.NAME}` (the
+/// finished step's arguments) and `${output.NAME}` (what it returned).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compensation {
+    pub tool: String,
+    pub args: serde_json::Map<String, serde_json::Value>,
+    pub description: String,
 }

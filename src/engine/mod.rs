@@ -5,6 +5,7 @@
 
 mod call;
 mod desk;
+mod retry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use desk::{ApprovalDesk, Verdict};
+pub use retry::RetryPolicy;
 
 use crate::mcp::{CallError, Catalog, Servers, ToolOutput};
 use crate::plan::validate::check_args;
@@ -70,7 +72,17 @@ enum State {
     Denied,
 }
 
-type Finished = (StepId, Result<ToolOutput, CallError>, Duration);
+/// A step's call, done: its result, how long it took (retries included),
+/// and anything the engine adds to a failure.
+struct Finished {
+    id: StepId,
+    result: Result<ToolOutput, CallError>,
+    took: Duration,
+    note: Option<String>,
+}
+
+/// Stored outputs are capped at this many bytes by default (1 MiB).
+pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
 
 /// Policy's say at the moment of a call, against what has actually
 /// happened: the plan's decisions were made before anything ran.
@@ -107,12 +119,17 @@ struct Run<'a> {
     cancel: CancellationToken,
     /// The arguments each started step was sent.
     sent: HashMap<StepId, Map<String, Value>>,
+    /// Running steps per server, for per-server limits.
+    per_server: HashMap<String, usize>,
+    /// What failed steps answered, for conditions on them.
+    failed_outputs: HashMap<StepId, Value>,
 }
 
 pub struct Engine {
     servers: Servers,
     max_parallel: usize,
     guard: Option<Arc<dyn CallGuard>>,
+    output_cap: usize,
 }
 
 impl Engine {
@@ -121,7 +138,14 @@ impl Engine {
             servers,
             max_parallel: max_parallel.max(1),
             guard: None,
+            output_cap: DEFAULT_OUTPUT_CAP,
         }
+    }
+
+    /// Store at most this many bytes of each output (the rest is hashed).
+    pub fn with_output_cap(mut self, bytes: usize) -> Self {
+        self.output_cap = bytes.max(1024);
+        self
     }
 
     /// Check every call with `guard` just before it is made.
@@ -177,6 +201,8 @@ impl Engine {
             running: JoinSet::new(),
             cancel,
             sent: HashMap::new(),
+            per_server: HashMap::new(),
+            failed_outputs: HashMap::new(),
         };
         let mut cancelled = false;
         loop {
@@ -215,11 +241,31 @@ impl Engine {
         self.conclude(run, cancelled)
     }
 
-    fn finish(&self, run: &mut Run<'_>, (id, result, took): Finished) -> Result<(), StoreError> {
+    fn finish(&self, run: &mut Run<'_>, done: Finished) -> Result<(), StoreError> {
+        let Finished {
+            id,
+            result,
+            took,
+            note,
+        } = done;
         if let Some(desk) = run.approvals.desk() {
             desk.finished(&id);
         }
+        if let Some(server) = run
+            .plan
+            .step(&id)
+            .and_then(|s| s.tool.split_once('.'))
+            .map(|(s, _)| s)
+            && let Some(n) = run.per_server.get_mut(server)
+        {
+            *n = n.saturating_sub(1);
+        }
         let duration_ms = took.as_millis() as u64;
+        let result = result.map(|o| o.capped(self.output_cap));
+        let with_note = |e: String| match &note {
+            Some(n) => format!("{e} ({n})"),
+            None => e,
+        };
         let event = match result {
             Ok(output) if !output.is_error => {
                 run.outputs.insert(id.clone(), output.value());
@@ -232,6 +278,7 @@ impl Engine {
             }
             Ok(output) => {
                 run.state.insert(id.clone(), State::Failed);
+                run.failed_outputs.insert(id.clone(), output.value());
                 let error = if output.text.is_empty() {
                     "the tool reported an error".to_string()
                 } else {
@@ -239,7 +286,7 @@ impl Engine {
                 };
                 Event::StepFailed {
                     step: id,
-                    error,
+                    error: with_note(error),
                     output: Some(output),
                     duration_ms,
                 }
@@ -248,7 +295,7 @@ impl Engine {
                 run.state.insert(id.clone(), State::Failed);
                 Event::StepFailed {
                     step: id,
-                    error: e.to_string(),
+                    error: with_note(e.to_string()),
                     output: None,
                     duration_ms,
                 }
@@ -292,12 +339,18 @@ impl Engine {
             }
         }
         let count = |s: State| run.state.values().filter(|v| **v == s).count();
+        let tolerated = run
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.continue_on_error && run.state[&s.id] == State::Failed)
+            .count();
         let rejected = run.approvals.desk().and_then(|d| d.rejected()).is_some();
         let outcome = if cancelled {
             Outcome::Cancelled
         } else if rejected {
             Outcome::Rejected
-        } else if count(State::Failed) > 0 {
+        } else if count(State::Failed) > tolerated {
             Outcome::Failed
         } else if count(State::Denied) > 0 {
             Outcome::Denied
@@ -352,7 +405,9 @@ impl Engine {
                     changed = true;
                     continue;
                 }
+                let tolerated = |d: &StepId| run.plan.step(d).is_some_and(|s| s.continue_on_error);
                 let blocker = step.depends_on.iter().find_map(|d| match run.state.get(d) {
+                    Some(State::Failed) if tolerated(d) => None,
                     Some(State::Failed) => Some(format!("`{d}` failed")),
                     Some(State::Skipped) => Some(format!("`{d}` was skipped")),
                     Some(State::Denied) => Some(format!("`{d}` was denied")),
@@ -368,11 +423,26 @@ impl Engine {
                     changed = true;
                     continue;
                 }
-                let ready = step
-                    .depends_on
-                    .iter()
-                    .all(|d| run.state.get(d) == Some(&State::Succeeded));
-                if !ready || run.running.len() >= self.max_parallel {
+                let ready = step.depends_on.iter().all(|d| match run.state.get(d) {
+                    Some(State::Succeeded) => true,
+                    Some(State::Failed) => tolerated(d),
+                    _ => false,
+                });
+                if !ready {
+                    continue;
+                }
+                if let Some(cond) = &step.when
+                    && !self.condition_holds(run, cond)
+                {
+                    run.state.insert(step.id.clone(), State::Skipped);
+                    run.session.record(Event::StepSkipped {
+                        step: step.id.clone(),
+                        reason: format!("its condition `{cond}` does not hold"),
+                    })?;
+                    changed = true;
+                    continue;
+                }
+                if run.running.len() >= self.max_parallel || self.server_full(run, step) {
                     continue;
                 }
                 changed |= self.decide_ready(run, step)?;
@@ -431,6 +501,57 @@ impl Engine {
         }
     }
 
+    /// Whether the step's server is at its `max_concurrency`.
+    fn server_full(&self, run: &Run<'_>, step: &Step) -> bool {
+        let server = step
+            .tool
+            .split_once('.')
+            .map_or(step.tool.as_str(), |(s, _)| s);
+        let limit = self
+            .servers
+            .config_of(server)
+            .and_then(|c| c.max_concurrency);
+        limit.is_some_and(|l| run.per_server.get(server).copied().unwrap_or(0) >= l.max(1))
+    }
+
+    /// A step's `when`, over earlier steps: each is its output with a
+    /// `status` (succeeded, failed, skipped, ...) added. A condition that
+    /// cannot be read does not hold.
+    fn condition_holds(&self, run: &Run<'_>, cond: &str) -> bool {
+        let Ok(expr) = crate::policy::cond::parse(cond) else {
+            return false;
+        };
+        let mut scope = Map::new();
+        for s in &run.plan.steps {
+            let mut v = match run.outputs.get(&s.id) {
+                Some(Value::Object(o)) => o.clone(),
+                _ => Map::new(),
+            };
+            if let Some(state) = run.failed_outputs.get(&s.id)
+                && let Value::Object(o) = state
+            {
+                for (k, val) in o {
+                    v.entry(k.clone()).or_insert(val.clone());
+                }
+            }
+            let status = match run.state[&s.id] {
+                State::Succeeded => "succeeded",
+                State::Failed => "failed",
+                State::Skipped => "skipped",
+                State::Denied => "denied",
+                State::Running => "running",
+                State::AwaitingApproval => "awaiting_approval",
+                State::Waiting | State::AtDesk => "pending",
+            };
+            v.insert("status".into(), Value::String(status.into()));
+            scope.insert(s.id.as_str().to_string(), Value::Object(v));
+        }
+        expr.eval(&crate::policy::cond::Scope {
+            args: &scope,
+            result: None,
+        })
+    }
+
     fn start(
         &self,
         run: &mut Run<'_>,
@@ -471,6 +592,11 @@ impl Engine {
             return Ok(());
         }
         run.sent.insert(id.clone(), args.clone());
+        let server = step
+            .tool
+            .split_once('.')
+            .map_or(step.tool.as_str(), |(s, _)| s);
+        *run.per_server.entry(server.to_string()).or_default() += 1;
         run.state.insert(id.clone(), State::Running);
         run.session.record(Event::StepStarted {
             step: id.clone(),
@@ -485,12 +611,53 @@ impl Engine {
         if let Some(desk) = run.approvals.desk() {
             desk.started(id.clone(), cancel.clone());
         }
+        let retry = RetryPolicy::for_step(&self.servers, step);
         run.running.spawn(async move {
             let began = Instant::now();
-            let result =
-                call::call_with_progress(&servers, &session, &id, &tool, args, timeout, cancel)
-                    .await;
-            (id, result, began.elapsed())
+            let mut attempt = 0;
+            loop {
+                let result = call::call_with_progress(
+                    &servers,
+                    &session,
+                    &id,
+                    &tool,
+                    args.clone(),
+                    timeout,
+                    cancel.clone(),
+                )
+                .await;
+                let Some(why) = retry::transient(&result) else {
+                    return Finished { id, result, took: began.elapsed(), note: None };
+                };
+                if !retry.idempotent {
+                    let note = (retry.max > 0).then(|| {
+                        format!(
+                            "not retried: {tool} may not be safe to call twice; list it under its server's `idempotent` to allow retries"
+                        )
+                    });
+                    return Finished { id, result, took: began.elapsed(), note };
+                }
+                if attempt >= retry.max || cancel.is_cancelled() {
+                    let note = (attempt > 0).then(|| format!("after {} tries", attempt + 1));
+                    return Finished { id, result, took: began.elapsed(), note };
+                }
+                attempt += 1;
+                let wait = retry.delay(attempt);
+                if let Err(e) = session.record(Event::StepRetrying {
+                    step: id.clone(),
+                    attempt,
+                    error: why,
+                    wait_ms: wait.as_millis() as u64,
+                }) {
+                    tracing::error!("cannot record a retry: {e}");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = cancel.cancelled() => {
+                        return Finished { id, result, took: began.elapsed(), note: Some("cancelled before retrying".into()) };
+                    }
+                }
+            }
         });
         Ok(())
     }

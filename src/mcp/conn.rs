@@ -23,7 +23,7 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CallOptions {
     /// Overrides the server's `timeout_ms`.
     pub timeout: Option<Duration>,
@@ -39,6 +39,17 @@ pub struct ToolOutput {
     pub is_error: bool,
     pub text: String,
     pub structured: Option<Value>,
+    /// Set when the output was larger than the store keeps: what is kept is
+    /// the start of the text, and this says how big the whole was and its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Truncation {
+    pub original_bytes: usize,
+    /// SHA-256 of the whole output as it arrived (text, then structured JSON).
+    pub sha256: String,
 }
 
 impl ToolOutput {
@@ -60,7 +71,38 @@ impl ToolOutput {
             is_error: result.is_error.unwrap_or(false),
             text,
             structured: result.structured_content,
+            truncated: None,
         }
+    }
+
+    /// Keep at most `cap` bytes: a larger output keeps the start of its
+    /// text, drops its structured part, and records its size and hash.
+    pub fn capped(mut self, cap: usize) -> Self {
+        let structured = self
+            .structured
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let size = self.text.len() + structured.len();
+        if size <= cap {
+            return self;
+        }
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.text.as_bytes());
+        h.update(structured.as_bytes());
+        let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let mut end = cap.min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.truncate(end);
+        self.structured = None;
+        self.truncated = Some(Truncation {
+            original_bytes: size,
+            sha256,
+        });
+        self
     }
 
     /// The output as one JSON value for later steps to reference: the
@@ -106,6 +148,28 @@ pub enum CallError {
     Cancelled { tool: String },
     #[error("server `{server}` rejected the call: {message}")]
     Protocol { server: String, message: String },
+    #[error(
+        "server `{server}` failed {failures} times in a row, so calls fail fast for now (its circuit breaker is open; the next try is allowed in {})",
+        crate::session::duration(*.retry_in_ms)
+    )]
+    BreakerOpen {
+        server: String,
+        failures: u32,
+        retry_in_ms: u64,
+    },
+}
+
+impl CallError {
+    /// Whether trying again later could succeed: the call timed out, or the
+    /// server exited or was not available (it may be restarting).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CallError::Timeout { .. }
+                | CallError::ServerExited { .. }
+                | CallError::Unavailable { .. }
+        )
+    }
 }
 
 fn hint(s: &Option<String>) -> String {

@@ -5,12 +5,14 @@
 //! garbage is reported with its name and last stderr lines while the others
 //! keep working.
 
+mod breaker;
 mod catalog;
 mod child;
 mod client;
 mod conn;
 mod servers;
 
+pub use breaker::BreakerState;
 pub use catalog::{Annotations, Catalog, ToolInfo, definition_hash};
-pub use conn::{CallError, CallOptions, Progress, ToolOutput};
+pub use conn::{CallError, CallOptions, Progress, ToolOutput, Truncation};
 pub use servers::{ServerEvent, ServerStatus, Servers, SpawnContext};

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{Breaker, BreakerState};
 use super::catalog::{Catalog, ToolInfo};
 use super::child::spawn_child;
 use super::client::OpsbotClient;
@@ -97,6 +98,7 @@ pub(super) struct Entry {
     pub(super) stderr_eof: CancellationToken,
     pub(super) stopping: CancellationToken,
     pub(super) events: broadcast::Sender<ServerEvent>,
+    pub(super) breaker: Breaker,
 }
 
 impl Entry {
@@ -132,6 +134,8 @@ pub enum ServerEvent {
     /// The server wrote a line that is not JSON-RPC to stdout. It keeps
     /// working; the line is also kept with its stderr tail.
     Garbage { server: String, line: String },
+    /// The server's circuit breaker opened or closed.
+    Breaker { server: String, state: BreakerState },
 }
 
 #[derive(Clone)]
@@ -167,6 +171,10 @@ impl Servers {
                     stderr_eof: CancellationToken::new(),
                     stopping: CancellationToken::new(),
                     events: events.clone(),
+                    breaker: Breaker::new(
+                        cfg.breaker_failures,
+                        Duration::from_millis(cfg.breaker_cooldown_ms),
+                    ),
                 };
                 (name.clone(), Arc::new(entry))
             })
@@ -240,6 +248,11 @@ impl Servers {
         )
     }
 
+    /// A server's configuration.
+    pub fn config_of(&self, server: &str) -> Option<ServerConfig> {
+        self.entries.get(server).map(|e| e.config.clone())
+    }
+
     pub fn tools_of(&self, server: &str) -> Vec<ToolInfo> {
         self.entries
             .get(server)
@@ -247,7 +260,16 @@ impl Servers {
             .unwrap_or_default()
     }
 
-    /// Call `server.tool`.
+    /// Each server's circuit breaker.
+    pub fn breakers(&self) -> Vec<(String, BreakerState)> {
+        self.entries
+            .values()
+            .map(|e| (e.name.clone(), e.breaker.state()))
+            .collect()
+    }
+
+    /// Call `server.tool`, through the server's circuit breaker; while the
+    /// server is down or its breaker open, its `fallback` serves the call.
     pub async fn call(
         &self,
         qualified: &str,
@@ -257,6 +279,66 @@ impl Servers {
         let (server, tool) = qualified
             .split_once('.')
             .ok_or_else(|| CallError::BadName(qualified.to_string()))?;
+        let fallback = self
+            .entries
+            .get(server)
+            .and_then(|e| e.config.fallback.clone())
+            .filter(|f| f != server && self.entries.contains_key(f));
+        let first = self
+            .call_guarded(server, tool, args.clone(), opts.clone())
+            .await;
+        match (first, fallback) {
+            (Err(e @ (CallError::BreakerOpen { .. } | CallError::Unavailable { .. })), Some(f)) => {
+                tracing::warn!("{qualified}: {e}; calling {f}.{tool} instead");
+                self.call_guarded(&f, tool, args, opts).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn call_guarded(
+        &self,
+        server: &str,
+        tool: &str,
+        args: Map<String, Value>,
+        opts: CallOptions,
+    ) -> Result<ToolOutput, CallError> {
+        let Some(entry) = self.entries.get(server) else {
+            return self.call_unguarded(server, tool, args, opts).await;
+        };
+        if let Err(wait) = entry.breaker.admit() {
+            return Err(CallError::BreakerOpen {
+                server: server.to_string(),
+                failures: entry.config.breaker_failures,
+                retry_in_ms: wait.as_millis() as u64,
+            });
+        }
+        let result = self.call_unguarded(server, tool, args, opts).await;
+        let verdict = match &result {
+            Ok(out) => Some(!out.is_error),
+            Err(CallError::Cancelled { .. } | CallError::UnknownTool { .. }) => None,
+            Err(_) => Some(false),
+        };
+        if let Some(ok) = verdict
+            && let Some(state) = entry.breaker.record(ok)
+        {
+            tracing::warn!(server, "circuit breaker {}", state.summary());
+            let _ = self.events.send(ServerEvent::Breaker {
+                server: server.to_string(),
+                state,
+            });
+        }
+        result
+    }
+
+    async fn call_unguarded(
+        &self,
+        server: &str,
+        tool: &str,
+        args: Map<String, Value>,
+        opts: CallOptions,
+    ) -> Result<ToolOutput, CallError> {
+        let qualified = &format!("{server}.{tool}");
         let entry = self
             .entries
             .get(server)

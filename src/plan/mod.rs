@@ -60,6 +60,16 @@ pub struct Step {
     pub gate: bool,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Run only if this holds over earlier steps' outcomes, e.g.
+    /// `test.status == "failed"` or `test.failed > 0`; otherwise skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// A failure of this step does not stop the steps after it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+    /// Retries for transient failures, overriding the server's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

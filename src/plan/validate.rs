@@ -90,6 +90,28 @@ pub fn validate(plan: &Plan, catalog: &Catalog) -> Result<(), Vec<PlanError>> {
                 });
             }
         }
+        if let Some(when) = &step.when {
+            match crate::policy::cond::parse(when) {
+                Err(e) => errors.push(PlanError::BadReference {
+                    step: step.id.clone(),
+                    message: format!("`when`: {e}"),
+                }),
+                Ok(expr) => {
+                    let ancestors = plan.ancestors(&step.id);
+                    for name in expr.roots() {
+                        let dep = StepId::new(name);
+                        if !ancestors.contains(&dep) {
+                            errors.push(PlanError::BadReference {
+                                step: step.id.clone(),
+                                message: format!(
+                                    "`when` reads `{name}`, which is not a step this one depends on; add it to depends_on"
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
         let args = Value::Object(step.args.clone());
         for e in malformed(&args) {
             errors.push(PlanError::BadReference {
@@ -273,6 +295,9 @@ mod tests {
             description: String::new(),
             gate: false,
             timeout_ms: None,
+            when: None,
+            continue_on_error: false,
+            retries: None,
         }
     }
 

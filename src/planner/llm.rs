@@ -401,6 +401,9 @@ fn to_plan(reply: Reply, request: &str) -> Plan {
                 description: s.rationale,
                 gate: false,
                 timeout_ms: None,
+                when: None,
+                continue_on_error: false,
+                retries: None,
             })
             .collect(),
     }

@@ -222,6 +222,9 @@ impl RunbookPlanner {
                 description: fill(&s.description),
                 gate: s.gate,
                 timeout_ms: s.timeout_ms,
+                when: s.when.clone(),
+                continue_on_error: s.continue_on_error,
+                retries: s.retries,
             })
             .collect();
         let target = match (m.slots.get("service"), m.slots.get("env")) {

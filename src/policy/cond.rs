@@ -306,6 +306,16 @@ impl Expr {
         }
     }
 
+    /// The first name of every path the condition reads (`test` in
+    /// `test.failed > 0`).
+    pub fn roots(&self) -> Vec<&str> {
+        match self {
+            Expr::Or(v) | Expr::And(v) => v.iter().flat_map(Expr::roots).collect(),
+            Expr::Not(e) => e.roots(),
+            Expr::Cmp { path, .. } => path.first().map(String::as_str).into_iter().collect(),
+        }
+    }
+
     /// Whether the condition reads the call's result.
     pub fn reads_result(&self) -> bool {
         match self {

@@ -8,7 +8,7 @@
 //! rule matching, the default follows the tool's annotations (read-only →
 //! allow, destructive → typed approval) and then `[policy] default`.
 
-mod cond;
+pub mod cond;
 mod decision;
 mod effects;
 pub mod history;

@@ -19,10 +19,12 @@ use crate::policy::{Decision, Policy, args_hash};
 
 mod guard;
 mod sink;
+mod undo;
 
 use crate::session::{Event, Outcome, Session, Store, StoreError};
 pub use guard::{Knowledge, PolicyGuard, definition};
 use sink::SessionSink;
+pub use undo::compensation_plan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -98,6 +100,9 @@ pub struct Runtime {
     pub policy: Arc<Policy>,
     knowledge: Arc<std::sync::Mutex<Knowledge>>,
 }
+
+/// A plan with policy's decision for each step.
+pub type Decided = (Plan, Vec<(StepId, Decision)>);
 
 /// What a resumed session still has to do.
 #[derive(Debug, Clone)]
@@ -284,6 +289,9 @@ impl Runtime {
                         server,
                         status: status @ (ServerStatus::Exited { .. } | ServerStatus::Failed { .. }),
                     } => (server, status.summary()),
+                    ServerEvent::Breaker { server, state } => {
+                        (server, format!("circuit breaker {}", state.summary()))
+                    }
                     ServerEvent::Status { .. } => continue,
                 };
                 if let Err(e) = session.record(Event::ServerProblem { server, message }) {
@@ -295,7 +303,10 @@ impl Runtime {
 
     /// An engine whose every call is checked by policy as it is made.
     pub fn engine(&self) -> Engine {
-        Engine::new(self.servers.clone(), 8).with_guard(self.guard())
+        let cfg = &self.config.config.engine;
+        Engine::new(self.servers.clone(), cfg.max_parallel)
+            .with_guard(self.guard())
+            .with_output_cap(cfg.output_cap_bytes)
     }
 
     /// Record the request, plan it, validate the plan against the live
@@ -494,6 +505,51 @@ impl Runtime {
                 done,
             }),
         ))
+    }
+
+    /// After a failed run: propose undoing what it changed. Records the
+    /// undo plan and policy's decisions like any plan, and says in the chat
+    /// what would be undone; returns the plan to run once approved.
+    pub fn propose_undo(
+        &self,
+        session: &Session,
+        failed: &Plan,
+    ) -> Result<Option<Decided>, StoreError> {
+        let records = self.store.events(&session.id)?;
+        let Some(undo) = compensation_plan(&self.config.config, failed, &records) else {
+            return Ok(None);
+        };
+        let catalog = self.servers.catalog();
+        if let Err(errors) = validate(&undo, &catalog) {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            session.record(Event::AssistantMessage {
+                text: format!(
+                    "The run failed after changing things, and the undo cannot be planned: {}. Check the system by hand.",
+                    errors.join("; ")
+                ),
+            })?;
+            return Ok(None);
+        }
+        let lines: Vec<String> = undo
+            .steps
+            .iter()
+            .map(|s| format!("{} ({})", s.description, s.tool))
+            .collect();
+        session.record(Event::AssistantMessage {
+            text: format!(
+                "The run failed after changing things. Proposed undo, newest change first:\n- {}\nApprove its steps to run it, or reject it to leave things as they are.",
+                lines.join("\n- ")
+            ),
+        })?;
+        session.record(Event::PlanProposed { plan: undo.clone() })?;
+        let decisions = self.decide_plan(session, &undo, &catalog);
+        for (step, decision) in &decisions {
+            session.record(Event::PolicyDecision {
+                step: step.clone(),
+                decision: decision.clone(),
+            })?;
+        }
+        Ok(Some((undo, decisions)))
     }
 
     /// Run an approved plan.

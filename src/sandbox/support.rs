@@ -7,6 +7,8 @@ use std::time::Duration;
 use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam, RequestMetaObject};
 use rmcp::{Peer, RoleServer};
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -85,11 +87,29 @@ impl Ctx {
                 FaultKind::Garbage => {
                     println!("this is not JSON-RPC: simulated garbage from {tool}");
                 }
-                FaultKind::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                FaultKind::Slow(ms) => {
+                    let _busy = self.busy();
+                    tokio::time::sleep(Duration::from_millis(ms)).await
+                }
                 FaultKind::Unhealthy => {}
             }
         }
         None
+    }
+
+    /// Count this call as in flight until the guard drops, and keep the
+    /// most ever in flight at once in `max-concurrency` in the state
+    /// directory: how tests see, from the server's side, what ran in parallel.
+    fn busy(&self) -> InFlight {
+        let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+        if now > MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst) {
+            let _ = std::fs::write(
+                self.dir
+                    .join(format!("max-concurrency-{}", std::process::id())),
+                now.to_string(),
+            );
+        }
+        InFlight
     }
 
     pub fn is_unhealthy(&self, service: &str, env: &str) -> bool {
@@ -190,4 +210,15 @@ pub fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
 }

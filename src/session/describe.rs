@@ -94,6 +94,20 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             format!("{step} {} {}", duration(*duration_ms), truncate(error, 300)),
         ),
         Event::StepSkipped { step, reason } => ("skipped", format!("{step}: {reason}")),
+        Event::StepRetrying {
+            step,
+            attempt,
+            error,
+            wait_ms,
+        } => (
+            "retry",
+            format!(
+                "{step} try {} in {}: {}",
+                attempt + 1,
+                duration(*wait_ms),
+                truncate(error, 200)
+            ),
+        ),
         Event::StepInterrupted { step } => (
             "interrupted",
             format!("{step} was running when opsbot stopped"),

@@ -107,6 +107,13 @@ pub enum Event {
         step: StepId,
         reason: String,
     },
+    /// A transient failure; the step is tried again after `wait_ms`.
+    StepRetrying {
+        step: StepId,
+        attempt: u32,
+        error: String,
+        wait_ms: u64,
+    },
     /// The step was running when opsbot stopped; on resume it waits for a
     /// fresh approval.
     StepInterrupted {
@@ -177,6 +184,7 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
+            Event::StepRetrying { .. } => "step_retrying",
             Event::StepInterrupted { .. } => "step_interrupted",
             Event::SessionResumed { .. } => "session_resumed",
             Event::ServerProblem { .. } => "server_problem",

@@ -49,6 +49,8 @@ pub struct StepState {
     pub duration_ms: Option<u64>,
     /// It was running when opsbot stopped.
     pub interrupted: bool,
+    /// Retries so far.
+    pub retries: u32,
 }
 
 impl StepState {
@@ -214,6 +216,9 @@ impl SessionState {
                 let s = self.step_mut(step);
                 s.status = Some(StepStatus::Skipped);
                 s.skipped_reason = Some(reason.clone());
+            }
+            Event::StepRetrying { step, attempt, .. } => {
+                self.step_mut(step).retries = *attempt;
             }
             Event::StepInterrupted { step } => {
                 let s = self.step_mut(step);

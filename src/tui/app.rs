@@ -164,6 +164,8 @@ pub struct App {
     pub audit: VecDeque<Record>,
     pub chat: Vec<ChatEntry>,
     pub servers: BTreeMap<String, ServerStatus>,
+    /// Circuit breakers that are not closed.
+    pub breakers: BTreeMap<String, crate::mcp::BreakerState>,
     pub session_id: String,
     pub planner: String,
     pub mode: String,
@@ -208,6 +210,7 @@ impl App {
             audit: VecDeque::new(),
             chat: Vec::new(),
             servers: BTreeMap::new(),
+            breakers: BTreeMap::new(),
             session_id,
             planner,
             mode,
@@ -401,8 +404,23 @@ impl App {
     }
 }
 
-/// Keep the first `max` lines of long text, saying how much was folded.
+/// Keep the first `max` lines of long text (and at most 240 characters a
+/// line on average), saying how much was folded: a huge output costs the
+/// view no more than a small one.
 pub fn fold(text: &str, max: usize) -> String {
+    let budget = max * 240;
+    if text.chars().nth(budget).is_some() {
+        let head: String = text.chars().take(budget).collect();
+        return format!(
+            "{}…\n… {} bytes in all (select the step in the plan to see more)",
+            fold_lines(&head, max),
+            text.len()
+        );
+    }
+    fold_lines(text, max)
+}
+
+fn fold_lines(text: &str, max: usize) -> String {
     let total = text.lines().count();
     if total <= max {
         return text.to_string();

@@ -194,6 +194,9 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 Ok(ServerEvent::Status { server, status }) => {
                     app.servers.insert(server, status);
                 }
+                Ok(ServerEvent::Breaker { server, state }) => {
+                    app.breakers.insert(server, state);
+                }
                 Ok(ServerEvent::Garbage { .. }) | Err(_) => dirty = false,
             },
             _ = ticker.tick() => {

@@ -378,6 +378,9 @@ mod tests {
             description: String::new(),
             gate: false,
             timeout_ms: None,
+            when: None,
+            continue_on_error: false,
+            retries: None,
         };
         app.apply(&record(
             1,

@@ -46,6 +46,18 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.muted,
         ),
     ];
+    let open: Vec<&str> = app
+        .breakers
+        .iter()
+        .filter(|(_, b)| !matches!(b, crate::mcp::BreakerState::Closed))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !open.is_empty() {
+        spans.push(Span::styled(
+            format!(" │ ⚡ breaker open: {}", open.join(", ")),
+            theme.error,
+        ));
+    }
     let llm = &app.state.llm;
     if llm.calls > 0 {
         let mut usage = format!(" │ llm {} tok", thousands(llm.tokens()));

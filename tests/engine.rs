@@ -1,0 +1,409 @@
+//! The orchestrator against the sandbox and a raw fixture server:
+//! parallelism seen from the server's side, per-server limits, retries of
+//! idempotent tools only, the circuit breaker, conditions and
+//! continue_on_error, capped outputs, and the undo of a failed deploy.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use opsbot::engine::Approvals;
+use opsbot::paths::Paths;
+use opsbot::plan::{Plan, Step, StepId};
+use opsbot::policy::args_hash;
+use opsbot::runtime::Runtime;
+use opsbot::session::{Event, Outcome, Record, Session};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn step(id: &str, tool: &str, a: Value, deps: &[&str]) -> Step {
+    Step {
+        id: StepId::new(id),
+        tool: tool.into(),
+        args: args(a),
+        depends_on: deps.iter().map(|d| StepId::new(*d)).collect(),
+        description: String::new(),
+        gate: false,
+        timeout_ms: None,
+        when: None,
+        continue_on_error: false,
+        retries: None,
+    }
+}
+
+fn rt(home: &Home, extra: &str) -> Runtime {
+    Runtime::with_exe(Paths::rooted(home.path()), config(extra), BIN.into()).expect("runtime")
+}
+
+async fn run_all(rt: &Runtime, session: &Arc<Session>, plan: &Plan) -> Outcome {
+    rt.servers.wait_settled().await;
+    let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
+    session
+        .record(Event::PlanProposed { plan: plan.clone() })
+        .expect("record");
+    let approvals: HashMap<StepId, String> = plan
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), args_hash(&s.tool, &s.args)))
+        .collect();
+    rt.run(
+        session,
+        plan,
+        &decisions,
+        &Approvals::Fixed(approvals),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run")
+}
+
+fn max_concurrency(home: &Home) -> usize {
+    std::fs::read_dir(home.path().join("data/sandbox"))
+        .expect("sandbox dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("max-concurrency-")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+fn sixteen_status_checks() -> Plan {
+    let services = ["checkout", "payments", "catalog", "search"];
+    let envs = ["dev", "staging", "production", "dev"];
+    Plan {
+        title: "sixteen checks".into(),
+        steps: (0..16)
+            .map(|i| {
+                step(
+                    &format!("s{i}"),
+                    "k8s.status",
+                    json!({"service": services[i % 4], "env": envs[i / 4]}),
+                    &[],
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Each status call takes a second on the server: long enough that, even
+/// on a loaded machine, sixteen calls sent together are all in flight at
+/// once if and only if the engine sends them together.
+const SLOW_K8S: &str = "[servers.k8s]\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=slow:1000\" }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_independent_steps_run_side_by_side() {
+    let home = Home::new();
+    let rt = rt(&home, &format!("[engine]\nmax_parallel = 16\n{SLOW_K8S}"));
+    let s = rt.new_session("dev").expect("session");
+    assert_eq!(
+        run_all(&rt, &s, &sixteen_status_checks()).await,
+        Outcome::Succeeded
+    );
+    rt.servers.shutdown().await;
+    assert_eq!(
+        max_concurrency(&home),
+        16,
+        "the server saw all sixteen calls at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_server_limit_holds() {
+    let home = Home::new();
+    let rt = rt(
+        &home,
+        "[engine]\nmax_parallel = 16\n[servers.k8s]\nmax_concurrency = 3\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=slow:300\" }\n",
+    );
+    let s = rt.new_session("dev").expect("session");
+    assert_eq!(
+        run_all(&rt, &s, &sixteen_status_checks()).await,
+        Outcome::Succeeded
+    );
+    rt.servers.shutdown().await;
+    assert_eq!(max_concurrency(&home), 3);
+}
+
+fn events<'a>(records: &'a [Record], f: impl Fn(&Event) -> bool + 'a) -> Vec<&'a Event> {
+    records.iter().map(|r| &r.event).filter(|e| f(e)).collect()
+}
+
+fn build_and_deploy(env: &str) -> Plan {
+    Plan {
+        title: format!("deploy checkout to {env}"),
+        steps: vec![
+            step(
+                "build",
+                "ci.build",
+                json!({"service": "checkout", "ref": "main"}),
+                &[],
+            ),
+            step(
+                "deploy",
+                "k8s.deploy",
+                json!({"service": "checkout", "env": env, "image": "${build.image}"}),
+                &["build"],
+            ),
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_idempotent_deploy_succeeds_on_retry_and_a_non_idempotent_one_is_not_retried() {
+    let flaky = "env = { OPSBOT_SANDBOX_FAULTS = \"deploy=flaky:2\" }\nretry_base_ms = 10\n";
+    let home = Home::new();
+    let rt = rt(
+        &home,
+        &format!("[servers.k8s]\nidempotent = [\"deploy\"]\n{flaky}"),
+    );
+    let s = rt.new_session("dev").expect("session");
+    assert_eq!(
+        run_all(&rt, &s, &build_and_deploy("dev")).await,
+        Outcome::Succeeded
+    );
+    rt.servers.shutdown().await;
+    let records = home.last_session();
+    let retries = events(&records, |e| matches!(e, Event::StepRetrying { .. }));
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert!(
+        matches!(retries[0], Event::StepRetrying { attempt: 1, error, .. } if error.contains("transient error"))
+    );
+
+    let home = Home::new();
+    let rt = self::rt(&home, &format!("[servers.k8s]\n{flaky}"));
+    let s = rt.new_session("dev").expect("session");
+    assert_eq!(
+        run_all(&rt, &s, &build_and_deploy("dev")).await,
+        Outcome::Failed
+    );
+    rt.servers.shutdown().await;
+    let records = home.last_session();
+    assert!(events(&records, |e| matches!(e, Event::StepRetrying { .. })).is_empty());
+    let failed = events(&records, |e| matches!(e, Event::StepFailed { .. }));
+    assert!(
+        matches!(failed[0], Event::StepFailed { error, .. } if error.contains("not retried: k8s.deploy may not be safe to call twice")),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_server_opens_its_breaker_and_calls_fail_fast() {
+    let home = Home::new();
+    let rt = rt(
+        &home,
+        "[servers.k8s]\nbreaker_failures = 3\nbreaker_cooldown_ms = 60000\nretries = 0\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=fail\" }\n",
+    );
+    let s = rt.new_session("dev").expect("session");
+    rt.watch_servers(&s);
+    let mut plan = Plan {
+        title: "five checks in a row".into(),
+        steps: Vec::new(),
+    };
+    for i in 0..5 {
+        let prev = format!("s{}", i.max(1) - 1);
+        let deps: Vec<&str> = if i == 0 { vec![] } else { vec![prev.as_str()] };
+        let mut st = step(
+            &format!("s{i}"),
+            "k8s.status",
+            json!({"service": "checkout", "env": "dev"}),
+            &deps,
+        );
+        st.continue_on_error = true;
+        plan.steps.push(st);
+    }
+    run_all(&rt, &s, &plan).await;
+    let breakers = rt.servers.breakers();
+    rt.servers.shutdown().await;
+    let records = home.last_session();
+    let errors: Vec<String> = events(&records, |e| matches!(e, Event::StepFailed { .. }))
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::StepFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 5);
+    assert!(
+        errors[..3].iter().all(|e| e.contains("injected fault")),
+        "{errors:?}"
+    );
+    assert!(
+        errors[3..]
+            .iter()
+            .all(|e| e.contains("circuit breaker is open")),
+        "{errors:?}"
+    );
+    assert!(
+        breakers
+            .iter()
+            .any(|(name, b)| name == "k8s" && matches!(b, opsbot::mcp::BreakerState::Open { .. }))
+    );
+    assert!(records.iter().any(|r| matches!(&r.event, Event::ServerProblem { server, message } if server == "k8s" && message.contains("circuit breaker open"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_and_continue_on_error_choose_the_branch() {
+    let home = Home::new();
+    let rt = rt(&home, "");
+    let s = rt.new_session("dev").expect("session");
+    // checkout is not deployed in dev: the health check fails, and is allowed to.
+    let mut health = step(
+        "health",
+        "monitor.health",
+        json!({"service": "checkout", "env": "dev"}),
+        &[],
+    );
+    health.continue_on_error = true;
+    let mut on_fail = step(
+        "tell",
+        "chat.notify",
+        json!({"channel": "#oncall", "text": "checkout/dev is down"}),
+        &["health"],
+    );
+    on_fail.when = Some(r#"health.status == "failed" and health.status != "skipped""#.into());
+    let mut on_ok = step(
+        "celebrate",
+        "chat.notify",
+        json!({"channel": "#deploys", "text": "all good"}),
+        &["health"],
+    );
+    on_ok.when = Some(r#"health.status == "succeeded""#.into());
+    let plan = Plan {
+        title: "check and tell".into(),
+        steps: vec![health, on_fail, on_ok],
+    };
+    opsbot::plan::validate(&plan, &{
+        rt.servers.wait_settled().await;
+        rt.servers.catalog()
+    })
+    .expect("valid");
+    assert_eq!(
+        run_all(&rt, &s, &plan).await,
+        Outcome::Succeeded,
+        "a tolerated failure does not fail the run"
+    );
+    rt.servers.shutdown().await;
+    let st = s.state();
+    assert_eq!(
+        st.steps[&StepId::new("tell")].status(),
+        opsbot::session::StepStatus::Succeeded
+    );
+    assert_eq!(
+        st.steps[&StepId::new("celebrate")].status(),
+        opsbot::session::StepStatus::Skipped
+    );
+    assert!(
+        st.steps[&StepId::new("celebrate")]
+            .skipped_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("condition"))
+    );
+
+    // A condition on a step that is not a dependency is refused before running.
+    let mut bad = plan.clone();
+    bad.steps[2].depends_on.clear();
+    let errors = opsbot::plan::validate(&bad, &rt.servers.catalog()).expect_err("invalid");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("not a step this one depends on")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_output_is_stored_capped_with_its_size_and_hash() {
+    let home = Home::new();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wire_server.py");
+    let rt = rt(
+        &home,
+        &format!(
+            "[engine]\noutput_cap_bytes = 65536\n[servers.wire]\ncommand = \"python3\"\nargs = [{script:?}]\nenv = {{ WIRE_BIG = \"1\" }}\n"
+        ),
+    );
+    let s = rt.new_session("dev").expect("session");
+    let plan = Plan {
+        title: "big".into(),
+        steps: vec![step("big", "wire.big", json!({"bytes": 10_000_000}), &[])],
+    };
+    assert_eq!(run_all(&rt, &s, &plan).await, Outcome::Succeeded);
+    rt.servers.shutdown().await;
+    let records = home.last_session();
+    let out = records
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::StepSucceeded { output, .. } => Some(output.clone()),
+            _ => None,
+        })
+        .expect("output");
+    assert_eq!(out.text.len(), 65536);
+    let t = out.truncated.expect("marked as cut");
+    assert_eq!(t.original_bytes, 10_000_000);
+    assert_eq!(t.sha256.len(), 64);
+    // The view takes it without trouble.
+    let mut app = opsbot::tui::app::App::new(
+        opsbot::tui::keymap::KeyMap::new(&Default::default()),
+        "s".into(),
+        "runbook".into(),
+        "step".into(),
+    );
+    for r in &records {
+        app.apply(r);
+    }
+    let chat: usize = app.chat.iter().map(|c| c.text.len()).sum();
+    assert!(
+        chat < 20_000,
+        "the chat keeps a short view of it: {chat} bytes"
+    );
+}
+
+#[test]
+fn a_failed_production_health_check_is_undone_after_approval() {
+    let home = Home::new();
+    let env = [(
+        "OPSBOT_SANDBOX_FAULTS",
+        "health=unhealthy@checkout/production",
+    )];
+    // A first, healthy release to go back to.
+    let out = home.run(
+        &[
+            "run",
+            "deploy checkout to production",
+            "--yes",
+            "--approve-gated",
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let before = home.sandbox_state("k8s.json");
+    let first = before["deployments"]["checkout/production"]["current"].clone();
+    // The next one fails its health check; the undo is proposed and run.
+    let out = home.run(
+        &[
+            "run",
+            "deploy checkout to production",
+            "--yes",
+            "--approve-gated",
+            "--undo",
+        ],
+        &env,
+    );
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    assert!(text.contains("proposed undo"), "{text}");
+    assert!(text.contains("undo succeeded"), "{text}");
+    let after = home.sandbox_state("k8s.json");
+    assert_eq!(
+        after["deployments"]["checkout/production"]["current"], first,
+        "the previous revision is live"
+    );
+    let records = home.last_session();
+    assert!(records.iter().any(
+        |r| matches!(&r.event, Event::StepSucceeded { step, .. } if step.as_str() == "undo_deploy")
+    ));
+}
