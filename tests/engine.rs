@@ -407,3 +407,64 @@ fn a_failed_production_health_check_is_undone_after_approval() {
         |r| matches!(&r.event, Event::StepSucceeded { step, .. } if step.as_str() == "undo_deploy")
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_crashes_mid_call_is_restarted_and_the_run_goes_on() {
+    let home = Home::new();
+    let rt = rt(
+        &home,
+        "[servers.k8s]\nretries = 4\nretry_base_ms = 300\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=crash@checkout\" }\n",
+    );
+    let s = rt.new_session("dev").expect("session");
+    rt.watch_servers(&s);
+    let mut first = step(
+        "first",
+        "k8s.status",
+        json!({"service": "checkout", "env": "dev"}),
+        &[],
+    );
+    first.continue_on_error = true;
+    let then = step(
+        "then",
+        "k8s.status",
+        json!({"service": "payments", "env": "dev"}),
+        &["first"],
+    );
+    let plan = Plan {
+        title: "crash, then carry on".into(),
+        steps: vec![first, then],
+    };
+    assert_eq!(run_all(&rt, &s, &plan).await, Outcome::Succeeded);
+    let k8s_ready = rt
+        .servers
+        .statuses()
+        .into_iter()
+        .any(|(name, st)| name == "k8s" && st.is_ready());
+    rt.servers.shutdown().await;
+    let st = s.state();
+    let first = &st.steps[&StepId::new("first")];
+    assert_eq!(first.status(), opsbot::session::StepStatus::Failed);
+    assert!(
+        first.retries >= 1,
+        "a read-only call is retried after a crash"
+    );
+    assert!(
+        first
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("exited during the call") || e.contains("not available")),
+        "{:?}",
+        first.error
+    );
+    assert_eq!(
+        st.steps[&StepId::new("then")].status(),
+        opsbot::session::StepStatus::Succeeded
+    );
+    assert!(k8s_ready, "the server was restarted");
+    let records = home.last_session();
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(&r.event, Event::ServerProblem { server, .. } if server == "k8s"))
+    );
+}

@@ -11,11 +11,18 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
     let rt = Runtime::start(paths, config)?;
     rt.servers.wait_settled().await;
     let statuses = rt.servers.statuses();
+    let breakers: std::collections::HashMap<String, opsbot::mcp::BreakerState> =
+        rt.servers.breakers().into_iter().collect();
     if json {
         let out: Vec<_> = statuses
             .iter()
             .map(|(name, status)| {
-                serde_json::json!({ "server": name, "status": status, "tools": rt.servers.tools_of(name) })
+                serde_json::json!({
+                    "server": name,
+                    "status": status,
+                    "breaker": breakers.get(name),
+                    "tools": rt.servers.tools_of(name),
+                })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -26,7 +33,12 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                 ServerStatus::Disabled => "○",
                 _ => "✗",
             };
-            println!("{glyph} {name}: {}", status.summary());
+            let breaker = breakers
+                .get(name)
+                .filter(|b| !matches!(b, opsbot::mcp::BreakerState::Closed))
+                .map(|b| format!(" · breaker {}", b.summary()))
+                .unwrap_or_default();
+            println!("{glyph} {name}: {}{breaker}", status.summary());
             if let ServerStatus::Failed { stderr, .. } | ServerStatus::Exited { stderr, .. } =
                 status
             {

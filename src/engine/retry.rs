@@ -23,8 +23,7 @@ impl RetryPolicy {
         let (server, name) = step.tool.split_once('.').unwrap_or((&step.tool, ""));
         let config = servers.config_of(server).unwrap_or_default();
         let annotated = servers
-            .catalog()
-            .get(&step.tool)
+            .tool(&step.tool)
             .is_some_and(|t| t.annotations.idempotent || t.annotations.read_only);
         let idempotent = !config.non_idempotent.iter().any(|t| t == name)
             && (annotated || config.idempotent.iter().any(|t| t == name));

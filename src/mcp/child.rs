@@ -71,14 +71,16 @@ pub(super) fn spawn_child(
         ));
     };
 
+    let life = entry.new_life();
     let e = Arc::clone(entry);
+    let l = Arc::clone(&life);
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(server = %e.name, "stderr: {line}");
             remember(&e, line);
         }
-        e.stderr_eof.cancel();
+        l.stderr_eof.cancel();
     });
 
     let (to_rmcp, mut pump) = tokio::io::duplex(1 << 16);
@@ -130,10 +132,10 @@ pub(super) fn spawn_child(
             Err(err) => format!("unknown exit ({err})"),
         };
         tracing::info!(server = %e.name, "exited: {how}");
-        if let Ok(mut exit) = e.exit.lock() {
+        if let Ok(mut exit) = life.exit.lock() {
             *exit = Some(how.clone());
         }
-        e.exited.cancel();
+        life.exited.cancel();
         if !e.stopping.is_cancelled() {
             e.settle_exit().await;
             mark_exited(&e, how);

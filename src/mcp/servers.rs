@@ -92,16 +92,42 @@ pub(super) struct Entry {
     pub(super) service: tokio::sync::Mutex<Option<RunningService<RoleClient, OpsbotClient>>>,
     pub(super) tools: RwLock<Vec<ToolInfo>>,
     pub(super) stderr: Arc<Mutex<VecDeque<String>>>,
-    /// How the child exited, once it has.
-    pub(super) exit: Mutex<Option<String>>,
-    pub(super) exited: CancellationToken,
-    pub(super) stderr_eof: CancellationToken,
+    /// The current process's exit, reset for each (re)start.
+    pub(super) life: Mutex<Arc<Life>>,
     pub(super) stopping: CancellationToken,
     pub(super) events: broadcast::Sender<ServerEvent>,
     pub(super) breaker: Breaker,
+    /// For restarts.
+    pub(super) ctx: SpawnContext,
+    /// Restarts since the server was last ready for a while.
+    pub(super) restarts: Mutex<u32>,
+    /// Itself, for the restart task.
+    pub(super) this: Mutex<std::sync::Weak<Entry>>,
 }
 
+/// One process of a server: how it exited, and when its stderr ended.
+#[derive(Default)]
+pub(super) struct Life {
+    pub(super) exit: Mutex<Option<String>>,
+    pub(super) exited: CancellationToken,
+    pub(super) stderr_eof: CancellationToken,
+}
+
+/// Restarts of a server that keeps exiting stop after this many.
+const MAX_RESTARTS: u32 = 5;
+
 impl Entry {
+    pub(super) fn life(&self) -> Arc<Life> {
+        Arc::clone(&self.life.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A fresh exit record for a new process.
+    pub(super) fn new_life(&self) -> Arc<Life> {
+        let life = Arc::new(Life::default());
+        *self.life.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&life);
+        life
+    }
+
     pub(super) fn stderr_tail(&self) -> Vec<String> {
         self.stderr
             .lock()
@@ -110,15 +136,16 @@ impl Entry {
     }
 
     pub(super) fn exit_status(&self) -> Option<String> {
-        self.exit.lock().ok().and_then(|e| e.clone())
+        self.life().exit.lock().ok().and_then(|e| e.clone())
     }
 
     /// Wait a little for the child to be reaped and its stderr drained, so
     /// reports can say how it ended and include its last words.
     pub(super) async fn settle_exit(&self) {
+        let life = self.life();
         let both = async {
-            self.exited.cancelled().await;
-            self.stderr_eof.cancelled().await;
+            life.exited.cancelled().await;
+            life.stderr_eof.cancelled().await;
         };
         let _ = tokio::time::timeout(Duration::from_millis(500), both).await;
     }
@@ -166,17 +193,22 @@ impl Servers {
                     service: tokio::sync::Mutex::new(None),
                     tools: RwLock::new(Vec::new()),
                     stderr: Arc::new(Mutex::new(VecDeque::new())),
-                    exit: Mutex::new(None),
-                    exited: CancellationToken::new(),
-                    stderr_eof: CancellationToken::new(),
+                    life: Mutex::new(Arc::new(Life::default())),
                     stopping: CancellationToken::new(),
+                    ctx: ctx.clone(),
+                    restarts: Mutex::new(0),
+                    this: Mutex::new(std::sync::Weak::new()),
                     events: events.clone(),
                     breaker: Breaker::new(
                         cfg.breaker_failures,
                         Duration::from_millis(cfg.breaker_cooldown_ms),
                     ),
                 };
-                (name.clone(), Arc::new(entry))
+                let entry = Arc::new(entry);
+                if let Ok(mut this) = entry.this.lock() {
+                    *this = Arc::downgrade(&entry);
+                }
+                (name.clone(), entry)
             })
             .collect();
         let servers = Self {
@@ -248,6 +280,20 @@ impl Servers {
         )
     }
 
+    /// A tool as its server last listed it, ready now or not (a server
+    /// being restarted keeps its tools).
+    pub fn tool(&self, qualified: &str) -> Option<ToolInfo> {
+        let (server, name) = qualified.split_once('.')?;
+        self.entries
+            .get(server)?
+            .tools
+            .read()
+            .ok()?
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+    }
+
     /// A server's configuration.
     pub fn config_of(&self, server: &str) -> Option<ServerConfig> {
         self.entries.get(server).map(|e| e.config.clone())
@@ -316,7 +362,13 @@ impl Servers {
         let result = self.call_unguarded(server, tool, args, opts).await;
         let verdict = match &result {
             Ok(out) => Some(!out.is_error),
-            Err(CallError::Cancelled { .. } | CallError::UnknownTool { .. }) => None,
+            // Not the server failing a call: cancelled, a wrong name, or
+            // known to be down (being restarted) and failing fast already.
+            Err(
+                CallError::Cancelled { .. }
+                | CallError::UnknownTool { .. }
+                | CallError::Unavailable { .. },
+            ) => None,
             Err(_) => Some(false),
         };
         if let Some(ok) = verdict
@@ -411,7 +463,8 @@ impl Servers {
                     let _ = service.close_with_timeout(SHUTDOWN_GRACE).await;
                 }
                 if entry.exit_status().is_none() && entry.config.command.is_some() {
-                    let reaped = entry.exited.cancelled();
+                    let life = entry.life();
+                    let reaped = life.exited.cancelled();
                     let _ =
                         tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), reaped).await;
                 }
@@ -460,7 +513,58 @@ pub(super) fn mark_exited(entry: &Entry, how: String) {
             server: entry.name.clone(),
             status,
         });
+        restart_later(entry);
     }
+}
+
+/// A server that exited on its own is started again, after 0.5 s, then
+/// 1 s, 2 s, ... up to `MAX_RESTARTS` times in a row; a start that stays up
+/// for a minute resets the count.
+fn restart_later(entry: &Entry) {
+    if entry.stopping.is_cancelled() || entry.config.command.is_none() {
+        return;
+    }
+    let attempt = {
+        let mut n = entry.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    };
+    if attempt > MAX_RESTARTS {
+        tracing::warn!(server = %entry.name, "exited {MAX_RESTARTS} times in a row; not restarting it");
+        return;
+    }
+    let Some(entry) = entry.this.lock().ok().and_then(|w| w.upgrade()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let wait = Duration::from_millis(500) * 2u32.pow(attempt - 1);
+        tracing::info!(server = %entry.name, "restarting in {wait:?} (restart {attempt})");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = entry.stopping.cancelled() => return,
+        }
+        set_status(&entry, &entry.events, ServerStatus::Starting);
+        let status = match connect(&entry, &entry.ctx, &entry.events).await {
+            Ok(status) => status,
+            Err(error) => ServerStatus::Failed {
+                error: format!("restart {attempt} failed: {error}"),
+                stderr: entry.stderr_tail(),
+            },
+        };
+        let ready = status.is_ready();
+        set_status(&entry, &entry.events, status);
+        if ready {
+            let stable = Arc::clone(&entry);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if stable.status.borrow().is_ready() {
+                    *stable.restarts.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+                }
+            });
+        } else {
+            restart_later(&entry);
+        }
+    });
 }
 
 async fn connect(

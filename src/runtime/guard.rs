@@ -87,8 +87,8 @@ impl CallGuard for PolicyGuard {
         step: &Step,
         args: &Map<String, Value>,
     ) -> Result<(), Decision> {
-        let catalog = self.servers.catalog();
-        let tool = catalog.get(&step.tool);
+        let info = self.servers.tool(&step.tool);
+        let tool = info.as_ref();
         let roles = self.policy.roles_of(&session.actor);
         let now = OffsetDateTime::now_utc();
         let mut k = self.knowledge();
