@@ -30,8 +30,15 @@ pub struct Session {
 
 impl Session {
     pub fn start(store: Arc<Store>, actor: &str, planner: &str) -> Result<Arc<Self>, StoreError> {
-        let id = SessionId::generate();
-        store.create_session(&id, actor)?;
+        let mut id = SessionId::generate();
+        let mut tries = 0;
+        while let Err(e) = store.create_session(&id, actor) {
+            tries += 1;
+            if tries == 5 {
+                return Err(e);
+            }
+            id = SessionId::generate();
+        }
         let (records, _) = broadcast::channel(1024);
         let session = Arc::new(Self {
             id,

@@ -27,8 +27,12 @@ impl SessionId {
     pub fn generate() -> Self {
         let now = time::OffsetDateTime::now_utc();
         let nanos = now.unix_timestamp_nanos();
+        // Distinct within a process (a counter), and very likely across
+        // processes (pid and time); `Session::start` retries a collision.
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let salt = std::process::id() as i128 ^ (nanos >> 7);
-        let tag = (crate::sandbox::support::fnv(&format!("{nanos}{salt}")) & 0xffff) as u16;
+        let tag = (crate::sandbox::support::fnv(&format!("{nanos}{salt}{n}")) & 0xffff) as u16;
         Self(format!(
             "{:04}{:02}{:02}-{:02}{:02}{:02}-{tag:04x}",
             now.year(),
@@ -225,21 +229,19 @@ impl Store {
         let ts = now_rfc3339();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Statements are prepared once per connection: every event passes here.
         let (last_seq, prev): (i64, String) = tx
-            .query_row(
-                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
         let seq = last_seq + 1;
         let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, &body);
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![seq, session.as_str(), ts, actor, kind, body, prev, hash],
-        )?;
+        )?
+        .execute(params![seq, session.as_str(), ts, actor, kind, body, prev, hash])?;
         match event {
             Event::PlanProposed { plan } => {
                 tx.execute(

@@ -1,0 +1,198 @@
+//! The orchestrator's cost, measured side by side in one run
+//! (`cargo bench --bench engine`):
+//! - governed call overhead: the same sandbox tool called straight through
+//!   the MCP connection, against a one-step plan through the engine (policy
+//!   check, audit writes to SQLite, the call), median and p99;
+//! - parallel efficiency: one 200 ms step against sixteen independent ones.
+//!
+//! Under `cargo test` it runs a few iterations, as a smoke test.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
+use opsbot::engine::Approvals;
+use opsbot::mcp::CallOptions;
+use opsbot::paths::Paths;
+use opsbot::plan::{Plan, Step, StepId};
+use opsbot::policy::args_hash;
+use opsbot::runtime::Runtime;
+use opsbot::session::Session;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn runtime(dir: &std::path::Path, extra: &str) -> Runtime {
+    let mut loaded = load_layers(vec![
+        ConfigSource {
+            name: "<built-in defaults>".into(),
+            text: DEFAULT_TOML.into(),
+        },
+        ConfigSource {
+            name: "bench.toml".into(),
+            text: extra.into(),
+        },
+    ])
+    .expect("config");
+    loaded.config.servers.retain(|name, _| name == "k8s");
+    let exe = std::env::var_os("CARGO_BIN_EXE_opsbot")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            // Benches run from target/release/deps; the binary is one up.
+            let mut p = std::env::current_exe().expect("exe");
+            p.pop();
+            p.pop();
+            p.push("opsbot");
+            p
+        });
+    Runtime::with_exe(Paths::rooted(dir), loaded, exe).expect("runtime")
+}
+
+fn status_step(id: &str, service: &str) -> Step {
+    let mut args = Map::new();
+    args.insert("service".into(), json!(service));
+    args.insert("env".into(), json!("dev"));
+    Step {
+        id: StepId::new(id),
+        tool: "k8s.status".into(),
+        args,
+        depends_on: vec![],
+        description: String::new(),
+        gate: false,
+        timeout_ms: None,
+        when: None,
+        continue_on_error: false,
+        retries: None,
+    }
+}
+
+async fn run_plan(rt: &Runtime, session: &Arc<Session>, plan: &Plan) -> Duration {
+    let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
+    let approvals: HashMap<StepId, String> = plan
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), args_hash(&s.tool, &s.args)))
+        .collect();
+    let start = Instant::now();
+    rt.run(
+        session,
+        plan,
+        &decisions,
+        &Approvals::Fixed(approvals),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run");
+    start.elapsed()
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { 400 } else { 5 };
+    let tokio = tokio::runtime::Runtime::new().expect("tokio");
+    let _in_tokio = tokio.enter();
+    let dir = tempfile::tempdir().expect("tmp");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+
+    // Governed call overhead, interleaved so both see the same machine.
+    let rt = runtime(
+        dir.path(),
+        "[servers.k8s]\nenv = { OPSBOT_SANDBOX_LATENCY = \"0\" }\n",
+    );
+    tokio.block_on(rt.servers.wait_settled());
+    let plan = Plan {
+        title: "one status".into(),
+        steps: vec![status_step("s", "checkout")],
+    };
+    let args: Map<String, Value> = plan.steps[0].args.clone();
+    let session = rt.new_session("bench").expect("session");
+    let (mut direct, mut governed) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let start = Instant::now();
+        let out = tokio.block_on(rt.servers.call(
+            "k8s.status",
+            args.clone(),
+            CallOptions::default(),
+        ));
+        direct.push(start.elapsed());
+        assert!(out.is_ok());
+        governed.push(tokio.block_on(run_plan(&rt, &session, &plan)));
+    }
+    // Where the difference goes: one durable, hash-chained audit append.
+    let mut appends = Vec::new();
+    for i in 0..n {
+        let start = Instant::now();
+        session
+            .record(opsbot::session::Event::Note {
+                text: format!("bench {i}"),
+            })
+            .expect("append");
+        appends.push(start.elapsed());
+    }
+    tokio.block_on(rt.servers.shutdown());
+    let (d50, g50) = (
+        percentile(direct.clone(), 0.5),
+        percentile(governed.clone(), 0.5),
+    );
+    let (d99, g99) = (percentile(direct, 0.99), percentile(governed, 0.99));
+    println!(
+        "governed call (policy + audit + call) vs direct MCP call: median {:.0} µs vs {:.0} µs (ratio {:.2}x, +{:.0} µs); p99 {:.0} µs vs {:.0} µs (ratio {:.2}x)",
+        us(g50),
+        us(d50),
+        us(g50) / us(d50).max(1e-9),
+        us(g50) - us(d50),
+        us(g99),
+        us(d99),
+        us(g99) / us(d99).max(1e-9)
+    );
+
+    println!(
+        "one audit append (SQLite WAL, hash chain): median {:.0} µs, p99 {:.0} µs; a governed call writes three",
+        us(percentile(appends.clone(), 0.5)),
+        us(percentile(appends, 0.99))
+    );
+
+    // Parallel efficiency: one 200 ms step against sixteen side by side.
+    let rt = runtime(
+        dir.path(),
+        "[engine]\nmax_parallel = 16\n[servers.k8s]\nenv = { OPSBOT_SANDBOX_LATENCY = \"0\", OPSBOT_SANDBOX_FAULTS = \"status=slow:200\" }\n",
+    );
+    tokio.block_on(rt.servers.wait_settled());
+    let one = Plan {
+        title: "one".into(),
+        steps: vec![status_step("s0", "checkout")],
+    };
+    let services = ["checkout", "payments", "catalog", "search"];
+    let sixteen = Plan {
+        title: "sixteen".into(),
+        steps: (0..16)
+            .map(|i| status_step(&format!("s{i}"), services[i % 4]))
+            .collect(),
+    };
+    let runs = if full { 7 } else { 1 };
+    let t1 = percentile(
+        (0..runs)
+            .map(|_| tokio.block_on(run_plan(&rt, &session, &one)))
+            .collect(),
+        0.5,
+    );
+    let t16 = percentile(
+        (0..runs)
+            .map(|_| tokio.block_on(run_plan(&rt, &session, &sixteen)))
+            .collect(),
+        0.5,
+    );
+    tokio.block_on(rt.servers.shutdown());
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "16 independent 200 ms steps: {:.0} ms, one step {:.0} ms: parallel efficiency {:.2} (16 × one / (16 × sixteen) = one / sixteen)",
+        ms(t16),
+        ms(t1),
+        ms(t1) / ms(t16).max(1e-9)
+    );
+}
