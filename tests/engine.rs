@@ -468,3 +468,36 @@ async fn a_server_that_crashes_mid_call_is_restarted_and_the_run_goes_on() {
             .any(|r| matches!(&r.event, Event::ServerProblem { server, .. } if server == "k8s"))
     );
 }
+
+#[test]
+fn two_services_deploy_side_by_side_from_one_request() {
+    let home = Home::new();
+    let out = home.run(
+        &["run", "deploy checkout and payments to staging", "--yes"],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let k8s = home.sandbox_state("k8s.json");
+    for service in ["checkout", "payments"] {
+        assert!(
+            k8s["deployments"][format!("{service}/staging")]["current"]
+                .as_u64()
+                .is_some(),
+            "{service} deployed: {k8s}"
+        );
+    }
+    let records = home.last_session();
+    let started: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepStarted { step, .. } => Some(step.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Both chains started before either finished its build: side by side.
+    let first_two: Vec<&str> = started.iter().take(2).copied().collect();
+    assert!(
+        first_two.contains(&"checkout_build") && first_two.contains(&"payments_build"),
+        "{started:?}"
+    );
+}

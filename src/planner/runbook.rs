@@ -240,9 +240,96 @@ impl RunbookPlanner {
         .with_implied_dependencies()
     }
 
+    /// "checkout and payments" (or "checkout payments search"): a run of
+    /// two or more known services. Returns them and the request with the
+    /// run replaced by the first, so phrases match as for one service.
+    fn fan_out(&self, request: &[String]) -> Option<(Vec<String>, Vec<String>)> {
+        let is_service = |w: &str| self.services.iter().any(|s| *s == self.canonical(w));
+        let start = request.iter().position(|w| is_service(w))?;
+        let mut services = vec![self.canonical(&request[start])];
+        let mut end = start + 1;
+        while end < request.len() {
+            let joiner = matches!(request[end].as_str(), "and" | "&");
+            let next = if joiner { end + 1 } else { end };
+            match request.get(next) {
+                Some(w) if is_service(w) => {
+                    services.push(self.canonical(w));
+                    end = next + 1;
+                }
+                _ => break,
+            }
+        }
+        if services.len() < 2 {
+            return None;
+        }
+        services.dedup();
+        let mut single = request[..start].to_vec();
+        single.push(services[0].clone());
+        single.extend_from_slice(&request[end..]);
+        Some((services, single))
+    }
+
+    /// One chain per service, side by side: each step's id gets the
+    /// service as a prefix, and references follow.
+    fn build_fanned(&self, m: &Match, services: &[String]) -> Plan {
+        let mut steps = Vec::new();
+        for service in services {
+            let mut one = m.clone();
+            one.slots.insert("service".into(), service.clone());
+            let plan = self.build(&one);
+            let ids: Vec<String> = plan
+                .steps
+                .iter()
+                .map(|s| s.id.as_str().to_string())
+                .collect();
+            let rename = |text: &str| {
+                ids.iter().fold(text.to_string(), |t, id| {
+                    t.replace(&format!("${{{id}."), &format!("${{{service}_{id}."))
+                })
+            };
+            for mut step in plan.steps {
+                step.id = StepId::new(format!("{service}_{}", step.id));
+                step.depends_on = step
+                    .depends_on
+                    .iter()
+                    .map(|d| StepId::new(format!("{service}_{d}")))
+                    .collect();
+                step.args = fill_map(&step.args, &rename);
+                step.when = step.when.as_deref().map(|w| {
+                    ids.iter().fold(w.to_string(), |t, id| {
+                        t.replace(&format!("{id}."), &format!("{service}_{id}."))
+                    })
+                });
+                steps.push(step);
+            }
+        }
+        let env = m
+            .slots
+            .get("env")
+            .map(|e| format!(" → {e}"))
+            .unwrap_or_default();
+        Plan {
+            title: format!("{} {}{env}", m.runbook, services.join(", ")),
+            steps,
+        }
+    }
+
     /// Plan synchronously: the runbook planner needs no I/O.
     pub fn propose(&self, request: &str) -> Proposal {
         let request = words(request);
+        if let Some((services, single)) = self.fan_out(&request)
+            && let [m] = self.matches(&single).as_slice()
+            && m.slots.contains_key("service")
+        {
+            let mut probe = m.clone();
+            for service in &services {
+                probe.slots.insert("service".into(), service.clone());
+                if let Some(question) = self.unknown_slot(&probe) {
+                    return Proposal::Clarify { question };
+                }
+            }
+            return Proposal::Plan(self.build_fanned(m, &services));
+        }
         let found = self.matches(&request);
         match found.as_slice() {
             [] => {
@@ -341,6 +428,30 @@ mod tests {
             Proposal::Plan(p) => p,
             other => panic!("expected a plan for {req:?}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn several_services_fan_out_into_side_by_side_chains() {
+        let p = plan("deploy checkout and payments to staging");
+        assert_eq!(p.title, "deploy checkout, payments → staging");
+        assert_eq!(p.steps.len(), 14, "two chains of seven");
+        let deploy = p
+            .step(&StepId::new("payments_deploy"))
+            .expect("payments' deploy");
+        assert_eq!(deploy.args["image"], "${payments_build.image}");
+        assert_eq!(deploy.args["service"], "payments");
+        assert!(
+            deploy
+                .depends_on
+                .iter()
+                .all(|d| d.as_str().starts_with("payments_")),
+            "the chains do not wait on each other: {:?}",
+            deploy.depends_on
+        );
+        let three = plan("deploy checkout payments and search to dev");
+        assert_eq!(three.steps.len(), 21);
+        // A misspelt second service is asked about, not dropped.
+        assert!(!question("deploy checkout and paymnts to dev").is_empty());
     }
 
     fn question(req: &str) -> String {

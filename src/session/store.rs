@@ -241,7 +241,16 @@ impl Store {
             "INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
-        .execute(params![seq, session.as_str(), ts, actor, kind, body, prev, hash])?;
+        .execute(params![
+            seq,
+            session.as_str(),
+            ts,
+            actor,
+            kind,
+            body,
+            prev,
+            hash
+        ])?;
         match event {
             Event::PlanProposed { plan } => {
                 tx.execute(
