@@ -268,3 +268,119 @@ async fn a_streamable_http_server_is_connected_listed_and_called() {
     );
     servers.shutdown().await;
 }
+
+/// server-everything's long-running operation over stdio, through the
+/// engine: its progress lands in the step, and cancelling it mid-way sends
+/// notifications/cancelled, ends the step as cancelled, and records it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_running_operation_reports_progress_and_cancels_cleanly() {
+    use opsbot::engine::{ApprovalDesk, Approvals};
+    use opsbot::plan::{Plan, Step, StepId};
+    use opsbot::policy::args_hash;
+    use opsbot::session::{Event, Outcome};
+    use std::sync::Arc;
+
+    let bin = peer("mcp-server-everything");
+    let home = Home::new();
+    let extra = format!(
+        "[servers.every]\ncommand = {:?}\nargs = [\"stdio\"]\n",
+        bin.display().to_string()
+    );
+    let rt = Arc::new(
+        opsbot::runtime::Runtime::with_exe(
+            opsbot::paths::Paths::rooted(home.path()),
+            config(&extra),
+            BIN.into(),
+        )
+        .expect("runtime"),
+    );
+    rt.servers.wait_for(["every"]).await;
+    let step = Step {
+        id: StepId::new("long"),
+        tool: "every.trigger-long-running-operation".into(),
+        args: args(json!({"duration": 20, "steps": 40})),
+        depends_on: vec![],
+        description: String::new(),
+        gate: false,
+        timeout_ms: None,
+        when: None,
+        continue_on_error: false,
+        retries: None,
+    };
+    let plan = Plan {
+        title: "long".into(),
+        steps: vec![step.clone()],
+    };
+    let session = rt.new_session("dev").expect("session");
+    let decisions: std::collections::HashMap<_, _> = rt
+        .decide_plan(&session, &plan, &rt.servers.catalog())
+        .into_iter()
+        .collect();
+    assert_eq!(
+        decisions[&step.id].label(),
+        "allow",
+        "read-only by its annotations"
+    );
+    let desk = Arc::new(ApprovalDesk::new());
+    desk.approve(step.id.clone(), args_hash(&step.tool, &step.args));
+    let mut records = session.subscribe();
+    let run = {
+        let (rt, session, desk, plan) = (
+            Arc::clone(&rt),
+            Arc::clone(&session),
+            Arc::clone(&desk),
+            plan.clone(),
+        );
+        tokio::spawn(async move {
+            rt.engine()
+                .run(
+                    &session,
+                    &plan,
+                    &decisions,
+                    &Approvals::Live(desk),
+                    tokio_util::sync::CancellationToken::new(),
+                )
+                .await
+                .expect("run")
+        })
+    };
+    let mut progress = 0;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(r) = records.recv().await {
+            if matches!(r.event, Event::StepProgress { .. }) {
+                progress += 1;
+                if progress == 2 {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "no progress from the long-running operation"
+    );
+    assert!(desk.cancel_step(&step.id), "the step was running");
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("the run ends soon after the cancel")
+        .expect("join");
+    assert_eq!(outcome, Outcome::Failed);
+    let st = session.state();
+    let long = &st.steps[&step.id];
+    assert!(
+        long.progress
+            .as_ref()
+            .is_some_and(|p| p.total == Some(40.0)),
+        "{:?}",
+        long.progress
+    );
+    assert!(
+        long.error
+            .as_deref()
+            .is_some_and(|e| e.contains("was cancelled")),
+        "{:?}",
+        long.error
+    );
+    rt.servers.shutdown().await;
+}
