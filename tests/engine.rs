@@ -501,3 +501,42 @@ fn two_services_deploy_side_by_side_from_one_request() {
         "{started:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_sends_calls_to_the_fallback_server() {
+    let home = Home::new();
+    let rt = rt(
+        &home,
+        "[servers.k8s]\nbreaker_failures = 1\nretries = 0\nfallback = \"k8s-standby\"\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=fail\" }\n[servers.k8s-standby]\ncommand = \"{exe}\"\nargs = [\"sandbox\", \"k8s\"]\nenv = { OPSBOT_SANDBOX_LATENCY = \"0\", OPSBOT_SANDBOX_DIR = \"{data_dir}/sandbox\" }\n",
+    );
+    let s = rt.new_session("dev").expect("session");
+    let mut first = step(
+        "first",
+        "k8s.status",
+        json!({"service": "checkout", "env": "dev"}),
+        &[],
+    );
+    first.continue_on_error = true;
+    let second = step(
+        "second",
+        "k8s.status",
+        json!({"service": "checkout", "env": "dev"}),
+        &["first"],
+    );
+    let plan = Plan {
+        title: "fail over".into(),
+        steps: vec![first, second],
+    };
+    assert_eq!(run_all(&rt, &s, &plan).await, Outcome::Succeeded);
+    rt.servers.shutdown().await;
+    let st = s.state();
+    assert_eq!(
+        st.steps[&StepId::new("first")].status(),
+        opsbot::session::StepStatus::Failed
+    );
+    assert_eq!(
+        st.steps[&StepId::new("second")].status(),
+        opsbot::session::StepStatus::Succeeded,
+        "served by the standby while the breaker is open"
+    );
+}
