@@ -63,6 +63,7 @@ fn status_step(id: &str, service: &str) -> Step {
         when: None,
         continue_on_error: false,
         retries: None,
+        undo: None,
     }
 }
 

@@ -85,6 +85,7 @@ fn big_app() -> App {
             when: None,
             continue_on_error: false,
             retries: None,
+            undo: None,
         })
         .collect();
     push(

@@ -30,6 +30,7 @@ fn step(id: &str, tool: &str, a: Value, deps: &[&str]) -> Step {
         when: None,
         continue_on_error: false,
         retries: None,
+        undo: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn deploy_only(service: &str, env: &str) -> Plan {
             when: None,
             continue_on_error: false,
             retries: None,
+            undo: None,
         }],
     }
 }
@@ -375,6 +376,7 @@ async fn a_rate_limit_is_checked_again_when_each_call_is_made() {
         when: None,
         continue_on_error: false,
         retries: None,
+        undo: None,
     };
     let plan = Plan {
         title: "two builds".into(),
@@ -438,6 +440,7 @@ fn echo_plan() -> Plan {
             when: None,
             continue_on_error: false,
             retries: None,
+            undo: None,
         }],
     }
 }

@@ -108,6 +108,7 @@ fn plan_of(specs: &[Spec]) -> Plan {
                 when: None,
                 continue_on_error: false,
                 retries: None,
+                undo: None,
             }
         })
         .collect();

@@ -306,6 +306,7 @@ async fn a_long_running_operation_reports_progress_and_cancels_cleanly() {
         when: None,
         continue_on_error: false,
         retries: None,
+        undo: None,
     };
     let plan = Plan {
         title: "long".into(),

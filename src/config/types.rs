@@ -167,6 +167,9 @@ pub struct RunbookStep {
     pub continue_on_error: bool,
     /// Retries for transient failures (default: the server's `retries`).
     pub retries: Option<u32>,
+    /// How to undo this step if the run fails after it; `${args.NAME}` and
+    /// `${output.NAME}` refer to this step's arguments and output.
+    pub undo: Option<Compensation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -70,6 +70,10 @@ pub struct Step {
     /// Retries for transient failures, overriding the server's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// How to undo this step if the run fails after it, overriding the
+    /// tool's entry in `[compensations]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<crate::config::Compensation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -298,6 +298,7 @@ mod tests {
             when: None,
             continue_on_error: false,
             retries: None,
+            undo: None,
         }
     }
 

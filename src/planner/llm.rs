@@ -404,6 +404,7 @@ fn to_plan(reply: Reply, request: &str) -> Plan {
                 when: None,
                 continue_on_error: false,
                 retries: None,
+                undo: None,
             })
             .collect(),
     }

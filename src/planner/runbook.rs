@@ -225,6 +225,11 @@ impl RunbookPlanner {
                 when: s.when.clone(),
                 continue_on_error: s.continue_on_error,
                 retries: s.retries,
+                undo: s.undo.as_ref().map(|u| crate::config::Compensation {
+                    tool: u.tool.clone(),
+                    args: fill_map(&u.args, &fill),
+                    description: fill(&u.description),
+                }),
             })
             .collect();
         let target = match (m.slots.get("service"), m.slots.get("env")) {

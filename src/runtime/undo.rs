@@ -39,7 +39,11 @@ pub fn compensation_plan(config: &Config, plan: &Plan, records: &[Record]) -> Op
         let Some(original) = plan.step(id) else {
             continue;
         };
-        let Some(comp) = config.compensations.get(&original.tool) else {
+        let Some(comp) = original
+            .undo
+            .as_ref()
+            .or_else(|| config.compensations.get(&original.tool))
+        else {
             continue;
         };
         let scope = HashMap::from([
@@ -78,10 +82,134 @@ pub fn compensation_plan(config: &Config, plan: &Plan, records: &[Record]) -> Op
             when: None,
             continue_on_error: false,
             retries: None,
+            undo: None,
         });
     }
     (!steps.is_empty()).then(|| Plan {
         title: format!("undo: {}", plan.title),
         steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Compensation, ConfigSource, DEFAULT_TOML, load_layers};
+    use crate::mcp::ToolOutput;
+    use crate::session::SessionId;
+    use serde_json::json;
+
+    fn record(seq: i64, event: Event) -> Record {
+        Record {
+            seq,
+            session: SessionId::from_stored("s"),
+            ts: "2026-11-21T12:00:00.000Z".into(),
+            actor: "a".into(),
+            event,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn step(id: &str, tool: &str, args: serde_json::Value) -> Step {
+        Step {
+            id: StepId::new(id),
+            tool: tool.into(),
+            args: args.as_object().cloned().unwrap_or_default(),
+            depends_on: vec![],
+            description: String::new(),
+            gate: false,
+            timeout_ms: None,
+            when: None,
+            continue_on_error: false,
+            retries: None,
+            undo: None,
+        }
+    }
+
+    fn done(seq: i64, s: &Step, output: serde_json::Value) -> [Record; 2] {
+        [
+            record(
+                seq,
+                Event::StepStarted {
+                    step: s.id.clone(),
+                    tool: s.tool.clone(),
+                    args: s.args.clone(),
+                },
+            ),
+            record(
+                seq + 1,
+                Event::StepSucceeded {
+                    step: s.id.clone(),
+                    output: ToolOutput {
+                        is_error: false,
+                        text: String::new(),
+                        structured: Some(output),
+                        truncated: None,
+                    },
+                    duration_ms: 1,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn finished_changes_are_undone_newest_first_with_a_step_undo_winning() {
+        let config = load_layers(vec![ConfigSource {
+            name: "d".into(),
+            text: DEFAULT_TOML.into(),
+        }])
+        .expect("config")
+        .config;
+        let deploy = step(
+            "deploy",
+            "k8s.deploy",
+            json!({"service": "checkout", "env": "staging", "image": "i"}),
+        );
+        let mut down = step(
+            "down",
+            "k8s.scale",
+            json!({"service": "checkout", "env": "staging", "replicas": 0}),
+        );
+        down.undo = Some(Compensation {
+            tool: "k8s.scale".into(),
+            args: json!({"service": "${args.service}", "env": "${args.env}", "replicas": "${output.previous_replicas}"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            description: "scale back up".into(),
+        });
+        let status = step(
+            "status",
+            "k8s.status",
+            json!({"service": "checkout", "env": "staging"}),
+        );
+        let plan = Plan {
+            title: "t".into(),
+            steps: vec![deploy.clone(), down.clone(), status.clone()],
+        };
+        let mut records = vec![record(1, Event::PlanProposed { plan: plan.clone() })];
+        records.extend(done(
+            2,
+            &deploy,
+            json!({"revision": 5, "previous_revision": 4}),
+        ));
+        records.extend(done(
+            4,
+            &down,
+            json!({"replicas": 0, "previous_replicas": 3}),
+        ));
+        records.extend(done(6, &status, json!({"revision": 5})));
+        let undo = compensation_plan(&config, &plan, &records).expect("an undo");
+        let ids: Vec<&str> = undo.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["undo_down", "undo_deploy"],
+            "newest first; reads need no undo"
+        );
+        assert_eq!(undo.steps[0].args["replicas"], 3);
+        assert_eq!(undo.steps[1].tool, "k8s.rollback");
+        assert_eq!(undo.steps[1].args["to_revision"], 4);
+        assert_eq!(undo.steps[1].depends_on, vec![StepId::new("undo_down")]);
+    }
 }

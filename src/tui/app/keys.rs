@@ -381,6 +381,7 @@ mod tests {
             when: None,
             continue_on_error: false,
             retries: None,
+            undo: None,
         };
         app.apply(&record(
             1,
