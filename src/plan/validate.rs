@@ -170,8 +170,30 @@ pub fn validate(plan: &Plan, catalog: &Catalog) -> Result<(), Vec<PlanError>> {
 /// Check arguments against a tool's JSON schema. With `templated`, values
 /// that hold references are not known yet: they are left out, and so is the
 /// complaint that they are missing; they are checked again when they run.
+/// Compiled schemas by their JSON text: every call is checked against its
+/// tool's schema, and compiling one costs more than checking with it.
+fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let key = schema.to_string();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(v);
+    }
+    let v = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
+    if let Ok(mut c) = cache.lock() {
+        // Catalogs are small; a runaway one just starts the cache afresh.
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(key, Arc::clone(&v));
+    }
+    Ok(v)
+}
+
 pub fn check_args(schema: &Value, args: &Map<String, Value>, templated: bool) -> Vec<String> {
-    let validator = match jsonschema::validator_for(schema) {
+    let validator = match validator(schema) {
         Ok(v) => v,
         Err(e) => return vec![format!("the tool's input schema is invalid: {e}")],
     };
