@@ -225,3 +225,85 @@ async fn a_freeze_override_needs_the_target_and_a_reason() {
             if step.as_str() == "deploy" && why == "load test owners agreed"
     )));
 }
+
+/// In the app: a deploy whose health check fails proposes its undo as the
+/// next plan; the rollback is gated (destructive), so it waits for the
+/// typed target, then runs and the previous revision is live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deploy_proposes_its_undo_which_runs_once_confirmed() {
+    let home = Home::new();
+    let runtime = |extra: &str| {
+        Arc::new(
+            opsbot::runtime::Runtime::with_exe(
+                opsbot::paths::Paths::rooted(home.path()),
+                config(extra),
+                BIN.into(),
+            )
+            .expect("runtime"),
+        )
+    };
+    async fn deploy_to_dev(
+        rt: &Arc<opsbot::runtime::Runtime>,
+    ) -> (Arc<Driver>, Receiver<Record>, Event) {
+        let session = rt.new_session("tester").expect("session");
+        let d = Driver::new(Arc::clone(rt), session, ApprovalMode::Plan);
+        let mut rx = d.session().subscribe();
+        d.submit("deploy checkout to dev".into()).expect("submit");
+        next(
+            &mut rx,
+            "build to wait",
+            |e| matches!(e, Event::AwaitingApproval { step, .. } if step.as_str() == "build"),
+        )
+        .await;
+        d.approve(&StepId::new("build"), false).expect("approve");
+        let done = next(&mut rx, "the run to finish", |e| outcome(e).is_some()).await;
+        (d, rx, done)
+    }
+    // A healthy first revision to return to.
+    let rt = runtime("");
+    let (_, _, done) = deploy_to_dev(&rt).await;
+    assert_eq!(outcome(&done), Some(Outcome::Succeeded));
+    rt.servers.shutdown().await;
+    let first = home.sandbox_state("k8s.json")["deployments"]["checkout/dev"]["current"].clone();
+
+    // The next one fails its health check.
+    let rt = runtime(
+        "[servers.monitor]\nenv = { OPSBOT_SANDBOX_DIR = \"{data_dir}/sandbox\", OPSBOT_SANDBOX_FAULTS = \"health=unhealthy@checkout/dev\" }\n",
+    );
+    let (d, mut rx, done) = deploy_to_dev(&rt).await;
+    assert_eq!(outcome(&done), Some(Outcome::Failed));
+    assert_ne!(
+        home.sandbox_state("k8s.json")["deployments"]["checkout/dev"]["current"],
+        first
+    );
+    let proposed = next(
+        &mut rx,
+        "the undo plan",
+        |e| matches!(e, Event::PlanProposed { plan } if plan.title.starts_with("undo: ")),
+    )
+    .await;
+    let Event::PlanProposed { plan } = proposed else {
+        unreachable!()
+    };
+    assert_eq!(plan.steps.len(), 1);
+    assert_eq!(plan.steps[0].tool, "k8s.rollback");
+    assert_eq!(plan.steps[0].args["to_revision"], first);
+    let undo = StepId::new("undo_deploy");
+    next(&mut rx, "the gated rollback to wait", |e| {
+        matches!(e, Event::AwaitingApproval { step, gated: true } if step.as_str() == "undo_deploy")
+    })
+    .await;
+    assert!(matches!(
+        d.approve(&undo, false),
+        Err(DriverError::NeedsConfirmation(..))
+    ));
+    d.confirm_gate(&undo, "dev").expect("confirm");
+    let undone = next(&mut rx, "the undo to finish", |e| outcome(e).is_some()).await;
+    assert_eq!(outcome(&undone), Some(Outcome::Succeeded));
+    rt.servers.shutdown().await;
+    assert_eq!(
+        home.sandbox_state("k8s.json")["deployments"]["checkout/dev"]["current"],
+        first,
+        "the previous revision is live again"
+    );
+}
