@@ -52,19 +52,7 @@ fn status_step(id: &str, service: &str) -> Step {
     let mut args = Map::new();
     args.insert("service".into(), json!(service));
     args.insert("env".into(), json!("dev"));
-    Step {
-        id: StepId::new(id),
-        tool: "k8s.status".into(),
-        args,
-        depends_on: vec![],
-        description: String::new(),
-        gate: false,
-        timeout_ms: None,
-        when: None,
-        continue_on_error: false,
-        retries: None,
-        undo: None,
-    }
+    Step::new(id, "k8s.status", args)
 }
 
 async fn run_plan(rt: &Runtime, session: &Arc<Session>, plan: &Plan) -> Duration {

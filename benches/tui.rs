@@ -68,24 +68,20 @@ fn big_app() -> App {
     }
     let steps: Vec<Step> = (0..500)
         .map(|i| Step {
-            id: StepId::new(format!("s{i}")),
-            tool: "ci.build".into(),
-            args: serde_json::json!({"service": "checkout", "ref": "main"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
             depends_on: if i == 0 {
                 vec![]
             } else {
                 vec![StepId::new(format!("s{}", i - 1))]
             },
             description: format!("step {i}"),
-            gate: false,
-            timeout_ms: None,
-            when: None,
-            continue_on_error: false,
-            retries: None,
-            undo: None,
+            ..Step::new(
+                format!("s{i}"),
+                "ci.build",
+                serde_json::json!({"service": "checkout", "ref": "main"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            )
         })
         .collect();
     push(

@@ -33,6 +33,19 @@ async fn next(rx: &mut Receiver<Record>, what: &str, f: impl Fn(&Event) -> bool)
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// Submit a runbook request and approve its first step, `build`.
+async fn submit_and_approve_build(d: &Arc<Driver>, rx: &mut Receiver<Record>, request: &str) {
+    d.submit(request.into()).expect("submit");
+    next(
+        rx,
+        "build to wait",
+        |e| matches!(e, Event::AwaitingApproval { step, .. } if step.as_str() == "build"),
+    )
+    .await;
+    d.approve(&StepId::new("build"), false)
+        .expect("approve build");
+}
+
 fn outcome(e: &Event) -> Option<Outcome> {
     match e {
         Event::RunFinished { outcome, .. } => Some(*outcome),
@@ -65,16 +78,7 @@ async fn plan_mode_approves_the_rest_but_a_gate_still_needs_its_typed_target() {
     let home = Home::new();
     let d = driver(&home, ApprovalMode::Plan);
     let mut rx = d.session().subscribe();
-    d.submit("deploy checkout to production".into())
-        .expect("submit");
-    next(
-        &mut rx,
-        "build to wait",
-        |e| matches!(e, Event::AwaitingApproval { step, .. } if step.as_str() == "build"),
-    )
-    .await;
-    d.approve(&StepId::new("build"), false)
-        .expect("approve build");
+    submit_and_approve_build(&d, &mut rx, "deploy checkout to production").await;
     next(&mut rx, "the gated deploy to wait", |e| {
         matches!(e, Event::AwaitingApproval { gated: true, .. })
     })
@@ -178,27 +182,11 @@ async fn edited_arguments_are_checked_against_the_schema() {
 async fn a_freeze_override_needs_the_target_and_a_reason() {
     let home = Home::new();
     let extra = "[policy.freezes.load-test]\ntools = \"k8s.deploy\"\nwhen = 'env == \"staging\"'\nreason = \"staging is frozen for the load test\"\nallow_override = true\n";
-    let rt = Arc::new(
-        opsbot::runtime::Runtime::with_exe(
-            opsbot::paths::Paths::rooted(home.path()),
-            config(extra),
-            BIN.into(),
-        )
-        .expect("runtime"),
-    );
+    let rt = Arc::new(runtime_with(&home, extra));
     let session = rt.new_session("tester").expect("session");
     let d = Driver::new(rt, session, ApprovalMode::Plan);
     let mut rx = d.session().subscribe();
-    d.submit("deploy checkout to staging".into())
-        .expect("submit");
-    next(
-        &mut rx,
-        "build to wait",
-        |e| matches!(e, Event::AwaitingApproval { step, .. } if step.as_str() == "build"),
-    )
-    .await;
-    d.approve(&StepId::new("build"), false)
-        .expect("approve build");
+    submit_and_approve_build(&d, &mut rx, "deploy checkout to staging").await;
     next(
         &mut rx,
         "the frozen deploy to wait",
@@ -232,30 +220,14 @@ async fn a_freeze_override_needs_the_target_and_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_deploy_proposes_its_undo_which_runs_once_confirmed() {
     let home = Home::new();
-    let runtime = |extra: &str| {
-        Arc::new(
-            opsbot::runtime::Runtime::with_exe(
-                opsbot::paths::Paths::rooted(home.path()),
-                config(extra),
-                BIN.into(),
-            )
-            .expect("runtime"),
-        )
-    };
+    let runtime = |extra: &str| Arc::new(runtime_with(&home, extra));
     async fn deploy_to_dev(
         rt: &Arc<opsbot::runtime::Runtime>,
     ) -> (Arc<Driver>, Receiver<Record>, Event) {
         let session = rt.new_session("tester").expect("session");
         let d = Driver::new(Arc::clone(rt), session, ApprovalMode::Plan);
         let mut rx = d.session().subscribe();
-        d.submit("deploy checkout to dev".into()).expect("submit");
-        next(
-            &mut rx,
-            "build to wait",
-            |e| matches!(e, Event::AwaitingApproval { step, .. } if step.as_str() == "build"),
-        )
-        .await;
-        d.approve(&StepId::new("build"), false).expect("approve");
+        submit_and_approve_build(&d, &mut rx, "deploy checkout to dev").await;
         let done = next(&mut rx, "the run to finish", |e| outcome(e).is_some()).await;
         (d, rx, done)
     }

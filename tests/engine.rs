@@ -5,59 +5,16 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use common::*;
-use opsbot::engine::Approvals;
-use opsbot::paths::Paths;
 use opsbot::plan::{Plan, Step, StepId};
-use opsbot::policy::args_hash;
-use opsbot::runtime::Runtime;
-use opsbot::session::{Event, Outcome, Record, Session};
+use opsbot::session::{Event, Outcome, Record};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 fn step(id: &str, tool: &str, a: Value, deps: &[&str]) -> Step {
     Step {
-        id: StepId::new(id),
-        tool: tool.into(),
-        args: args(a),
         depends_on: deps.iter().map(|d| StepId::new(*d)).collect(),
-        description: String::new(),
-        gate: false,
-        timeout_ms: None,
-        when: None,
-        continue_on_error: false,
-        retries: None,
-        undo: None,
+        ..Step::new(id, tool, args(a))
     }
-}
-
-fn rt(home: &Home, extra: &str) -> Runtime {
-    Runtime::with_exe(Paths::rooted(home.path()), config(extra), BIN.into()).expect("runtime")
-}
-
-async fn run_all(rt: &Runtime, session: &Arc<Session>, plan: &Plan) -> Outcome {
-    rt.servers.wait_settled().await;
-    let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
-    session
-        .record(Event::PlanProposed { plan: plan.clone() })
-        .expect("record");
-    let approvals: HashMap<StepId, String> = plan
-        .steps
-        .iter()
-        .map(|s| (s.id.clone(), args_hash(&s.tool, &s.args)))
-        .collect();
-    rt.run(
-        session,
-        plan,
-        &decisions,
-        &Approvals::Fixed(approvals),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run")
 }
 
 fn max_concurrency(home: &Home) -> usize {
@@ -100,10 +57,10 @@ const SLOW_K8S: &str = "[servers.k8s]\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_independent_steps_run_side_by_side() {
     let home = Home::new();
-    let rt = rt(&home, &format!("[engine]\nmax_parallel = 16\n{SLOW_K8S}"));
+    let rt = runtime_with(&home, &format!("[engine]\nmax_parallel = 16\n{SLOW_K8S}"));
     let s = rt.new_session("dev").expect("session");
     assert_eq!(
-        run_all(&rt, &s, &sixteen_status_checks()).await,
+        run_approved(&rt, &s, &sixteen_status_checks()).await,
         Outcome::Succeeded
     );
     rt.servers.shutdown().await;
@@ -117,13 +74,13 @@ async fn sixteen_independent_steps_run_side_by_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_server_limit_holds() {
     let home = Home::new();
-    let rt = rt(
+    let rt = runtime_with(
         &home,
         "[engine]\nmax_parallel = 16\n[servers.k8s]\nmax_concurrency = 3\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=slow:300\" }\n",
     );
     let s = rt.new_session("dev").expect("session");
     assert_eq!(
-        run_all(&rt, &s, &sixteen_status_checks()).await,
+        run_approved(&rt, &s, &sixteen_status_checks()).await,
         Outcome::Succeeded
     );
     rt.servers.shutdown().await;
@@ -158,13 +115,13 @@ fn build_and_deploy(env: &str) -> Plan {
 async fn a_flaky_idempotent_deploy_succeeds_on_retry_and_a_non_idempotent_one_is_not_retried() {
     let flaky = "env = { OPSBOT_SANDBOX_FAULTS = \"deploy=flaky:2\" }\nretry_base_ms = 10\n";
     let home = Home::new();
-    let rt = rt(
+    let rt = runtime_with(
         &home,
         &format!("[servers.k8s]\nidempotent = [\"deploy\"]\n{flaky}"),
     );
     let s = rt.new_session("dev").expect("session");
     assert_eq!(
-        run_all(&rt, &s, &build_and_deploy("dev")).await,
+        run_approved(&rt, &s, &build_and_deploy("dev")).await,
         Outcome::Succeeded
     );
     rt.servers.shutdown().await;
@@ -176,10 +133,10 @@ async fn a_flaky_idempotent_deploy_succeeds_on_retry_and_a_non_idempotent_one_is
     );
 
     let home = Home::new();
-    let rt = self::rt(&home, &format!("[servers.k8s]\n{flaky}"));
+    let rt = runtime_with(&home, &format!("[servers.k8s]\n{flaky}"));
     let s = rt.new_session("dev").expect("session");
     assert_eq!(
-        run_all(&rt, &s, &build_and_deploy("dev")).await,
+        run_approved(&rt, &s, &build_and_deploy("dev")).await,
         Outcome::Failed
     );
     rt.servers.shutdown().await;
@@ -195,7 +152,7 @@ async fn a_flaky_idempotent_deploy_succeeds_on_retry_and_a_non_idempotent_one_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_server_opens_its_breaker_and_calls_fail_fast() {
     let home = Home::new();
-    let rt = rt(
+    let rt = runtime_with(
         &home,
         "[servers.k8s]\nbreaker_failures = 3\nbreaker_cooldown_ms = 60000\nretries = 0\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=fail\" }\n",
     );
@@ -217,7 +174,7 @@ async fn a_failing_server_opens_its_breaker_and_calls_fail_fast() {
         st.continue_on_error = true;
         plan.steps.push(st);
     }
-    run_all(&rt, &s, &plan).await;
+    run_approved(&rt, &s, &plan).await;
     let breakers = rt.servers.breakers();
     rt.servers.shutdown().await;
     let records = home.last_session();
@@ -250,7 +207,7 @@ async fn a_failing_server_opens_its_breaker_and_calls_fail_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditions_and_continue_on_error_choose_the_branch() {
     let home = Home::new();
-    let rt = rt(&home, "");
+    let rt = runtime_with(&home, "");
     let s = rt.new_session("dev").expect("session");
     // checkout is not deployed in dev: the health check fails, and is allowed to.
     let mut health = step(
@@ -284,7 +241,7 @@ async fn conditions_and_continue_on_error_choose_the_branch() {
     })
     .expect("valid");
     assert_eq!(
-        run_all(&rt, &s, &plan).await,
+        run_approved(&rt, &s, &plan).await,
         Outcome::Succeeded,
         "a tolerated failure does not fail the run"
     );
@@ -321,7 +278,7 @@ async fn conditions_and_continue_on_error_choose_the_branch() {
 async fn a_huge_output_is_stored_capped_with_its_size_and_hash() {
     let home = Home::new();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wire_server.py");
-    let rt = rt(
+    let rt = runtime_with(
         &home,
         &format!(
             "[engine]\noutput_cap_bytes = 65536\n[servers.wire]\ncommand = \"python3\"\nargs = [{script:?}]\nenv = {{ WIRE_BIG = \"1\" }}\n"
@@ -332,7 +289,7 @@ async fn a_huge_output_is_stored_capped_with_its_size_and_hash() {
         title: "big".into(),
         steps: vec![step("big", "wire.big", json!({"bytes": 10_000_000}), &[])],
     };
-    assert_eq!(run_all(&rt, &s, &plan).await, Outcome::Succeeded);
+    assert_eq!(run_approved(&rt, &s, &plan).await, Outcome::Succeeded);
     rt.servers.shutdown().await;
     let records = home.last_session();
     let out = records
@@ -412,7 +369,7 @@ fn a_failed_production_health_check_is_undone_after_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_crashes_mid_call_is_restarted_and_the_run_goes_on() {
     let home = Home::new();
-    let rt = rt(
+    let rt = runtime_with(
         &home,
         "[servers.k8s]\nretries = 4\nretry_base_ms = 300\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=crash@checkout\" }\n",
     );
@@ -435,7 +392,7 @@ async fn a_server_that_crashes_mid_call_is_restarted_and_the_run_goes_on() {
         title: "crash, then carry on".into(),
         steps: vec![first, then],
     };
-    assert_eq!(run_all(&rt, &s, &plan).await, Outcome::Succeeded);
+    assert_eq!(run_approved(&rt, &s, &plan).await, Outcome::Succeeded);
     let k8s_ready = rt
         .servers
         .statuses()
@@ -506,7 +463,7 @@ fn two_services_deploy_side_by_side_from_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_breaker_sends_calls_to_the_fallback_server() {
     let home = Home::new();
-    let rt = rt(
+    let rt = runtime_with(
         &home,
         "[servers.k8s]\nbreaker_failures = 1\nretries = 0\nfallback = \"k8s-standby\"\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=fail\" }\n[servers.k8s-standby]\ncommand = \"{exe}\"\nargs = [\"sandbox\", \"k8s\"]\nenv = { OPSBOT_SANDBOX_LATENCY = \"0\", OPSBOT_SANDBOX_DIR = \"{data_dir}/sandbox\" }\n",
     );
@@ -528,7 +485,7 @@ async fn an_open_breaker_sends_calls_to_the_fallback_server() {
         title: "fail over".into(),
         steps: vec![first, second],
     };
-    assert_eq!(run_all(&rt, &s, &plan).await, Outcome::Succeeded);
+    assert_eq!(run_approved(&rt, &s, &plan).await, Outcome::Succeeded);
     rt.servers.shutdown().await;
     let st = s.state();
     assert_eq!(

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use opsbot::paths::Paths;
 use opsbot::runtime::{Planned, Runtime};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,13 +118,13 @@ fn profile(port: u16) -> String {
 }
 
 fn runtime(home: &Home, port: u16) -> Runtime {
-    runtime_with(home, port, "")
+    llm_runtime(home, port, "")
 }
 
 /// `llm` is more of the `[llm]` table (prices, budgets) after the profile.
-fn runtime_with(home: &Home, port: u16, llm: &str) -> Runtime {
+fn llm_runtime(home: &Home, port: u16, llm: &str) -> Runtime {
     let extra = format!("[llm]\nprofile = \"fake\"\n{llm}\n{}", profile(port));
-    Runtime::with_exe(Paths::rooted(home.path()), config(&extra), BIN.into()).expect("runtime")
+    runtime_with(home, &extra)
 }
 
 fn llm_calls(home: &Home) -> Vec<Value> {
@@ -390,7 +389,7 @@ async fn a_server_without_json_schema_gets_json_object_and_the_schema_in_the_pro
 async fn every_call_is_recorded_with_its_tokens_and_priced() {
     let (port, _) = fake_llm(vec![error(429, "slow down"), completion(&good())]).await;
     let home = Home::new();
-    let rt = runtime_with(
+    let rt = llm_runtime(
         &home,
         port,
         "[llm.prices.test-model]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n",
@@ -422,7 +421,7 @@ async fn every_call_is_recorded_with_its_tokens_and_priced() {
 async fn a_session_budget_refuses_further_calls_and_says_which() {
     let (port, seen) = fake_llm(vec![completion(&good()), completion(&good())]).await;
     let home = Home::new();
-    let rt = runtime_with(&home, port, "[llm.budget]\nsession_tokens = 1000\n");
+    let rt = llm_runtime(&home, port, "[llm.budget]\nsession_tokens = 1000\n");
     let session = rt.new_session("tester").expect("session");
     let first = rt
         .plan_request(&session, "check checkout")
@@ -453,7 +452,7 @@ async fn a_session_budget_refuses_further_calls_and_says_which() {
 async fn the_day_budget_counts_every_session_of_the_day() {
     let (port, seen) = fake_llm(vec![completion(&good()), completion(&good())]).await;
     let home = Home::new();
-    let rt = runtime_with(
+    let rt = llm_runtime(
         &home,
         port,
         "[llm.prices.test-model]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n[llm.budget]\nday_usd = 0.001\n",
@@ -512,8 +511,7 @@ async fn an_answer_continues_the_same_planning_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runbook_planner_reads_an_answer_with_its_request() {
     let home = Home::new();
-    let rt = opsbot::runtime::Runtime::with_exe(Paths::rooted(home.path()), config(""), BIN.into())
-        .expect("runtime");
+    let rt = common::runtime(&home);
     let session = rt.new_session("tester").expect("session");
     let first = rt
         .plan_request(&session, "deploy checkout")
@@ -632,8 +630,7 @@ async fn opt_in_a_real_llm_plans_or_refuses_cleanly() {
     let extra = format!(
         "[llm]\nprofile = \"real\"\n[llm.profiles.real]\nbase_url = {url:?}\nmodel = {model:?}\napi_key_env = \"OPSBOT_TEST_LLM_KEY\"\ntimeout_ms = 120000\n"
     );
-    let rt =
-        Runtime::with_exe(Paths::rooted(home.path()), config(&extra), BIN.into()).expect("runtime");
+    let rt = runtime_with(&home, &extra);
     let session = rt.new_session("tester").expect("session");
     let planned = rt
         .plan_request(&session, "deploy checkout to staging and tell #deploys")

@@ -8,17 +8,13 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use opsbot::engine::Approvals;
-use opsbot::paths::Paths;
 use opsbot::plan::{Plan, Step, StepId};
 use opsbot::planner::Proposal;
 use opsbot::planner::runbook::RunbookPlanner;
-use opsbot::policy::{Decision, args_hash};
+use opsbot::policy::Decision;
 use opsbot::runtime::Runtime;
 use opsbot::session::{Event, Outcome, Session};
 use serde_json::json;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 const POLICY: &str = r#"
 [policy]
@@ -49,12 +45,7 @@ reason = "a deploy of this service here failed within the hour"
 "#;
 
 fn rt(home: &Home, extra: &str) -> Runtime {
-    Runtime::with_exe(
-        Paths::rooted(home.path()),
-        config(&format!("{POLICY}\n{extra}")),
-        BIN.into(),
-    )
-    .expect("runtime")
+    runtime_with(home, &format!("{POLICY}\n{extra}"))
 }
 
 fn runbook_plan(rt: &Runtime, request: &str) -> Plan {
@@ -67,21 +58,13 @@ fn runbook_plan(rt: &Runtime, request: &str) -> Plan {
 fn deploy_only(service: &str, env: &str) -> Plan {
     Plan {
         title: format!("deploy {service} to {env}"),
-        steps: vec![Step {
-            id: StepId::new("deploy"),
-            tool: "k8s.deploy".into(),
-            args: args(
+        steps: vec![Step::new(
+            "deploy",
+            "k8s.deploy",
+            args(
                 json!({"service": service, "env": env, "image": format!("registry.local/{service}:1-abc")}),
             ),
-            depends_on: vec![],
-            description: String::new(),
-            gate: false,
-            timeout_ms: None,
-            when: None,
-            continue_on_error: false,
-            retries: None,
-            undo: None,
-        }],
+        )],
     }
 }
 
@@ -91,26 +74,6 @@ async fn decide(rt: &Runtime, session: &Session, plan: &Plan) -> HashMap<String,
         .into_iter()
         .map(|(id, d)| (id.as_str().to_string(), d))
         .collect()
-}
-
-/// Run a plan with every step approved, as it was decided.
-async fn run_all(rt: &Runtime, session: &Arc<Session>, plan: &Plan) -> Outcome {
-    rt.servers.wait_settled().await;
-    let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
-    let approvals: HashMap<StepId, String> = plan
-        .steps
-        .iter()
-        .map(|s| (s.id.clone(), args_hash(&s.tool, &s.args)))
-        .collect();
-    rt.run(
-        session,
-        plan,
-        &decisions,
-        &Approvals::Fixed(approvals),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run")
 }
 
 fn expect(d: &Decision, label: &str, rule: &str, reason_part: &str) {
@@ -214,7 +177,7 @@ async fn production_needs_tests_and_scan_for_the_same_service_in_this_session() 
 
     // Run tests and scan for checkout (the staging deploy runbook) in this session.
     let staging = runbook_plan(&rt, "deploy checkout to staging");
-    assert_eq!(run_all(&rt, &sam, &staging).await, Outcome::Succeeded);
+    assert_eq!(run_approved(&rt, &sam, &staging).await, Outcome::Succeeded);
     let effects: Vec<String> = home
         .last_session()
         .iter()
@@ -277,12 +240,7 @@ reason = "staging is frozen for the load test"
     rt.servers.shutdown().await;
 
     let home = Home::new();
-    let rt2 = Runtime::with_exe(
-        Paths::rooted(home.path()),
-        config(&format!("{POLICY}\n{freeze}allow_override = true\n")),
-        BIN.into(),
-    )
-    .expect("runtime");
+    let rt2 = self::rt(&home, &format!("{freeze}allow_override = true\n"));
     let dev = rt2.new_session("dev").expect("session");
     let d = decide(
         &rt2,
@@ -319,7 +277,7 @@ async fn a_failed_deploy_blocks_the_next_one_for_that_service_and_env() {
     );
     let dev = rt.new_session("dev").expect("session");
     let plan = runbook_plan(&rt, "deploy checkout to staging");
-    assert_eq!(run_all(&rt, &dev, &plan).await, Outcome::Failed);
+    assert_eq!(run_approved(&rt, &dev, &plan).await, Outcome::Failed);
     let d = decide(&rt, &dev, &plan).await;
     expect(
         &d["deploy"],
@@ -366,17 +324,12 @@ async fn a_rate_limit_is_checked_again_when_each_call_is_made() {
     );
     let dev = rt.new_session("dev").expect("session");
     let build = |id: &str, service: &str, after: &[&str]| Step {
-        id: StepId::new(id),
-        tool: "ci.build".into(),
-        args: args(json!({"service": service, "ref": "main"})),
         depends_on: after.iter().map(|a| StepId::new(*a)).collect(),
-        description: String::new(),
-        gate: false,
-        timeout_ms: None,
-        when: None,
-        continue_on_error: false,
-        retries: None,
-        undo: None,
+        ..Step::new(
+            id,
+            "ci.build",
+            args(json!({"service": service, "ref": "main"})),
+        )
     };
     let plan = Plan {
         title: "two builds".into(),
@@ -389,7 +342,7 @@ async fn a_rate_limit_is_checked_again_when_each_call_is_made() {
     let d = decide(&rt, &dev, &plan).await;
     assert_eq!(d["two"].label(), "approve");
     // When the second is about to run, the first has used the limit up.
-    assert_eq!(run_all(&rt, &dev, &plan).await, Outcome::Denied);
+    assert_eq!(run_approved(&rt, &dev, &plan).await, Outcome::Denied);
     let records = home.last_session();
     let recheck = records
         .iter()
@@ -429,19 +382,7 @@ fn wire(home: &Home, description: Option<&str>) -> String {
 fn echo_plan() -> Plan {
     Plan {
         title: "echo".into(),
-        steps: vec![Step {
-            id: StepId::new("echo"),
-            tool: "wire.echo".into(),
-            args: args(json!({"text": "hi"})),
-            depends_on: vec![],
-            description: String::new(),
-            gate: false,
-            timeout_ms: None,
-            when: None,
-            continue_on_error: false,
-            retries: None,
-            undo: None,
-        }],
+        steps: vec![Step::new("echo", "wire.echo", args(json!({"text": "hi"})))],
     }
 }
 
@@ -450,7 +391,10 @@ async fn a_changed_tool_definition_is_quarantined_until_re_pinned() {
     let home = Home::new();
     let rt = rt(&home, &wire(&home, None));
     let s = rt.new_session("dev").expect("session");
-    assert_eq!(run_all(&rt, &s, &echo_plan()).await, Outcome::Succeeded);
+    assert_eq!(
+        run_approved(&rt, &s, &echo_plan()).await,
+        Outcome::Succeeded
+    );
     rt.servers.shutdown().await;
     assert!(
         home.store().pin("wire.echo").expect("pin").is_some(),
@@ -463,12 +407,7 @@ async fn a_changed_tool_definition_is_quarantined_until_re_pinned() {
         "changed.toml",
         &format!("{POLICY}\n{}", wire(&home, Some(changed))),
     );
-    let rt = Runtime::with_exe(
-        Paths::rooted(home.path()),
-        config(&format!("{POLICY}\n{}", wire(&home, Some(changed)))),
-        BIN.into(),
-    )
-    .expect("runtime");
+    let rt = self::rt(&home, &wire(&home, Some(changed)));
     let s = rt.new_session("dev").expect("session");
     let d = decide(&rt, &s, &echo_plan()).await;
     expect(
@@ -502,12 +441,7 @@ async fn a_changed_tool_definition_is_quarantined_until_re_pinned() {
     assert_exit(&accept, 0);
 
     // Re-pinned: no longer quarantined, but its steering description is flagged.
-    let rt = Runtime::with_exe(
-        Paths::rooted(home.path()),
-        config(&format!("{POLICY}\n{}", wire(&home, Some(changed)))),
-        BIN.into(),
-    )
-    .expect("runtime");
+    let rt = self::rt(&home, &wire(&home, Some(changed)));
     let s = rt.new_session("dev").expect("session");
     let d = decide(&rt, &s, &echo_plan()).await;
     expect(

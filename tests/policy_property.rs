@@ -9,10 +9,8 @@ use std::collections::HashMap;
 
 use common::*;
 use opsbot::engine::Approvals;
-use opsbot::paths::Paths;
 use opsbot::plan::{Plan, Step, StepId};
 use opsbot::policy::{Decision, args_hash};
-use opsbot::runtime::Runtime;
 use opsbot::session::{Event, Record};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -93,22 +91,13 @@ fn plan_of(specs: &[Spec]) -> Plan {
                 _ => json!({"service": service, "env": ENVS[s.env]}),
             };
             Step {
-                id: StepId::new(format!("s{i}")),
-                tool: TOOLS[s.tool].into(),
-                args: args_of(args),
                 depends_on: s
                     .deps
                     .iter()
                     .filter(|d| **d < i)
                     .map(|d| StepId::new(format!("s{d}")))
                     .collect(),
-                description: String::new(),
-                gate: false,
-                timeout_ms: None,
-                when: None,
-                continue_on_error: false,
-                retries: None,
-                undo: None,
+                ..Step::new(format!("s{i}"), TOOLS[s.tool], args_of(args))
             }
         })
         .collect();
@@ -193,8 +182,7 @@ fn no_call_reaches_a_server_without_an_allow_recorded_before_it() {
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let home = Home::new();
     let _entered = tokio.enter();
-    let rt =
-        Runtime::with_exe(Paths::rooted(home.path()), config(POLICY), BIN.into()).expect("runtime");
+    let rt = runtime_with(&home, POLICY);
     tokio.block_on(rt.servers.wait_settled());
     let mut runner = TestRunner::new(Config {
         cases: CASES,

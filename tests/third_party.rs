@@ -275,7 +275,7 @@ async fn a_streamable_http_server_is_connected_listed_and_called() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_running_operation_reports_progress_and_cancels_cleanly() {
     use opsbot::engine::{ApprovalDesk, Approvals};
-    use opsbot::plan::{Plan, Step, StepId};
+    use opsbot::plan::{Plan, Step};
     use opsbot::policy::args_hash;
     use opsbot::session::{Event, Outcome};
     use std::sync::Arc;
@@ -286,28 +286,13 @@ async fn a_long_running_operation_reports_progress_and_cancels_cleanly() {
         "[servers.every]\ncommand = {:?}\nargs = [\"stdio\"]\n",
         bin.display().to_string()
     );
-    let rt = Arc::new(
-        opsbot::runtime::Runtime::with_exe(
-            opsbot::paths::Paths::rooted(home.path()),
-            config(&extra),
-            BIN.into(),
-        )
-        .expect("runtime"),
-    );
+    let rt = Arc::new(runtime_with(&home, &extra));
     rt.servers.wait_for(["every"]).await;
-    let step = Step {
-        id: StepId::new("long"),
-        tool: "every.trigger-long-running-operation".into(),
-        args: args(json!({"duration": 20, "steps": 40})),
-        depends_on: vec![],
-        description: String::new(),
-        gate: false,
-        timeout_ms: None,
-        when: None,
-        continue_on_error: false,
-        retries: None,
-        undo: None,
-    };
+    let step = Step::new(
+        "long",
+        "every.trigger-long-running-operation",
+        args(json!({"duration": 20, "steps": 40})),
+    );
     let plan = Plan {
         title: "long".into(),
         steps: vec![step.clone()],

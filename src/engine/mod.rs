@@ -260,6 +260,7 @@ impl Engine {
         {
             *n = n.saturating_sub(1);
         }
+        let step_id = id.clone();
         let duration_ms = took.as_millis() as u64;
         let result = result.map(|o| o.capped(self.output_cap));
         let with_note = |e: String| match &note {
@@ -309,10 +310,6 @@ impl Engine {
                 ..
             } => output.value(),
             _ => Value::Null,
-        };
-        let step_id = match &event {
-            Event::StepSucceeded { step, .. } | Event::StepFailed { step, .. } => step.clone(),
-            _ => return Ok(()),
         };
         run.session.record(event)?;
         if let (Some(guard), Some(step), Some(args)) =

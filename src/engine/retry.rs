@@ -21,7 +21,8 @@ impl RetryPolicy {
     /// From the step, its server's config and the tool's annotations.
     pub fn for_step(servers: &Servers, step: &Step) -> Self {
         let (server, name) = step.tool.split_once('.').unwrap_or((&step.tool, ""));
-        let config = servers.config_of(server).unwrap_or_default();
+        let fallback = crate::config::ServerConfig::default();
+        let config = servers.config_of(server).unwrap_or(&fallback);
         let annotated = servers
             .tool(&step.tool)
             .is_some_and(|t| t.annotations.idempotent || t.annotations.read_only);

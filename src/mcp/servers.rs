@@ -295,8 +295,8 @@ impl Servers {
     }
 
     /// A server's configuration.
-    pub fn config_of(&self, server: &str) -> Option<ServerConfig> {
-        self.entries.get(server).map(|e| e.config.clone())
+    pub fn config_of(&self, server: &str) -> Option<&ServerConfig> {
+        self.entries.get(server).map(|e| &e.config)
     }
 
     pub fn tools_of(&self, server: &str) -> Vec<ToolInfo> {

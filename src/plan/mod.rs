@@ -76,6 +76,25 @@ pub struct Step {
     pub undo: Option<crate::config::Compensation>,
 }
 
+impl Step {
+    /// A plain call: no dependencies, gate, timeout, condition, retries or undo.
+    pub fn new(id: impl Into<String>, tool: impl Into<String>, args: Map<String, Value>) -> Self {
+        Self {
+            id: StepId::new(id),
+            tool: tool.into(),
+            args,
+            depends_on: Vec::new(),
+            description: String::new(),
+            gate: false,
+            timeout_ms: None,
+            when: None,
+            continue_on_error: false,
+            retries: None,
+            undo: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// One line saying what the plan does, e.g. "deploy checkout → staging".

@@ -310,17 +310,8 @@ mod tests {
             unreachable!()
         };
         Step {
-            id: StepId::new(id),
-            tool: tool.into(),
-            args,
             depends_on: deps.iter().map(|d| StepId::new(*d)).collect(),
-            description: String::new(),
-            gate: false,
-            timeout_ms: None,
-            when: None,
-            continue_on_error: false,
-            retries: None,
-            undo: None,
+            ..Step::new(id, tool, args)
         }
     }
 

@@ -394,17 +394,9 @@ fn to_plan(reply: Reply, request: &str) -> Plan {
             .steps
             .into_iter()
             .map(|s| Step {
-                id: StepId::new(s.id),
-                tool: s.tool,
-                args: s.args,
                 depends_on: s.depends_on.into_iter().map(StepId::new).collect(),
                 description: s.rationale,
-                gate: false,
-                timeout_ms: None,
-                when: None,
-                continue_on_error: false,
-                retries: None,
-                undo: None,
+                ..Step::new(s.id, s.tool, s.args)
             })
             .collect(),
     }

@@ -17,7 +17,7 @@ pub mod pins;
 mod rules;
 pub mod schedule;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -128,18 +128,13 @@ impl Policy {
         plan.steps
             .iter()
             .map(|s| {
-                let mut seen = HashSet::new();
-                let mut stack: Vec<&StepId> = s.depends_on.iter().collect();
-                let mut planned = Vec::new();
-                while let Some(id) = stack.pop() {
-                    if !seen.insert(id) {
-                        continue;
-                    }
-                    planned.extend(leaves.get(id).into_iter().flatten().cloned());
-                    if let Some(dep) = plan.step(id) {
-                        stack.extend(dep.depends_on.iter());
-                    }
-                }
+                let planned: Vec<(String, ScopeMap)> = plan
+                    .ancestors(&s.id)
+                    .iter()
+                    .filter_map(|id| leaves.get(id))
+                    .flatten()
+                    .cloned()
+                    .collect();
                 let ctx = Context {
                     planned: &planned,
                     ..*ctx

@@ -66,23 +66,14 @@ pub fn compensation_plan(config: &Config, plan: &Plan, records: &[Record]) -> Op
                 })
                 .unwrap_or_else(|| text.to_string())
         };
-        let undo_id = StepId::new(format!("undo_{id}"));
         steps.push(Step {
-            id: undo_id,
-            tool: comp.tool.clone(),
-            args: resolved,
             depends_on: steps.last().map(|s| vec![s.id.clone()]).unwrap_or_default(),
             description: if comp.description.is_empty() {
                 format!("undo {id} ({})", original.tool)
             } else {
                 describe(&comp.description)
             },
-            gate: false,
-            timeout_ms: None,
-            when: None,
-            continue_on_error: false,
-            retries: None,
-            undo: None,
+            ..Step::new(format!("undo_{id}"), comp.tool.clone(), resolved)
         });
     }
     (!steps.is_empty()).then(|| Plan {
@@ -112,19 +103,7 @@ mod tests {
     }
 
     fn step(id: &str, tool: &str, args: serde_json::Value) -> Step {
-        Step {
-            id: StepId::new(id),
-            tool: tool.into(),
-            args: args.as_object().cloned().unwrap_or_default(),
-            depends_on: vec![],
-            description: String::new(),
-            gate: false,
-            timeout_ms: None,
-            when: None,
-            continue_on_error: false,
-            retries: None,
-            undo: None,
-        }
+        Step::new(id, tool, args.as_object().cloned().unwrap_or_default())
     }
 
     fn done(seq: i64, s: &Step, output: serde_json::Value) -> [Record; 2] {

@@ -288,18 +288,14 @@ impl Store {
     /// the per-day budget.
     pub fn llm_spend_today(&self) -> Result<super::Spend, StoreError> {
         let today = now_rfc3339().get(..10).unwrap_or_default().to_string();
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT body FROM events WHERE kind = 'llm_call' AND ts >= ?1")?;
         let mut spend = super::Spend::default();
-        let bodies = stmt.query_map(params![format!("{today}T")], |r| r.get::<_, String>(0))?;
-        for body in bodies {
-            if let Ok(Event::LlmCall {
+        for r in self.events_of_kind_since("llm_call", &format!("{today}T"))? {
+            if let Event::LlmCall {
                 prompt_tokens,
                 completion_tokens,
                 cost_usd,
                 ..
-            }) = serde_json::from_str(&body?)
+            } = r.event
             {
                 spend.add(prompt_tokens, completion_tokens, cost_usd);
             }

@@ -176,7 +176,40 @@ pub fn start_servers(home: &Home, extra: &str, only: &[&str]) -> Servers {
 
 /// The whole core (store, servers, planner, policy) rooted in this home.
 pub fn runtime(home: &Home) -> Runtime {
-    Runtime::with_exe(Paths::rooted(home.path()), config(""), BIN.into()).expect("runtime")
+    runtime_with(home, "")
+}
+
+/// The runtime over the sandbox, with `extra` layered on the defaults.
+pub fn runtime_with(home: &Home, extra: &str) -> Runtime {
+    Runtime::with_exe(Paths::rooted(home.path()), config(extra), BIN.into()).expect("runtime")
+}
+
+/// Record the plan, let policy decide it, approve every step for exactly
+/// its arguments, and run it.
+pub async fn run_approved(
+    rt: &Runtime,
+    session: &std::sync::Arc<opsbot::session::Session>,
+    plan: &opsbot::plan::Plan,
+) -> opsbot::session::Outcome {
+    rt.servers.wait_settled().await;
+    let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
+    session
+        .record(Event::PlanProposed { plan: plan.clone() })
+        .expect("record");
+    let approvals = plan
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), opsbot::policy::args_hash(&s.tool, &s.args)))
+        .collect();
+    rt.run(
+        session,
+        plan,
+        &decisions,
+        &opsbot::engine::Approvals::Fixed(approvals),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("run")
 }
 
 /// A JSON object literal as tool arguments.

@@ -370,19 +370,7 @@ mod tests {
             "runbook".into(),
             "step".into(),
         );
-        let step = Step {
-            id: StepId::new("build"),
-            tool: "ci.build".into(),
-            args: Map::new(),
-            depends_on: vec![],
-            description: String::new(),
-            gate: false,
-            timeout_ms: None,
-            when: None,
-            continue_on_error: false,
-            retries: None,
-            undo: None,
-        };
+        let step = Step::new("build", "ci.build", Map::new());
         app.apply(&record(
             1,
             Event::PlanProposed {
