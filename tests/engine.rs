@@ -76,7 +76,7 @@ async fn a_per_server_limit_holds() {
     let home = Home::new();
     let rt = runtime_with(
         &home,
-        "[engine]\nmax_parallel = 16\n[servers.k8s]\nmax_concurrency = 3\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=slow:300\" }\n",
+        "[engine]\nmax_parallel = 16\n[servers.k8s]\nmax_concurrency = 3\nenv = { OPSBOT_SANDBOX_FAULTS = \"status=slow:1000\" }\n",
     );
     let s = rt.new_session("dev").expect("session");
     assert_eq!(
