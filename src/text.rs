@@ -45,6 +45,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
+    }
+
+    #[test]
     fn suggests_close_words_only() {
         assert_eq!(edit_distance("comand", "command"), 1);
         assert_eq!(
@@ -100,4 +106,17 @@ mod diff_tests {
         let d = super::line_diff("a\nb\nc", "a\nB\nc\nd");
         assert_eq!(d, "  a\n- b\n+ B\n  c\n+ d\n");
     }
+}
+
+/// Lower-case hex of `bytes`, as digests are shown and stored. (One
+/// allocation: formatting byte by byte was a measurable share of every
+/// governed call, which hashes its arguments and its audit records.)
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }

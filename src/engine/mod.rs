@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use desk::{ApprovalDesk, Verdict};
@@ -95,7 +97,9 @@ pub trait CallGuard: Send + Sync {
         step: &Step,
         args: &Map<String, Value>,
     ) -> Result<(), Decision>;
-    /// After a call: record what it left behind.
+    /// After a call: what it left behind, as events the engine records
+    /// with the step's outcome. The guard takes them into account at once,
+    /// since the next call may depend on them.
     fn finished(
         &self,
         session: &Session,
@@ -103,7 +107,7 @@ pub trait CallGuard: Send + Sync {
         args: &Map<String, Value>,
         result: &Value,
         succeeded: bool,
-    ) -> Result<(), StoreError>;
+    ) -> Vec<Event>;
 }
 
 /// One run's moving parts, so the steps of the loop can share them.
@@ -115,7 +119,13 @@ struct Run<'a> {
     catalog: Catalog,
     state: HashMap<StepId, State>,
     outputs: HashMap<StepId, Value>,
-    running: JoinSet<Finished>,
+    /// Steps in flight, polled by the run itself: a finished call wakes the
+    /// run directly, with no task hop in between.
+    running: FuturesUnordered<BoxFuture<'static, Finished>>,
+    /// Events decided but not yet durable. They are written together, in
+    /// one transaction, before the run acts on any of them: before a call
+    /// starts, and before the run waits.
+    pending: Vec<Event>,
     cancel: CancellationToken,
     /// The arguments each started step was sent.
     sent: HashMap<StepId, Map<String, Value>>,
@@ -123,6 +133,17 @@ struct Run<'a> {
     per_server: HashMap<String, usize>,
     /// What failed steps answered, for conditions on them.
     failed_outputs: HashMap<StepId, Value>,
+}
+
+impl Run<'_> {
+    /// Make the pending events durable, in one transaction.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            self.session.record_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
 }
 
 pub struct Engine {
@@ -198,7 +219,8 @@ impl Engine {
                 })
                 .collect(),
             outputs: done,
-            running: JoinSet::new(),
+            running: FuturesUnordered::new(),
+            pending: Vec::new(),
             cancel,
             sent: HashMap::new(),
             per_server: HashMap::new(),
@@ -211,6 +233,7 @@ impl Engine {
             if !cancelled {
                 self.schedule(&mut run)?;
             }
+            run.flush()?;
             let at_desk = run.state.values().any(|s| *s == State::AtDesk);
             if run.running.is_empty() && (cancelled || !at_desk) {
                 break;
@@ -222,7 +245,7 @@ impl Engine {
                 }
             };
             let finished = tokio::select! {
-                joined = run.running.join_next(), if !run.running.is_empty() => joined,
+                done = run.running.next(), if !run.running.is_empty() => done,
                 () = desk_wait => continue,
                 () = run.cancel.cancelled(), if !cancelled => {
                     cancelled = true;
@@ -233,8 +256,7 @@ impl Engine {
                 }
             };
             match finished {
-                Some(Ok(done)) => self.finish(&mut run, done)?,
-                Some(Err(e)) => tracing::error!("step task panicked: {e}"),
+                Some(done) => self.finish(&mut run, done)?,
                 None => break,
             }
         }
@@ -303,19 +325,23 @@ impl Engine {
             }
         };
         let succeeded = matches!(event, Event::StepSucceeded { .. });
-        let result = match &event {
-            Event::StepSucceeded { output, .. } => output.value(),
-            Event::StepFailed {
-                output: Some(output),
-                ..
-            } => output.value(),
-            _ => Value::Null,
-        };
-        run.session.record(event)?;
+        run.pending.push(event);
         if let (Some(guard), Some(step), Some(args)) =
             (&self.guard, run.plan.step(&step_id), run.sent.get(&step_id))
         {
-            guard.finished(run.session, step, args, &result, succeeded)?;
+            let result = if succeeded {
+                run.outputs.get(&step_id).cloned()
+            } else {
+                run.failed_outputs.get(&step_id).cloned()
+            };
+            let effects = guard.finished(
+                run.session,
+                step,
+                args,
+                &result.unwrap_or(Value::Null),
+                succeeded,
+            );
+            run.pending.extend(effects);
         }
         Ok(())
     }
@@ -329,10 +355,10 @@ impl Engine {
                     "not reached"
                 };
                 run.state.insert(step.id.clone(), State::Skipped);
-                run.session.record(Event::StepSkipped {
+                run.pending.push(Event::StepSkipped {
                     step: step.id.clone(),
                     reason: reason.into(),
-                })?;
+                });
             }
         }
         let count = |s: State| run.state.values().filter(|v| **v == s).count();
@@ -378,8 +404,8 @@ impl Engine {
                 summary.push_str(&format!("; {label}: {}", ids.join(", ")));
             }
         }
-        run.session
-            .record(Event::RunFinished { outcome, summary })?;
+        run.pending.push(Event::RunFinished { outcome, summary });
+        run.flush()?;
         Ok(outcome)
     }
 
@@ -395,10 +421,10 @@ impl Engine {
                 }
                 if let Some(d @ Decision::Deny { .. }) = run.decisions.get(&step.id) {
                     run.state.insert(step.id.clone(), State::Denied);
-                    run.session.record(Event::StepSkipped {
+                    run.pending.push(Event::StepSkipped {
                         step: step.id.clone(),
                         reason: format!("denied by {}: {}", d.rule(), d.reason()),
-                    })?;
+                    });
                     changed = true;
                     continue;
                 }
@@ -413,10 +439,10 @@ impl Engine {
                 });
                 if let Some(reason) = blocker {
                     run.state.insert(step.id.clone(), State::Skipped);
-                    run.session.record(Event::StepSkipped {
+                    run.pending.push(Event::StepSkipped {
                         step: step.id.clone(),
                         reason,
-                    })?;
+                    });
                     changed = true;
                     continue;
                 }
@@ -432,10 +458,10 @@ impl Engine {
                     && !self.condition_holds(run, cond)
                 {
                     run.state.insert(step.id.clone(), State::Skipped);
-                    run.session.record(Event::StepSkipped {
+                    run.pending.push(Event::StepSkipped {
                         step: step.id.clone(),
                         reason: format!("its condition `{cond}` does not hold"),
-                    })?;
+                    });
                     changed = true;
                     continue;
                 }
@@ -460,19 +486,19 @@ impl Engine {
             }
             Verdict::Skipped(reason) => {
                 run.state.insert(step.id.clone(), State::Skipped);
-                run.session.record(Event::StepSkipped {
+                run.pending.push(Event::StepSkipped {
                     step: step.id.clone(),
                     reason,
-                })?;
+                });
                 Ok(true)
             }
             _ if run.approvals.desk().is_some() => {
                 if run.state[&step.id] != State::AtDesk {
                     run.state.insert(step.id.clone(), State::AtDesk);
-                    run.session.record(Event::AwaitingApproval {
+                    run.pending.push(Event::AwaitingApproval {
                         step: step.id.clone(),
                         gated: gate.is_some(),
-                    })?;
+                    });
                 }
                 Ok(false)
             }
@@ -489,10 +515,10 @@ impl Engine {
                     ),
                     None => "awaiting approval".to_string(),
                 };
-                run.session.record(Event::StepSkipped {
+                run.pending.push(Event::StepSkipped {
                     step: step.id.clone(),
                     reason,
-                })?;
+                });
                 Ok(true)
             }
         }
@@ -579,13 +605,12 @@ impl Engine {
                 decision.rule(),
                 decision.reason()
             );
-            run.session.record(Event::PolicyRecheck {
+            run.pending.push(Event::PolicyRecheck {
                 step: id.clone(),
                 decision,
-            })?;
+            });
             run.state.insert(id.clone(), State::Denied);
-            run.session
-                .record(Event::StepSkipped { step: id, reason })?;
+            run.pending.push(Event::StepSkipped { step: id, reason });
             return Ok(());
         }
         run.sent.insert(id.clone(), args.clone());
@@ -595,78 +620,152 @@ impl Engine {
             .map_or(step.tool.as_str(), |(s, _)| s);
         *run.per_server.entry(server.to_string()).or_default() += 1;
         run.state.insert(id.clone(), State::Running);
-        run.session.record(Event::StepStarted {
+        run.pending.push(Event::StepStarted {
             step: id.clone(),
             tool: step.tool.clone(),
             args: args.clone(),
-        })?;
-        let servers = self.servers.clone();
-        let session = Arc::clone(run.session);
-        let tool = step.tool.clone();
-        let timeout = step.timeout_ms.map(Duration::from_millis);
+        });
         let cancel = run.cancel.child_token();
         if let Some(desk) = run.approvals.desk() {
             desk.started(id.clone(), cancel.clone());
         }
         let retry = RetryPolicy::for_step(&self.servers, step);
-        run.running.spawn(async move {
-            let began = Instant::now();
-            let mut attempt = 0;
-            loop {
-                let result = call::call_with_progress(
-                    &servers,
-                    &session,
-                    &id,
-                    &tool,
-                    args.clone(),
-                    timeout,
-                    cancel.clone(),
-                )
-                .await;
-                let Some(why) = retry::transient(&result) else {
-                    return Finished { id, result, took: began.elapsed(), note: None };
+        // Not polled until the run next waits, which is after the events
+        // above are durable: nothing is called before it is on record.
+        let call = StepCall {
+            servers: self.servers.clone(),
+            session: Arc::clone(run.session),
+            id: id.clone(),
+            tool: step.tool.clone(),
+            args,
+            timeout: step.timeout_ms.map(Duration::from_millis),
+            cancel,
+            retry,
+        };
+        run.running.push(
+            std::panic::AssertUnwindSafe(call.run())
+                .catch_unwind()
+                .map(move |done| {
+                    done.unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into());
+                        tracing::error!("step {id} panicked: {what}");
+                        Finished {
+                            id,
+                            result: Err(CallError::Internal(what)),
+                            took: Duration::ZERO,
+                            note: None,
+                        }
+                    })
+                })
+                .boxed(),
+        );
+        Ok(())
+    }
+}
+
+/// One step's call, with its retries.
+struct StepCall {
+    servers: Servers,
+    session: Arc<Session>,
+    id: StepId,
+    tool: String,
+    args: Map<String, Value>,
+    timeout: Option<Duration>,
+    cancel: CancellationToken,
+    retry: RetryPolicy,
+}
+
+impl StepCall {
+    async fn run(self) -> Finished {
+        let StepCall {
+            servers,
+            session,
+            id,
+            tool,
+            args,
+            timeout,
+            cancel,
+            retry,
+        } = self;
+        let began = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let result = call::call_with_progress(
+                &servers,
+                &session,
+                &id,
+                &tool,
+                args.clone(),
+                timeout,
+                cancel.clone(),
+            )
+            .await;
+            let Some(why) = retry::transient(&result) else {
+                return Finished {
+                    id,
+                    result,
+                    took: began.elapsed(),
+                    note: None,
                 };
-                if !retry.idempotent {
-                    let note = (retry.max > 0).then(|| {
-                        format!(
-                            "not retried: {tool} may not be safe to call twice; list it under its server's `idempotent` to allow retries"
-                        )
-                    });
-                    return Finished { id, result, took: began.elapsed(), note };
-                }
-                if attempt >= retry.max || cancel.is_cancelled() {
-                    let note = (attempt > 0).then(|| format!("after {} tries", attempt + 1));
-                    return Finished { id, result, took: began.elapsed(), note };
-                }
-                attempt += 1;
-                let wait = retry.delay(attempt);
-                if let Err(e) = session.record(Event::StepRetrying {
-                    step: id.clone(),
-                    attempt,
-                    error: why,
-                    wait_ms: wait.as_millis() as u64,
-                }) {
-                    tracing::error!("cannot record a retry: {e}");
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = cancel.cancelled() => {
-                        return Finished { id, result, took: began.elapsed(), note: Some("cancelled before retrying".into()) };
-                    }
+            };
+            if !retry.idempotent {
+                let note = (retry.max > 0).then(|| {
+                    format!(
+                        "not retried: {tool} may not be safe to call twice; list it under its server's `idempotent` to allow retries"
+                    )
+                });
+                return Finished {
+                    id,
+                    result,
+                    took: began.elapsed(),
+                    note,
+                };
+            }
+            if attempt >= retry.max || cancel.is_cancelled() {
+                let note = (attempt > 0).then(|| format!("after {} tries", attempt + 1));
+                return Finished {
+                    id,
+                    result,
+                    took: began.elapsed(),
+                    note,
+                };
+            }
+            attempt += 1;
+            let wait = retry.delay(attempt);
+            if let Err(e) = session.record(Event::StepRetrying {
+                step: id.clone(),
+                attempt,
+                error: why,
+                wait_ms: wait.as_millis() as u64,
+            }) {
+                tracing::error!("cannot record a retry: {e}");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = cancel.cancelled() => {
+                    return Finished {
+                        id,
+                        result,
+                        took: began.elapsed(),
+                        note: Some("cancelled before retrying".into()),
+                    };
                 }
             }
-        });
-        Ok(())
+        }
     }
 }
 
 fn fail_early(run: &mut Run<'_>, id: StepId, error: String) -> Result<(), StoreError> {
     run.state.insert(id.clone(), State::Failed);
-    run.session.record(Event::StepFailed {
+    run.pending.push(Event::StepFailed {
         step: id,
         error,
         output: None,
         duration_ms: 0,
-    })?;
+    });
     Ok(())
 }

@@ -23,9 +23,9 @@ impl RetryPolicy {
         let (server, name) = step.tool.split_once('.').unwrap_or((&step.tool, ""));
         let fallback = crate::config::ServerConfig::default();
         let config = servers.config_of(server).unwrap_or(&fallback);
-        let annotated = servers
-            .tool(&step.tool)
-            .is_some_and(|t| t.annotations.idempotent || t.annotations.read_only);
+        let annotated = servers.with_tool(&step.tool, |t| {
+            t.is_some_and(|t| t.annotations.idempotent || t.annotations.read_only)
+        });
         let idempotent = !config.non_idempotent.iter().any(|t| t == name)
             && (annotated || config.idempotent.iter().any(|t| t == name));
         Self {

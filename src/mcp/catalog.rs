@@ -68,7 +68,7 @@ pub fn definition_hash(tool: &rmcp::model::Tool) -> String {
         .map(|v| v.to_string())
         .unwrap_or_default();
     let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::text::hex(&digest)
 }
 
 /// A snapshot of every ready server's tools.

@@ -91,7 +91,7 @@ impl ToolOutput {
         let mut h = sha2::Sha256::new();
         h.update(self.text.as_bytes());
         h.update(structured.as_bytes());
-        let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = crate::text::hex(&h.finalize());
         let mut end = cap.min(self.text.len());
         while !self.text.is_char_boundary(end) {
             end -= 1;
@@ -157,6 +157,8 @@ pub enum CallError {
         failures: u32,
         retry_in_ms: u64,
     },
+    #[error("opsbot failed while making the call ({0}); this is a bug in opsbot, please report it")]
+    Internal(String),
 }
 
 impl CallError {

@@ -283,15 +283,22 @@ impl Servers {
     /// A tool as its server last listed it, ready now or not (a server
     /// being restarted keeps its tools).
     pub fn tool(&self, qualified: &str) -> Option<ToolInfo> {
-        let (server, name) = qualified.split_once('.')?;
-        self.entries
-            .get(server)?
-            .tools
-            .read()
-            .ok()?
-            .iter()
-            .find(|t| t.name == name)
-            .cloned()
+        self.with_tool(qualified, |t| t.cloned())
+    }
+
+    /// `f` over a tool's definition (None when unknown), without copying
+    /// it: this is on every call's path. Keep `f` short, it holds a lock.
+    pub fn with_tool<R>(&self, qualified: &str, f: impl FnOnce(Option<&ToolInfo>) -> R) -> R {
+        let entry = qualified
+            .split_once('.')
+            .and_then(|(server, name)| Some((self.entries.get(server)?, name)));
+        let Some((entry, name)) = entry else {
+            return f(None);
+        };
+        match entry.tools.read() {
+            Ok(tools) => f(tools.iter().find(|t| t.name == name)),
+            Err(_) => f(None),
+        }
     }
 
     /// A server's configuration.
@@ -408,9 +415,13 @@ impl Servers {
         let known = entry
             .tools
             .read()
-            .map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
-            .unwrap_or_default();
-        if !known.iter().any(|t| t == tool) {
+            .is_ok_and(|t| t.iter().any(|t| t.name == tool));
+        if !known {
+            let known = entry
+                .tools
+                .read()
+                .map(|t| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+                .unwrap_or_default();
             return Err(CallError::UnknownTool {
                 server: server.to_string(),
                 tool: tool.to_string(),

@@ -117,6 +117,6 @@ pub fn args_hash(tool: &str, args: &Map<String, Value>) -> String {
     let mut h = Sha256::new();
     h.update(tool.as_bytes());
     h.update([0u8]);
-    h.update(Value::Object(args.clone()).to_string().as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    h.update(serde_json::to_vec(args).unwrap_or_default());
+    crate::text::hex(&h.finalize())
 }

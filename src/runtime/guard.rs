@@ -46,12 +46,16 @@ impl Knowledge {
     pub fn learn(&mut self, r: &Record) {
         let at =
             OffsetDateTime::parse(&r.ts, &Rfc3339).unwrap_or_else(|_| OffsetDateTime::now_utc());
-        match &r.event {
+        self.learn_event(&r.event, &r.actor, r.session.as_str(), at);
+    }
+
+    /// As `learn`, for an event about to be recorded at `at`.
+    pub fn learn_event(&mut self, event: &Event, actor: &str, session: &str, at: OffsetDateTime) {
+        match event {
             Event::Effect { effect, scope, .. } => {
-                self.history
-                    .add_effect(effect, scope.clone(), at, r.session.as_str())
+                self.history.add_effect(effect, scope.clone(), at, session)
             }
-            Event::StepStarted { tool, .. } => self.history.add_call(&r.actor, tool, at),
+            Event::StepStarted { tool, .. } => self.history.add_call(actor, tool, at),
             _ => {}
         }
     }
@@ -78,17 +82,14 @@ impl PolicyGuard {
     fn knowledge(&self) -> MutexGuard<'_, Knowledge> {
         self.knowledge.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl CallGuard for PolicyGuard {
-    fn admit(
+    fn admit_with(
         &self,
         session: &Session,
         step: &Step,
         args: &Map<String, Value>,
+        tool: Option<&ToolInfo>,
     ) -> Result<(), Decision> {
-        let info = self.servers.tool(&step.tool);
-        let tool = info.as_ref();
         let roles = self.policy.roles_of(&session.actor);
         let now = OffsetDateTime::now_utc();
         let mut k = self.knowledge();
@@ -132,6 +133,19 @@ impl CallGuard for PolicyGuard {
         }
         Ok(())
     }
+}
+
+impl CallGuard for PolicyGuard {
+    fn admit(
+        &self,
+        session: &Session,
+        step: &Step,
+        args: &Map<String, Value>,
+    ) -> Result<(), Decision> {
+        self.servers.with_tool(&step.tool, |tool| {
+            self.admit_with(session, step, args, tool)
+        })
+    }
 
     fn finished(
         &self,
@@ -140,15 +154,24 @@ impl CallGuard for PolicyGuard {
         args: &Map<String, Value>,
         result: &Value,
         succeeded: bool,
-    ) -> Result<(), StoreError> {
-        for (effect, scope) in self.policy.effects_of(&step.tool, args, result, succeeded) {
-            let record = session.record(Event::Effect {
+    ) -> Vec<Event> {
+        let effects: Vec<Event> = self
+            .policy
+            .effects_of(&step.tool, args, result, succeeded)
+            .into_iter()
+            .map(|(effect, scope)| Event::Effect {
                 effect,
                 scope,
                 step: step.id.clone(),
-            })?;
-            self.knowledge().learn(&record);
+            })
+            .collect();
+        if !effects.is_empty() {
+            let now = OffsetDateTime::now_utc();
+            let mut k = self.knowledge();
+            for e in &effects {
+                k.learn_event(e, &session.actor, session.id.as_str(), now);
+            }
         }
-        Ok(())
+        effects
     }
 }

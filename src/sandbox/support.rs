@@ -103,10 +103,14 @@ impl Ctx {
     fn busy(&self) -> InFlight {
         let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
         if now > MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst) {
+            // Two new highs at once must not leave the lower one on disk:
+            // write under a lock, and write the highest seen by then.
+            static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
             let _ = std::fs::write(
                 self.dir
                     .join(format!("max-concurrency-{}", std::process::id())),
-                now.to_string(),
+                MAX_IN_FLIGHT.load(Ordering::SeqCst).to_string(),
             );
         }
         InFlight

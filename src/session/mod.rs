@@ -3,6 +3,7 @@
 //! Every fact is an [`Event`] appended to the store *before* it is acted on;
 //! state is a fold over events; views subscribe to the records as they land.
 
+mod checkpoint;
 mod describe;
 mod event;
 mod pins;
@@ -77,11 +78,27 @@ impl Session {
     /// the event did not happen: the caller must not act on it.
     pub fn record(&self, event: Event) -> Result<Record, StoreError> {
         let record = self.store.append(&self.id, &self.actor, &event)?;
+        self.landed(&record);
+        Ok(record)
+    }
+
+    /// As `record`, for several events made durable together.
+    pub fn record_all(&self, events: &[Event]) -> Result<Vec<Record>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self.store.append_all(&self.id, &self.actor, events)?;
+        for r in &records {
+            self.landed(r);
+        }
+        Ok(records)
+    }
+
+    fn landed(&self, record: &Record) {
         if let Ok(mut state) = self.state.lock() {
-            state.apply(&record);
+            state.apply(record);
         }
         let _ = self.records.send(record.clone());
-        Ok(record)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Record> {

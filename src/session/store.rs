@@ -105,6 +105,9 @@ pub struct SessionSummary {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Commits so far, to nudge the checkpointer every so many.
+    commits: std::sync::atomic::AtomicU64,
+    checkpointer: Option<super::checkpoint::Checkpointer>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -131,7 +134,7 @@ pub fn link_hash(
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::text::hex(&h.finalize())
 }
 
 impl Store {
@@ -191,9 +194,16 @@ impl Store {
             PRAGMA user_version = 1;",
         )
         .map_err(open_err)?;
+        let checkpointer = super::checkpoint::Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
+                .map_err(open_err)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            commits: std::sync::atomic::AtomicU64::new(0),
+            checkpointer,
         })
     }
 
@@ -224,64 +234,99 @@ impl Store {
         actor: &str,
         event: &Event,
     ) -> Result<Record, StoreError> {
-        let body = serde_json::to_string(event)?;
-        let kind = event.kind();
+        let mut records = self.append_all(session, actor, std::slice::from_ref(event))?;
+        records
+            .pop()
+            .ok_or_else(|| StoreError::NoSuchSession(session.to_string()))
+    }
+
+    /// Append events to the chain in order, in one transaction: all of them
+    /// are durable when this returns, or none is. One commit for several
+    /// events is what keeps the audit write off a governed call's path.
+    pub fn append_all(
+        &self,
+        session: &SessionId,
+        actor: &str,
+        events: &[Event],
+    ) -> Result<Vec<Record>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bodies = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
         let ts = now_rfc3339();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Statements are prepared once per connection: every event passes here.
-        let (last_seq, prev): (i64, String) = tx
+        let (mut seq, mut prev): (i64, String) = tx
             .prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
-        let seq = last_seq + 1;
-        let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, &body);
-        tx.prepare_cached(
-            "INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            seq,
-            session.as_str(),
-            ts,
-            actor,
-            kind,
-            body,
-            prev,
-            hash
-        ])?;
-        match event {
-            Event::PlanProposed { plan } => {
-                tx.execute(
-                    "UPDATE sessions SET title = ?2 WHERE id = ?1",
-                    params![session.as_str(), plan.title],
-                )?;
+        let mut records = Vec::with_capacity(events.len());
+        for (event, body) in events.iter().zip(&bodies) {
+            seq += 1;
+            let kind = event.kind();
+            let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, body);
+            tx.prepare_cached(
+                "INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                seq,
+                session.as_str(),
+                ts,
+                actor,
+                kind,
+                body,
+                prev,
+                hash
+            ])?;
+            match event {
+                Event::PlanProposed { plan } => {
+                    tx.execute(
+                        "UPDATE sessions SET title = ?2 WHERE id = ?1",
+                        params![session.as_str(), plan.title],
+                    )?;
+                }
+                Event::UserMessage { text } => {
+                    tx.execute(
+                        "UPDATE sessions SET title = COALESCE(title, ?2) WHERE id = ?1",
+                        params![session.as_str(), text],
+                    )?;
+                }
+                Event::RunFinished { outcome, .. } => {
+                    tx.execute(
+                        "UPDATE sessions SET outcome = ?2 WHERE id = ?1",
+                        params![session.as_str(), outcome_key(*outcome)],
+                    )?;
+                }
+                _ => {}
             }
-            Event::UserMessage { text } => {
-                tx.execute(
-                    "UPDATE sessions SET title = COALESCE(title, ?2) WHERE id = ?1",
-                    params![session.as_str(), text],
-                )?;
-            }
-            Event::RunFinished { outcome, .. } => {
-                tx.execute(
-                    "UPDATE sessions SET outcome = ?2 WHERE id = ?1",
-                    params![session.as_str(), outcome_key(*outcome)],
-                )?;
-            }
-            _ => {}
+            let prev_hash = std::mem::replace(&mut prev, hash.clone());
+            records.push(Record {
+                seq,
+                session: session.clone(),
+                ts: ts.clone(),
+                actor: actor.to_string(),
+                event: event.clone(),
+                prev_hash,
+                hash,
+            });
         }
         tx.commit()?;
-        Ok(Record {
-            seq,
-            session: session.clone(),
-            ts,
-            actor: actor.to_string(),
-            event: event.clone(),
-            prev_hash: prev,
-            hash,
-        })
+        drop(conn);
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = &self.checkpointer
+            && (n + 1).is_multiple_of(super::checkpoint::EVERY)
+        {
+            c.nudge();
+        }
+        Ok(records)
     }
 
     /// Model use across all sessions since the start of today (UTC), for
@@ -501,6 +546,55 @@ mod tests {
         assert_eq!(
             store.verify().expect("verify"),
             ChainReport::Whole { events: 2 }
+        );
+    }
+
+    #[test]
+    fn several_events_append_as_one_linked_run_across_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).expect("open");
+        let id = SessionId::generate();
+        store.create_session(&id, "alice").expect("session");
+        // Enough commits for the checkpoint thread to run a few times.
+        let mut last = GENESIS.to_string();
+        for i in 0..(3 * super::super::checkpoint::EVERY) {
+            let records = store
+                .append_all(
+                    &id,
+                    "alice",
+                    &[
+                        Event::Note {
+                            text: format!("result {i}"),
+                        },
+                        Event::Note {
+                            text: format!("start {i}"),
+                        },
+                    ],
+                )
+                .expect("append");
+            assert_eq!(records.len(), 2);
+            assert_eq!(records[0].prev_hash, last);
+            assert_eq!(records[1].prev_hash, records[0].hash);
+            assert_eq!(records[1].seq, records[0].seq + 1);
+            last = records[1].hash.clone();
+        }
+        assert!(
+            store
+                .append_all(&id, "alice", &[])
+                .expect("empty")
+                .is_empty()
+        );
+        drop(store);
+        // Reopened (the WAL checkpointed on close), the chain is whole.
+        let store = Store::open(&path).expect("reopen");
+        let events = 6 * super::super::checkpoint::EVERY;
+        assert_eq!(store.events(&id).expect("events").len() as u64, events);
+        assert_eq!(
+            store.verify().expect("verify"),
+            ChainReport::Whole {
+                events: events as i64
+            }
         );
     }
 

@@ -1,0 +1,66 @@
+//! WAL checkpoints off the append path.
+//!
+//! SQLite's automatic checkpoint runs inside whichever commit crosses the
+//! threshold, and it syncs the database file: that commit, and so the tool
+//! call waiting on it, pays for copying the whole WAL. Here the writer's
+//! connection never checkpoints; every few hundred commits it nudges a
+//! thread of its own, which runs a passive checkpoint on a second
+//! connection while appends go on.
+
+use std::path::Path;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+
+/// Commits between two checkpoints: about what SQLite's default of 1000
+/// WAL pages comes to for small events.
+pub(super) const EVERY: u64 = 256;
+
+pub(super) struct Checkpointer {
+    nudge: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Open the second connection and start the thread; None if the
+    /// connection cannot be opened (the writer then checkpoints itself).
+    pub(super) fn start(path: &Path) -> Option<Self> {
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+        let (nudge, nudged) = sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("opsbot-checkpoint".into())
+            .spawn(move || {
+                while nudged.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!("audit log checkpoint failed (it is retried later): {e}");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            nudge: Some(nudge),
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask for a checkpoint; one already asked for and not yet run counts.
+    pub(super) fn nudge(&self) {
+        if let Some(n) = &self.nudge
+            && let Err(TrySendError::Disconnected(())) = n.try_send(())
+        {
+            tracing::warn!("the audit log's checkpoint thread has stopped");
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.nudge.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
