@@ -42,10 +42,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Read past sessions from the store (works offline).
+    /// Past sessions, read from the store (works offline): list, search,
+    /// show, export.
     History {
         #[command(subcommand)]
-        command: cli::history::HistoryCommand,
+        command: Option<cli::history::HistoryCommand>,
+    },
+    /// Check the audit log's hash chain, export it, prune it (works offline).
+    Audit {
+        #[command(subcommand)]
+        command: cli::audit::AuditCommand,
     },
     /// Dry-run policy on a plan, explain a decision, review pinned tools.
     Policy {
@@ -107,6 +113,9 @@ fn main() -> ExitCode {
                 cli::tools::run(paths, cli.config.as_deref(), json).await
             }
             Some(Command::History { command }) => cli::history::run(&paths, command),
+            Some(Command::Audit { command }) => {
+                cli::audit::run(&paths, cli.config.as_deref(), command)
+            }
             Some(Command::Auth { command }) => {
                 cli::auth::run(&paths, cli.config.as_deref(), command)
             }

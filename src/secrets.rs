@@ -72,14 +72,48 @@ pub fn remove_key(profile: &str) -> Result<bool, SecretError> {
 }
 
 /// The key for a profile: the keyring's, else the environment variable's.
+/// Whatever is found is remembered, so the audit log can redact it.
 pub fn api_key(profile: &str, env_var: Option<&str>) -> (Option<String>, KeySource) {
-    match entry(profile).and_then(|e| e.get_password().map_err(classify)) {
-        Ok(key) => return (Some(key), KeySource::Keyring),
-        Err(e) => tracing::debug!("no key in the keyring for {profile}: {e}"),
+    let found = match entry(profile).and_then(|e| e.get_password().map_err(classify)) {
+        Ok(key) => (Some(key), KeySource::Keyring),
+        Err(e) => {
+            tracing::debug!("no key in the keyring for {profile}: {e}");
+            match env_var.and_then(|v| std::env::var(v).ok().map(|k| (v, k))) {
+                Some((var, key)) if !key.is_empty() => (Some(key), KeySource::Env(var.to_string())),
+                _ => (None, KeySource::None),
+            }
+        }
+    };
+    if let Some(key) = &found.0 {
+        remember(key);
     }
-    match env_var.and_then(|v| std::env::var(v).ok().map(|k| (v, k))) {
-        Some((var, key)) if !key.is_empty() => (Some(key), KeySource::Env(var.to_string())),
-        _ => (None, KeySource::None),
+    found
+}
+
+/// Secret values this process has read: redacted wherever they would be
+/// stored or shown.
+static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Values shorter than this are not treated as secrets: replacing every
+/// "abc" in the log would say more than it hides.
+const MIN_SECRET_LEN: usize = 6;
+
+pub fn remember(secret: &str) {
+    if secret.len() < MIN_SECRET_LEN {
+        return;
+    }
+    if let Ok(mut known) = KNOWN.write()
+        && !known.iter().any(|k| k == secret)
+    {
+        known.push(secret.to_string());
+    }
+}
+
+/// `f` over the secrets read so far.
+pub fn with_known<R>(f: impl FnOnce(&[String]) -> R) -> R {
+    match KNOWN.read() {
+        Ok(known) => f(&known),
+        Err(_) => f(&[]),
     }
 }
 

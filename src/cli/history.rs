@@ -2,14 +2,33 @@
 
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use opsbot::paths::Paths;
-use opsbot::session::{SessionState, Store};
+use opsbot::session::{Query, SessionState, Store, report};
 
 #[derive(Subcommand)]
 pub enum HistoryCommand {
     /// The newest sessions first.
     List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sessions whose requests, messages, tools, arguments or results hold
+    /// every word given, newest first.
+    Search {
+        /// Words to find ("payments production"); the last may be cut short.
+        words: String,
+        /// Started at or after: a date, an RFC 3339 time, or an age (7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Ran a tool matching this pattern (k8s.deploy, k8s.*).
+        #[arg(long)]
+        tool: Option<String>,
+        /// Ended so: succeeded, failed, denied, cancelled, ..., interrupted.
+        #[arg(long)]
+        status: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
         #[arg(long)]
@@ -21,32 +40,60 @@ pub enum HistoryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A session as a report: request, plan, decisions, approvals (who and
+    /// when), results and timings.
+    Export {
+        id: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+        format: ReportFormat,
+    },
 }
 
-pub fn run(paths: &Paths, command: HistoryCommand) -> anyhow::Result<ExitCode> {
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+}
+
+pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<ExitCode> {
     let db = paths.database();
     if !db.exists() {
         println!("no history yet: {} does not exist", db.display());
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&db)?;
+    let command = command.unwrap_or(HistoryCommand::List {
+        limit: 20,
+        json: false,
+    });
     match command {
         HistoryCommand::List { limit, json } => {
-            let sessions = store.list_sessions(limit)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&sessions)?);
-            } else {
-                for s in sessions {
-                    println!(
-                        "{}  {}  {:<20} {:<10} {}",
-                        s.id,
-                        s.started_at.get(..16).unwrap_or(&s.started_at),
-                        s.outcome.as_deref().unwrap_or("unfinished"),
-                        s.actor,
-                        s.title.as_deref().unwrap_or("")
-                    );
-                }
+            let found = store.search(&Query {
+                limit,
+                ..Query::default()
+            })?;
+            print_found(&found, json)?;
+        }
+        HistoryCommand::Search {
+            words,
+            since,
+            tool,
+            status,
+            limit,
+            json,
+        } => {
+            let since = since.as_deref().map(super::since).transpose()?;
+            let found = store.search(&Query {
+                text: words,
+                since,
+                tool,
+                status,
+                limit,
+            })?;
+            if found.is_empty() && !json {
+                println!("no sessions match");
             }
+            print_found(&found, json)?;
         }
         HistoryCommand::Show { id, json } => {
             let id = store.find_session(&id)?;
@@ -61,10 +108,53 @@ pub fn run(paths: &Paths, command: HistoryCommand) -> anyhow::Result<ExitCode> {
                 }
                 let state = SessionState::replay(&records);
                 if state.outcome.is_none() {
-                    println!("(this session did not finish)");
+                    println!("(this session was interrupted: it never finished)");
+                }
+            }
+        }
+        HistoryCommand::Export { id, format } => {
+            let id = store.find_session(&id)?;
+            let records = store.events(&id)?;
+            match format {
+                ReportFormat::Markdown => print!("{}", report::markdown(&records)),
+                ReportFormat::Json => {
+                    let summary = store.session_summary(&id)?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "session": summary,
+                            "events": records,
+                        }))?
+                    );
                 }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_found(found: &[opsbot::session::Found], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(found)?);
+        return Ok(());
+    }
+    for s in found {
+        println!(
+            "{}  {}  {:<12} {:<10} {:<22} {}",
+            s.id,
+            s.started_at.get(..16).unwrap_or(&s.started_at),
+            s.outcome,
+            s.actor,
+            if s.envs.is_empty() {
+                "-".to_string()
+            } else {
+                s.envs.join(",")
+            },
+            s.title.as_deref().unwrap_or("")
+        );
+        if let Some(snippet) = &s.snippet {
+            println!("    {}", snippet.replace('\n', " "));
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Command-line front ends. Business rules live in the library; these only
 //! parse, print and map outcomes to exit codes.
 
+pub mod audit;
 pub mod auth;
 pub mod history;
 pub mod policy;
@@ -39,6 +40,37 @@ pub fn paths(data_dir: Option<&Path>) -> anyhow::Result<Paths> {
     })
 }
 
+/// A `--since` value as a stored time (or its prefix): a date, an RFC 3339
+/// time, or an age such as 90m, 24h or 7d.
+pub fn since(text: &str) -> anyhow::Result<String> {
+    let t = text.trim();
+    let unit = t.chars().last().unwrap_or(' ');
+    if let (Some(n), true) = (
+        t.get(..t.len().saturating_sub(1))
+            .and_then(|n| n.parse::<i64>().ok()),
+        matches!(unit, 'm' | 'h' | 'd' | 'w'),
+    ) {
+        let ago = match unit {
+            'm' => time::Duration::minutes(n),
+            'h' => time::Duration::hours(n),
+            'd' => time::Duration::days(n),
+            _ => time::Duration::weeks(n),
+        };
+        return Ok((time::OffsetDateTime::now_utc() - ago)
+            .format(&time::format_description::well_known::Rfc3339)?);
+    }
+    let date = t.len() >= 10
+        && t.as_bytes()[4] == b'-'
+        && t.as_bytes()[7] == b'-'
+        && t[..4].bytes().all(|b| b.is_ascii_digit());
+    if date {
+        return Ok(t.to_string());
+    }
+    anyhow::bail!(
+        "--since `{text}` is not a time: give a date (2026-11-20), an RFC 3339 time, or an age (90m, 24h, 7d, 2w)"
+    )
+}
+
 /// Logs go to rolling files, never to the terminal.
 pub fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     std::fs::create_dir_all(&paths.log_dir).ok()?;
@@ -48,7 +80,9 @@ pub fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::Wor
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(move || opsbot::session::RedactingWriter {
+            inner: writer.clone(),
+        })
         .with_ansi(false)
         .try_init()
         .ok()?;

@@ -23,6 +23,7 @@ pub struct Config {
     pub tui: TuiConfig,
     pub llm: LlmConfig,
     pub engine: EngineConfig,
+    pub audit: AuditConfig,
     /// Compensating calls by tool: how to undo a finished step when a plan
     /// fails after it, e.g. `k8s.deploy` → `k8s.rollback`.
     pub compensations: BTreeMap<String, Compensation>,
@@ -282,6 +283,34 @@ impl Default for EngineConfig {
             max_parallel: 8,
             output_cap_bytes: 1 << 20,
             pre_approve_undo: Vec::new(),
+        }
+    }
+}
+
+/// The audit log: what is kept out of it, and for how long it is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Values under these keys (any depth, case-insensitive; `github_token`
+    /// matches `token`) are stored and shown as `[redacted]`.
+    pub redact_keys: Vec<String>,
+    /// Regular expressions: every match in any stored or shown text is
+    /// replaced by `[redacted]`.
+    pub redact_patterns: Vec<String>,
+    /// Sessions older than this many days are pruned (0 keeps them all).
+    pub retention_days: u32,
+    /// The oldest sessions are pruned while the log is larger than this
+    /// many MiB (0: no limit).
+    pub retention_max_mib: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            redact_keys: Vec::new(),
+            redact_patterns: Vec::new(),
+            retention_days: 0,
+            retention_max_mib: 0,
         }
     }
 }

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 
 pub use decision::{Decision, Gate, args_hash};
 pub use history::{History, ScopeMap, Since};
+pub use pattern::Pattern;
 pub use rules::CompileError;
 
 use crate::config::{Confirm, PolicyConfig, Verdict};

@@ -143,6 +143,32 @@ impl Runtime {
         exe: std::path::PathBuf,
     ) -> Result<Self, RuntimeError> {
         let store = Arc::new(Store::open(&paths.database())?);
+        let audit = &config.config.audit;
+        match crate::session::Redactor::new(&audit.redact_keys, &audit.redact_patterns) {
+            Ok(r) => store.set_redactor(r),
+            Err(e) => {
+                // Config loading checks the patterns; this is a config built
+                // in code. Keep the key names at least.
+                tracing::error!("{e}; redacting by key name only");
+                if let Ok(r) = crate::session::Redactor::new(&audit.redact_keys, &[]) {
+                    store.set_redactor(r);
+                }
+            }
+        }
+        let retention = crate::session::Retention {
+            max_age_days: audit.retention_days,
+            max_bytes: audit.retention_max_mib.saturating_mul(1 << 20),
+        };
+        match store.prune(retention) {
+            Ok(r) if r.sessions > 0 => tracing::info!(
+                "retention pruned {} old sessions ({} events, up to #{})",
+                r.sessions,
+                r.events,
+                r.upto_seq
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("retention could not prune the audit log: {e}"),
+        }
         let ctx = SpawnContext {
             exe,
             data_dir: paths.data_dir.clone(),

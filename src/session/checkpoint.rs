@@ -5,7 +5,7 @@
 //! call waiting on it, pays for copying the whole WAL. Here the writer's
 //! connection never checkpoints; every few hundred commits it nudges a
 //! thread of its own, which runs a passive checkpoint on a second
-//! connection while appends go on.
+//! connection while appends go on, then indexes the new events for search.
 
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -36,6 +36,10 @@ impl Checkpointer {
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!("audit log checkpoint failed (it is retried later): {e}");
+                    }
+                    // Keep search current while the app runs.
+                    if let Err(e) = super::search::catch_up(&conn) {
+                        tracing::warn!("indexing the audit log for search failed: {e}");
                     }
                 }
             })

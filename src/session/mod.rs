@@ -5,8 +5,13 @@
 
 mod checkpoint;
 mod describe;
+mod export;
 mod event;
 mod pins;
+mod redact;
+pub mod report;
+mod retention;
+mod search;
 mod state;
 mod store;
 
@@ -17,8 +22,13 @@ use tokio::sync::broadcast;
 pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
 pub use pins::Pin;
+pub use retention::{PruneReport, Retention};
+pub use search::{Found, Query};
+pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
 pub use state::{Message, Role, SessionState, Spend, StepState, StepStatus};
-pub use store::{ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError};
+pub use store::{
+    ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError, Verification,
+};
 
 /// A live session: appends events durably, folds them, and tells listeners.
 pub struct Session {

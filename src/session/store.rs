@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::event::{Event, Outcome};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// The hash the first record chains from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -79,6 +79,10 @@ pub enum StoreError {
     NoSuchSession(String),
     #[error("`{prefix}` matches {count} sessions; give more of the id")]
     Ambiguous { prefix: String, count: usize },
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("cannot write the export: {0}")]
+    Export(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,6 +112,8 @@ pub struct Store {
     /// Commits so far, to nudge the checkpointer every so many.
     commits: std::sync::atomic::AtomicU64,
     checkpointer: Option<super::checkpoint::Checkpointer>,
+    /// Applied to every event before it is hashed and stored.
+    redactor: std::sync::RwLock<Arc<super::Redactor>>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -191,7 +197,21 @@ impl Store {
                 pinned_at TEXT NOT NULL,
                 pinned_by TEXT NOT NULL
             );
-            PRAGMA user_version = 1;",
+            -- Ranges removed by retention: verification resumes from the
+            -- hash the last pruned record had.
+            CREATE TABLE IF NOT EXISTS pruned (
+                upto_seq INTEGER PRIMARY KEY,
+                last_hash TEXT NOT NULL,
+                sessions INTEGER NOT NULL,
+                events INTEGER NOT NULL,
+                at TEXT NOT NULL
+            );
+            -- Full-text search over every event's text, keyed by seq.
+            -- Filled behind the appends (see search.rs), not on their path.
+            CREATE VIRTUAL TABLE IF NOT EXISTS search
+                USING fts5(session_id UNINDEXED, text, tokenize = 'unicode61');
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            PRAGMA user_version = 2;",
         )
         .map_err(open_err)?;
         let checkpointer = super::checkpoint::Checkpointer::start(path);
@@ -204,6 +224,7 @@ impl Store {
             conn: Mutex::new(conn),
             commits: std::sync::atomic::AtomicU64::new(0),
             checkpointer,
+            redactor: std::sync::RwLock::new(Arc::new(super::Redactor::default())),
         })
     }
 
@@ -225,6 +246,22 @@ impl Store {
             params![id.as_str(), now_rfc3339(), actor],
         )?;
         Ok(())
+    }
+
+    /// Redact events with this from now on (from `[audit]`).
+    pub fn set_redactor(&self, redactor: super::Redactor) {
+        let redactor = Arc::new(redactor);
+        super::set_for_logs(Arc::clone(&redactor));
+        if let Ok(mut r) = self.redactor.write() {
+            *r = redactor;
+        }
+    }
+
+    pub fn redactor(&self) -> Arc<super::Redactor> {
+        self.redactor
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
     }
 
     /// Append one event to the chain, durably, and return its record.
@@ -252,9 +289,10 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let bodies = events
+        let redactor = self.redactor();
+        let redacted = events
             .iter()
-            .map(serde_json::to_string)
+            .map(|e| redactor.event(e))
             .collect::<Result<Vec<_>, _>>()?;
         let ts = now_rfc3339();
         let mut conn = self.conn();
@@ -266,10 +304,10 @@ impl Store {
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
         let mut records = Vec::with_capacity(events.len());
-        for (event, body) in events.iter().zip(&bodies) {
+        for (event, body) in redacted {
             seq += 1;
             let kind = event.kind();
-            let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, body);
+            let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, &body);
             tx.prepare_cached(
                 "INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -284,7 +322,7 @@ impl Store {
                 prev,
                 hash
             ])?;
-            match event {
+            match &event {
                 Event::PlanProposed { plan } => {
                     tx.execute(
                         "UPDATE sessions SET title = ?2 WHERE id = ?1",
@@ -311,7 +349,7 @@ impl Store {
                 session: session.clone(),
                 ts: ts.clone(),
                 actor: actor.to_string(),
-                event: event.clone(),
+                event,
                 prev_hash,
                 hash,
             });
@@ -409,7 +447,7 @@ impl Store {
         )
     }
 
-    fn query_records(
+    pub(super) fn query_records(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
@@ -447,50 +485,99 @@ impl Store {
 /// What walking the chain found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum ChainReport {
-    Whole { events: i64 },
-    Broken { seq: i64, problem: String },
+    Whole {
+        events: i64,
+    },
+    Broken {
+        seq: i64,
+        problem: String,
+    },
+}
+
+/// What `verify` found, with the counts a person wants to see.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    pub report: ChainReport,
+    pub sessions: i64,
+    /// Records removed by retention before the first one checked.
+    pub pruned_events: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub last_hash: String,
 }
 
 impl Store {
     /// Walk every record in order and check each link.
     pub fn verify(&self) -> Result<ChainReport, StoreError> {
+        Ok(self.verify_all()?.report)
+    }
+
+    /// As `verify`, with counts. The first record that was changed,
+    /// deleted or moved is named: a change breaks its own hash, a deletion
+    /// leaves a gap in the numbers, a move breaks the link to the record
+    /// before it.
+    pub fn verify_all(&self) -> Result<Verification, StoreError> {
+        let start = self.chain_start()?;
         let conn = self.conn();
+        let sessions: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
         let mut stmt = conn.prepare(
             "SELECT seq, session_id, ts, actor, kind, body, prev_hash, hash FROM events ORDER BY seq",
         )?;
         let mut rows = stmt.query([])?;
-        let mut prev = GENESIS.to_string();
-        let mut last_seq = 0i64;
+        let (mut last_seq, mut prev, pruned_events) = match start {
+            Some((upto, hash, events)) => (upto, hash, events),
+            None => (0, GENESIS.to_string(), 0),
+        };
+        let first_seq = last_seq + 1;
         let mut count = 0i64;
-        while let Some(r) = rows.next()? {
+        let broken = |seq, problem: String| ChainReport::Broken { seq, problem };
+        let report = loop {
+            let Some(r) = rows.next()? else {
+                break ChainReport::Whole { events: count };
+            };
             let seq: i64 = r.get(0)?;
             let (session, ts, actor, kind, body): (String, String, String, String, String) =
                 (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
             let (prev_hash, hash): (String, String) = (r.get(6)?, r.get(7)?);
-            if seq != last_seq + 1 {
-                return Ok(ChainReport::Broken {
+            if seq <= last_seq {
+                break broken(
                     seq,
-                    problem: format!("records {} to {} are missing", last_seq + 1, seq - 1),
-                });
+                    format!("is numbered {seq} but records up to {last_seq} were pruned"),
+                );
+            }
+            if seq != last_seq + 1 {
+                let gap = if seq - 1 == last_seq + 1 {
+                    format!("record {} is missing (deleted)", last_seq + 1)
+                } else {
+                    format!("records {} to {} are missing (deleted)", last_seq + 1, seq - 1)
+                };
+                break broken(seq, gap);
             }
             if prev_hash != prev {
-                return Ok(ChainReport::Broken {
+                break broken(
                     seq,
-                    problem: "does not link to the record before it".into(),
-                });
+                    "does not link to the record before it (records were moved, swapped or replaced)"
+                        .into(),
+                );
             }
             if link_hash(&prev, seq, &session, &ts, &actor, &kind, &body) != hash {
-                return Ok(ChainReport::Broken {
+                break broken(
                     seq,
-                    problem: "its content does not match its hash (changed after it was written)"
-                        .into(),
-                });
+                    "its content does not match its hash (changed after it was written)".into(),
+                );
             }
             prev = hash;
             last_seq = seq;
             count += 1;
-        }
-        Ok(ChainReport::Whole { events: count })
+        };
+        Ok(Verification {
+            report,
+            sessions,
+            pruned_events,
+            first_seq,
+            last_seq,
+            last_hash: prev,
+        })
     }
 }
 

@@ -1,0 +1,127 @@
+//! `opsbot audit`: check the hash chain, export it for a SIEM, prune it.
+//! Works offline, with no servers and no LLM.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+use opsbot::paths::Paths;
+use opsbot::session::{ChainReport, Retention, Store};
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Walk the chain: name the first record changed, deleted or moved, or
+    /// say it is whole. Exits 1 when it is broken.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write events, one JSON object a line, with their hashes, so the
+    /// chain can be checked elsewhere.
+    Export {
+        /// From this time: a date (2026-11-20), an RFC 3339 time, or an
+        /// age (90m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write here instead of to stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Prune old sessions now, as [audit] retention_days / retention_max_mib
+    /// say (the app also does this when it starts).
+    Prune,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+}
+
+pub fn run(paths: &Paths, config: Option<&Path>, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let db = paths.database();
+    if !db.exists() {
+        println!("no audit log yet: {} does not exist", db.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open(&db)?;
+    match command {
+        AuditCommand::Verify { json } => {
+            let v = store.verify_all()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                match &v.report {
+                    ChainReport::Whole { events } => {
+                        println!(
+                            "the audit log is whole: {events} events in {} sessions, #{} to #{}, last hash {}",
+                            v.sessions, v.first_seq, v.last_seq, v.last_hash
+                        );
+                        if v.pruned_events > 0 {
+                            println!(
+                                "({} older events were pruned by retention; the chain is checked from the hash the last of them had)",
+                                v.pruned_events
+                            );
+                        }
+                    }
+                    ChainReport::Broken { seq, problem } => {
+                        println!(
+                            "the audit log is BROKEN at record #{seq}: {problem}\n{} records before it verified",
+                            (v.last_seq - v.first_seq + 1).max(0)
+                        );
+                    }
+                }
+            }
+            Ok(match v.report {
+                ChainReport::Whole { .. } => ExitCode::SUCCESS,
+                ChainReport::Broken { .. } => ExitCode::from(1),
+            })
+        }
+        AuditCommand::Export {
+            since,
+            format: ExportFormat::Jsonl,
+            output,
+        } => {
+            let since = since.as_deref().map(super::since).transpose()?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let n = store.export_jsonl(since.as_deref(), &mut out)?;
+            out.flush()?;
+            if let Some(path) = output {
+                eprintln!("wrote {n} events to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prune => {
+            let loaded = opsbot::config::load(paths, config)?;
+            let audit = &loaded.config.audit;
+            let retention = Retention {
+                max_age_days: audit.retention_days,
+                max_bytes: audit.retention_max_mib.saturating_mul(1 << 20),
+            };
+            if retention.max_age_days == 0 && retention.max_bytes == 0 {
+                println!(
+                    "nothing to do: set [audit] retention_days or retention_max_mib to prune"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let r = store.prune(retention)?;
+            if r.sessions == 0 {
+                println!("nothing to prune");
+            } else {
+                println!(
+                    "pruned {} sessions ({} events, up to #{}); `opsbot audit verify` checks the rest from there",
+                    r.sessions, r.events, r.upto_seq
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Secrets kept out of the audit log: every event passes through here
+//! before it is hashed, stored, folded into state or shown.
+//!
+//! Three nets: values under configured key names (at any depth, also inside
+//! JSON carried as text, as tool outputs often are), matches of configured
+//! patterns in any string, and the secret values this process has read
+//! (API keys from the keyring or environment).
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use super::Event;
+
+pub const REDACTED: &str = "[redacted]";
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{pattern}` in [audit] redact_patterns is not a valid regular expression: {reason}")]
+pub struct BadPattern {
+    pub pattern: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Redactor {
+    /// Normalized: lower case, `-` as `_`.
+    keys: Vec<String>,
+    patterns: Vec<Regex>,
+}
+
+impl Redactor {
+    pub fn new(keys: &[String], patterns: &[String]) -> Result<Self, BadPattern> {
+        let patterns = patterns
+            .iter()
+            .map(|p| {
+                Regex::new(p).map_err(|e| BadPattern {
+                    pattern: p.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            keys: keys.iter().map(|k| normalize(k)).collect(),
+            patterns,
+        })
+    }
+
+    /// Whether a value under this key is a secret: the key is a configured
+    /// name or ends with `_name` (`github_token`, `x-api-key`).
+    fn secret_key(&self, key: &str) -> bool {
+        let key = normalize(key);
+        self.keys.iter().any(|k| {
+            key == *k
+                || key
+                    .strip_suffix(k.as_str())
+                    .is_some_and(|head| head.ends_with('_'))
+        })
+    }
+
+    /// The event as it may be stored and shown, and its JSON body.
+    pub fn event(&self, event: &Event) -> Result<(Event, String), serde_json::Error> {
+        let mut value = serde_json::to_value(event)?;
+        if !self.value(&mut value) {
+            return Ok((event.clone(), serde_json::to_string(&value)?));
+        }
+        let body = serde_json::to_string(&value)?;
+        match serde_json::from_value(value) {
+            Ok(redacted) => Ok((redacted, body)),
+            // A typed field took a redaction it cannot hold: keep nothing of
+            // it rather than the secret.
+            Err(_) => {
+                let note = Event::Note {
+                    text: format!(
+                        "a `{}` event was withheld: it held a secret that could not be redacted in place",
+                        event.kind()
+                    ),
+                };
+                let body = serde_json::to_string(&note)?;
+                Ok((note, body))
+            }
+        }
+    }
+
+    /// Redact in place; true if anything changed.
+    pub fn value(&self, v: &mut Value) -> bool {
+        match v {
+            Value::Object(map) => self.object(map),
+            Value::Array(items) => items.iter_mut().fold(false, |c, i| self.value(i) | c),
+            Value::String(s) => self.string(s),
+            _ => false,
+        }
+    }
+
+    fn object(&self, map: &mut Map<String, Value>) -> bool {
+        let mut changed = false;
+        for (k, v) in map.iter_mut() {
+            if self.secret_key(k) && !v.is_null() && *v != Value::String(REDACTED.into()) {
+                *v = Value::String(REDACTED.into());
+                changed = true;
+            } else {
+                changed |= self.value(v);
+            }
+        }
+        changed
+    }
+
+    /// A string: JSON inside it is redacted as JSON; then patterns and
+    /// known secrets.
+    pub fn string(&self, s: &mut String) -> bool {
+        let mut changed = false;
+        let t = s.trim_start();
+        if (t.starts_with('{') || t.starts_with('['))
+            && let Ok(mut inner) = serde_json::from_str::<Value>(s)
+            && self.value(&mut inner)
+        {
+            *s = inner.to_string();
+            changed = true;
+        }
+        for p in &self.patterns {
+            if p.is_match(s) {
+                *s = p.replace_all(s, REDACTED).into_owned();
+                changed = true;
+            }
+        }
+        crate::secrets::with_known(|known| {
+            for secret in known {
+                if s.contains(secret.as_str()) {
+                    *s = s.replace(secret.as_str(), REDACTED);
+                    changed = true;
+                }
+            }
+        });
+        changed
+    }
+
+    /// Plain text (a log line, a message): patterns and known secrets.
+    pub fn text(&self, text: &str) -> String {
+        let mut s = text.to_string();
+        self.string(&mut s);
+        s
+    }
+}
+
+/// The redactor for log lines: the configured one once a runtime has set
+/// it; until then known secrets only.
+static FOR_LOGS: std::sync::RwLock<Option<std::sync::Arc<Redactor>>> =
+    std::sync::RwLock::new(None);
+
+pub fn set_for_logs(r: std::sync::Arc<Redactor>) {
+    if let Ok(mut slot) = FOR_LOGS.write() {
+        *slot = Some(r);
+    }
+}
+
+/// A log writer that redacts each write (tracing writes one line at a time).
+pub struct RedactingWriter<W> {
+    pub inner: W,
+}
+
+impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let redacted = match FOR_LOGS.read().ok().and_then(|r| r.clone()) {
+            Some(r) => r.text(&text),
+            None => Redactor::default().text(&text),
+        };
+        self.inner.write_all(redacted.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn normalize(key: &str) -> String {
+    key.to_ascii_lowercase().replace('-', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn redactor() -> Redactor {
+        Redactor::new(
+            &["token".into(), "password".into(), "api_key".into()],
+            &[r"AKIA[0-9A-Z]{16}".into()],
+        )
+        .expect("redactor")
+    }
+
+    #[test]
+    fn keys_at_any_depth_and_inside_json_text() {
+        let r = redactor();
+        let mut v = json!({
+            "github_token": "ghp_x",
+            "X-Api-Key": "k",
+            "prompt_tokens": 12,
+            "nested": [{"password": {"deep": 1}}],
+            "text": "{\"token\": \"abc\", \"ok\": 1}",
+            "note": "key AKIAABCDEFGHIJKLMNOP here",
+        });
+        assert!(r.value(&mut v));
+        assert_eq!(v["github_token"], REDACTED);
+        assert_eq!(v["X-Api-Key"], REDACTED);
+        assert_eq!(v["prompt_tokens"], 12);
+        assert_eq!(v["nested"][0]["password"], REDACTED);
+        assert_eq!(v["text"], "{\"ok\":1,\"token\":\"[redacted]\"}");
+        assert_eq!(v["note"], "key [redacted] here");
+        let mut again = v.clone();
+        assert!(!r.value(&mut again), "redacting twice changes nothing");
+    }
+
+    #[test]
+    fn values_read_as_secrets_are_redacted_everywhere() {
+        crate::secrets::remember("s3cr3t-value-for-redact-test");
+        let r = redactor();
+        let event = Event::Note {
+            text: "the key is s3cr3t-value-for-redact-test, see".into(),
+        };
+        let (redacted, body) = r.event(&event).expect("event");
+        assert_eq!(
+            redacted,
+            Event::Note {
+                text: "the key is [redacted], see".into()
+            }
+        );
+        assert!(!body.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_bad_pattern_is_named() {
+        let e = Redactor::new(&[], &["(unclosed".into()]).expect_err("bad");
+        assert!(e.to_string().contains("(unclosed"), "{e}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Retention: whole sessions pruned from the start of the log, by age or
+//! by size, without breaking the chain. What is cut is one range of records
+//! from the first to some `upto_seq`; the hash that record had is kept, and
+//! verification resumes from it.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::store::{Store, StoreError, now_rfc3339};
+
+/// Rows cost more than their bodies: hashes, indexes, the search index.
+const ROW_OVERHEAD: i64 = 400;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    /// Prune sessions that started before this many days ago (0: never).
+    pub max_age_days: u32,
+    /// Prune the oldest sessions while the log is larger (0: no cap).
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PruneReport {
+    pub sessions: i64,
+    pub events: i64,
+    /// The last record removed; 0 when nothing was.
+    pub upto_seq: i64,
+}
+
+impl Store {
+    /// Prune what `retention` says may go. Only whole sessions go, oldest
+    /// first, and only while they form one range at the start of the log.
+    pub fn prune(&self, retention: Retention) -> Result<PruneReport, StoreError> {
+        let nothing = PruneReport {
+            sessions: 0,
+            events: 0,
+            upto_seq: 0,
+        };
+        if retention.max_age_days == 0 && retention.max_bytes == 0 {
+            return Ok(nothing);
+        }
+        let cutoff = (time::OffsetDateTime::now_utc()
+            - time::Duration::days(i64::from(retention.max_age_days)))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Sessions in the order their records start, with their extent.
+        let sessions: Vec<(String, String, i64, i64, i64)> = tx
+            .prepare(
+                "SELECT s.id, s.started_at, MIN(e.seq), MAX(e.seq), SUM(length(e.body)) + COUNT(*) * ?1
+                 FROM sessions s JOIN events e ON e.session_id = s.id
+                 GROUP BY s.id ORDER BY MIN(e.seq)",
+            )?
+            .query_map(params![ROW_OVERHEAD], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut size: i64 = sessions.iter().map(|s| s.4).sum();
+        let mut take = 0;
+        // Never the newest session: it may be the one being written.
+        while take + 1 < sessions.len() {
+            let (_, started, _, _, bytes) = &sessions[take];
+            let too_old = retention.max_age_days > 0 && started.as_str() < cutoff.as_str();
+            let too_big = retention.max_bytes > 0 && size > retention.max_bytes as i64;
+            if !(too_old || too_big) {
+                break;
+            }
+            size -= bytes;
+            take += 1;
+        }
+        // Interleaved sessions (two apps at once): cut only below the first
+        // record of every session that stays.
+        loop {
+            let Some(keep_from) = sessions[take..].iter().map(|s| s.2).min() else {
+                break;
+            };
+            match sessions[..take].iter().rposition(|s| s.3 >= keep_from) {
+                Some(i) => take = i,
+                None => break,
+            }
+        }
+        if take == 0 {
+            return Ok(nothing);
+        }
+        let upto = sessions[..take].iter().map(|s| s.3).max().unwrap_or(0);
+        let last_hash: String = tx
+            .query_row("SELECT hash FROM events WHERE seq = ?1", params![upto], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or_default();
+        let events = tx.execute("DELETE FROM events WHERE seq <= ?1", params![upto])? as i64;
+        tx.execute("DELETE FROM search WHERE rowid <= ?1", params![upto])?;
+        for (id, ..) in &sessions[..take] {
+            tx.execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
+        }
+        tx.execute(
+            "INSERT INTO pruned (upto_seq, last_hash, sessions, events, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![upto, last_hash, take as i64, events, now_rfc3339()],
+        )?;
+        tx.commit()?;
+        Ok(PruneReport {
+            sessions: take as i64,
+            events,
+            upto_seq: upto,
+        })
+    }
+
+    /// Where verification starts: after the last pruned record, from its
+    /// hash; or at the beginning.
+    pub(super) fn chain_start(&self) -> Result<Option<(i64, String, i64)>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT upto_seq, last_hash, (SELECT SUM(events) FROM pruned) FROM pruned
+                 ORDER BY upto_seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+}
