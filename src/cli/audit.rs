@@ -40,7 +40,11 @@ pub enum ExportFormat {
     Jsonl,
 }
 
-pub fn run(paths: &Paths, config: Option<&Path>, command: AuditCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    paths: &Paths,
+    config: Option<&Path>,
+    command: AuditCommand,
+) -> anyhow::Result<ExitCode> {
     let db = paths.database();
     if !db.exists() {
         println!("no audit log yet: {} does not exist", db.display());
@@ -107,9 +111,7 @@ pub fn run(paths: &Paths, config: Option<&Path>, command: AuditCommand) -> anyho
                 max_bytes: audit.retention_max_mib.saturating_mul(1 << 20),
             };
             if retention.max_age_days == 0 && retention.max_bytes == 0 {
-                println!(
-                    "nothing to do: set [audit] retention_days or retention_max_mib to prune"
-                );
+                println!("nothing to do: set [audit] retention_days or retention_max_mib to prune");
                 return Ok(ExitCode::SUCCESS);
             }
             let r = store.prune(retention)?;

@@ -131,9 +131,12 @@ pub async fn run(
             if outcome == Outcome::Failed
                 && let Some((undo, undo_decisions)) = rt.propose_undo(&session, &plan)?
             {
+                let shown = match rt.store.redactor().redacted(&undo) {
+                    Some(shown) => print::plan(&shown, &undo_decisions),
+                    None => format!("plan: {} (not shown: it holds secrets)", undo.title),
+                };
                 say(&format!(
-                    "the run failed after changing things; proposed undo:\n{}",
-                    print::plan(&undo, &undo_decisions)
+                    "the run failed after changing things; proposed undo:\n{shown}"
                 ));
                 let go = args.undo
                     || ask("run the undo plan? [y/N] ".into())
@@ -187,7 +190,13 @@ async fn approve_and_run(
             println!("{s}");
         }
     };
-    say(&print::plan(plan, decisions));
+    match rt.store.redactor().redacted(plan) {
+        Some(shown) => say(&print::plan(&shown, decisions)),
+        None => say(&format!(
+            "plan: {} (not shown: it holds secrets)",
+            plan.title
+        )),
+    }
     let mut approvals = HashMap::new();
     for step in &plan.steps {
         let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
@@ -272,7 +281,11 @@ async fn approve_and_run(
         tokio::spawn(async move {
             while let Ok(record) = live.recv().await {
                 if let Some(line) = print::record(&record, true) {
-                    println!("{line}");
+                    use std::io::Write;
+                    // A closed stdout (`| head`) ends the printing, not the run.
+                    if writeln!(std::io::stdout(), "{line}").is_err() {
+                        break;
+                    }
                 }
                 if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
                     break;

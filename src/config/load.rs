@@ -301,10 +301,9 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
     if let Err(e) = crate::policy::Policy::new(config.policy.clone()) {
         return Err(invalid_at(layers, &e.table, e.message));
     }
-    if let Err(e) = crate::session::Redactor::new(
-        &config.audit.redact_keys,
-        &config.audit.redact_patterns,
-    ) {
+    if let Err(e) =
+        crate::session::Redactor::new(&config.audit.redact_keys, &config.audit.redact_patterns)
+    {
         return Err(invalid_at(layers, "audit", e.to_string()));
     }
     for (name, runbook) in &config.runbooks {

@@ -288,7 +288,7 @@ impl Default for EngineConfig {
 }
 
 /// The audit log: what is kept out of it, and for how long it is kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Values under these keys (any depth, case-insensitive; `github_token`
@@ -304,16 +304,6 @@ pub struct AuditConfig {
     pub retention_max_mib: u64,
 }
 
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            redact_keys: Vec::new(),
-            redact_patterns: Vec::new(),
-            retention_days: 0,
-            retention_max_mib: 0,
-        }
-    }
-}
 
 /// How to undo one tool's effect. `args` values may use `${args.NAME}` (the
 /// finished step's arguments) and `${output.NAME}` (what it returned).

@@ -16,7 +16,11 @@ use super::store::{Store, StoreError};
 impl Store {
     /// Write every record at or after `since` (a stored time or a prefix of
     /// one), oldest first; returns how many were written.
-    pub fn export_jsonl(&self, since: Option<&str>, out: &mut dyn Write) -> Result<u64, StoreError> {
+    pub fn export_jsonl(
+        &self,
+        since: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<u64, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT seq, session_id, ts, actor, kind, body, prev_hash, hash FROM events
@@ -39,7 +43,8 @@ impl Store {
                 "hash": r.get::<_, String>(7)?,
             });
             serde_json::to_writer(&mut *out, &line)?;
-            out.write_all(b"\n").map_err(|e| StoreError::Export(e.to_string()))?;
+            out.write_all(b"\n")
+                .map_err(|e| StoreError::Export(e.to_string()))?;
             n += 1;
         }
         Ok(n)

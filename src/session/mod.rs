@@ -5,8 +5,8 @@
 
 mod checkpoint;
 mod describe;
-mod export;
 mod event;
+mod export;
 mod pins;
 mod redact;
 pub mod report;
@@ -22,9 +22,9 @@ use tokio::sync::broadcast;
 pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
 pub use pins::Pin;
+pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
 pub use retention::{PruneReport, Retention};
 pub use search::{Found, Query};
-pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
 pub use state::{Message, Role, SessionState, Spend, StepState, StepStatus};
 pub use store::{
     ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError, Verification,

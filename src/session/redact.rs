@@ -25,6 +25,9 @@ pub struct Redactor {
     /// Normalized: lower case, `-` as `_`.
     keys: Vec<String>,
     patterns: Vec<Regex>,
+    /// `key=value`, `key: value` and `"key": "value"` inside free text,
+    /// for the configured key names.
+    inline: Option<Regex>,
 }
 
 impl Redactor {
@@ -38,9 +41,27 @@ impl Redactor {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let names: Vec<String> = keys
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| regex::escape(&normalize(k)).replace('_', "[_-]"))
+            .collect();
+        let inline = if names.is_empty() {
+            None
+        } else {
+            let re = format!(
+                r#"(?i)((?:^|[^a-z0-9])"?(?:[a-z0-9]+[_-])*(?:{})"?\s*[:=]\s*"?)(\[redacted\]|[^"\s,;&}}\]]+)"#,
+                names.join("|")
+            );
+            Some(Regex::new(&re).map_err(|e| BadPattern {
+                pattern: re.clone(),
+                reason: e.to_string(),
+            })?)
+        };
         Ok(Self {
             keys: keys.iter().map(|k| normalize(k)).collect(),
             patterns,
+            inline,
         })
     }
 
@@ -80,6 +101,20 @@ impl Redactor {
         }
     }
 
+    /// Any serializable value as it may be shown (a plan printed before it
+    /// runs, say). A value that cannot round-trip is returned as it was
+    /// only if it held nothing to redact.
+    pub fn redacted<T>(&self, value: &T) -> Option<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone,
+    {
+        let mut v = serde_json::to_value(value).ok()?;
+        if !self.value(&mut v) {
+            return Some(value.clone());
+        }
+        serde_json::from_value(v).ok()
+    }
+
     /// Redact in place; true if anything changed.
     pub fn value(&self, v: &mut Value) -> bool {
         match v {
@@ -115,6 +150,21 @@ impl Redactor {
             *s = inner.to_string();
             changed = true;
         }
+        if let Some(inline) = &self.inline
+            && inline.is_match(s)
+        {
+            let replaced = inline.replace_all(s, |c: &regex::Captures<'_>| {
+                if &c[2] == REDACTED {
+                    c[0].to_string()
+                } else {
+                    format!("{}{REDACTED}", &c[1])
+                }
+            });
+            if replaced != *s {
+                *s = replaced.into_owned();
+                changed = true;
+            }
+        }
         for p in &self.patterns {
             if p.is_match(s) {
                 *s = p.replace_all(s, REDACTED).into_owned();
@@ -142,8 +192,7 @@ impl Redactor {
 
 /// The redactor for log lines: the configured one once a runtime has set
 /// it; until then known secrets only.
-static FOR_LOGS: std::sync::RwLock<Option<std::sync::Arc<Redactor>>> =
-    std::sync::RwLock::new(None);
+static FOR_LOGS: std::sync::RwLock<Option<std::sync::Arc<Redactor>>> = std::sync::RwLock::new(None);
 
 pub fn set_for_logs(r: std::sync::Arc<Redactor>) {
     if let Ok(mut slot) = FOR_LOGS.write() {
@@ -199,6 +248,7 @@ mod tests {
             "nested": [{"password": {"deep": 1}}],
             "text": "{\"token\": \"abc\", \"ok\": 1}",
             "note": "key AKIAABCDEFGHIJKLMNOP here",
+            "prose": "login with password=hunter2; then {\"api-key\": \"k-1\"} and token: t0k",
         });
         assert!(r.value(&mut v));
         assert_eq!(v["github_token"], REDACTED);
@@ -207,6 +257,10 @@ mod tests {
         assert_eq!(v["nested"][0]["password"], REDACTED);
         assert_eq!(v["text"], "{\"ok\":1,\"token\":\"[redacted]\"}");
         assert_eq!(v["note"], "key [redacted] here");
+        assert_eq!(
+            v["prose"],
+            "login with password=[redacted]; then {\"api-key\": \"[redacted]\"} and token: [redacted]"
+        );
         let mut again = v.clone();
         assert!(!r.value(&mut again), "redacting twice changes nothing");
     }

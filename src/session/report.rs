@@ -34,7 +34,9 @@ pub fn markdown(records: &[Record]) -> String {
         let _ = writeln!(out, "- Last event: {} (#{})", last.ts, last.seq);
     }
     let outcome = records.iter().rev().find_map(|r| match &r.event {
-        Event::RunFinished { outcome, summary } => Some(format!("{} ({summary})", outcome.as_str())),
+        Event::RunFinished { outcome, summary } => {
+            Some(format!("{} ({summary})", outcome.as_str()))
+        }
         _ => None,
     });
     let _ = writeln!(

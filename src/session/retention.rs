@@ -71,10 +71,7 @@ impl Store {
         }
         // Interleaved sessions (two apps at once): cut only below the first
         // record of every session that stays.
-        loop {
-            let Some(keep_from) = sessions[take..].iter().map(|s| s.2).min() else {
-                break;
-            };
+        while let Some(keep_from) = sessions[take..].iter().map(|s| s.2).min() {
             match sessions[..take].iter().rposition(|s| s.3 >= keep_from) {
                 Some(i) => take = i,
                 None => break,
@@ -85,9 +82,11 @@ impl Store {
         }
         let upto = sessions[..take].iter().map(|s| s.3).max().unwrap_or(0);
         let last_hash: String = tx
-            .query_row("SELECT hash FROM events WHERE seq = ?1", params![upto], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT hash FROM events WHERE seq = ?1",
+                params![upto],
+                |r| r.get(0),
+            )
             .optional()?
             .unwrap_or_default();
         let events = tx.execute("DELETE FROM events WHERE seq <= ?1", params![upto])? as i64;

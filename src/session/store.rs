@@ -485,13 +485,8 @@ impl Store {
 /// What walking the chain found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum ChainReport {
-    Whole {
-        events: i64,
-    },
-    Broken {
-        seq: i64,
-        problem: String,
-    },
+    Whole { events: i64 },
+    Broken { seq: i64, problem: String },
 }
 
 /// What `verify` found, with the counts a person wants to see.
@@ -549,7 +544,11 @@ impl Store {
                 let gap = if seq - 1 == last_seq + 1 {
                     format!("record {} is missing (deleted)", last_seq + 1)
                 } else {
-                    format!("records {} to {} are missing (deleted)", last_seq + 1, seq - 1)
+                    format!(
+                        "records {} to {} are missing (deleted)",
+                        last_seq + 1,
+                        seq - 1
+                    )
                 };
                 break broken(seq, gap);
             }

@@ -1,0 +1,450 @@
+//! The audit trail through the real binary and a real SQLite file: tamper
+//! detection, SIGKILL at random points, redaction, search and reports.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use opsbot::session::{ChainReport, Event, Query, Record, SessionId, report};
+use rusqlite::{Connection, params};
+
+/// A small history: three sessions appended through the library.
+fn history(home: &Home) -> Vec<SessionId> {
+    let store = home.store();
+    let mut ids = Vec::new();
+    for (request, tool, env, outcome) in [
+        (
+            "deploy checkout to staging",
+            "k8s.deploy",
+            "staging",
+            opsbot::session::Outcome::Succeeded,
+        ),
+        (
+            "deploy payments to production",
+            "k8s.deploy",
+            "production",
+            opsbot::session::Outcome::Failed,
+        ),
+        (
+            "status of payments in dev",
+            "k8s.status",
+            "dev",
+            opsbot::session::Outcome::Succeeded,
+        ),
+    ] {
+        let id = SessionId::generate();
+        store.create_session(&id, "alice").expect("session");
+        store
+            .append_all(
+                &id,
+                "alice",
+                &[
+                    Event::UserMessage {
+                        text: request.into(),
+                    },
+                    Event::StepStarted {
+                        step: opsbot::plan::StepId::new("s1"),
+                        tool: tool.into(),
+                        args: args(
+                            serde_json::json!({"service": request.split(' ').nth(1), "env": env}),
+                        ),
+                    },
+                    Event::RunFinished {
+                        outcome,
+                        summary: "done".into(),
+                    },
+                ],
+            )
+            .expect("append");
+        ids.push(id);
+    }
+    ids
+}
+
+fn verify(home: &Home) -> (i32, String) {
+    let out = home.run(&["audit", "verify"], &[]);
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+fn sql(home: &Home, statements: &str) {
+    let conn = Connection::open(home.path().join("data/opsbot.db")).expect("open");
+    conn.execute_batch(statements).expect("tamper");
+}
+
+#[test]
+fn verify_names_the_record_that_was_changed_deleted_or_moved() {
+    let home = Home::new();
+    history(&home);
+    let (code, text) = verify(&home);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("whole: 9 events in 3 sessions"), "{text}");
+
+    // Changed: one word in record 5's body.
+    let changed = Home::new();
+    history(&changed);
+    sql(
+        &changed,
+        "UPDATE events SET body = replace(body, 'production', 'dev') WHERE seq = 5;",
+    );
+    let (code, text) = verify(&changed);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("BROKEN at record #5"), "{text}");
+    assert!(text.contains("changed after it was written"), "{text}");
+    assert!(text.contains("4 records before it verified"), "{text}");
+
+    // Deleted: record 4 is gone; 5 is the first that no longer fits.
+    let deleted = Home::new();
+    history(&deleted);
+    sql(&deleted, "DELETE FROM events WHERE seq = 4;");
+    let (code, text) = verify(&deleted);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("BROKEN at record #5: record 4 is missing"),
+        "{text}"
+    );
+
+    // Moved: records 2 and 3 swap places (numbers and all).
+    let swapped = Home::new();
+    history(&swapped);
+    sql(
+        &swapped,
+        "UPDATE events SET seq = 100 WHERE seq = 2;
+         UPDATE events SET seq = 2 WHERE seq = 3;
+         UPDATE events SET seq = 3 WHERE seq = 100;",
+    );
+    let (code, text) = verify(&swapped);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("BROKEN at record #2"), "{text}");
+    assert!(text.contains("moved, swapped or replaced"), "{text}");
+}
+
+#[test]
+fn sigkill_at_random_points_loses_no_acknowledged_event() {
+    let home = Home::new();
+    // A small linear congruential sequence: different points each round,
+    // the same ones on every machine.
+    let mut seed: u64 = 0x5eed;
+    let rounds = 10;
+    for round in 0..rounds {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let after = Duration::from_millis(150 + (seed >> 33) % 3500);
+        let mut child = home
+            .cmd(&["run", "deploy checkout to dev", "--yes"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let out = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        });
+        std::thread::sleep(after);
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let printed = reader.join().expect("reader");
+        kill_sandbox_processes(&home);
+
+        let store = home.store();
+        assert_eq!(
+            store.verify().expect("verify"),
+            match store.verify().expect("verify") {
+                w @ ChainReport::Whole { .. } => w,
+                broken => panic!("round {round}: chain broken after SIGKILL: {broken:?}"),
+            }
+        );
+        // Every line the run printed was printed after its event was
+        // committed: each must be in the store.
+        let records = home.last_session();
+        for line in &printed {
+            let Some((glyph, step)) = line
+                .split_whitespace()
+                .nth(1)
+                .zip(line.split_whitespace().nth(2))
+            else {
+                continue;
+            };
+            let found = records.iter().any(|r| match (&r.event, glyph) {
+                (Event::StepStarted { step: s, .. }, "▶") => s.as_str() == step,
+                (Event::StepSucceeded { step: s, .. }, "✓") => s.as_str() == step,
+                _ => !matches!(glyph, "▶" | "✓"),
+            });
+            assert!(
+                found,
+                "round {round}: printed `{line}` but it is not in the store"
+            );
+        }
+        let finished = records
+            .iter()
+            .any(|r| matches!(r.event, Event::RunFinished { .. }));
+        let listed = home.run(&["history", "list", "--json"], &[]);
+        let newest = &json(&listed)[0];
+        assert_eq!(
+            newest["outcome"],
+            if finished { "succeeded" } else { "interrupted" },
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn secrets_appear_nowhere_in_the_database_the_export_or_the_logs() {
+    let home = Home::new();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wire_server.py");
+    let key_value = "zq-hunter2-valuable-777";
+    let config = format!(
+        r#"
+[servers.wire]
+command = "python3"
+args = [{script:?}]
+
+[llm]
+profile = "down"
+[llm.profiles.down]
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+api_key_env = "OPSBOT_TEST_AUDIT_KEY"
+timeout_ms = 2000
+
+[runbooks.leak]
+phrases = ["echo the secrets"]
+[[runbooks.leak.steps]]
+id = "echo"
+tool = "wire.echo"
+args = {{ text = "aws AKIAABCDEFGHIJKLMNOP, {{\"token\": \"tok-0123-very-private\"}}, key {key_value}" }}
+"#
+    );
+    let cfg = home.write_config("leak.toml", &config);
+    let out = home.run(
+        &[
+            "--config",
+            cfg.to_str().expect("path"),
+            "run",
+            "echo the secrets",
+            "--yes",
+            "--approve-gated",
+        ],
+        &[
+            ("OPSBOT_TEST_AUDIT_KEY", key_value),
+            ("OPSBOT_LOG", "debug"),
+        ],
+    );
+    assert_exit(&out, 0);
+    let records = home.last_session();
+    // The call happened and its answer is on record, redacted.
+    let answer = records
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::StepSucceeded { output, .. } => Some(output.text.clone()),
+            _ => None,
+        })
+        .expect("the echo ran");
+    assert!(answer.contains("[redacted]"), "{answer}");
+    assert!(answer.starts_with("aws [redacted]"), "{answer}");
+
+    let export = home.run(&["audit", "export"], &[]);
+    assert_exit(&export, 0);
+    let mut haystacks = vec![
+        ("stdout", out.stdout.clone()),
+        ("export", export.stdout.clone()),
+    ];
+    for dir in ["data", "logs"] {
+        for entry in std::fs::read_dir(home.path().join(dir))
+            .expect("dir")
+            .flatten()
+        {
+            if entry.path().is_file() {
+                haystacks.push(("file", std::fs::read(entry.path()).expect("read")));
+            }
+        }
+    }
+    assert!(
+        haystacks.len() >= 4,
+        "the database and a log file were read"
+    );
+    for secret in ["AKIAABCDEFGHIJKLMNOP", "tok-0123-very-private", key_value] {
+        for (what, bytes) in &haystacks {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "`{secret}` found in {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn search_finds_sessions_by_words_tool_status_and_time() {
+    let home = Home::new();
+    let ids = history(&home);
+    let store = home.store();
+    let search = |text: &str, tool: Option<&str>, status: Option<&str>| -> Vec<SessionId> {
+        store
+            .search(&Query {
+                text: text.into(),
+                tool: tool.map(str::to_string),
+                status: status.map(str::to_string),
+                since: None,
+                limit: 10,
+            })
+            .expect("search")
+            .into_iter()
+            .map(|f| f.id)
+            .collect()
+    };
+    assert_eq!(
+        search("payments production", None, None),
+        vec![ids[1].clone()]
+    );
+    assert_eq!(
+        search("payments", None, None),
+        vec![ids[2].clone(), ids[1].clone()]
+    );
+    assert_eq!(
+        search("deploy", Some("k8s.*"), Some("succeeded")),
+        vec![ids[0].clone()]
+    );
+    assert_eq!(search("", Some("k8s.status"), None), vec![ids[2].clone()]);
+    assert!(
+        search("paym", None, Some("failed")).contains(&ids[1]),
+        "the last word is a prefix"
+    );
+    assert!(search("nothing-like-this", None, None).is_empty());
+
+    // Through the binary, with the environments each session touched.
+    let out = home.run(&["history", "search", "deploy", "--status", "failed"], &[]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(ids[1].as_str()) && text.contains("production"),
+        "{text}"
+    );
+    assert!(!text.contains(ids[0].as_str()), "{text}");
+    let out = home.run(
+        &["history", "search", "deploy", "--since", "2999-01-01"],
+        &[],
+    );
+    assert!(stdout(&out).contains("no sessions match"));
+    let out = home.run(&["history", "search", "x", "--since", "yesterday"], &[]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("is not a time"), "{}", stderr(&out));
+}
+
+#[test]
+fn retention_prunes_whole_sessions_and_the_rest_still_verifies() {
+    let home = Home::new();
+    let ids = history(&home);
+    let store = home.store();
+    // Everything beyond ~one session's size goes, oldest first.
+    let report = store
+        .prune(opsbot::session::Retention {
+            max_age_days: 0,
+            max_bytes: 1,
+        })
+        .expect("prune");
+    assert_eq!((report.sessions, report.events, report.upto_seq), (2, 6, 6));
+    assert!(store.events(&ids[0]).expect("events").is_empty());
+    assert_eq!(store.events(&ids[2]).expect("events").len(), 3);
+    let v = store.verify_all().expect("verify");
+    assert_eq!(v.report, ChainReport::Whole { events: 3 });
+    assert_eq!((v.pruned_events, v.first_seq), (6, 7));
+    // A record of the pruned range changed afterwards is still caught.
+    sql(
+        &home,
+        "UPDATE events SET body = replace(body, 'dev', 'prod') WHERE seq = 7;",
+    );
+    assert!(matches!(
+        store.verify().expect("verify"),
+        ChainReport::Broken { seq: 7, .. }
+    ));
+    let (code, text) = verify(&home);
+    assert_eq!(code, 1, "{text}");
+    let conn = Connection::open(home.path().join("data/opsbot.db")).expect("open");
+    let pruned: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pruned WHERE upto_seq = ?1",
+            params![6],
+            |r| r.get(0),
+        )
+        .expect("pruned row");
+    assert_eq!(pruned, 1);
+}
+
+#[test]
+fn a_session_report_reads_as_markdown() {
+    let at = |seq: i64, s: &str| format!("2026-11-20T10:00:{:02}.{s}Z", seq);
+    let plan: opsbot::plan::Plan = serde_json::from_value(serde_json::json!({
+        "title": "deploy checkout → production",
+        "steps": [
+            {"id": "deploy", "tool": "k8s.deploy", "args": {"service": "checkout", "env": "production", "image": "registry.local/checkout:7"}},
+            {"id": "verify", "tool": "monitor.health", "args": {"service": "checkout", "env": "production"}, "depends_on": ["deploy"]}
+        ]
+    }))
+    .expect("plan");
+    let decision: opsbot::policy::Decision = serde_json::from_value(serde_json::json!({
+        "verdict": "needs_approval", "rule": "prod-deploys", "reason": "production changes need a typed confirmation",
+        "gate": {"confirm": "production", "reason_required": false}
+    }))
+    .unwrap_or_else(|e| panic!("decision: {e}"));
+    let events = vec![
+        Event::SessionStarted {
+            actor: "alice".into(),
+            planner: "runbook".into(),
+            version: "0.1.0".into(),
+        },
+        Event::UserMessage {
+            text: "deploy checkout to production".into(),
+        },
+        Event::PlanProposed { plan },
+        Event::PolicyDecision {
+            step: opsbot::plan::StepId::new("deploy"),
+            decision,
+        },
+        Event::Approved {
+            step: opsbot::plan::StepId::new("deploy"),
+            by: "bob".into(),
+            args_hash: "ab".into(),
+            gated: true,
+            reason: None,
+        },
+        Event::StepStarted {
+            step: opsbot::plan::StepId::new("deploy"),
+            tool: "k8s.deploy".into(),
+            args: args(serde_json::json!({"service": "checkout", "env": "production"})),
+        },
+        Event::StepFailed {
+            step: opsbot::plan::StepId::new("deploy"),
+            error: "rollout stuck: 1 of 3 replicas ready".into(),
+            output: None,
+            duration_ms: 30500,
+        },
+        Event::StepSkipped {
+            step: opsbot::plan::StepId::new("verify"),
+            reason: "`deploy` failed".into(),
+        },
+        Event::RunFinished {
+            outcome: opsbot::session::Outcome::Failed,
+            summary: "0 of 2 steps succeeded; failed: deploy; skipped: verify".into(),
+        },
+    ];
+    let records: Vec<Record> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Record {
+            seq: i as i64 + 1,
+            session: SessionId::from_stored("20261120-100000-abcd"),
+            ts: at(i as i64, "000"),
+            actor: "alice".into(),
+            event,
+            prev_hash: format!("{:064}", i),
+            hash: format!("{:064}", i + 1),
+        })
+        .collect();
+    insta::assert_snapshot!(report::markdown(&records));
+}
