@@ -304,7 +304,6 @@ pub struct AuditConfig {
     pub retention_max_mib: u64,
 }
 
-
 /// How to undo one tool's effect. `args` values may use `${args.NAME}` (the
 /// finished step's arguments) and `${output.NAME}` (what it returned).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

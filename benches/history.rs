@@ -1,0 +1,234 @@
+//! The offline history at scale (`cargo bench --bench history`): a log of
+//! 100,000 sessions / 1,000,000 events, generated through the store's own
+//! append path (hash chain and all), then:
+//! - append throughput with the chain, one event per transaction and a
+//!   session's events per transaction;
+//! - indexing the whole log for search;
+//! - search latency, p50 and p99, over a mix of queries;
+//! - the time to open a session (read its events and fold them).
+//!
+//! Under `cargo test` it runs on 200 sessions, as a smoke test.
+
+use std::time::{Duration, Instant};
+
+use opsbot::plan::{Step, StepId};
+use opsbot::session::{Event, Outcome, Query, SessionId, SessionState, Store};
+use serde_json::{Map, Value, json};
+
+const SERVICES: [&str; 6] = [
+    "checkout", "payments", "catalog", "search", "auth", "ledger",
+];
+const ENVS: [&str; 3] = ["dev", "staging", "production"];
+
+fn args(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Ten events a session: a request, two governed steps, their results.
+fn session_events(i: usize) -> Vec<Event> {
+    let svc = SERVICES[i % SERVICES.len()];
+    let env = ENVS[(i / SERVICES.len()) % ENVS.len()];
+    let failed = i % 17 == 0;
+    let deploy =
+        args(json!({"service": svc, "env": env, "image": format!("registry.local/{svc}:{i}")}));
+    let mut plan_steps = vec![
+        Step::new("deploy", "k8s.deploy", deploy.clone()),
+        Step::new(
+            "verify",
+            "monitor.health",
+            args(json!({"service": svc, "env": env})),
+        ),
+    ];
+    plan_steps[1].depends_on = vec![StepId::new("deploy")];
+    let step = |id: &str| StepId::new(id);
+    vec![
+        Event::UserMessage {
+            text: format!("deploy {svc} to {env}"),
+        },
+        Event::PlanProposed {
+            plan: opsbot::plan::Plan {
+                title: format!("deploy {svc} → {env}"),
+                steps: plan_steps,
+            },
+        },
+        Event::Approved {
+            step: step("deploy"),
+            by: "alice".into(),
+            args_hash: format!("{i:064x}"),
+            gated: env == "production",
+            reason: None,
+        },
+        Event::StepStarted {
+            step: step("deploy"),
+            tool: "k8s.deploy".into(),
+            args: deploy,
+        },
+        if failed {
+            Event::StepFailed {
+                step: step("deploy"),
+                error: format!("rollout of {svc} stuck: 1 of 3 replicas ready"),
+                output: None,
+                duration_ms: 30_000,
+            }
+        } else {
+            Event::StepSucceeded {
+                step: step("deploy"),
+                output: serde_json::from_value(json!({
+                    "is_error": false,
+                    "text": format!("{{\"service\":\"{svc}\",\"env\":\"{env}\",\"revision\":{i},\"status\":\"rolled out\"}}"),
+                    "structured": null
+                }))
+                .expect("output"),
+                duration_ms: 900,
+            }
+        },
+        Event::StepStarted {
+            step: step("verify"),
+            tool: "monitor.health".into(),
+            args: args(json!({"service": svc, "env": env})),
+        },
+        Event::StepSucceeded {
+            step: step("verify"),
+            output: serde_json::from_value(json!({
+                "is_error": false,
+                "text": format!("{{\"service\":\"{svc}\",\"healthy\":true,\"p99_ms\":{}}}", 40 + i % 60),
+                "structured": null
+            }))
+            .expect("output"),
+            duration_ms: 300,
+        },
+        Event::Note {
+            text: format!("ticket OPS-{}", 1000 + i),
+        },
+        Event::AssistantMessage {
+            text: format!("Deployed {svc} to {env}."),
+        },
+        Event::RunFinished {
+            outcome: if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Succeeded
+            },
+            summary: "2 steps".into(),
+        },
+    ]
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sessions = if full { 100_000 } else { 200 };
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(&dir.path().join("history.db")).expect("store");
+
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        // Generated ids are time-based; thousands a second would collide.
+        let id = SessionId::from_stored(format!("2026{:06}-bench", i));
+        store.create_session(&id, "alice").expect("session");
+        store
+            .append_all(&id, "alice", &session_events(i))
+            .expect("append");
+        ids.push(id);
+    }
+    let generated = start.elapsed();
+    let events = sessions * 10;
+    println!(
+        "generated {sessions} sessions / {events} events through the chained append path in {:.1} s: {:.0} events/s in session-sized transactions",
+        generated.as_secs_f64(),
+        events as f64 / generated.as_secs_f64()
+    );
+
+    let singles = if full { 5_000 } else { 200 };
+    let start = Instant::now();
+    for i in 0..singles {
+        store
+            .append(
+                &ids[0],
+                "alice",
+                &Event::Note {
+                    text: format!("n {i}"),
+                },
+            )
+            .expect("append");
+    }
+    let single = start.elapsed();
+    println!(
+        "one event per transaction (durable, chained): {:.0} events/s ({:.0} µs each)",
+        singles as f64 / single.as_secs_f64(),
+        single.as_secs_f64() * 1e6 / singles as f64
+    );
+
+    let start = Instant::now();
+    let indexed = store.index_for_search().expect("index");
+    println!(
+        "indexing {indexed} events for search: {:.1} s (done behind the appends while the app runs)",
+        start.elapsed().as_secs_f64()
+    );
+
+    let ticket = format!("OPS-{}", 1000 + sessions / 2);
+    let queries: [(&str, Option<&str>, Option<&str>); 6] = [
+        ("payments production", None, None),
+        ("checkout", None, None),
+        ("rollout stuck", None, Some("failed")),
+        ("ledger staging", Some("k8s.deploy"), None),
+        (ticket.as_str(), None, None),
+        ("no-such-word-anywhere", None, None),
+    ];
+    let rounds = if full { 50 } else { 3 };
+    let mut times = Vec::new();
+    let mut per_query = Vec::new();
+    for (text, tool, status) in queries {
+        let mut mine = Vec::new();
+        for _ in 0..rounds {
+            let q = Query {
+                text: text.into(),
+                since: None,
+                tool: tool.map(str::to_string),
+                status: status.map(str::to_string),
+                limit: 20,
+            };
+            let start = Instant::now();
+            let found = store.search(&q).expect("search");
+            let took = start.elapsed();
+            assert!(text.starts_with("no-such") || !found.is_empty(), "{text}");
+            mine.push(took);
+            times.push(took);
+        }
+        per_query.push(format!("`{text}` {:.2} ms", ms(percentile(mine, 0.5))));
+    }
+    println!(
+        "search, 20 newest matching sessions: p50 {:.2} ms, p99 {:.2} ms over {} searches ({})",
+        ms(percentile(times.clone(), 0.5)),
+        ms(percentile(times, 0.99)),
+        queries.len() * rounds,
+        per_query.join(", ")
+    );
+
+    let mut opens = Vec::new();
+    let step = (sessions / 200).max(1);
+    for id in ids.iter().step_by(step) {
+        let start = Instant::now();
+        let records = store.events(id).expect("events");
+        let state = SessionState::replay(&records);
+        opens.push(start.elapsed());
+        assert!(state.outcome.is_some());
+    }
+    println!(
+        "open a session (read its events, fold them): p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(opens.clone(), 0.5)),
+        ms(percentile(opens, 0.99))
+    );
+}
