@@ -31,7 +31,7 @@ fn args(v: Value) -> Map<String, Value> {
 fn session_events(i: usize) -> Vec<Event> {
     let svc = SERVICES[i % SERVICES.len()];
     let env = ENVS[(i / SERVICES.len()) % ENVS.len()];
-    let failed = i % 17 == 0;
+    let failed = i.is_multiple_of(17);
     let deploy =
         args(json!({"service": svc, "env": env, "image": format!("registry.local/{svc}:{i}")}));
     let mut plan_steps = vec![
