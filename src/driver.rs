@@ -429,6 +429,17 @@ impl Driver {
         if a.started.contains(step) {
             return Err(DriverError::AlreadyStarted(step.clone()));
         }
+        // The editor started from the redacted arguments the screen shows.
+        let current = a.desk.edited_args(step).unwrap_or_else(|| s.args.clone());
+        let args = match self
+            .rt
+            .store
+            .redactor()
+            .restore(&Value::Object(current), Value::Object(args))
+        {
+            Value::Object(args) => args,
+            _ => Map::new(),
+        };
         if let Some(tool) = self.rt.servers.catalog().get(&s.tool) {
             let problems = check_args(&tool.input_schema, &args, true);
             if !problems.is_empty() {

@@ -115,6 +115,38 @@ impl Redactor {
         serde_json::from_value(v).ok()
     }
 
+    /// An edit made to what was shown, applied to the real value: wherever
+    /// the edit left a part as it was shown (redacted), the real part is
+    /// kept, so editing one argument does not replace a secret with
+    /// `[redacted]`.
+    pub fn restore(&self, real: &Value, edited: Value) -> Value {
+        let mut shown = real.clone();
+        self.value(&mut shown);
+        if shown == edited {
+            return real.clone();
+        }
+        match (real, edited) {
+            (Value::Object(real), Value::Object(edited)) => Value::Object(
+                edited
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = match real.get(&k) {
+                            Some(r)
+                                if self.secret_key(&k) && v == Value::String(REDACTED.into()) =>
+                            {
+                                r.clone()
+                            }
+                            Some(r) => self.restore(r, v),
+                            None => v,
+                        };
+                        (k, v)
+                    })
+                    .collect(),
+            ),
+            (_, edited) => edited,
+        }
+    }
+
     /// Redact in place; true if anything changed.
     pub fn value(&self, v: &mut Value) -> bool {
         match v {
@@ -280,6 +312,23 @@ mod tests {
             }
         );
         assert!(!body.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn an_edit_keeps_the_secrets_it_did_not_touch() {
+        let r = redactor();
+        let real = json!({"token": "t-real", "note": "key AKIAABCDEFGHIJKLMNOP", "replicas": 2});
+        let mut shown = real.clone();
+        r.value(&mut shown);
+        let mut edited = shown.clone();
+        edited["replicas"] = json!(5);
+        assert_eq!(
+            r.restore(&real, edited),
+            json!({"token": "t-real", "note": "key AKIAABCDEFGHIJKLMNOP", "replicas": 5})
+        );
+        let mut changed = shown;
+        changed["token"] = json!("t-new");
+        assert_eq!(r.restore(&real, changed)["token"], "t-new");
     }
 
     #[test]
