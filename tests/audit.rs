@@ -387,11 +387,11 @@ fn a_session_report_reads_as_markdown() {
         ]
     }))
     .expect("plan");
-    let decision: opsbot::policy::Decision = serde_json::from_value(serde_json::json!({
-        "verdict": "needs_approval", "rule": "prod-deploys", "reason": "production changes need a typed confirmation",
-        "gate": {"confirm": "production", "reason_required": false}
-    }))
-    .unwrap_or_else(|e| panic!("decision: {e}"));
+    let decision = opsbot::policy::Decision::NeedsApproval {
+        rule: "prod-deploys".into(),
+        reason: "production changes need a typed confirmation".into(),
+        gate: Some(opsbot::policy::Gate::typed("production")),
+    };
     let events = vec![
         Event::SessionStarted {
             actor: "alice".into(),

@@ -330,15 +330,15 @@ impl Engine {
             (&self.guard, run.plan.step(&step_id), run.sent.get(&step_id))
         {
             let result = if succeeded {
-                run.outputs.get(&step_id).cloned()
+                run.outputs.get(&step_id)
             } else {
-                run.failed_outputs.get(&step_id).cloned()
+                run.failed_outputs.get(&step_id)
             };
             let effects = guard.finished(
                 run.session,
                 step,
                 args,
-                &result.unwrap_or(Value::Null),
+                result.unwrap_or(&Value::Null),
                 succeeded,
             );
             run.pending.extend(effects);

@@ -87,20 +87,9 @@ mod tests {
     use super::*;
     use crate::config::{Compensation, ConfigSource, DEFAULT_TOML, load_layers};
     use crate::mcp::ToolOutput;
-    use crate::session::SessionId;
     use serde_json::json;
 
-    fn record(seq: i64, event: Event) -> Record {
-        Record {
-            seq,
-            session: SessionId::from_stored("s"),
-            ts: "2026-11-21T12:00:00.000Z".into(),
-            actor: "a".into(),
-            event,
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
-    }
+    use crate::session::test_record as record;
 
     fn step(id: &str, tool: &str, args: serde_json::Value) -> Step {
         Step::new(id, tool, args.as_object().cloned().unwrap_or_default())

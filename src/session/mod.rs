@@ -125,6 +125,20 @@ impl Session {
     }
 }
 
+/// A record with placeholder chain fields, for unit tests that fold events.
+#[cfg(test)]
+pub(crate) fn test_record(seq: i64, event: Event) -> Record {
+    Record {
+        seq,
+        session: SessionId::from_stored("s"),
+        ts: "2026-11-21T12:00:00.000Z".into(),
+        actor: "a".into(),
+        event,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
 /// The OS user, the default actor: from the environment, else (on Linux)
 /// from the process's uid and /etc/passwd.
 pub fn os_user() -> String {

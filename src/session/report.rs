@@ -1,7 +1,6 @@
 //! A session as a readable report: what was asked, what was planned, what
 //! policy said, who approved what and when, what ran and what it answered.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{Event, Record, compact, duration};
@@ -65,36 +64,31 @@ pub fn markdown(records: &[Record]) -> String {
         let _ = writeln!(out, "- {line}");
     }
 
-    let mut steps: BTreeMap<String, StepLine> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    // Steps in the order they were first mentioned.
+    let mut steps: Vec<(String, StepLine)> = Vec::new();
     let mut plan_title = None;
-    fn at<'a>(
-        steps: &'a mut BTreeMap<String, StepLine>,
-        order: &mut Vec<String>,
-        id: &str,
-    ) -> &'a mut StepLine {
-        if !order.iter().any(|o| o == id) {
-            order.push(id.to_string());
-        }
-        steps.entry(id.to_string()).or_default()
-    }
-    macro_rules! at {
-        ($id:expr) => {
-            at(&mut steps, &mut order, $id)
+    fn at<'a>(steps: &'a mut Vec<(String, StepLine)>, id: &str) -> &'a mut StepLine {
+        let i = match steps.iter().position(|(s, _)| s == id) {
+            Some(i) => i,
+            None => {
+                steps.push((id.to_string(), StepLine::default()));
+                steps.len() - 1
+            }
         };
+        &mut steps[i].1
     }
     for r in records {
         match &r.event {
             Event::PlanProposed { plan } => {
                 plan_title = Some(plan.title.clone());
                 for s in &plan.steps {
-                    let line = at!(s.id.as_str());
+                    let line = at(&mut steps, s.id.as_str());
                     line.tool = s.tool.clone();
                     line.args = compact(&s.args, 120);
                 }
             }
             Event::PolicyDecision { step, decision } | Event::PolicyRecheck { step, decision } => {
-                at!(step.as_str()).decision = Some(format!(
+                at(&mut steps, step.as_str()).decision = Some(format!(
                     "{} by `{}`: {}",
                     decision.label(),
                     decision.rule(),
@@ -115,10 +109,10 @@ pub fn markdown(records: &[Record]) -> String {
                 if let Some(reason) = reason {
                     let _ = write!(a, ", reason: {reason}");
                 }
-                at!(step.as_str()).approvals.push(a);
+                at(&mut steps, step.as_str()).approvals.push(a);
             }
             Event::StepStarted { step, tool, args } => {
-                let line = at!(step.as_str());
+                let line = at(&mut steps, step.as_str());
                 line.tool = tool.clone();
                 line.args = compact(args, 120);
                 line.status = Some("running".into());
@@ -128,7 +122,7 @@ pub fn markdown(records: &[Record]) -> String {
                 output,
                 duration_ms,
             } => {
-                let line = at!(step.as_str());
+                let line = at(&mut steps, step.as_str());
                 line.status = Some("succeeded".into());
                 line.duration_ms = Some(*duration_ms);
                 line.detail = Some(crate::text::truncate(&output.text, OUTPUT_QUOTE));
@@ -139,30 +133,29 @@ pub fn markdown(records: &[Record]) -> String {
                 duration_ms,
                 ..
             } => {
-                let line = at!(step.as_str());
+                let line = at(&mut steps, step.as_str());
                 line.status = Some("failed".into());
                 line.duration_ms = Some(*duration_ms);
                 line.detail = Some(crate::text::truncate(error, OUTPUT_QUOTE));
             }
             Event::StepSkipped { step, reason } => {
-                let line = at!(step.as_str());
+                let line = at(&mut steps, step.as_str());
                 line.status = Some("skipped".into());
                 line.detail = Some(reason.clone());
             }
             Event::StepInterrupted { step } => {
-                at!(step.as_str()).status = Some("interrupted".into());
+                at(&mut steps, step.as_str()).status = Some("interrupted".into());
             }
             _ => {}
         }
     }
-    if !order.is_empty() {
+    if !steps.is_empty() {
         let _ = writeln!(
             out,
             "\n## Plan: {}\n",
             plan_title.as_deref().unwrap_or("(untitled)")
         );
-        for id in &order {
-            let Some(s) = steps.get(id) else { continue };
+        for (id, s) in &steps {
             let took = s.duration_ms.map(|ms| format!(", {}", duration(ms)));
             let _ = writeln!(
                 out,

@@ -44,6 +44,20 @@ impl Store {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
         let mut conn = self.conn();
+        // This runs at every start: look at the whole log only when the
+        // oldest session is old enough or the file is big enough.
+        let (oldest, file_bytes): (Option<String>, i64) = conn.query_row(
+            "SELECT (SELECT MIN(started_at) FROM sessions),
+                    (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let maybe_old =
+            retention.max_age_days > 0 && oldest.is_some_and(|o| o.as_str() < cutoff.as_str());
+        let maybe_big = retention.max_bytes > 0 && file_bytes > retention.max_bytes as i64;
+        if !(maybe_old || maybe_big) {
+            return Ok(nothing);
+        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Sessions in the order their records start, with their extent.
         let sessions: Vec<(String, String, i64, i64, i64)> = tx

@@ -121,6 +121,17 @@ pub struct Found {
     pub snippet: Option<String>,
 }
 
+impl Found {
+    /// The environments of these steps, in order of first use.
+    fn add_envs(&mut self, steps: Vec<(String, Option<String>)>) {
+        for env in steps.into_iter().filter_map(|(_, env)| env) {
+            if !self.envs.contains(&env) {
+                self.envs.push(env);
+            }
+        }
+    }
+}
+
 impl Store {
     /// Bring the search index up to date with the log.
     pub fn index_for_search(&self) -> Result<usize, StoreError> {
@@ -133,13 +144,7 @@ impl Store {
         let Some(mut f) = summary(&conn, id.as_str())? else {
             return Ok(None);
         };
-        for (_, env) in step_tools_and_envs(&conn, id.as_str())? {
-            if let Some(env) = env
-                && !f.envs.contains(&env)
-            {
-                f.envs.push(env);
-            }
-        }
+        f.add_envs(step_tools_and_envs(&conn, id.as_str())?);
         Ok(Some(f))
     }
 
@@ -158,6 +163,8 @@ impl Store {
         let mut found: Vec<Found> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         // Newest first, so the walk stops as soon as enough sessions pass.
+        // With no words every session is a candidate (both statements take
+        // the words as ?1, so one `query` call serves either).
         let mut candidates = match &words {
             Some(_) => conn.prepare_cached(
                 "SELECT session_id, snippet(search, 1, '[', ']', '…', 12) FROM search
@@ -197,13 +204,7 @@ impl Store {
             {
                 continue;
             }
-            for (_, env) in steps {
-                if let Some(env) = env
-                    && !f.envs.contains(&env)
-                {
-                    f.envs.push(env);
-                }
-            }
+            f.add_envs(steps);
             f.snippet = r.get(1)?;
             found.push(f);
             if found.len() >= limit {

@@ -346,22 +346,11 @@ fn scroll(current: usize, code: KeyCode) -> usize {
 mod tests {
     use super::super::*;
     use crate::plan::{Plan, Step};
-    use crate::session::SessionId;
     use crate::tui::keymap::KeyMap;
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
     use std::collections::BTreeMap;
 
-    fn record(seq: i64, event: Event) -> Record {
-        Record {
-            seq,
-            session: SessionId::from_stored("s"),
-            ts: "2026-11-21T12:00:00.000Z".into(),
-            actor: "a".into(),
-            event,
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
-    }
+    use crate::session::test_record as record;
 
     fn app_with_running_step() -> App {
         let mut app = App::new(
