@@ -199,6 +199,7 @@ fn main() {
                 tool: tool.map(str::to_string),
                 status: status.map(str::to_string),
                 limit: 20,
+                skip_empty: false,
             };
             let start = Instant::now();
             let found = store.search(&q).expect("search");

@@ -49,6 +49,8 @@ pub enum DriverError {
     Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Rerun(#[from] crate::runtime::RerunError),
     #[error("{0}")]
     Planner(String),
 }
@@ -101,6 +103,10 @@ impl Driver {
         &self.session
     }
 
+    pub fn mode(&self) -> ApprovalMode {
+        self.mode
+    }
+
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.rt
     }
@@ -124,30 +130,57 @@ impl Driver {
     /// Plan a request and, if it yields a plan, start running it: steps wait
     /// at the desk for approvals.
     pub fn submit(self: &Arc<Self>, request: String) -> Result<(), DriverError> {
-        {
-            let mut busy = Self::lock(&self.busy);
-            if *busy {
-                return Err(DriverError::Busy);
-            }
-            *busy = true;
-        }
+        self.claim()?;
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = me.plan_and_run(&request).await {
-                tracing::error!("request failed: {e}");
-                let _ = me.session.record(Event::Note {
-                    text: format!("error: {e}"),
-                });
-            }
-            *Self::lock(&me.busy) = false;
+            let planned = me.rt.plan_request(&me.session, &request).await;
+            me.finish_turn(planned).await;
         });
         Ok(())
     }
 
-    async fn plan_and_run(self: &Arc<Self>, request: &str) -> Result<(), StoreError> {
-        let Planned::Ready { plan, decisions } =
-            self.rt.plan_request(&self.session, request).await?
-        else {
+    /// Propose a past session's plan again in this session and run it as
+    /// any new plan: policy decides afresh and every approval is asked for
+    /// again. Refused at once when the past plan cannot be re-run.
+    pub fn rerun(self: &Arc<Self>, from: &str) -> Result<(), DriverError> {
+        let (from, plan) = self.rt.past_plan(from)?;
+        self.claim()?;
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let planned = me.rt.rerun(&me.session, &from, plan).await;
+            me.finish_turn(planned).await;
+        });
+        Ok(())
+    }
+
+    /// Take the session for one request; one at a time.
+    fn claim(&self) -> Result<(), DriverError> {
+        let mut busy = Self::lock(&self.busy);
+        if *busy {
+            return Err(DriverError::Busy);
+        }
+        *busy = true;
+        Ok(())
+    }
+
+    /// Run what planning produced, note any failure in the session, and
+    /// free the session for the next request.
+    async fn finish_turn(self: &Arc<Self>, planned: Result<Planned, StoreError>) {
+        let result = match planned {
+            Ok(planned) => self.run_planned(planned).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!("request failed: {e}");
+            let _ = self.session.record(Event::Note {
+                text: format!("error: {e}"),
+            });
+        }
+        *Self::lock(&self.busy) = false;
+    }
+
+    async fn run_planned(self: &Arc<Self>, planned: Planned) -> Result<(), StoreError> {
+        let Planned::Ready { plan, decisions } = planned else {
             return Ok(());
         };
         let outcome = self

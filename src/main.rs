@@ -43,7 +43,8 @@ enum Command {
         json: bool,
     },
     /// Past sessions, read from the store (works offline): list, search,
-    /// show, export.
+    /// show, export. With no subcommand at a terminal: the app's history
+    /// browser.
     History {
         #[command(subcommand)]
         command: Option<cli::history::HistoryCommand>,
@@ -81,11 +82,18 @@ fn main() -> ExitCode {
         }
     };
     let _log_guard = cli::init_logging(&paths);
+    // `opsbot history` at a terminal opens the browser in the app; piped,
+    // it prints the list.
+    let browse = matches!(cli.command, Some(Command::History { command: None }))
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::io::IsTerminal::is_terminal(&std::io::stdin());
     // Only the commands that may need an API key look for the OS keyring.
-    if matches!(
-        cli.command,
-        None | Some(Command::Run(_)) | Some(Command::Auth { .. })
-    ) {
+    if browse
+        || matches!(
+            cli.command,
+            None | Some(Command::Run(_)) | Some(Command::Auth { .. })
+        )
+    {
         opsbot::secrets::use_platform_store();
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -112,6 +120,17 @@ fn main() -> ExitCode {
             Some(Command::Tools { json }) => {
                 cli::tools::run(paths, cli.config.as_deref(), json).await
             }
+            Some(Command::History { command: None }) if browse => {
+                cli::app(
+                    paths,
+                    cli.config.as_deref(),
+                    cli.theme,
+                    None,
+                    cli.as_user.as_deref(),
+                    true,
+                )
+                .await
+            }
             Some(Command::History { command }) => cli::history::run(&paths, command),
             Some(Command::Audit { command }) => {
                 cli::audit::run(&paths, cli.config.as_deref(), command)
@@ -127,6 +146,7 @@ fn main() -> ExitCode {
                     cli.theme,
                     cli.resume,
                     cli.as_user.as_deref(),
+                    false,
                 )
                 .await
             }

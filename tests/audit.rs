@@ -292,6 +292,7 @@ fn search_finds_sessions_by_words_tool_status_and_time() {
                 status: status.map(str::to_string),
                 since: None,
                 limit: 10,
+                skip_empty: false,
             })
             .expect("search")
             .into_iter()

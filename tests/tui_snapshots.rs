@@ -332,3 +332,93 @@ fn the_planner_can_be_switched_from_a_list() {
         None
     );
 }
+
+fn past(id: &str, when: &str, outcome: &str, envs: &[&str], title: &str) -> opsbot::session::Found {
+    opsbot::session::Found {
+        id: SessionId::from_stored(id),
+        started_at: format!("{when}:00.000Z"),
+        actor: "alice".into(),
+        title: Some(title.into()),
+        outcome: outcome.into(),
+        envs: envs.iter().map(|e| e.to_string()).collect(),
+        snippet: Some("user_message deploy [payments] to [production]".into()),
+    }
+}
+
+/// The browser lists sessions newest first, with date, outcome,
+/// environments and request; the live session is marked, and the selected
+/// one shows where the words matched.
+#[test]
+fn the_history_browser_lists_sessions_as_you_type() {
+    use opsbot::tui::app::Intent;
+    for (w, h) in [(120, 32), (80, 24)] {
+        let mut app = app();
+        app.focus = Pane::Plan;
+        assert_eq!(
+            app.on_key(key('H')),
+            Some(Intent::SearchHistory(String::new()))
+        );
+        for c in "payments prod".chars() {
+            app.on_key(key(c));
+        }
+        app.show_found(
+            "payments prod",
+            Ok(vec![
+                past(
+                    "20261121-120000-abcd",
+                    "2026-11-21T12:00",
+                    "interrupted",
+                    &["production"],
+                    "deploy payments → production",
+                ),
+                past(
+                    "20261117-160512-0b1e",
+                    "2026-11-17T16:05",
+                    "succeeded",
+                    &["staging", "production"],
+                    "deploy payments → production",
+                ),
+                past(
+                    "20261110-091500-77aa",
+                    "2026-11-10T09:15",
+                    "failed",
+                    &["production"],
+                    "rollback payments → production",
+                ),
+                past(
+                    "20261103-110000-c0de",
+                    "2026-11-03T11:00",
+                    "needs_clarification",
+                    &[],
+                    "restart payments in production",
+                ),
+            ]),
+        );
+        app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+        let screen = render(&mut app, w, h);
+        assert!(screen.contains("(this session)"), "{screen}");
+        assert!(screen.contains("4 sessions"), "{screen}");
+        insta::assert_snapshot!(format!("history_browser_{w}x{h}"), screen);
+    }
+}
+
+/// A replay is drawn through the same panes, says it is read-only and
+/// whose session it is, and offers only to go back or re-run.
+#[test]
+fn a_replay_uses_the_same_panes_read_only() {
+    let live = app();
+    let records: Vec<Record> = live.audit.iter().cloned().collect();
+    let mut replay = App::replay(
+        KeyMap::new(&BTreeMap::new()),
+        "20261121-120000-abcd".into(),
+        &records,
+    );
+    let screen = render(&mut replay, 120, 32);
+    assert!(screen.contains("◷ read-only replay"), "{screen}");
+    assert!(screen.contains("R re-run as a new session"), "{screen}");
+    assert!(
+        screen.contains("started 2026-11-21 12:00 by alice"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("replay_120x32", screen);
+}

@@ -89,6 +89,7 @@ pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<Exi
                 tool,
                 status,
                 limit,
+                skip_empty: false,
             })?;
             if found.is_empty() && !json {
                 println!("no sessions match");
@@ -140,7 +141,7 @@ fn print_found(found: &[opsbot::session::Found], json: bool) -> anyhow::Result<(
     }
     for s in found {
         println!(
-            "{}  {}  {:<12} {:<10} {:<22} {}",
+            "{}  {}  {:<19} {:<10} {:<22} {}",
             s.id,
             s.started_at.get(..16).unwrap_or(&s.started_at),
             s.outcome,

@@ -123,6 +123,7 @@ pub async fn app(
     theme: Option<String>,
     resume: Option<String>,
     as_user: Option<&str>,
+    history: bool,
 ) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
 
@@ -143,6 +144,7 @@ pub async fn app(
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
+        history,
     };
     let actor = rt.actor(as_user)?;
     let (session, unfinished) = match &resume {

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Every action a key can be bound to, with its default.
-pub const DEFAULTS: [(&str, &str); 16] = [
+pub const DEFAULTS: [(&str, &str); 18] = [
     ("approve", "a"),
     ("approve_remember", "T"),
     ("approve_ready", "A"),
@@ -16,6 +16,8 @@ pub const DEFAULTS: [(&str, &str); 16] = [
     ("help", "?"),
     ("servers", "S"),
     ("planner", "P"),
+    ("history", "H"),
+    ("rerun", "R"),
     ("filter", "f"),
     ("next_pane", "tab"),
     ("prev_pane", "backtab"),

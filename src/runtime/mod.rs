@@ -21,7 +21,7 @@ mod guard;
 mod sink;
 mod undo;
 
-use crate::session::{Event, Outcome, Session, Store, StoreError};
+use crate::session::{Event, Outcome, Session, SessionId, Store, StoreError};
 pub use guard::{Knowledge, PolicyGuard, definition};
 use sink::SessionSink;
 pub use undo::compensation_plan;
@@ -113,6 +113,19 @@ pub struct Resumed {
 }
 
 /// The planner's answer, validated and governed.
+/// Why a past plan cannot be proposed again.
+#[derive(Debug, thiserror::Error)]
+pub enum RerunError {
+    #[error("session {0} has no plan to re-run")]
+    NoPlan(SessionId),
+    #[error(
+        "the log keeps only the redacted arguments of {0} (they held a secret); type the request again instead"
+    )]
+    Redacted(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[derive(Debug, Clone)]
 pub enum Planned {
     Ready {
@@ -301,11 +314,16 @@ impl Runtime {
 
     /// Record server trouble in the session as it happens: exits, failed
     /// starts and garbage on stdout.
+    /// The watch ends with the session (the app moves to a new session
+    /// when a past plan is re-run).
     pub fn watch_servers(&self, session: &Arc<Session>) {
         let mut events = self.servers.subscribe();
-        let session = Arc::clone(session);
+        let session = Arc::downgrade(session);
         tokio::spawn(async move {
             while let Ok(event) = events.recv().await {
+                let Some(session) = session.upgrade() else {
+                    return;
+                };
                 let (server, message) = match event {
                     ServerEvent::Garbage { server, line } => (
                         server,
@@ -386,6 +404,53 @@ impl Runtime {
             }
             Proposal::Plan(plan) => plan,
         };
+        self.propose(session, plan).await
+    }
+
+    /// The plan a past session ended with, to propose again. Refused when
+    /// the log keeps only redacted arguments for some step: running
+    /// `[redacted]` would be wrong, and the secret is not in the log.
+    pub fn past_plan(&self, from: &str) -> Result<(SessionId, Plan), RerunError> {
+        let from = self.store.find_session(from)?;
+        let mut past = crate::session::SessionState::default();
+        for r in self.store.events(&from)? {
+            past.apply(&r);
+        }
+        let Some(plan) = past.plan else {
+            return Err(RerunError::NoPlan(from));
+        };
+        let hidden: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter(|s| {
+                serde_json::to_string(&s.args).is_ok_and(|a| a.contains(crate::session::REDACTED))
+            })
+            .map(|s| s.id.as_str())
+            .collect();
+        if !hidden.is_empty() {
+            return Err(RerunError::Redacted(hidden.join(", ")));
+        }
+        Ok((from, plan))
+    }
+
+    /// A past session's plan, proposed again in `session` as a new request:
+    /// validated against today's catalog and decided by today's policy;
+    /// none of the old run's approvals carry over.
+    pub async fn rerun(
+        &self,
+        session: &Session,
+        from: &SessionId,
+        plan: Plan,
+    ) -> Result<Planned, StoreError> {
+        session.record(Event::UserMessage {
+            text: format!("re-run the plan of session {from}: {}", plan.title),
+        })?;
+        self.propose(session, plan).await
+    }
+
+    /// Validate a plan against the live catalog, record it and policy's
+    /// decision on each step, and say so in the chat.
+    async fn propose(&self, session: &Session, plan: Plan) -> Result<Planned, StoreError> {
         let used: std::collections::BTreeSet<&str> = plan
             .steps
             .iter()

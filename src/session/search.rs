@@ -104,6 +104,9 @@ pub struct Query {
     /// The session's outcome: succeeded, failed, ..., or `interrupted`.
     pub status: Option<String>,
     pub limit: usize,
+    /// Leave out sessions in which nothing was asked (the app opened and
+    /// closed again).
+    pub skip_empty: bool,
 }
 
 /// One session found: what a list of them shows.
@@ -183,6 +186,9 @@ impl Store {
             let Some(mut f) = summary(&conn, &sid)? else {
                 continue;
             };
+            if q.skip_empty && f.title.is_none() {
+                continue;
+            }
             if let Some(since) = &q.since
                 && f.started_at.as_str() < since.as_str()
             {

@@ -2,7 +2,10 @@
 //! for display and turns keys into intents; whether an intent is allowed is
 //! the driver's business. What each key means is in `keys.rs`.
 
+mod history;
 mod keys;
+
+pub use history::{HistoryBrowser, LIST_LIMIT};
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -95,6 +98,8 @@ pub enum Modal {
     Planner {
         selected: usize,
     },
+    /// Past sessions, searched as you type.
+    History(HistoryBrowser),
 }
 
 /// One planner the user can switch to.
@@ -137,6 +142,14 @@ pub enum Intent {
     CancelRunning,
     CancelRun,
     SwitchPlanner(Option<String>),
+    /// Search past sessions for these words (none lists the newest).
+    SearchHistory(String),
+    /// Replay a past session, read-only.
+    OpenSession(String),
+    /// Leave the replay, back to the browser.
+    CloseReplay,
+    /// Propose a past session's plan again, as a new session.
+    Rerun(String),
     Quit,
 }
 
@@ -186,6 +199,9 @@ pub struct App {
     pub planning: Option<PlanningView>,
     pub planner_choices: Vec<PlannerChoice>,
     pub read_only: bool,
+    /// The last record folded in: the log and the live feed overlap when
+    /// a view is built, and a record is shown once.
+    last_seq: i64,
     ctrl_c_armed: bool,
     pub quit: bool,
 }
@@ -230,6 +246,7 @@ impl App {
             planning: None,
             planner_choices: Vec::new(),
             read_only: false,
+            last_seq: 0,
             ctrl_c_armed: false,
             quit: false,
         }
@@ -237,6 +254,10 @@ impl App {
 
     /// Fold one record into the view.
     pub fn apply(&mut self, record: &Record) {
+        if record.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = record.seq;
         self.state.apply(record);
         let ts = record.ts.get(11..19).unwrap_or(&record.ts).to_string();
         let entry = |who, text: String| {
@@ -247,6 +268,10 @@ impl App {
             })
         };
         let chat = match &record.event {
+            Event::SessionStarted { planner, .. } => {
+                self.planner = planner.clone();
+                None
+            }
             Event::UserMessage { text } => entry(Who::You, text.clone()),
             Event::AssistantMessage { text } => entry(Who::Bot, text.clone()),
             Event::ClarificationAsked { question } => entry(Who::Bot, question.clone()),
@@ -359,7 +384,11 @@ impl App {
     }
 
     fn cycle_focus(&mut self, forward: bool) {
-        let order = [Pane::Input, Pane::Plan, Pane::Chat, Pane::Audit];
+        let order: &[Pane] = if self.read_only {
+            &[Pane::Plan, Pane::Chat, Pane::Audit]
+        } else {
+            &[Pane::Input, Pane::Plan, Pane::Chat, Pane::Audit]
+        };
         let i = order.iter().position(|p| *p == self.focus).unwrap_or(0);
         let next = if forward {
             (i + 1) % order.len()

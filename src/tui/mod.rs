@@ -27,6 +27,8 @@ pub struct Options {
     pub mouse: bool,
     pub keys: std::collections::BTreeMap<String, String>,
     pub mode: String,
+    /// Open on the history browser (`opsbot history` at a terminal).
+    pub history: bool,
 }
 
 /// Leaves the terminal as it was found, however the app ends.
@@ -100,21 +102,163 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
             .map(|name| format!("planning with {name}"))
             .map_err(e),
         Intent::Quit => Ok(String::new()),
+        // The screen handles these itself; they never reach the driver.
+        Intent::SearchHistory(_)
+        | Intent::OpenSession(_)
+        | Intent::CloseReplay
+        | Intent::Rerun(_) => Ok(String::new()),
+    }
+}
+
+/// What the loop hears from background searches: the query and its answer.
+type SearchAnswer = (String, Result<Vec<crate::session::Found>, String>);
+
+/// The screen's state: the live session (its driver and view) and, while
+/// one is open, the read-only replay of a past session drawn in its place.
+struct Screen {
+    driver: Arc<Driver>,
+    live: App,
+    live_view: ui::View,
+    records: tokio::sync::broadcast::Receiver<crate::session::Record>,
+    replay: Option<(App, ui::View)>,
+    searches: tokio::sync::mpsc::UnboundedSender<SearchAnswer>,
+}
+
+impl Screen {
+    /// The app the user sees and types into.
+    fn shown(&mut self) -> (&mut App, &mut ui::View) {
+        match &mut self.replay {
+            Some((app, view)) => (app, view),
+            None => (&mut self.live, &mut self.live_view),
+        }
+    }
+
+    /// A view of the driver's session from its log, keeping what belongs
+    /// to the screen rather than the session (servers, typed requests).
+    fn live_app(&self, driver: &Driver) -> App {
+        let rt = driver.runtime();
+        let old = &self.live;
+        let mut app = App::new(
+            old.keys.clone(),
+            driver.session().id.to_string(),
+            rt.planner().name().to_string(),
+            old.mode.clone(),
+        );
+        app.servers = old.servers.clone();
+        app.breakers = old.breakers.clone();
+        app.history = old.history.clone();
+        app.planner_choices = old.planner_choices.clone();
+        if let Ok(past) = rt.store.events(&driver.session().id) {
+            for r in &past {
+                app.apply(r);
+            }
+        }
+        app
+    }
+
+    fn handle(&mut self, intent: Intent) {
+        match intent {
+            Intent::SearchHistory(text) => self.search(text),
+            Intent::OpenSession(id) => self.open(&id),
+            Intent::CloseReplay => self.replay = None,
+            Intent::Rerun(id) => self.rerun(&id),
+            intent => {
+                let result = execute(&self.driver, &intent);
+                self.shown().0.on_result(&intent, result);
+            }
+        }
+    }
+
+    /// Search off the event loop: typing never waits for the store.
+    fn search(&self, text: String) {
+        let store = Arc::clone(&self.driver.runtime().store);
+        let answers = self.searches.clone();
+        tokio::task::spawn_blocking(move || {
+            let query = crate::session::Query {
+                text: text.clone(),
+                limit: app::LIST_LIMIT,
+                skip_empty: true,
+                ..Default::default()
+            };
+            let found = store.search(&query).map_err(|e| e.to_string());
+            let _ = answers.send((text, found));
+        });
+    }
+
+    fn open(&mut self, id: &str) {
+        let store = &self.driver.runtime().store;
+        match store.find_session(id).and_then(|sid| store.events(&sid)) {
+            Ok(records) => {
+                let replay = App::replay(self.live.keys.clone(), id.to_string(), &records);
+                self.replay = Some((replay, ui::View::default()));
+            }
+            Err(e) => self.shown().0.flash = Some((e.to_string(), true)),
+        }
+    }
+
+    /// Re-run a past plan as a new session. The live session is reused
+    /// when nothing has happened in it yet; a running one is never left
+    /// behind unseen.
+    fn rerun(&mut self, from: &str) {
+        let rt = Arc::clone(self.driver.runtime());
+        if self.driver.is_busy() || self.live.running() {
+            self.shown().0.flash = Some((
+                "a plan is still running in this session: wait for it, or cancel it, before re-running another".into(),
+                true,
+            ));
+            return;
+        }
+        if let Err(e) = rt.past_plan(from) {
+            self.shown().0.flash = Some((e.to_string(), true));
+            return;
+        }
+        let state = self.driver.session().state();
+        let driver = if state.messages.is_empty() && state.plan.is_none() {
+            Arc::clone(&self.driver)
+        } else {
+            match rt.new_session(&self.driver.session().actor) {
+                Ok(session) => {
+                    rt.watch_servers(&session);
+                    Driver::new(Arc::clone(&rt), session, self.driver.mode())
+                }
+                Err(e) => {
+                    self.shown().0.flash = Some((format!("cannot start a new session: {e}"), true));
+                    return;
+                }
+            }
+        };
+        // Subscribe before anything is recorded; `App::apply` skips what
+        // the log already showed.
+        let records = driver.session().subscribe();
+        if let Err(e) = driver.rerun(from) {
+            self.shown().0.flash = Some((e.to_string(), true));
+            return;
+        }
+        self.live = self.live_app(&driver);
+        self.live_view = ui::View::default();
+        self.records = records;
+        self.driver = driver;
+        self.replay = None;
+        self.live.flash = Some((
+            format!(
+                "re-running the plan of {from}: policy decides afresh, approve each step again"
+            ),
+            false,
+        ));
     }
 }
 
 /// Run the app until the user quits.
 pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     let theme = theme::Theme::named(&options.theme);
-    let session = Arc::clone(driver.session());
     let rt = Arc::clone(driver.runtime());
-    let mut app = App::new(
+    let mut live = App::new(
         keymap::KeyMap::new(&options.keys),
-        session.id.to_string(),
+        driver.session().id.to_string(),
         rt.planner().name().to_string(),
         options.mode.clone(),
     );
-    app.planner_choices = rt
+    live.planner_choices = rt
         .planner_choices()
         .into_iter()
         .map(|(profile, name, detail)| app::PlannerChoice {
@@ -123,16 +267,25 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             detail,
         })
         .collect();
-    let planning = rt.planning();
-    let mut records = session.subscribe();
-    let mut server_events = rt.servers.subscribe();
     for (name, status) in rt.servers.statuses() {
-        app.servers.insert(name, status);
+        live.servers.insert(name, status);
     }
-    if let Ok(past) = rt.store.events(&session.id) {
-        for r in &past {
-            app.apply(r);
-        }
+    let planning = rt.planning();
+    let records = driver.session().subscribe();
+    let mut server_events = rt.servers.subscribe();
+    let (searches, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let mut screen = Screen {
+        driver: Arc::clone(&driver),
+        live,
+        live_view: ui::View::default(),
+        records,
+        replay: None,
+        searches,
+    };
+    screen.live = screen.live_app(&driver);
+    if options.history {
+        let intent = screen.live.open_history();
+        screen.handle(intent);
     }
 
     let mut terminal = ratatui::init();
@@ -148,74 +301,81 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             previous(info);
         }));
     }
-    let mut view = ui::View::default();
     let mut keys = EventStream::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(120));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    terminal.draw(|f| ui::draw(f, &mut app, &mut view, &theme))?;
+    let draw = |terminal: &mut ratatui::DefaultTerminal, screen: &mut Screen| {
+        terminal
+            .draw(|f| {
+                let (app, view) = screen.shown();
+                ui::draw(f, app, view, &theme)
+            })
+            .map(drop)
+    };
+    draw(&mut terminal, &mut screen)?;
 
-    while !app.quit {
+    while !screen.live.quit && !screen.replay.as_ref().is_some_and(|(a, _)| a.quit) {
         let mut dirty = true;
         tokio::select! {
             ev = keys.next() => match ev {
                 Some(Ok(TermEvent::Key(key))) if key.kind != KeyEventKind::Release => {
+                    let (app, _) = screen.shown();
                     app.flash = None;
                     if let Some(intent) = app.on_key(key) {
-                        let result = execute(&driver, &intent);
-                        app.on_result(&intent, result);
+                        screen.handle(intent);
                     }
                 }
-                Some(Ok(TermEvent::Mouse(m))) => app.on_mouse(m),
+                Some(Ok(TermEvent::Mouse(m))) => screen.shown().0.on_mouse(m),
                 Some(Ok(TermEvent::Resize(..))) => {}
                 Some(Ok(_)) => dirty = false,
                 Some(Err(e)) => return Err(e),
                 None => break,
             },
-            rec = records.recv() => match rec {
-                Ok(record) => app.apply(&record),
+            rec = screen.records.recv() => match rec {
+                Ok(record) => {
+                    screen.live.apply(&record);
+                    dirty = screen.replay.is_none();
+                }
                 Err(RecvError::Lagged(_)) => {
                     // Too far behind: rebuild the view from the store.
-                    let keys = app.keys.clone();
-                    let mut fresh = App::new(keys, app.session_id.clone(), app.planner.clone(), app.mode.clone());
-                    fresh.servers = std::mem::take(&mut app.servers);
-                    fresh.history = std::mem::take(&mut app.history);
-                    fresh.planner_choices = std::mem::take(&mut app.planner_choices);
-                    if let Ok(past) = rt.store.events(&session.id) {
-                        for r in &past {
-                            fresh.apply(r);
-                        }
-                    }
-                    app = fresh;
-                    view = ui::View::default();
+                    let driver = Arc::clone(&screen.driver);
+                    let mut fresh = screen.live_app(&driver);
+                    fresh.modal = screen.live.modal.take();
+                    screen.live = fresh;
+                    screen.live_view = ui::View::default();
                 }
                 Err(RecvError::Closed) => dirty = false,
             },
+            Some((text, found)) = answers.recv() => screen.live.show_found(&text, found),
             se = server_events.recv() => match se {
                 Ok(ServerEvent::Status { server, status }) => {
-                    app.servers.insert(server, status);
+                    screen.live.servers.insert(server, status);
                 }
                 Ok(ServerEvent::Breaker { server, state }) => {
-                    app.breakers.insert(server, state);
+                    screen.live.breakers.insert(server, state);
                 }
                 Ok(ServerEvent::Garbage { .. }) | Err(_) => dirty = false,
             },
             _ = ticker.tick() => {
-                app.tick += 1;
-                let was_busy = app.busy;
-                app.busy = driver.is_busy();
-                app.planning = planning.borrow().as_ref().map(|p| app::PlanningView {
+                let busy = screen.driver.is_busy();
+                let view = planning.borrow().as_ref().map(|p| app::PlanningView {
                     planner: p.planner.clone(),
                     elapsed: p.since.elapsed(),
                     phase: p.phase.clone(),
                 });
-                dirty = app.running() || app.busy || was_busy;
+                let live = &mut screen.live;
+                live.tick += 1;
+                let was_busy = live.busy;
+                live.busy = busy;
+                live.planning = view;
+                dirty = screen.replay.is_none() && (live.running() || live.busy || was_busy);
             }
         }
         if dirty {
-            terminal.draw(|f| ui::draw(f, &mut app, &mut view, &theme))?;
+            draw(&mut terminal, &mut screen)?;
         }
     }
-    driver.cancel_run();
+    screen.driver.cancel_run();
     let _ = std::io::stdout().flush();
     Ok(())
 }

@@ -18,6 +18,11 @@ impl App {
         if self.modal.is_some() {
             return self.on_modal_key(key);
         }
+        if self.read_only
+            && let Some(handled) = self.on_replay_key(key)
+        {
+            return handled;
+        }
         if self.focus == Pane::Input {
             return self.on_input_key(key);
         }
@@ -26,6 +31,8 @@ impl App {
             self.modal = Some(Modal::Help);
         } else if k.is("servers", &key) {
             self.modal = Some(Modal::Servers);
+        } else if k.is("history", &key) {
+            return Some(self.open_history());
         } else if k.is("planner", &key) {
             if self.read_only {
                 self.flash = Some(("a replay cannot change the planner".into(), true));
@@ -105,7 +112,9 @@ impl App {
 
     fn on_input_key(&mut self, key: KeyEvent) -> Option<Intent> {
         let alt = key.modifiers.contains(KeyModifiers::ALT);
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
+            KeyCode::Char('r') if ctrl => return Some(self.open_history()),
             KeyCode::Enter if alt || key.modifiers.contains(KeyModifiers::SHIFT) => {
                 self.input.insert_newline();
             }
@@ -271,6 +280,7 @@ impl App {
                 }
                 None
             }
+            Modal::History(_) => self.on_history_key(key),
             Modal::QuitConfirm => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
                     self.quit = true;

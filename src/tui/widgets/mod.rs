@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod chat;
+pub mod history;
 pub mod modal;
 pub mod plan;
 pub mod status;

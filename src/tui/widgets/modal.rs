@@ -80,6 +80,10 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                 (keys.label("filter"), "audit: filter by kind"),
                 (keys.label("servers"), "servers and their last errors"),
                 (
+                    keys.label("history"),
+                    "past sessions (ctrl-r when typing): search, replay, re-run",
+                ),
+                (
                     keys.label("planner"),
                     "choose the planner: runbooks or an LLM profile",
                 ),
@@ -178,6 +182,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                 r,
             );
         }
+        Modal::History(browser) => super::history::draw(f, area, browser, theme),
         Modal::QuitConfirm => {
             let r = centered(area, 56, 4);
             f.render_widget(Clear, r);

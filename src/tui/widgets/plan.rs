@@ -90,10 +90,15 @@ pub fn glyph(st: Option<&StepState>, tick: u64, theme: &Theme) -> (String, Style
     }
 }
 
-fn tail(st: Option<&StepState>, theme: &Theme) -> Span<'static> {
+/// A replay says what a step was waiting for, not what to do about it.
+fn tail(st: Option<&StepState>, replay: bool, theme: &Theme) -> Span<'static> {
     let Some(st) = st else { return Span::raw("") };
     let gated = st.decision.as_ref().and_then(Decision::gate).is_some();
     match st.status() {
+        StepStatus::Pending | StepStatus::AwaitingApproval if st.interrupted && replay => {
+            Span::styled("interrupted", theme.warn)
+        }
+        StepStatus::AwaitingApproval if replay => Span::styled("was awaiting approval", theme.warn),
         StepStatus::Pending | StepStatus::AwaitingApproval if st.interrupted => {
             Span::styled("interrupted: approve", theme.warn)
         }
@@ -265,7 +270,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme, focused: bool) 
                 format!("{:<22} ", crate::text::truncate(&step.tool, 22)),
                 theme.muted,
             ),
-            tail(st, theme),
+            tail(st, app.read_only, theme),
         ]);
         if i == app.selected {
             row = row.style(theme.selection);

@@ -10,6 +10,9 @@ use crate::tui::app::{App, Pane};
 use crate::tui::theme::Theme;
 
 pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    if app.read_only {
+        return draw_replay_status(f, area, app, theme);
+    }
     let enabled: Vec<&ServerStatus> = app
         .servers
         .values()
@@ -66,9 +69,6 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         spans.push(Span::styled(usage, theme.muted));
     }
-    if app.read_only {
-        spans.push(Span::styled(" │ read-only replay", theme.warn));
-    }
     if let Some((msg, error)) = &app.flash {
         spans.push(Span::styled(
             format!(" │ {msg}"),
@@ -80,11 +80,46 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// A replay says whose session it is and when it ran, not the live
+/// servers: nothing in it can reach them.
+fn draw_replay_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let started = app
+        .audit
+        .front()
+        .map(|r| r.ts.get(..16).unwrap_or(&r.ts).replace('T', " "))
+        .unwrap_or_default();
+    let mut spans = vec![
+        Span::styled(" ◷ read-only replay", theme.warn),
+        Span::styled(
+            format!(
+                " │ session {} │ started {started} by {} │ planner {}",
+                app.session_id, app.state.actor, app.planner
+            ),
+            theme.muted,
+        ),
+    ];
+    if let Some((msg, error)) = &app.flash {
+        spans.push(Span::styled(
+            format!(" │ {msg}"),
+            if *error { theme.error } else { theme.accent },
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
 pub fn key_hints(app: &App) -> String {
     let k = |a: &str| app.keys.label(a);
+    if app.read_only {
+        return format!(
+            " {} re-run as a new session · esc back to the list · {} panes · ↑↓ move · {} help ",
+            k("rerun"),
+            k("next_pane"),
+            k("help")
+        );
+    }
     match app.focus {
         Pane::Input => format!(
-            " enter send · alt-enter newline · ↑↓ history · {} panes · esc plan · ctrl-c cancel/quit ",
+            " enter send · alt-enter newline · ↑↓ recall · ctrl-r past sessions · {} panes · esc plan · ctrl-c cancel/quit ",
             k("next_pane")
         ),
         Pane::Plan => format!(
