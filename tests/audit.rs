@@ -449,3 +449,72 @@ fn a_session_report_reads_as_markdown() {
         .collect();
     insta::assert_snapshot!(report::markdown(&records));
 }
+
+/// A past plan comes back whole for a re-run, with policy deciding afresh
+/// and nothing approved; a session without a plan, or whose arguments the
+/// log keeps only redacted, is refused with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_past_plan_is_re_run_only_from_real_arguments() {
+    use opsbot::plan::{Plan, Step};
+    use opsbot::runtime::Planned;
+    let home = Home::new();
+    let rt = runtime(&home);
+
+    let empty = rt.new_session("alice").expect("session");
+    let refused = rt.past_plan(empty.id.as_str()).expect_err("no plan");
+    assert_eq!(
+        refused.to_string(),
+        format!("session {} has no plan to re-run", empty.id)
+    );
+
+    let secretive = rt.new_session("alice").expect("session");
+    let with_secret = Plan {
+        title: "notify with a password".into(),
+        steps: vec![Step::new(
+            "post",
+            "chat.notify",
+            args(serde_json::json!({"channel": "#ops", "text": "hi", "password": "hunter2"})),
+        )],
+    };
+    secretive
+        .record(Event::PlanProposed { plan: with_secret })
+        .expect("record");
+    let refused = rt.past_plan(secretive.id.as_str()).expect_err("redacted");
+    assert!(
+        refused.to_string().contains("redacted arguments of post"),
+        "{refused}"
+    );
+
+    let past = rt.new_session("alice").expect("session");
+    let plan = Plan {
+        title: "tell ops".into(),
+        steps: vec![Step::new(
+            "post",
+            "chat.notify",
+            args(serde_json::json!({"channel": "#ops", "text": "deploy done"})),
+        )],
+    };
+    past.record(Event::PlanProposed { plan: plan.clone() })
+        .expect("record");
+    let (from, again) = rt
+        .past_plan(&past.id.as_str()[..17])
+        .expect("a prefix will do");
+    assert_eq!(from, past.id);
+    assert_eq!(again, plan);
+
+    let fresh = rt.new_session("bob").expect("session");
+    let planned = rt.rerun(&fresh, &from, again).await.expect("rerun");
+    assert!(matches!(planned, Planned::Ready { .. }));
+    let records = home.store().events(&fresh.id).expect("events");
+    assert!(records.iter().any(|r| matches!(&r.event,
+        Event::UserMessage { text } if *text == format!("re-run the plan of session {from}: tell ops"))));
+    assert!(records.iter().any(|r| matches!(&r.event,
+        Event::PolicyDecision { step, .. } if step.as_str() == "post")));
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(r.event, Event::Approved { .. } | Event::StepStarted { .. })),
+        "nothing is approved or run by proposing"
+    );
+    rt.servers.shutdown().await;
+}

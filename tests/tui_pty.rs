@@ -304,3 +304,134 @@ fn the_planner_is_switched_in_the_app_and_an_unreachable_llm_falls_back() {
             .any(|r| matches!(&r.event, Event::LlmCall { status, .. } if status == "unreachable"))
     );
 }
+
+/// `opsbot history` at a terminal opens the browser: typing narrows the
+/// list, enter replays a session read-only, R proposes its plan again as a
+/// new session that policy and approvals govern afresh; H in the app lists
+/// the live session too.
+#[test]
+fn history_browser_searches_replays_and_re_runs() {
+    let home = Home::new();
+    for request in ["deploy checkout to staging", "deploy payments to staging"] {
+        let out = home.run(&["run", "-y", request], &[("OPSBOT_SANDBOX_LATENCY", "0")]);
+        assert_exit(&out, 0);
+    }
+    let store = home.store();
+    let past = store.list_sessions(10).expect("list");
+    assert_eq!(past.len(), 2);
+    let payments = past
+        .iter()
+        .find(|s| s.title.as_deref().is_some_and(|t| t.contains("payments")))
+        .expect("the payments session")
+        .id
+        .clone();
+    let payments_events = store.events(&payments).expect("events");
+
+    let t = Tmux::start_with(&home, "", "history", "history");
+    let list = t.wait_for("history · type to search", None);
+    let list = if list.contains("2 sessions") {
+        list
+    } else {
+        t.wait_for("2 sessions", None)
+    };
+    assert!(list.contains("deploy checkout → staging"), "{list}");
+    assert!(list.contains("✓ succeeded"), "{list}");
+
+    t.type_text("paym");
+    let narrowed = t.wait_for("1 session", None);
+    assert!(narrowed.contains("deploy payments → staging"), "{narrowed}");
+    assert!(!narrowed.contains("checkout"), "{narrowed}");
+
+    t.keys(&["Enter"]);
+    let replay = t.wait_for("read-only replay", None);
+    assert!(replay.contains(payments.as_str()), "{replay}");
+    assert!(replay.contains("Run succeeded"), "{replay}");
+    t.keys(&["a"]);
+    t.wait_for("a replay is read-only", None);
+    t.keys(&["Escape"]);
+    t.wait_for("history · type to search", None);
+    t.keys(&["Enter"]);
+    t.wait_for("read-only replay", None);
+    t.keys(&["R"]);
+    t.wait_for("re-running the plan of", None);
+    let done = t.wait_for("Run succeeded", Some("A"));
+    assert!(!done.contains("read-only replay"), "{done}");
+
+    // The app's own keys list this session among the others: H from a
+    // pane, ctrl-r while typing.
+    t.keys(&["H"]);
+    let here = t.wait_for("(this session)", None);
+    assert!(here.contains("3 sessions"), "{here}");
+    t.keys(&["Escape"]);
+    t.wait_for("approve ready", None);
+    t.keys(&["i"]);
+    t.wait_for("enter send", None);
+    t.keys(&["C-r"]);
+    t.wait_for("(this session)", None);
+    t.keys(&["Escape"]);
+    t.wait_for("enter send", None);
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+    let start = Instant::now();
+    while !t.pane_dead() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the app did not quit:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let sessions = store.list_sessions(10).expect("list");
+    assert_eq!(sessions.len(), 3, "the re-run is a session of its own");
+    let rerun = store.events(&sessions[0].id).expect("events");
+    let asked = rerun.iter().find_map(|r| match &r.event {
+        Event::UserMessage { text } => Some(text.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        asked.as_deref(),
+        Some(format!("re-run the plan of session {payments}: deploy payments → staging").as_str())
+    );
+    let plan_of = |records: &[opsbot::session::Record]| {
+        records.iter().find_map(|r| match &r.event {
+            Event::PlanProposed { plan } => Some(plan.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(plan_of(&rerun), plan_of(&payments_events), "the same plan");
+    // Policy decided afresh, and every step was approved again in the new
+    // session before it started.
+    for step in &plan_of(&rerun).expect("plan").steps {
+        let decided = position(
+            &rerun,
+            |e| matches!(e, Event::PolicyDecision { step: s, .. } if *s == step.id),
+        );
+        let started = position(
+            &rerun,
+            |e| matches!(e, Event::StepStarted { step: s, .. } if *s == step.id),
+        );
+        assert!(decided.is_some() && decided < started, "{}", step.id);
+    }
+    assert!(
+        rerun
+            .iter()
+            .any(|r| matches!(r.event, Event::Approved { .. }))
+    );
+    assert!(matches!(
+        rerun.last().map(|r| &r.event),
+        Some(Event::RunFinished {
+            outcome: Outcome::Succeeded,
+            ..
+        })
+    ));
+    assert_eq!(
+        store.events(&payments).expect("events"),
+        payments_events,
+        "the replayed session is untouched"
+    );
+    assert!(matches!(
+        store.verify().expect("verify"),
+        opsbot::session::ChainReport::Whole { .. }
+    ));
+}

@@ -88,21 +88,20 @@ fn draw_replay_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .front()
         .map(|r| r.ts.get(..16).unwrap_or(&r.ts).replace('T', " "))
         .unwrap_or_default();
-    let mut spans = vec![
-        Span::styled(" ◷ read-only replay", theme.warn),
-        Span::styled(
+    let mut spans = vec![Span::styled(" ◷ read-only replay", theme.warn)];
+    // A message stands in for the details, so a narrow line still shows it.
+    match &app.flash {
+        Some((msg, error)) => spans.push(Span::styled(
+            format!(" │ {msg}"),
+            if *error { theme.error } else { theme.accent },
+        )),
+        None => spans.push(Span::styled(
             format!(
                 " │ session {} │ started {started} by {} │ planner {}",
                 app.session_id, app.state.actor, app.planner
             ),
             theme.muted,
-        ),
-    ];
-    if let Some((msg, error)) = &app.flash {
-        spans.push(Span::styled(
-            format!(" │ {msg}"),
-            if *error { theme.error } else { theme.accent },
-        ));
+        )),
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
