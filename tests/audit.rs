@@ -518,3 +518,51 @@ async fn a_past_plan_is_re_run_only_from_real_arguments() {
     );
     rt.servers.shutdown().await;
 }
+
+/// `opsbot audit prune` cuts old sessions by size and gives the space back:
+/// the file shrinks, and what is left still verifies.
+#[test]
+fn prune_from_the_command_line_compacts_the_file() {
+    let home = Home::new();
+    {
+        let store = std::sync::Arc::new(home.store());
+        for i in 0..12 {
+            let s =
+                opsbot::session::Session::start(std::sync::Arc::clone(&store), "alice", "runbook")
+                    .expect("session");
+            s.record(Event::UserMessage {
+                text: format!("request {i}"),
+            })
+            .expect("record");
+            // Varied text, so the file cannot compress it away.
+            let bulk: String = (0..60_000)
+                .map(|n| format!("{:x} ", (n * 7919 + i) % 251))
+                .collect();
+            s.record(Event::Note { text: bulk }).expect("record");
+        }
+    }
+    let db = home.path().join("data/opsbot.db");
+    let before = std::fs::metadata(&db).expect("db").len();
+    let config = home.write_config("small.toml", "[audit]\nretention_max_mib = 1\n");
+    let out = home.run(
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "audit",
+            "prune",
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("pruned "), "{text}");
+    assert!(text.contains("compacted"), "{text}");
+    let after = std::fs::metadata(&db).expect("db").len();
+    assert!(after < before / 2, "{before} → {after} bytes: {text}");
+    let (code, report) = verify(&home);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        home.store().list_sessions(100).expect("list").len() < 12,
+        "{text}"
+    );
+}

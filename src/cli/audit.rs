@@ -31,7 +31,7 @@ pub enum AuditCommand {
         output: Option<PathBuf>,
     },
     /// Prune old sessions now, as [audit] retention_days / retention_max_mib
-    /// say (the app also does this when it starts).
+    /// say (the app also does this when it starts), then compact the file.
     Prune,
 }
 
@@ -122,6 +122,20 @@ pub fn run(
                     "pruned {} sessions ({} events, up to #{}); `opsbot audit verify` checks the rest from there",
                     r.sessions, r.events, r.upto_seq
                 );
+                // The app only prunes (freed pages are reused); here the
+                // user asked, so give the space back to the disk too.
+                match store.compact() {
+                    Ok((before, after)) => println!(
+                        "compacted {}: {:.1} MiB → {:.1} MiB",
+                        db.display(),
+                        before as f64 / 1048576.0,
+                        after as f64 / 1048576.0
+                    ),
+                    Err(e) => println!(
+                        "could not compact {} now ({e}); the freed space will be reused",
+                        db.display()
+                    ),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

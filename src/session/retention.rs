@@ -120,6 +120,23 @@ impl Store {
         })
     }
 
+    /// Give freed pages back to the disk (VACUUM). Returns the file's size
+    /// before and after. Fails, changing nothing, while another process
+    /// is writing the log.
+    pub fn compact(&self) -> Result<(u64, u64), StoreError> {
+        let conn = self.conn();
+        let size = |conn: &rusqlite::Connection| -> Result<u64, StoreError> {
+            Ok(conn.query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        };
+        let before = size(&conn)?;
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok((before, size(&conn)?))
+    }
+
     /// Where verification starts: after the last pruned record, from its
     /// hash; or at the beginning.
     pub(super) fn chain_start(&self) -> Result<Option<(i64, String, i64)>, StoreError> {
