@@ -218,6 +218,32 @@ fn main() {
         per_query.join(", ")
     );
 
+    // The TUI browser: a list of up to 200 sessions, searched again at
+    // every keystroke of "payments production".
+    let typed = "payments production";
+    let mut keystrokes = Vec::new();
+    for _ in 0..(rounds / 3).max(1) {
+        for end in 0..=typed.len() {
+            let q = Query {
+                text: typed[..end].into(),
+                limit: opsbot::tui::app::LIST_LIMIT,
+                skip_empty: true,
+                ..Query::default()
+            };
+            let start = Instant::now();
+            let found = store.search(&q).expect("search");
+            keystrokes.push(start.elapsed());
+            assert!(!found.is_empty(), "{}", &typed[..end]);
+        }
+    }
+    println!(
+        "history browser, {} sessions listed per keystroke: p50 {:.2} ms, p99 {:.2} ms over {} keystrokes",
+        opsbot::tui::app::LIST_LIMIT,
+        ms(percentile(keystrokes.clone(), 0.5)),
+        ms(percentile(keystrokes.clone(), 0.99)),
+        keystrokes.len()
+    );
+
     let mut opens = Vec::new();
     let step = (sessions / 200).max(1);
     for id in ids.iter().step_by(step) {

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod runtime;
 pub mod sandbox;
 pub mod secrets;
+pub mod serve;
 pub mod session;
 pub mod text;
 pub mod tui;

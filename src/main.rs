@@ -59,6 +59,10 @@ enum Command {
         #[command(subcommand)]
         command: cli::policy::PolicyCommand,
     },
+    /// Serve every server's tools as one MCP server (stdio, or streamable
+    /// HTTP with --http), each call governed by policy, approvals and the
+    /// audit log.
+    Serve(cli::serve::ServeArgs),
     /// Store or remove an LLM profile's API key in the OS keyring.
     Auth {
         #[command(subcommand)]
@@ -91,7 +95,7 @@ fn main() -> ExitCode {
     if browse
         || matches!(
             cli.command,
-            None | Some(Command::Run(_)) | Some(Command::Auth { .. })
+            None | Some(Command::Run(_)) | Some(Command::Auth { .. }) | Some(Command::Serve(_))
         )
     {
         opsbot::secrets::use_platform_store();
@@ -116,6 +120,9 @@ fn main() -> ExitCode {
                     cli.as_user.as_deref(),
                 )
                 .await
+            }
+            Some(Command::Serve(args)) => {
+                cli::serve::run(paths, cli.config.as_deref(), args, cli.as_user.as_deref()).await
             }
             Some(Command::Tools { json }) => {
                 cli::tools::run(paths, cli.config.as_deref(), json).await

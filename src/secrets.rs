@@ -90,6 +90,12 @@ pub fn api_key(profile: &str, env_var: Option<&str>) -> (Option<String>, KeySour
     found
 }
 
+/// The bearer token `opsbot serve --http` requires beyond loopback: the
+/// keyring's entry `serve`, else `OPSBOT_SERVE_TOKEN`.
+pub fn serve_token() -> Option<String> {
+    api_key("serve", Some("OPSBOT_SERVE_TOKEN")).0
+}
+
 /// Secret values this process has read: redacted wherever they would be
 /// stored or shown.
 static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());

@@ -50,12 +50,14 @@ fn read_hidden(prompt: &str) -> anyhow::Result<String> {
 
 pub fn run(paths: &Paths, config: Option<&Path>, command: AuthCommand) -> anyhow::Result<ExitCode> {
     let loaded = opsbot::config::load(paths, config)?;
-    let known = |p: &str| loaded.config.llm.profiles.contains_key(p);
+    // `serve` is the bearer token `opsbot serve --http` asks for beyond
+    // loopback; every other name is an LLM profile.
+    let known = |p: &str| p == "serve" || loaded.config.llm.profiles.contains_key(p);
     match command {
         AuthCommand::Set { profile } => {
             if !known(&profile) {
                 anyhow::bail!(
-                    "no LLM profile `{profile}`: add [llm.profiles.{profile}] to your config first"
+                    "no LLM profile `{profile}`: add [llm.profiles.{profile}] to your config first (or use `serve` for the token of opsbot serve --http)"
                 );
             }
             let key = read_hidden(&format!("API key for `{profile}` (not shown): "))?;

@@ -7,6 +7,7 @@ pub mod history;
 pub mod policy;
 pub mod print;
 pub mod run;
+pub mod serve;
 pub mod tools;
 
 use std::path::Path;

@@ -306,6 +306,29 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
     {
         return Err(invalid_at(layers, "audit", e.to_string()));
     }
+    let sep = &config.serve.separator;
+    if sep.is_empty() || sep.chars().any(char::is_whitespace) {
+        return Err(invalid_at(
+            layers,
+            "serve",
+            format!(
+                "`separator` is {sep:?}; it must be one or more characters without spaces, e.g. \".\" or \"__\""
+            ),
+        ));
+    }
+    if let Some(server) = config
+        .servers
+        .keys()
+        .find(|name| name.contains(sep.as_str()))
+    {
+        return Err(invalid_at(
+            layers,
+            "serve",
+            format!(
+                "`separator` {sep:?} appears in the server name `{server}`, so served tool names would be ambiguous; choose another separator"
+            ),
+        ));
+    }
     for (name, runbook) in &config.runbooks {
         let header = format!("runbooks.{name}");
         let ids: Vec<&str> = runbook.steps.iter().map(|s| s.id.as_str()).collect();

@@ -24,6 +24,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub engine: EngineConfig,
     pub audit: AuditConfig,
+    pub serve: ServeConfig,
     /// Compensating calls by tool: how to undo a finished step when a plan
     /// fails after it, e.g. `k8s.deploy` → `k8s.rollback`.
     pub compensations: BTreeMap<String, Compensation>,
@@ -302,6 +303,29 @@ pub struct AuditConfig {
     /// The oldest sessions are pruned while the log is larger than this
     /// many MiB (0: no limit).
     pub retention_max_mib: u64,
+}
+
+/// `opsbot serve`: every server's tools as one MCP server, governed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Between a server's name and its tool's in the names clients see
+    /// (`k8s.deploy`); some clients accept only letters, digits, `_` and
+    /// `-` in tool names: use `__` for them.
+    pub separator: String,
+    /// How long a call that needs approval waits for one, in seconds: from
+    /// the client (elicitation) or from an opsbot app on the same data
+    /// directory. Then it is refused.
+    pub approval_timeout_secs: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            separator: ".".into(),
+            approval_timeout_secs: 120,
+        }
+    }
 }
 
 /// How to undo one tool's effect. `args` values may use `${args.NAME}` (the

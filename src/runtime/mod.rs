@@ -450,7 +450,7 @@ impl Runtime {
 
     /// Validate a plan against the live catalog, record it and policy's
     /// decision on each step, and say so in the chat.
-    async fn propose(&self, session: &Session, plan: Plan) -> Result<Planned, StoreError> {
+    pub async fn propose(&self, session: &Session, plan: Plan) -> Result<Planned, StoreError> {
         let used: std::collections::BTreeSet<&str> = plan
             .steps
             .iter()

@@ -113,6 +113,14 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             format!("{step} was running when opsbot stopped"),
         ),
         Event::SessionResumed { by } => ("resumed", format!("session reopened by {by}")),
+        Event::ClientConnected {
+            name,
+            version,
+            transport,
+        } => (
+            "client",
+            format!("MCP client {name} {version} connected over {transport}"),
+        ),
         Event::ServerProblem { server, message } => ("server", format!("{server}: {message}")),
         Event::RunFinished { outcome, summary } => {
             ("finished", format!("{}: {summary}", outcome.as_str()))

@@ -120,6 +120,13 @@ pub enum Event {
         step: StepId,
     },
     /// The session was reopened after it was interrupted.
+    /// An MCP client connected to `opsbot serve`; its calls make up the
+    /// session.
+    ClientConnected {
+        name: String,
+        version: String,
+        transport: String,
+    },
     SessionResumed {
         by: String,
     },
@@ -186,6 +193,7 @@ impl Event {
             Event::StepSkipped { .. } => "step_skipped",
             Event::StepRetrying { .. } => "step_retrying",
             Event::StepInterrupted { .. } => "step_interrupted",
+            Event::ClientConnected { .. } => "client_connected",
             Event::SessionResumed { .. } => "session_resumed",
             Event::ServerProblem { .. } => "server_problem",
             Event::RunFinished { .. } => "run_finished",

@@ -240,7 +240,7 @@ impl SessionState {
                 }
             }
             Event::RunFinished { outcome, .. } => self.outcome = Some(*outcome),
-            Event::ServerProblem { .. } | Event::Note { .. } => {}
+            Event::ServerProblem { .. } | Event::Note { .. } | Event::ClientConnected { .. } => {}
         }
     }
 

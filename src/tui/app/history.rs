@@ -9,7 +9,7 @@ use super::{App, Intent, Modal, Pane};
 use crate::session::Found;
 
 /// How many sessions the browser lists for one query.
-pub const LIST_LIMIT: usize = 200;
+pub const LIST_LIMIT: usize = 100;
 
 pub struct HistoryBrowser {
     pub query: TextArea<'static>,

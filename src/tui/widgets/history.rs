@@ -80,7 +80,9 @@ pub fn draw(f: &mut Frame, area: Rect, browser: &mut HistoryBrowser, theme: &The
     let count = match browser.found.len() {
         0 => String::new(),
         1 => "1 session".to_string(),
-        n if n >= crate::tui::app::LIST_LIMIT => format!("the newest {n} sessions"),
+        n if n >= crate::tui::app::LIST_LIMIT => {
+            format!("the newest {n} sessions · type to narrow")
+        }
         n => format!("{n} sessions"),
     };
     let state = if browser.current {

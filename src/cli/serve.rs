@@ -1,0 +1,40 @@
+//! `opsbot serve`: opsbot as an MCP server, on stdio or streamable HTTP.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use opsbot::paths::Paths;
+use opsbot::runtime::Runtime;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Speak streamable HTTP on this address (e.g. 127.0.0.1:8765) instead
+    /// of stdio. Any address but loopback needs a bearer token.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+}
+
+pub async fn run(
+    paths: Paths,
+    config: Option<&Path>,
+    args: ServeArgs,
+    as_user: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let rt = Arc::new(Runtime::start(paths, config)?);
+    let actor = rt.actor(as_user)?;
+    let result = match &args.http {
+        None => opsbot::serve::stdio(Arc::clone(&rt), actor).await,
+        Some(addr) => {
+            let token = opsbot::secrets::serve_token();
+            opsbot::serve::http(Arc::clone(&rt), actor, addr, token, |bound| {
+                eprintln!("opsbot serves MCP at http://{bound}/mcp");
+            })
+            .await
+        }
+    };
+    rt.servers.shutdown().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}

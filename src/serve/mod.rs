@@ -1,0 +1,118 @@
+//! `opsbot serve`: opsbot as one MCP server over the union of its servers'
+//! tools, for other AI clients. Every call goes through the same policy,
+//! approvals, engine and audit log as in the app.
+
+mod approval;
+mod names;
+mod proxy;
+
+use std::sync::Arc;
+
+use axum::response::IntoResponse;
+use rmcp::ServiceExt;
+
+pub use proxy::Proxy;
+
+use crate::runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the MCP client could not be served: {0}")]
+    Start(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{0} is not a loopback address: serving beyond this machine needs a bearer token; store one with `opsbot auth set serve` (or set OPSBOT_SERVE_TOKEN), and clients send it as `Authorization: Bearer …`"
+    )]
+    NeedsToken(String),
+}
+
+/// Serve one client on stdin/stdout until it disconnects.
+pub async fn stdio(rt: Arc<Runtime>, actor: String) -> Result<(), ServeError> {
+    let running = Proxy::new(rt, actor, "stdio")
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    Ok(())
+}
+
+/// Serve streamable HTTP at `addr` (path `/mcp`), one session per client
+/// session, until the process ends. Loopback needs nothing more; any other
+/// address needs `token`, which every request must carry as a bearer token.
+/// `bound` hears the address actually bound (port 0 picks one).
+pub async fn http(
+    rt: Arc<Runtime>,
+    actor: String,
+    addr: &str,
+    token: Option<String>,
+    bound: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    let listen = |source| ServeError::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let socket: std::net::SocketAddr = addr.parse().map_err(|e| {
+        listen(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{e}; give an IP and a port, e.g. 127.0.0.1:8765"),
+        ))
+    })?;
+    let loopback = socket.ip().is_loopback();
+    if !loopback && token.is_none() {
+        return Err(ServeError::NeedsToken(addr.to_string()));
+    }
+    let mut config = StreamableHttpServerConfig::default();
+    if !loopback {
+        // DNS rebinding is what the Host check guards against; beyond
+        // loopback every request must carry the token instead.
+        config = config.disable_allowed_hosts();
+    }
+    let service = StreamableHttpService::new(
+        move || {
+            Ok(Proxy::new(
+                Arc::clone(&rt),
+                actor.clone(),
+                "streamable HTTP",
+            ))
+        },
+        LocalSessionManager::default().into(),
+        config,
+    );
+    let expected = token.map(|t| format!("Bearer {t}"));
+    let router =
+        axum::Router::new()
+            .route_service("/mcp", service)
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let expected = expected.clone();
+                    async move {
+                        let given = req
+                            .headers()
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        match &expected {
+                            Some(e) if given != Some(e.as_str()) => {
+                                axum::http::StatusCode::UNAUTHORIZED.into_response()
+                            }
+                            _ => next.run(req).await,
+                        }
+                    }
+                },
+            ));
+    let listener = tokio::net::TcpListener::bind(socket)
+        .await
+        .map_err(listen)?;
+    bound(listener.local_addr().map_err(listen)?);
+    axum::serve(listener, router).await.map_err(listen)
+}

@@ -1,0 +1,398 @@
+//! The MCP server other clients talk to. Each connection is one session in
+//! the log; each `tools/call` is a one-step plan that goes through policy,
+//! approval and the engine exactly as a step planned in the app would.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, ServerHandler};
+
+use super::approval::{self, Granted, Refused};
+use super::names;
+use crate::engine::Approvals;
+use crate::mcp::ServerEvent;
+use crate::plan::{Plan, Step, StepId};
+use crate::policy::{Decision, args_hash};
+use crate::runtime::{Planned, Runtime};
+use crate::session::{Event, Session, StepStatus};
+
+/// One client connection.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rt: Arc<Runtime>,
+    actor: String,
+    transport: &'static str,
+    session: Mutex<Option<Arc<Session>>>,
+    calls: AtomicU64,
+}
+
+fn internal(e: impl std::fmt::Display) -> McpError {
+    McpError::internal_error(e.to_string(), None)
+}
+
+fn refusal(text: String) -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(text)]).into()
+}
+
+impl Proxy {
+    pub fn new(rt: Arc<Runtime>, actor: String, transport: &'static str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                rt,
+                actor,
+                transport,
+                session: Mutex::new(None),
+                calls: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn separator(&self) -> &str {
+        &self.inner.rt.config.config.serve.separator
+    }
+
+    /// "name version" of the client, as it introduced itself.
+    fn client(peer: &Peer<RoleServer>) -> (String, String) {
+        peer.peer_info()
+            .map(|i| {
+                (
+                    i.client_info.name.to_string(),
+                    i.client_info.version.to_string(),
+                )
+            })
+            .unwrap_or_else(|| ("an MCP client".into(), String::new()))
+    }
+
+    /// The connection's session, started the first time it is needed.
+    fn session(&self, peer: &Peer<RoleServer>) -> Result<Arc<Session>, McpError> {
+        let mut slot = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slot.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let session = self
+            .inner
+            .rt
+            .new_session(&self.inner.actor)
+            .map_err(internal)?;
+        let (name, version) = Self::client(peer);
+        session
+            .record(Event::ClientConnected {
+                name,
+                version,
+                transport: self.inner.transport.into(),
+            })
+            .map_err(internal)?;
+        *slot = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// The tools this actor may use: every connected server's, minus those
+    /// policy denies whatever the arguments (roles, quarantined pins).
+    fn visible(&self, session: &Session) -> Vec<rmcp::model::Tool> {
+        let rt = &self.inner.rt;
+        let catalog = rt.servers.catalog();
+        let probe = Plan {
+            title: "tools/list".into(),
+            steps: catalog
+                .iter()
+                .map(|t| Step::new(t.qualified(), t.qualified(), Default::default()))
+                .collect(),
+        };
+        let denied: std::collections::HashSet<StepId> = rt
+            .decide_plan(session, &probe, &catalog)
+            .into_iter()
+            .filter(|(_, d)| d.is_denied())
+            .map(|(id, _)| id)
+            .collect();
+        catalog
+            .iter()
+            .filter(|t| !denied.contains(&StepId::new(t.qualified())))
+            .map(|t| names::definition(t, self.separator()))
+            .collect()
+    }
+
+    async fn call(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let rt = Arc::clone(&self.inner.rt);
+        let session = self.session(&ctx.peer)?;
+        let (client, _) = Self::client(&ctx.peer);
+        rt.servers.wait_settled().await;
+        let catalog = rt.servers.catalog();
+        let Some(tool) = names::resolve(&request.name, &catalog, self.separator()) else {
+            return Ok(refusal(format!(
+                "opsbot has no tool `{}`; tools/list shows the tools you may use",
+                request.name
+            )));
+        };
+        let n = self.inner.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let step = Step::new(
+            format!("call-{n}"),
+            tool.qualified(),
+            request.arguments.clone().unwrap_or_default(),
+        );
+        let id = step.id.clone();
+        session
+            .record(Event::UserMessage {
+                text: format!(
+                    "{client} calls {} {}",
+                    step.tool,
+                    crate::session::compact(&step.args, 400)
+                ),
+            })
+            .map_err(internal)?;
+        let plan = Plan {
+            title: format!("{} for {client}", step.tool),
+            steps: vec![step],
+        };
+        let (plan, decisions) = match rt.propose(&session, plan).await.map_err(internal)? {
+            Planned::Ready { plan, decisions } => (plan, decisions),
+            Planned::Invalid(errors) => {
+                return Ok(refusal(format!(
+                    "opsbot did not run the call: {}",
+                    errors.join("; ")
+                )));
+            }
+            Planned::Clarify(q) => return Ok(refusal(q)),
+        };
+        let Some(step) = plan.step(&id).cloned() else {
+            return Err(internal("the proposed plan lost its step"));
+        };
+        let decision = decisions
+            .iter()
+            .find(|(s, _)| *s == id)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| internal("policy made no decision"))?;
+
+        let granted = match &decision {
+            Decision::Allow { rule, .. } => Ok(Granted {
+                by: format!("policy ({rule})"),
+                reason: None,
+            }),
+            Decision::Deny { .. } => Err(None),
+            Decision::NeedsApproval { .. } => {
+                let timeout = Duration::from_secs(rt.config.config.serve.approval_timeout_secs);
+                session
+                    .record(Event::AwaitingApproval {
+                        step: id.clone(),
+                        gated: decision.gate().is_some(),
+                    })
+                    .map_err(internal)?;
+                let asked = approval::elicit(
+                    &ctx.peer,
+                    &step,
+                    &decision,
+                    &client,
+                    &self.inner.actor,
+                    timeout,
+                )
+                .await;
+                match asked {
+                    Some(answer) => answer,
+                    None => approval::wait_in_app(&session, &step, timeout, &ctx.ct).await,
+                }
+                .map_err(Some)
+            }
+        };
+        let mut approved = HashMap::new();
+        match &granted {
+            Ok(g) => {
+                let hash = args_hash(&step.tool, &step.args);
+                // An approval given in the app is in the log already.
+                let logged =
+                    session.state().steps.get(&id).is_some_and(|s| {
+                        s.approved_by.is_some() && s.status() == StepStatus::Approved
+                    });
+                if !logged {
+                    session
+                        .record(Event::Approved {
+                            step: id.clone(),
+                            by: g.by.clone(),
+                            args_hash: hash.clone(),
+                            gated: decision.gate().is_some(),
+                            reason: g.reason.clone(),
+                        })
+                        .map_err(internal)?;
+                }
+                approved.insert(id.clone(), hash);
+            }
+            Err(Some(refused)) => {
+                session
+                    .record(Event::Note {
+                        text: format!("{}: not approved: {refused}", step.tool),
+                    })
+                    .map_err(internal)?;
+            }
+            Err(None) => {}
+        }
+
+        let progress = ctx.meta.get_progress_token().map(|token| {
+            let mut records = session.subscribe();
+            let peer = ctx.peer.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                while let Ok(r) = records.recv().await {
+                    if let Event::StepProgress { step, progress } = r.event
+                        && step == id
+                    {
+                        let mut note =
+                            ProgressNotificationParam::new(token.clone(), progress.progress);
+                        note.total = progress.total;
+                        note.message = progress.message;
+                        if peer.notify_progress(note).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+        });
+        let outcome = rt
+            .run(
+                &session,
+                &plan,
+                &decisions,
+                &Approvals::Fixed(approved),
+                ctx.ct.clone(),
+            )
+            .await
+            .map_err(internal);
+        if let Some(p) = progress {
+            p.abort();
+        }
+        outcome?;
+        Ok(self.answer(&session, &step, &decision, granted.err().flatten()))
+    }
+
+    /// The call's result as the client sees it: the tool's output as the
+    /// log holds it (secrets redacted), or why it did not run.
+    fn answer(
+        &self,
+        session: &Session,
+        step: &Step,
+        decision: &Decision,
+        refused: Option<Refused>,
+    ) -> CallToolResponse {
+        if decision.is_denied() {
+            return refusal(format!(
+                "denied by opsbot policy rule `{}`: {}",
+                decision.rule(),
+                decision.reason()
+            ));
+        }
+        if let Some(r) = refused {
+            return refusal(format!(
+                "{} needs approval ({}), and {r}",
+                step.tool,
+                decision.reason()
+            ));
+        }
+        let state = session.state();
+        let Some(st) = state.steps.get(&step.id) else {
+            return refusal(format!("{} did not run", step.tool));
+        };
+        match (&st.output, &st.error) {
+            (Some(out), _) => {
+                let mut result = if out.is_error {
+                    CallToolResult::error(vec![ContentBlock::text(out.text.clone())])
+                } else {
+                    CallToolResult::success(vec![ContentBlock::text(out.text.clone())])
+                };
+                result.structured_content = out.structured.clone();
+                result.into()
+            }
+            (None, Some(e)) => refusal(format!("{} failed: {e}", step.tool)),
+            (None, None) => refusal(format!(
+                "{} did not run ({})",
+                step.tool,
+                st.skipped_reason
+                    .clone()
+                    .unwrap_or_else(|| "cancelled".into())
+            )),
+        }
+    }
+}
+
+impl ServerHandler for Proxy {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("opsbot", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "opsbot governs these tools: every call is checked by policy, may need a person's approval, and is recorded in an audit log. A refused call's text says which rule refused it and why.",
+        )
+    }
+
+    async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        if let Err(e) = self.session(&ctx.peer) {
+            tracing::error!("cannot start the session for a client: {e:?}");
+        }
+        // Forward catalog changes: a server that (re)connects may bring
+        // other tools.
+        let mut events = self.inner.rt.servers.subscribe();
+        let me = self.clone();
+        let peer = ctx.peer.clone();
+        tokio::spawn(async move {
+            let names = |me: &Proxy| -> Vec<String> {
+                me.inner
+                    .rt
+                    .servers
+                    .catalog()
+                    .iter()
+                    .map(|t| format!("{}#{}", t.qualified(), t.def_hash))
+                    .collect()
+            };
+            // Servers still starting are not news: a client lists tools
+            // once they have settled.
+            me.inner.rt.servers.wait_settled().await;
+            let mut last = names(&me);
+            while let Ok(event) = events.recv().await {
+                if !matches!(event, ServerEvent::Status { .. }) {
+                    continue;
+                }
+                let now = names(&me);
+                if now != last {
+                    last = now;
+                    if peer.notify_tool_list_changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let session = self.session(&ctx.peer)?;
+        self.inner.rt.servers.wait_settled().await;
+        Ok(ListToolsResult::with_all_items(self.visible(&session)))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.call(request, ctx).await
+    }
+}
