@@ -6,8 +6,11 @@ dir="$(cd "$(dirname "$0")" && pwd)/peers"
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
-if [ ! -x "$dir/node_modules/.bin/mcp-server-filesystem" ] || [ ! -x "$dir/node_modules/.bin/mcp-server-everything" ]; then
+# The MCP inspector's CLI is a third-party client for `opsbot serve --http`.
+if [ ! -x "$dir/node_modules/.bin/mcp-server-filesystem" ] || [ ! -x "$dir/node_modules/.bin/mcp-server-everything" ] \
+  || [ ! -x "$dir/node_modules/.bin/mcp-inspector" ]; then
   npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
     @modelcontextprotocol/server-filesystem@2026.8.31 \
-    @modelcontextprotocol/server-everything@2026.8.31 >&2
+    @modelcontextprotocol/server-everything@2026.8.31 \
+    @modelcontextprotocol/inspector@2.12.0 >&2
 fi

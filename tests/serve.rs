@@ -362,3 +362,224 @@ async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
         .expect("started");
     assert!(approved < started);
 }
+
+/// `opsbot serve --http ADDR` as a child; the address it bound, read from
+/// what it says on stderr.
+struct HttpServe {
+    child: std::process::Child,
+    url: String,
+}
+
+impl HttpServe {
+    fn start(home: &Home, config: &std::path::Path, addr: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(home.path())
+            .arg("--config")
+            .arg(config)
+            .args(["serve", "--http", addr])
+            .env("OPSBOT_SANDBOX_LATENCY", "0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve --http");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut line = String::new();
+        std::io::BufReader::new(stderr)
+            .read_line(&mut line)
+            .expect("read stderr");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .replace("0.0.0.0", "127.0.0.1");
+        Self { child, url }
+    }
+}
+
+impl Drop for HttpServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_client(
+    url: &str,
+    token: Option<&str>,
+    person: Person,
+) -> Result<RunningService<RoleClient, Person>, String> {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    config.auth_header = token.map(str::to_string);
+    person
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Streamable HTTP: the same governance for an rmcp client and for a
+/// third-party one (the MCP inspector's CLI from npm); one session per
+/// client connection, named after the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamable_http_serves_rmcp_and_the_inspector_cli() {
+    let inspector = peer("mcp-inspector");
+    let home = Home::new();
+    let config = home.write_config("serve.toml", CONFIG);
+    let serve = HttpServe::start(&home, &config, "127.0.0.1:0", &[]);
+
+    let person = Person::new(true);
+    let client = http_client(&serve.url, None, person.clone())
+        .await
+        .expect("initialize over HTTP");
+    let tools = client.list_all_tools().await.expect("tools/list");
+    assert!(tools.iter().any(|t| t.name == "k8s.deploy"));
+    assert!(!tools.iter().any(|t| t.name == "k8s.scale"));
+    person.will_answer(Some(json!({"approve": true})));
+    let built = call(
+        &client,
+        "ci.build",
+        json!({"service": "checkout", "ref": "main"}),
+    )
+    .await;
+    assert_ne!(built.is_error, Some(true), "{}", text(&built));
+    assert_eq!(
+        person.shown.lock().expect("lock").len(),
+        1,
+        "asked over HTTP"
+    );
+    let denied = call(
+        &client,
+        "k8s.deploy",
+        json!({"service": "checkout", "env": "production", "image": "x"}),
+    )
+    .await;
+    assert!(
+        text(&denied).contains("developers-stay-out-of-production"),
+        "{}",
+        text(&denied)
+    );
+    client.cancel().await.expect("close");
+
+    let catalog = home.path().join("inspector-catalog.json");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&inspector)
+            .arg("--cli")
+            .arg(&serve.url)
+            .args(args)
+            .env("MCP_CATALOG_PATH", &catalog)
+            .env("HOME", home.path())
+            .output()
+            .expect("run the inspector CLI");
+        assert!(
+            out.status.success(),
+            "inspector {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    let listed = run(&["--method", "tools/list"]);
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"registry.list_tags"), "{names:?}");
+    assert!(!names.contains(&"k8s.scale"), "{names:?}");
+    let tags = run(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "registry.list_tags",
+        "--tool-arg",
+        "service=checkout",
+    ]);
+    assert_eq!(tags["isError"], json!(false), "{tags}");
+    assert_eq!(tags["structuredContent"]["count"], json!(1), "{tags}");
+
+    // Each connection is a session, named after its client.
+    let store = home.store();
+    let mut clients = Vec::new();
+    for s in store.list_sessions(20).expect("list") {
+        for r in store.events(&s.id).expect("events") {
+            if let Event::ClientConnected {
+                name, transport, ..
+            } = r.event
+            {
+                assert_eq!(transport, "streamable HTTP");
+                clients.push(name);
+            }
+        }
+    }
+    clients.sort();
+    assert!(clients.contains(&"serve-test".to_string()), "{clients:?}");
+    assert!(
+        clients.len() >= 3,
+        "rmcp, then two inspector runs: {clients:?}"
+    );
+    assert!(matches!(
+        store.verify().expect("verify"),
+        ChainReport::Whole { .. }
+    ));
+}
+
+/// Beyond loopback a bearer token is required: refused without one at
+/// start, and every request without it is turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_serve_needs_a_bearer_token() {
+    let home = Home::new();
+    let config = home.write_config("serve.toml", CONFIG);
+    let out = home.run(
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "serve",
+            "--http",
+            "0.0.0.0:0",
+        ],
+        &[],
+    );
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("needs a bearer token")
+            && stderr(&out).contains("opsbot auth set serve"),
+        "{}",
+        stderr(&out)
+    );
+
+    let token = "serve-token-for-the-test";
+    let serve = HttpServe::start(
+        &home,
+        &config,
+        "0.0.0.0:0",
+        &[("OPSBOT_SERVE_TOKEN", token)],
+    );
+    let refused = http_client(&serve.url, None, Person::new(false)).await;
+    assert!(refused.is_err(), "no token, no session");
+    let wrong = http_client(&serve.url, Some("not-the-token"), Person::new(false)).await;
+    assert!(wrong.is_err(), "a wrong token, no session");
+    let client = http_client(&serve.url, Some(token), Person::new(false))
+        .await
+        .expect("the right token");
+    let tools = client.list_all_tools().await.expect("tools/list");
+    assert!(!tools.is_empty());
+    client.cancel().await.expect("close");
+    // The token is a secret like any other: it is in no stored event.
+    let store = home.store();
+    for s in store.list_sessions(20).expect("list") {
+        for r in store.events(&s.id).expect("events") {
+            assert!(
+                !serde_json::to_string(&r.event)
+                    .expect("json")
+                    .contains(token)
+            );
+        }
+    }
+}

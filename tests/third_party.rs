@@ -15,23 +15,6 @@ fn filesystem_server() -> PathBuf {
     peer("mcp-server-filesystem")
 }
 
-/// A server from npm, installed on first use by .ci/peers.sh.
-fn peer(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join(".ci/peers/node_modules/.bin").join(name);
-    if !bin.exists() {
-        let status = Command::new("bash")
-            .arg(root.join(".ci/peers.sh"))
-            .status()
-            .expect("run .ci/peers.sh (needs node and npm)");
-        assert!(
-            status.success(),
-            ".ci/peers.sh failed to install the filesystem server"
-        );
-    }
-    bin
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filesystem_server_is_connected_listed_and_called() {
     let fs_bin = filesystem_server();

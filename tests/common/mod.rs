@@ -230,3 +230,18 @@ pub fn assert_exit(out: &Output, code: i32) {
         stderr(out)
     );
 }
+
+/// A third-party MCP program from npm (a server, or the inspector's CLI),
+/// installed on first use by .ci/peers.sh.
+pub fn peer(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join(".ci/peers/node_modules/.bin").join(name);
+    if !bin.exists() {
+        let status = Command::new("bash")
+            .arg(root.join(".ci/peers.sh"))
+            .status()
+            .expect("run .ci/peers.sh (needs node and npm)");
+        assert!(status.success(), ".ci/peers.sh failed to install {name}");
+    }
+    bin
+}
