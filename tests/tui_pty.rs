@@ -435,3 +435,60 @@ fn history_browser_searches_replays_and_re_runs() {
         opsbot::session::ChainReport::Whole { .. }
     ));
 }
+
+/// A call from an `opsbot serve` client that cannot be asked waits; the
+/// app on the same data directory shows it waiting, W lists it with what
+/// would run, Enter approves it, and the call completes.
+#[test]
+fn a_served_call_waits_and_is_approved_in_the_app() {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    let home = Home::new();
+    let config = home.write_config("serve.toml", "[serve]\napproval_timeout_secs = 60\n");
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(home.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("OPSBOT_SANDBOX_LATENCY", "0")
+        .stderr(std::process::Stdio::null());
+    let client = rt
+        .block_on(async {
+            ().serve(rmcp::transport::TokioChildProcess::new(cmd).expect("spawn"))
+                .await
+        })
+        .expect("initialize");
+    let args = serde_json::json!({"service": "checkout", "ref": "main"});
+    let serde_json::Value::Object(args) = args else {
+        unreachable!()
+    };
+    let peer = client.peer().clone();
+    let call = rt.spawn(async move {
+        peer.call_tool(CallToolRequestParams::new("ci.build").with_arguments(args))
+            .await
+    });
+
+    let t = Tmux::start_with(&home, "", "", "pending");
+    t.wait_for("served call waiting for approval (W)", None);
+    t.keys(&["Escape"]);
+    t.keys(&["W"]);
+    let list = t.wait_for("calls waiting for approval", None);
+    assert!(list.contains("wants ci.build"), "{list}");
+    assert!(list.contains("\"service\": \"checkout\""), "{list}");
+    assert!(list.contains("ci.build changes state"), "{list}");
+    t.keys(&["Enter"]);
+    t.wait_for("approved ci.build", None);
+    let result = rt
+        .block_on(call)
+        .expect("join")
+        .expect("the call completes");
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    t.wait_for("6/6 servers", None);
+    assert!(
+        !t.screen().contains("waiting for approval (W)"),
+        "nothing waits any more"
+    );
+    rt.block_on(client.cancel()).expect("close");
+}

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Every action a key can be bound to, with its default.
-pub const DEFAULTS: [(&str, &str); 18] = [
+pub const DEFAULTS: [(&str, &str); 19] = [
     ("approve", "a"),
     ("approve_remember", "T"),
     ("approve_ready", "A"),
@@ -18,6 +18,7 @@ pub const DEFAULTS: [(&str, &str); 18] = [
     ("planner", "P"),
     ("history", "H"),
     ("rerun", "R"),
+    ("pending", "W"),
     ("filter", "f"),
     ("next_pane", "tab"),
     ("prev_pane", "backtab"),

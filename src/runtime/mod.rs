@@ -18,8 +18,11 @@ use crate::planner::{PlanInput, Planner, Proposal, Turn};
 use crate::policy::{Decision, Policy, args_hash};
 
 mod guard;
+mod remote;
 mod sink;
 mod undo;
+
+pub use remote::PendingError;
 
 use crate::session::{Event, Outcome, Session, SessionId, Store, StoreError};
 pub use guard::{Knowledge, PolicyGuard, definition};

@@ -45,7 +45,7 @@ pub enum Refused {
     #[error("{0}")]
     InApp(String),
     #[error(
-        "no one approved the call within {0} s: approve it in the opsbot app on this machine (H shows sessions, the pending-approvals list is W), or ask with a client that supports elicitation"
+        "no one approved the call within {0} s: approve it in an opsbot app on the same data directory (W lists the calls that wait), or use a client that supports elicitation"
     )]
     TimedOut(u64),
     #[error("the call was cancelled while it waited for approval")]

@@ -22,7 +22,7 @@ use crate::mcp::ServerEvent;
 use crate::plan::{Plan, Step, StepId};
 use crate::policy::{Decision, args_hash};
 use crate::runtime::{Planned, Runtime};
-use crate::session::{Event, Session, StepStatus};
+use crate::session::{Event, Outcome, Session, StepStatus};
 
 /// One client connection.
 #[derive(Clone)]
@@ -231,11 +231,26 @@ impl Proxy {
                 approved.insert(id.clone(), hash);
             }
             Err(Some(refused)) => {
-                session
-                    .record(Event::Note {
-                        text: format!("{}: not approved: {refused}", step.tool),
-                    })
-                    .map_err(internal)?;
+                // Nothing runs: close the step and the run in the log, so
+                // no one is left looking at a call that waits for nobody.
+                let outcome = match refused {
+                    Refused::TimedOut(_) => Outcome::AwaitingApproval,
+                    Refused::Cancelled => Outcome::Cancelled,
+                    _ => Outcome::Rejected,
+                };
+                let mut events = Vec::new();
+                if !matches!(refused, Refused::InApp(_)) {
+                    events.push(Event::StepSkipped {
+                        step: id.clone(),
+                        reason: format!("not approved: {refused}"),
+                    });
+                }
+                events.push(Event::RunFinished {
+                    outcome,
+                    summary: format!("{} was not approved: {refused}", step.tool),
+                });
+                session.record_all(&events).map_err(internal)?;
+                return Ok(self.answer(&session, &step, &decision, Some(refused.clone())));
             }
             Err(None) => {}
         }

@@ -7,6 +7,7 @@ mod checkpoint;
 mod describe;
 mod event;
 mod export;
+mod pending;
 mod pins;
 mod redact;
 pub mod report;
@@ -21,6 +22,7 @@ use tokio::sync::broadcast;
 
 pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
+pub use pending::{Pending, pending_in};
 pub use pins::Pin;
 pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
 pub use retention::{PruneReport, Retention};

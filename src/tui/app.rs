@@ -4,6 +4,7 @@
 
 mod history;
 mod keys;
+mod pending;
 
 pub use history::{HistoryBrowser, LIST_LIMIT};
 
@@ -100,6 +101,12 @@ pub enum Modal {
     },
     /// Past sessions, searched as you type.
     History(HistoryBrowser),
+    /// Calls from `opsbot serve` clients that wait for a person.
+    Pending {
+        selected: usize,
+        typed: TextArea<'static>,
+        error: Option<String>,
+    },
 }
 
 /// One planner the user can switch to.
@@ -150,6 +157,16 @@ pub enum Intent {
     CloseReplay,
     /// Propose a past session's plan again, as a new session.
     Rerun(String),
+    /// Approve a served call that waits (typed: a gated call's target).
+    ApprovePending {
+        session: crate::session::SessionId,
+        step: StepId,
+        typed: String,
+    },
+    RefusePending {
+        session: crate::session::SessionId,
+        step: StepId,
+    },
     Quit,
 }
 
@@ -199,6 +216,8 @@ pub struct App {
     pub planning: Option<PlanningView>,
     pub planner_choices: Vec<PlannerChoice>,
     pub read_only: bool,
+    /// Served calls (other sessions) waiting for approval.
+    pub pending: Vec<crate::session::Pending>,
     /// The last record folded in: the log and the live feed overlap when
     /// a view is built, and a record is shown once.
     last_seq: i64,
@@ -246,6 +265,7 @@ impl App {
             planning: None,
             planner_choices: Vec::new(),
             read_only: false,
+            pending: Vec::new(),
             last_seq: 0,
             ctrl_c_armed: false,
             quit: false,
@@ -308,6 +328,14 @@ impl App {
                 entry(Who::Warn, format!("server {server}: {message}"))
             }
             Event::Note { text } => entry(Who::Warn, text.clone()),
+            Event::ClientConnected {
+                name,
+                version,
+                transport,
+            } => entry(
+                Who::Bot,
+                format!("MCP client {name} {version} connected over {transport} (opsbot serve)."),
+            ),
             Event::PlannerChanged { planner } => {
                 self.planner = planner.clone();
                 entry(Who::Bot, format!("Planning with {planner} from now on."))
@@ -418,6 +446,14 @@ impl App {
                 typed.set_placeholder_text(format!("type {confirm}"));
             }
             (Some(Modal::Edit { error, .. }), Err(e)) if matches!(intent, Intent::Edit { .. }) => {
+                *error = Some(e)
+            }
+            (Some(Modal::Pending { error, .. }), Err(e))
+                if matches!(
+                    intent,
+                    Intent::ApprovePending { .. } | Intent::RefusePending { .. }
+                ) =>
+            {
                 *error = Some(e)
             }
             (_, Err(e)) => self.flash = Some((e, true)),

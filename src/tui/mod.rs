@@ -106,7 +106,9 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
         Intent::SearchHistory(_)
         | Intent::OpenSession(_)
         | Intent::CloseReplay
-        | Intent::Rerun(_) => Ok(String::new()),
+        | Intent::Rerun(_)
+        | Intent::ApprovePending { .. }
+        | Intent::RefusePending { .. } => Ok(String::new()),
     }
 }
 
@@ -122,6 +124,9 @@ struct Screen {
     records: tokio::sync::broadcast::Receiver<crate::session::Record>,
     replay: Option<(App, ui::View)>,
     searches: tokio::sync::mpsc::UnboundedSender<SearchAnswer>,
+    /// Served calls waiting for approval, looked up off the event loop.
+    waiting: tokio::sync::mpsc::UnboundedSender<Vec<crate::session::Pending>>,
+    looking: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Screen {
@@ -162,11 +167,68 @@ impl Screen {
             Intent::OpenSession(id) => self.open(&id),
             Intent::CloseReplay => self.replay = None,
             Intent::Rerun(id) => self.rerun(&id),
+            Intent::ApprovePending { .. } | Intent::RefusePending { .. } => {
+                let result = self.answer_pending(&intent);
+                self.live.on_result(&intent, result);
+            }
             intent => {
                 let result = execute(&self.driver, &intent);
                 self.shown().0.on_result(&intent, result);
             }
         }
+    }
+
+    /// Approve or refuse a served call; the runtime checks it still waits
+    /// and, for a gated call, what was typed.
+    fn answer_pending(&mut self, intent: &Intent) -> Result<String, String> {
+        let rt = Arc::clone(self.driver.runtime());
+        let actor = self.driver.session().actor.clone();
+        let (session, step) = match intent {
+            Intent::ApprovePending { session, step, .. }
+            | Intent::RefusePending { session, step } => (session, step),
+            _ => return Ok(String::new()),
+        };
+        let Some(p) = self
+            .live
+            .pending
+            .iter()
+            .find(|p| p.session == *session && p.step == *step)
+            .cloned()
+        else {
+            return Err("that call is no longer waiting".into());
+        };
+        let done = match intent {
+            Intent::ApprovePending { typed, .. } => rt
+                .approve_pending(&actor, &p, typed)
+                .map(|()| format!("approved {} for {}", p.tool, p.client)),
+            _ => rt
+                .refuse_pending(&actor, &p)
+                .map(|()| format!("refused {} for {}", p.tool, p.client)),
+        }
+        .map_err(|e| e.to_string())?;
+        self.live
+            .pending
+            .retain(|x| !(x.session == p.session && x.step == p.step));
+        if self.live.pending.is_empty() {
+            self.live.modal = None;
+        }
+        Ok(done)
+    }
+
+    /// Look for served calls that wait, at most one look at a time.
+    fn look_for_waiting_calls(&self) {
+        use std::sync::atomic::Ordering;
+        if self.looking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rt = Arc::clone(self.driver.runtime());
+        let mine = self.driver.session().id.clone();
+        let answers = self.waiting.clone();
+        let looking = Arc::clone(&self.looking);
+        tokio::task::spawn_blocking(move || {
+            let _ = answers.send(rt.pending_approvals(&mine));
+            looking.store(false, Ordering::Release);
+        });
     }
 
     /// Search off the event loop: typing never waits for the store.
@@ -274,6 +336,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     let records = driver.session().subscribe();
     let mut server_events = rt.servers.subscribe();
     let (searches, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let (waiting, mut waiting_calls) = tokio::sync::mpsc::unbounded_channel();
     let mut screen = Screen {
         driver: Arc::clone(&driver),
         live,
@@ -281,6 +344,8 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         records,
         replay: None,
         searches,
+        waiting,
+        looking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     screen.live = screen.live_app(&driver);
     if options.history {
@@ -347,6 +412,10 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 Err(RecvError::Closed) => dirty = false,
             },
             Some((text, found)) = answers.recv() => screen.live.show_found(&text, found),
+            Some(calls) = waiting_calls.recv() => {
+                dirty = screen.live.pending != calls;
+                screen.live.pending = calls;
+            }
             se = server_events.recv() => match se {
                 Ok(ServerEvent::Status { server, status }) => {
                     screen.live.servers.insert(server, status);
@@ -363,6 +432,9 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                     elapsed: p.since.elapsed(),
                     phase: p.phase.clone(),
                 });
+                if screen.live.tick.is_multiple_of(8) {
+                    screen.look_for_waiting_calls();
+                }
                 let live = &mut screen.live;
                 live.tick += 1;
                 let was_busy = live.busy;

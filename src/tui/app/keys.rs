@@ -33,6 +33,8 @@ impl App {
             self.modal = Some(Modal::Servers);
         } else if k.is("history", &key) {
             return Some(self.open_history());
+        } else if k.is("pending", &key) {
+            self.open_pending();
         } else if k.is("planner", &key) {
             if self.read_only {
                 self.flash = Some(("a replay cannot change the planner".into(), true));
@@ -281,6 +283,7 @@ impl App {
                 None
             }
             Modal::History(_) => self.on_history_key(key),
+            Modal::Pending { .. } => self.on_pending_key(key),
             Modal::QuitConfirm => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
                     self.quit = true;

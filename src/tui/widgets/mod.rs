@@ -4,6 +4,7 @@ pub mod audit;
 pub mod chat;
 pub mod history;
 pub mod modal;
+pub mod pending;
 pub mod plan;
 pub mod status;
 

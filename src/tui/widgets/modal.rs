@@ -84,6 +84,10 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                     "past sessions (ctrl-r when typing): search, replay, re-run",
                 ),
                 (
+                    keys.label("pending"),
+                    "calls from opsbot serve clients waiting for approval",
+                ),
+                (
                     keys.label("planner"),
                     "choose the planner: runbooks or an LLM profile",
                 ),
@@ -183,6 +187,19 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
             );
         }
         Modal::History(browser) => super::history::draw(f, area, browser, theme),
+        Modal::Pending {
+            selected,
+            typed,
+            error,
+        } => super::pending::draw(
+            f,
+            area,
+            &app.pending,
+            *selected,
+            typed,
+            error.as_deref(),
+            theme,
+        ),
         Modal::QuitConfirm => {
             let r = centered(area, 56, 4);
             f.render_widget(Clear, r);

@@ -69,6 +69,17 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         spans.push(Span::styled(usage, theme.muted));
     }
+    if !app.pending.is_empty() {
+        let n = app.pending.len();
+        spans.push(Span::styled(
+            format!(
+                " │ ⏳ {n} served call{} waiting for approval ({})",
+                if n == 1 { "" } else { "s" },
+                app.keys.label("pending")
+            ),
+            theme.gated,
+        ));
+    }
     if let Some((msg, error)) = &app.flash {
         spans.push(Span::styled(
             format!(" │ {msg}"),

@@ -1,0 +1,83 @@
+//! Calls made through `opsbot serve` that wait for a person: found in the
+//! log, so an app on the same data directory can list and answer them.
+
+use serde_json::{Map, Value};
+
+use super::{Event, Record, SessionId, SessionState, StepStatus, Store, StoreError};
+use crate::plan::StepId;
+use crate::policy::Decision;
+
+/// One served call waiting for approval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub session: SessionId,
+    pub step: StepId,
+    pub tool: String,
+    pub args: Map<String, Value>,
+    /// The client, as it introduced itself: "name version".
+    pub client: String,
+    pub decision: Decision,
+    /// When it started waiting (RFC 3339).
+    pub since: String,
+}
+
+/// How far back (in records) to look for waiting calls: a call waits
+/// minutes, not days.
+const WINDOW: i64 = 5_000;
+
+impl Store {
+    /// Sessions with a call that started waiting for approval recently.
+    pub fn sessions_waiting(&self) -> Result<Vec<SessionId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT session_id FROM events
+             WHERE kind = 'awaiting_approval'
+               AND seq > (SELECT COALESCE(MAX(seq), 0) FROM events) - ?1",
+        )?;
+        let ids = stmt
+            .query_map([WINDOW], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids.into_iter().map(SessionId::from_stored).collect())
+    }
+}
+
+/// The served calls of one session that still wait: approved, refused or
+/// finished ones are not.
+pub fn pending_in(records: &[Record]) -> Vec<Pending> {
+    let Some(client) = records.iter().find_map(|r| match &r.event {
+        Event::ClientConnected { name, version, .. } => Some(format!("{name} {version}")),
+        _ => None,
+    }) else {
+        return Vec::new();
+    };
+    let state = SessionState::replay(records);
+    let mut out = Vec::new();
+    for (id, st) in &state.steps {
+        if st.status() != StepStatus::AwaitingApproval {
+            continue;
+        }
+        let Some(decision) = st.decision.clone() else {
+            continue;
+        };
+        let step = records.iter().rev().find_map(|r| match &r.event {
+            Event::PlanProposed { plan } => plan.step(id).cloned(),
+            _ => None,
+        });
+        let since = records.iter().rev().find_map(|r| match &r.event {
+            Event::AwaitingApproval { step, .. } if step == id => Some(r.ts.clone()),
+            _ => None,
+        });
+        if let (Some(step), Some(since)) = (step, since) {
+            out.push(Pending {
+                session: records[0].session.clone(),
+                step: id.clone(),
+                tool: step.tool,
+                args: step.args,
+                client: client.clone(),
+                decision,
+                since,
+            });
+        }
+    }
+    out
+}
