@@ -49,6 +49,7 @@ struct Person {
     elicits: bool,
     answer: Arc<Mutex<Option<Value>>>,
     shown: Arc<Mutex<Vec<String>>>,
+    progress: Arc<Mutex<Vec<(f64, Option<f64>)>>>,
 }
 
 impl Person {
@@ -57,6 +58,7 @@ impl Person {
             elicits,
             answer: Arc::new(Mutex::new(None)),
             shown: Arc::new(Mutex::new(Vec::new())),
+            progress: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -66,6 +68,17 @@ impl Person {
 }
 
 impl ClientHandler for Person {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.progress
+            .lock()
+            .expect("lock")
+            .push((params.progress, params.total));
+    }
+
     async fn create_elicitation(
         &self,
         request: ElicitRequestParams,
@@ -582,4 +595,123 @@ async fn beyond_loopback_serve_needs_a_bearer_token() {
             );
         }
     }
+}
+
+/// Progress from the downstream server reaches the client's progress
+/// token, and the client's cancellation stops the call downstream; the log
+/// says the call was cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_and_cancellation_pass_through() {
+    use rmcp::model::{CancelledNotificationParam, ClientRequest, Request};
+    use rmcp::service::PeerRequestOptions;
+    let home = Home::new();
+    let config = home.write_config(
+        "serve.toml",
+        &format!(
+            "{CONFIG}\n[servers.ci]\nenv = {{ OPSBOT_SANDBOX_FAULTS = \"run_tests=hang\" }}\n"
+        ),
+    );
+    let person = Person::new(true);
+    person.will_answer(Some(json!({"approve": true})));
+    let client = person
+        .clone()
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let request = |name: &str, args: Value| {
+        let Value::Object(args) = args else {
+            unreachable!()
+        };
+        ClientRequest::CallToolRequest(Request::new(
+            CallToolRequestParams::new(name.to_string()).with_arguments(args),
+        ))
+    };
+    let build = client
+        .peer()
+        .send_cancellable_request(
+            request("ci.build", json!({"service": "checkout", "ref": "main"})),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send")
+        .await_response()
+        .await
+        .expect("build");
+    let rmcp::model::ServerResult::CallToolResult(build) = build else {
+        panic!("not a tool result: {build:?}")
+    };
+    let build_id = build.structured_content.as_ref().expect("structured")["build_id"]
+        .as_str()
+        .expect("build id")
+        .to_string();
+    let seen = person.progress.lock().expect("lock").clone();
+    assert!(
+        seen.len() >= 3 && seen.iter().all(|(_, total)| *total == Some(3.0)),
+        "the build's progress reached the client: {seen:?}"
+    );
+
+    let hanging = client
+        .peer()
+        .send_cancellable_request(
+            request(
+                "ci.run_tests",
+                json!({"service": "checkout", "build_id": build_id}),
+            ),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send");
+    let started = |records: &[Record]| {
+        records
+            .iter()
+            .any(|r| matches!(&r.event, Event::StepStarted { tool, .. } if tool == "ci.run_tests"))
+    };
+    let mut waited = 0;
+    while !started(&served_session(&home).1) {
+        waited += 1;
+        assert!(waited < 200, "run_tests never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+        .peer()
+        .notify_cancelled(CancelledNotificationParam::new(
+            Some(hanging.id.clone()),
+            Some("the user pressed stop".into()),
+        ))
+        .await
+        .expect("cancel");
+    let mut waited = 0;
+    let records = loop {
+        let (_, records) = served_session(&home);
+        if matches!(
+            records.last().map(|r| &r.event),
+            Some(Event::RunFinished { .. })
+        ) && records
+            .iter()
+            .filter(|r| matches!(r.event, Event::RunFinished { .. }))
+            .count()
+            == 2
+        {
+            break records;
+        }
+        waited += 1;
+        assert!(
+            waited < 200,
+            "the cancelled call never finished: {:?}",
+            kinds(&records)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        matches!(
+            records.last().map(|r| &r.event),
+            Some(Event::RunFinished {
+                outcome: opsbot::session::Outcome::Cancelled,
+                ..
+            })
+        ),
+        "{:?}",
+        kinds(&records)
+    );
+    client.cancel().await.expect("close");
 }

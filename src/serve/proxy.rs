@@ -255,22 +255,32 @@ impl Proxy {
             Err(None) => {}
         }
 
+        // Relay the step's progress until the step ends: every progress
+        // event precedes the step's last event in the session's feed.
         let progress = ctx.meta.get_progress_token().map(|token| {
             let mut records = session.subscribe();
             let peer = ctx.peer.clone();
             let id = id.clone();
             tokio::spawn(async move {
                 while let Ok(r) = records.recv().await {
-                    if let Event::StepProgress { step, progress } = r.event
-                        && step == id
-                    {
-                        let mut note =
-                            ProgressNotificationParam::new(token.clone(), progress.progress);
-                        note.total = progress.total;
-                        note.message = progress.message;
-                        if peer.notify_progress(note).await.is_err() {
+                    match r.event {
+                        Event::StepProgress { step, progress } if step == id => {
+                            let mut note =
+                                ProgressNotificationParam::new(token.clone(), progress.progress);
+                            note.total = progress.total;
+                            note.message = progress.message;
+                            if peer.notify_progress(note).await.is_err() {
+                                return;
+                            }
+                        }
+                        Event::StepSucceeded { step, .. }
+                        | Event::StepFailed { step, .. }
+                        | Event::StepSkipped { step, .. }
+                            if step == id =>
+                        {
                             return;
                         }
+                        _ => {}
                     }
                 }
             })
@@ -285,8 +295,15 @@ impl Proxy {
             )
             .await
             .map_err(internal);
-        if let Some(p) = progress {
-            p.abort();
+        if let Some(relay) = progress {
+            // A step that never ran has no last event to end the relay.
+            let abort = relay.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), relay)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         outcome?;
         Ok(self.answer(&session, &step, &decision, granted.err().flatten()))
