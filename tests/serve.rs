@@ -49,8 +49,11 @@ struct Person {
     elicits: bool,
     answer: Arc<Mutex<Option<Value>>>,
     shown: Arc<Mutex<Vec<String>>>,
-    progress: Arc<Mutex<Vec<(f64, Option<f64>)>>>,
+    progress: Arc<Mutex<Vec<Seen>>>,
 }
+
+/// A progress notification as the client saw it: progress and total.
+type Seen = (f64, Option<f64>);
 
 impl Person {
     fn new(elicits: bool) -> Self {
@@ -644,10 +647,25 @@ async fn progress_and_cancellation_pass_through() {
         .as_str()
         .expect("build id")
         .to_string();
+    // Every progress report opsbot had from the server (the log has
+    // them) reaches the client; notifications are handled beside the
+    // response, so give them a moment.
+    let logged = served_session(&home)
+        .1
+        .iter()
+        .filter(|r| matches!(r.event, Event::StepProgress { .. }))
+        .count();
+    assert!(logged >= 1, "the build reported progress");
+    for _ in 0..100 {
+        if person.progress.lock().expect("lock").len() >= logged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let seen = person.progress.lock().expect("lock").clone();
     assert!(
-        seen.len() >= 3 && seen.iter().all(|(_, total)| *total == Some(3.0)),
-        "the build's progress reached the client: {seen:?}"
+        seen.len() == logged && seen.iter().all(|(_, total)| *total == Some(3.0)),
+        "{logged} progress reports in the log, the client saw {seen:?}"
     );
 
     let hanging = client

@@ -232,6 +232,12 @@ impl Connection {
             () = tokio::time::sleep(timeout) => Err(RawCallError::Timeout(timeout)),
             () = cancel.cancelled() => Err(RawCallError::Cancelled),
         };
+        // rmcp hands notifications to the handler on tasks of their own,
+        // so progress sent just before the answer may still be on its way:
+        // let those tasks run before the route closes.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
         if let Ok(mut routes) = self.routes.lock() {
             routes.remove(&token);
         }

@@ -296,13 +296,18 @@ impl Proxy {
             .await
             .map_err(internal);
         if let Some(relay) = progress {
-            // A step that never ran has no last event to end the relay.
-            let abort = relay.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), relay)
-                .await
-                .is_err()
-            {
-                abort.abort();
+            // The relay ends with the step's last event; a step that never
+            // ran has none, so its relay is stopped instead.
+            let ran = session.state().steps.get(&id).is_some_and(|s| {
+                matches!(
+                    s.status(),
+                    StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
+                )
+            });
+            if ran {
+                let _ = relay.await;
+            } else {
+                relay.abort();
             }
         }
         outcome?;
