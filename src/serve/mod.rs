@@ -19,7 +19,11 @@ use crate::runtime::Runtime;
 pub enum ServeError {
     #[error("the MCP client could not be served: {0}")]
     Start(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "`{0}` is not an address to listen on ({1}); give an IP and a port, e.g. 127.0.0.1:8765"
+    )]
+    BadAddress(String, String),
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: String,
         #[source]
@@ -62,11 +66,8 @@ pub async fn http(
         addr: addr.to_string(),
         source,
     };
-    let socket: std::net::SocketAddr = addr.parse().map_err(|e| {
-        listen(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{e}; give an IP and a port, e.g. 127.0.0.1:8765"),
-        ))
+    let socket: std::net::SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
+        ServeError::BadAddress(addr.into(), e.to_string())
     })?;
     let loopback = socket.ip().is_loopback();
     if !loopback && token.is_none() {
