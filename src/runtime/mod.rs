@@ -407,7 +407,7 @@ impl Runtime {
             }
             Proposal::Plan(plan) => plan,
         };
-        self.propose(session, plan).await
+        self.propose(session, plan, Vec::new()).await
     }
 
     /// The plan a past session ended with, to propose again. Refused when
@@ -445,15 +445,22 @@ impl Runtime {
         from: &SessionId,
         plan: Plan,
     ) -> Result<Planned, StoreError> {
-        session.record(Event::UserMessage {
+        let asked = Event::UserMessage {
             text: format!("re-run the plan of session {from}: {}", plan.title),
-        })?;
-        self.propose(session, plan).await
+        };
+        self.propose(session, plan, vec![asked]).await
     }
 
     /// Validate a plan against the live catalog, record it and policy's
     /// decision on each step, and say so in the chat.
-    pub async fn propose(&self, session: &Session, plan: Plan) -> Result<Planned, StoreError> {
+    /// `before` (the request that led to the plan) is made durable with
+    /// the plan and its decisions, in one transaction.
+    pub async fn propose(
+        &self,
+        session: &Session,
+        plan: Plan,
+        before: Vec<Event>,
+    ) -> Result<Planned, StoreError> {
         let used: std::collections::BTreeSet<&str> = plan
             .steps
             .iter()
@@ -461,31 +468,28 @@ impl Runtime {
             .collect();
         self.servers.wait_for(used).await;
         let catalog = self.servers.catalog();
+        let mut events = before;
         if let Err(errors) = validate(&plan, &catalog) {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            session.record(Event::PlanInvalid {
-                errors: errors.clone(),
-            })?;
-            session.record(Event::AssistantMessage {
-                text: format!(
-                    "The plan is not valid, so nothing will run:\n- {}",
-                    errors.join("\n- ")
-                ),
-            })?;
-            session.record(Event::RunFinished {
-                outcome: Outcome::InvalidPlan,
-                summary: errors.join("; "),
-            })?;
+            events.extend([
+                Event::PlanInvalid {
+                    errors: errors.clone(),
+                },
+                Event::AssistantMessage {
+                    text: format!(
+                        "The plan is not valid, so nothing will run:\n- {}",
+                        errors.join("\n- ")
+                    ),
+                },
+                Event::RunFinished {
+                    outcome: Outcome::InvalidPlan,
+                    summary: errors.join("; "),
+                },
+            ]);
+            session.record_all(&events)?;
             return Ok(Planned::Invalid(errors));
         }
-        session.record(Event::PlanProposed { plan: plan.clone() })?;
         let decisions = self.decide_plan(session, &plan, &catalog);
-        for (step, decision) in &decisions {
-            session.record(Event::PolicyDecision {
-                step: step.clone(),
-                decision: decision.clone(),
-            })?;
-        }
         let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
         let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
         let mut text = format!("Plan: {} with {} steps.", plan.title, plan.steps.len());
@@ -495,7 +499,17 @@ impl Runtime {
         if denied > 0 {
             text.push_str(&format!(" {denied} denied."));
         }
-        session.record(Event::AssistantMessage { text })?;
+        events.push(Event::PlanProposed { plan: plan.clone() });
+        events.extend(
+            decisions
+                .iter()
+                .map(|(step, decision)| Event::PolicyDecision {
+                    step: step.clone(),
+                    decision: decision.clone(),
+                }),
+        );
+        events.push(Event::AssistantMessage { text });
+        session.record_all(&events)?;
         Ok(Planned::Ready { plan, decisions })
     }
 

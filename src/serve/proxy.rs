@@ -146,20 +146,22 @@ impl Proxy {
             request.arguments.clone().unwrap_or_default(),
         );
         let id = step.id.clone();
-        session
-            .record(Event::UserMessage {
-                text: format!(
-                    "{client} calls {} {}",
-                    step.tool,
-                    crate::session::compact(&step.args, 400)
-                ),
-            })
-            .map_err(internal)?;
+        let asked = Event::UserMessage {
+            text: format!(
+                "{client} calls {} {}",
+                step.tool,
+                crate::session::compact(&step.args, 400)
+            ),
+        };
         let plan = Plan {
             title: format!("{} for {client}", step.tool),
             steps: vec![step],
         };
-        let (plan, decisions) = match rt.propose(&session, plan).await.map_err(internal)? {
+        let (plan, decisions) = match rt
+            .propose(&session, plan, vec![asked])
+            .await
+            .map_err(internal)?
+        {
             Planned::Ready { plan, decisions } => (plan, decisions),
             Planned::Invalid(errors) => {
                 return Ok(refusal(format!(
@@ -298,11 +300,13 @@ impl Proxy {
         if let Some(relay) = progress {
             // The relay ends with the step's last event; a step that never
             // ran has none, so its relay is stopped instead.
-            let ran = session.state().steps.get(&id).is_some_and(|s| {
-                matches!(
-                    s.status(),
-                    StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
-                )
+            let ran = session.with_state(|st| {
+                st.steps.get(&id).is_some_and(|s| {
+                    matches!(
+                        s.status(),
+                        StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
+                    )
+                })
             });
             if ran {
                 let _ = relay.await;
@@ -337,29 +341,29 @@ impl Proxy {
                 decision.reason()
             ));
         }
-        let state = session.state();
-        let Some(st) = state.steps.get(&step.id) else {
-            return refusal(format!("{} did not run", step.tool));
-        };
-        match (&st.output, &st.error) {
-            (Some(out), _) => {
-                let mut result = if out.is_error {
-                    CallToolResult::error(vec![ContentBlock::text(out.text.clone())])
-                } else {
-                    CallToolResult::success(vec![ContentBlock::text(out.text.clone())])
-                };
-                result.structured_content = out.structured.clone();
-                result.into()
+        session.with_state(|state| {
+            let Some(st) = state.steps.get(&step.id) else {
+                return refusal(format!("{} did not run", step.tool));
+            };
+            match (&st.output, &st.error) {
+                (Some(out), _) => {
+                    let content = vec![ContentBlock::text(out.text.clone())];
+                    let mut result = if out.is_error {
+                        CallToolResult::error(content)
+                    } else {
+                        CallToolResult::success(content)
+                    };
+                    result.structured_content = out.structured.clone();
+                    result.into()
+                }
+                (None, Some(e)) => refusal(format!("{} failed: {e}", step.tool)),
+                (None, None) => refusal(format!(
+                    "{} did not run ({})",
+                    step.tool,
+                    st.skipped_reason.as_deref().unwrap_or("cancelled")
+                )),
             }
-            (None, Some(e)) => refusal(format!("{} failed: {e}", step.tool)),
-            (None, None) => refusal(format!(
-                "{} did not run ({})",
-                step.tool,
-                st.skipped_reason
-                    .clone()
-                    .unwrap_or_else(|| "cancelled".into())
-            )),
-        }
+        })
     }
 }
 

@@ -117,6 +117,15 @@ impl Session {
         self.records.subscribe()
     }
 
+    /// Look at the current state without copying it: a long session's
+    /// state is large, and a caller often needs one step of it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&SessionState) -> R) -> R {
+        match self.state.lock() {
+            Ok(s) => f(&s),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
     /// A copy of the current state.
     pub fn state(&self) -> SessionState {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
