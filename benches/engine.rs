@@ -7,6 +7,8 @@
 //!
 //! Under `cargo test` it runs a few iterations, as a smoke test.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,16 +37,7 @@ fn runtime(dir: &std::path::Path, extra: &str) -> Runtime {
     ])
     .expect("config");
     loaded.config.servers.retain(|name, _| name == "k8s");
-    let exe = std::env::var_os("CARGO_BIN_EXE_opsbot")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            // Benches run from target/release/deps; the binary is one up.
-            let mut p = std::env::current_exe().expect("exe");
-            p.pop();
-            p.pop();
-            p.push("opsbot");
-            p
-        });
+    let exe = support::opsbot_exe();
     Runtime::with_exe(Paths::rooted(dir), loaded, exe).expect("runtime")
 }
 
@@ -73,11 +66,6 @@ async fn run_plan(rt: &Runtime, session: &Arc<Session>, plan: &Plan) -> Duration
     .await
     .expect("run");
     start.elapsed()
-}
-
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {
@@ -145,26 +133,15 @@ fn main() {
         commits.push(start.elapsed());
     }
     tokio.block_on(rt.servers.shutdown());
-    let (d50, g50) = (
-        percentile(direct.clone(), 0.5),
-        percentile(governed.clone(), 0.5),
-    );
-    let (d99, g99) = (percentile(direct, 0.99), percentile(governed, 0.99));
     println!(
-        "per call in a 20-call chain, governed (policy + audit + call) vs direct MCP call: median {:.0} µs vs {:.0} µs (ratio {:.2}x, +{:.0} µs); p99 {:.0} µs vs {:.0} µs (ratio {:.2}x)",
-        us(g50),
-        us(d50),
-        us(g50) / us(d50).max(1e-9),
-        us(g50) - us(d50),
-        us(g99),
-        us(d99),
-        us(g99) / us(d99).max(1e-9)
+        "per call in a 20-call chain, governed (policy + audit + call) vs direct MCP call: {}",
+        support::versus(&governed, &direct)
     );
 
     println!(
         "of which the audit commit (SQLite WAL, hash chain, two events in one transaction, one per governed call): median {:.0} µs, p99 {:.0} µs",
-        us(percentile(commits.clone(), 0.5)),
-        us(percentile(commits, 0.99))
+        us(support::percentile(commits.clone(), 0.5)),
+        us(support::percentile(commits, 0.99))
     );
 
     // Parallel efficiency: one 200 ms step against sixteen side by side.
@@ -185,13 +162,13 @@ fn main() {
             .collect(),
     };
     let runs = if full { 7 } else { 1 };
-    let t1 = percentile(
+    let t1 = support::percentile(
         (0..runs)
             .map(|_| tokio.block_on(run_plan(&rt, &session, &one)))
             .collect(),
         0.5,
     );
-    let t16 = percentile(
+    let t16 = support::percentile(
         (0..runs)
             .map(|_| tokio.block_on(run_plan(&rt, &session, &sixteen)))
             .collect(),

@@ -9,6 +9,8 @@
 //!
 //! Under `cargo test` it runs on 200 sessions, as a smoke test.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use opsbot::plan::{Step, StepId};
@@ -117,11 +119,6 @@ fn session_events(i: usize) -> Vec<Event> {
     ]
 }
 
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -208,12 +205,15 @@ fn main() {
             mine.push(took);
             times.push(took);
         }
-        per_query.push(format!("`{text}` {:.2} ms", ms(percentile(mine, 0.5))));
+        per_query.push(format!(
+            "`{text}` {:.2} ms",
+            ms(support::percentile(mine, 0.5))
+        ));
     }
     println!(
         "search, 20 newest matching sessions: p50 {:.2} ms, p99 {:.2} ms over {} searches ({})",
-        ms(percentile(times.clone(), 0.5)),
-        ms(percentile(times, 0.99)),
+        ms(support::percentile(times.clone(), 0.5)),
+        ms(support::percentile(times, 0.99)),
         queries.len() * rounds,
         per_query.join(", ")
     );
@@ -239,8 +239,8 @@ fn main() {
     println!(
         "history browser, {} sessions listed per keystroke: p50 {:.2} ms, p99 {:.2} ms over {} keystrokes",
         opsbot::tui::app::LIST_LIMIT,
-        ms(percentile(keystrokes.clone(), 0.5)),
-        ms(percentile(keystrokes.clone(), 0.99)),
+        ms(support::percentile(keystrokes.clone(), 0.5)),
+        ms(support::percentile(keystrokes.clone(), 0.99)),
         keystrokes.len()
     );
 
@@ -255,7 +255,7 @@ fn main() {
     }
     println!(
         "open a session (read its events, fold them): p50 {:.2} ms, p99 {:.2} ms",
-        ms(percentile(opens.clone(), 0.5)),
-        ms(percentile(opens, 0.99))
+        ms(support::percentile(opens.clone(), 0.5)),
+        ms(support::percentile(opens, 0.99))
     );
 }

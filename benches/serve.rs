@@ -6,30 +6,18 @@
 //! `cargo bench --bench serve`; under `cargo test` it runs a few calls as a
 //! smoke test.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+mod support;
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
 use serde_json::json;
 
-fn exe() -> PathBuf {
-    std::env::var_os("CARGO_BIN_EXE_opsbot")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // Benches run from target/release/deps; the binary is one up.
-            let mut p = std::env::current_exe().expect("exe");
-            p.pop();
-            p.pop();
-            p.push("opsbot");
-            p
-        })
-}
-
 async fn client(args: &[&str], data: &std::path::Path) -> RunningService<RoleClient, ()> {
-    let mut cmd = tokio::process::Command::new(exe());
+    let mut cmd = tokio::process::Command::new(support::opsbot_exe());
     cmd.arg("--data-dir")
         .arg(data)
         .args(args)
@@ -56,17 +44,11 @@ async fn one(c: &RunningService<RoleClient, ()>, name: &str) -> Duration {
     took
 }
 
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 400 } else { 5 };
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let dir = tempfile::tempdir().expect("tmp");
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
     let (direct, served) = tokio.block_on(async {
         let direct_client = client(&["sandbox", "k8s"], dir.path()).await;
         // The served k8s server answers as fast as the direct one.
@@ -92,19 +74,8 @@ fn main() {
         let _ = served_client.cancel().await;
         (direct, served)
     });
-    let (d50, s50) = (
-        percentile(direct.clone(), 0.5),
-        percentile(served.clone(), 0.5),
-    );
-    let (d99, s99) = (percentile(direct, 0.99), percentile(served, 0.99));
     println!(
-        "per call, through opsbot serve vs straight to the server ({n} calls each, interleaved): median {:.0} µs vs {:.0} µs (ratio {:.2}x, +{:.0} µs); p99 {:.0} µs vs {:.0} µs (ratio {:.2}x)",
-        us(s50),
-        us(d50),
-        us(s50) / us(d50).max(1e-9),
-        us(s50) - us(d50),
-        us(s99),
-        us(d99),
-        us(s99) / us(d99).max(1e-9)
+        "per call, through opsbot serve vs straight to the server ({n} calls each, interleaved): {}",
+        support::versus(&served, &direct)
     );
 }

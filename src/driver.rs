@@ -49,8 +49,6 @@ pub enum DriverError {
     Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Rerun(#[from] crate::runtime::RerunError),
     #[error("{0}")]
     Planner(String),
 }
@@ -139,11 +137,14 @@ impl Driver {
         Ok(())
     }
 
-    /// Propose a past session's plan again in this session and run it as
-    /// any new plan: policy decides afresh and every approval is asked for
-    /// again. Refused at once when the past plan cannot be re-run.
-    pub fn rerun(self: &Arc<Self>, from: &str) -> Result<(), DriverError> {
-        let (from, plan) = self.rt.past_plan(from)?;
+    /// Propose a past session's plan (from `Runtime::past_plan`) again in
+    /// this session and run it as any new plan: policy decides afresh and
+    /// every approval is asked for again.
+    pub fn rerun(
+        self: &Arc<Self>,
+        from: crate::session::SessionId,
+        plan: crate::plan::Plan,
+    ) -> Result<(), DriverError> {
         self.claim()?;
         let me = Arc::clone(self);
         tokio::spawn(async move {

@@ -97,6 +97,19 @@ impl Tmux {
             .trim()
             == "1"
     }
+
+    /// Wait (at most 15 s) for the app to exit.
+    fn wait_until_quit(&self) {
+        let start = Instant::now();
+        while !self.pane_dead() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the app did not quit:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Tmux {
@@ -146,15 +159,7 @@ fn deploy_with_approvals_then_a_gated_production_deploy_then_quit() {
     assert!(done.contains("deploy checkout → production"), "{done}");
 
     t.keys(&["q"]);
-    let start = Instant::now();
-    while !t.pane_dead() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the app did not quit:\n{}",
-            t.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    t.wait_until_quit();
     let after = t.screen();
     assert!(
         !after.contains("plan:"),
@@ -372,15 +377,7 @@ fn history_browser_searches_replays_and_re_runs() {
     t.wait_for("enter send", None);
     t.keys(&["C-c"]);
     t.keys(&["C-c"]);
-    let start = Instant::now();
-    while !t.pane_dead() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the app did not quit:\n{}",
-            t.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    t.wait_until_quit();
 
     let sessions = store.list_sessions(10).expect("list");
     assert_eq!(sessions.len(), 3, "the re-run is a session of its own");

@@ -270,12 +270,18 @@ impl Screen {
             ));
             return;
         }
-        if let Err(e) = rt.past_plan(from) {
-            self.shown().0.flash = Some((e.to_string(), true));
-            return;
-        }
-        let state = self.driver.session().state();
-        let driver = if state.messages.is_empty() && state.plan.is_none() {
+        let (from, plan) = match rt.past_plan(from) {
+            Ok(past) => past,
+            Err(e) => {
+                self.shown().0.flash = Some((e.to_string(), true));
+                return;
+            }
+        };
+        let untouched = self
+            .driver
+            .session()
+            .with_state(|s| s.messages.is_empty() && s.plan.is_none());
+        let driver = if untouched {
             Arc::clone(&self.driver)
         } else {
             match rt.new_session(&self.driver.session().actor) {
@@ -292,7 +298,7 @@ impl Screen {
         // Subscribe before anything is recorded; `App::apply` skips what
         // the log already showed.
         let records = driver.session().subscribe();
-        if let Err(e) = driver.rerun(from) {
+        if let Err(e) = driver.rerun(from.clone(), plan) {
             self.shown().0.flash = Some((e.to_string(), true));
             return;
         }

@@ -6,7 +6,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use crate::session::Found;
 use crate::text::truncate;
@@ -20,12 +20,11 @@ pub fn draw(f: &mut Frame, area: Rect, browser: &mut HistoryBrowser, theme: &The
         ..area
     };
     f.render_widget(Clear, r);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Double)
-        .border_style(theme.border_focused)
-        .title(" history · type to search · ↑↓ choose · enter replays read-only · esc closes ")
-        .style(theme.base);
+    let block = super::modal::frame(
+        "history · type to search · ↑↓ choose · enter replays read-only · esc closes",
+        theme,
+        theme.border_focused,
+    );
     let inner = block.inner(r);
     f.render_widget(block, r);
     let [search, list, footer] = Layout::vertical([

@@ -10,7 +10,7 @@ use crate::mcp::ServerStatus;
 use crate::tui::app::{App, Modal};
 use crate::tui::theme::Theme;
 
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width.saturating_sub(2)).max(10.min(area.width));
     let h = h.min(area.height.saturating_sub(2)).max(3.min(area.height));
     Rect {
@@ -21,7 +21,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     }
 }
 
-fn frame<'a>(title: &str, theme: &Theme, style: ratatui::style::Style) -> Block<'a> {
+pub(super) fn frame<'a>(title: &str, theme: &Theme, style: ratatui::style::Style) -> Block<'a> {
     Block::default()
         .borders(Borders::ALL)
         .border_type(BorderType::Double)

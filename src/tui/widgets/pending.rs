@@ -5,7 +5,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui_textarea::TextArea;
 
 use crate::session::Pending;
@@ -20,21 +20,13 @@ pub fn draw(
     error: Option<&str>,
     theme: &Theme,
 ) {
-    let w = area.width.saturating_sub(4).min(110);
-    let h = area.height.saturating_sub(2).min(30);
-    let r = Rect {
-        x: area.x + (area.width - w) / 2,
-        y: area.y + (area.height - h) / 2,
-        width: w,
-        height: h,
-    };
+    let r = super::modal::centered(area, 110, 30);
     f.render_widget(Clear, r);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Double)
-        .border_style(theme.gated)
-        .title(" calls waiting for approval · ↑↓ choose · enter approves · ctrl-x refuses · esc closes ")
-        .style(theme.base);
+    let block = super::modal::frame(
+        "calls waiting for approval · ↑↓ choose · enter approves · ctrl-x refuses · esc closes",
+        theme,
+        theme.gated,
+    );
     let inner = block.inner(r);
     f.render_widget(block, r);
     let [list, input, msg] = Layout::vertical([

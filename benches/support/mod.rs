@@ -1,0 +1,45 @@
+//! What the benches share: percentiles, the side-by-side comparison line,
+//! and where the opsbot binary is.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// "median A µs vs B µs (ratio R, +D µs); p99 …": `slow` measured against
+/// `base` in the same run.
+pub fn versus(slow: &[Duration], base: &[Duration]) -> String {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (b50, s50) = (
+        us(percentile(base.to_vec(), 0.5)),
+        us(percentile(slow.to_vec(), 0.5)),
+    );
+    let (b99, s99) = (
+        us(percentile(base.to_vec(), 0.99)),
+        us(percentile(slow.to_vec(), 0.99)),
+    );
+    format!(
+        "median {s50:.0} µs vs {b50:.0} µs (ratio {:.2}x, +{:.0} µs); p99 {s99:.0} µs vs {b99:.0} µs (ratio {:.2}x)",
+        s50 / b50.max(1e-9),
+        s50 - b50,
+        s99 / b99.max(1e-9)
+    )
+}
+
+/// The opsbot binary the bench spawns (sandbox servers, `serve`).
+pub fn opsbot_exe() -> PathBuf {
+    std::env::var_os("CARGO_BIN_EXE_opsbot")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // Benches run from target/release/deps; the binary is one up.
+            let mut p = std::env::current_exe().expect("exe");
+            p.pop();
+            p.pop();
+            p.push("opsbot");
+            p
+        })
+}
