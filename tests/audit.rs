@@ -496,9 +496,18 @@ async fn a_past_plan_is_re_run_only_from_real_arguments() {
     };
     past.record(Event::PlanProposed { plan: plan.clone() })
         .expect("record");
-    let (from, again) = rt
-        .past_plan(&past.id.as_str()[..17])
-        .expect("a prefix will do");
+    // The shortest prefix no other session of this test shares (ids made
+    // in the same second differ only in their last four characters).
+    let id = past.id.as_str();
+    let prefix = (1..=id.len())
+        .map(|n| &id[..n])
+        .find(|p| {
+            ![&empty.id, &secretive.id]
+                .iter()
+                .any(|other| other.as_str().starts_with(p))
+        })
+        .expect("a distinct prefix");
+    let (from, again) = rt.past_plan(prefix).expect("a prefix will do");
     assert_eq!(from, past.id);
     assert_eq!(again, plan);
 
