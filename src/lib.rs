@@ -15,6 +15,7 @@ pub mod planner;
 pub mod policy;
 pub mod runtime;
 pub mod sandbox;
+pub mod sanitize;
 pub mod secrets;
 pub mod serve;
 pub mod session;

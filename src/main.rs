@@ -1,5 +1,6 @@
 //! The opsbot binary: the command line over the core library.
 
+#[macro_use]
 mod cli;
 
 use std::path::PathBuf;
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
     let paths = match cli::paths(cli.data_dir.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("opsbot: {e:#}");
+            err!("opsbot: {e:#}");
             return cli::exit_error();
         }
     };
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("opsbot: cannot start the async runtime: {e}");
+            err!("opsbot: cannot start the async runtime: {e}");
             return cli::exit_error();
         }
     };
@@ -164,7 +165,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("opsbot: {e:#}");
+            err!("opsbot: {e:#}");
             cli::exit_error()
         }
     }

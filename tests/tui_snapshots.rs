@@ -422,3 +422,37 @@ fn a_replay_uses_the_same_panes_read_only() {
     );
     insta::assert_snapshot!("replay_120x32", screen);
 }
+
+/// Escapes, C1 controls and bidi overrides from a server's answer, a
+/// failure and a server problem are drawn as visible marks, never as the
+/// bytes themselves.
+#[test]
+fn hostile_text_is_drawn_inert() {
+    let mut app = app();
+    let evil = "\x1b]0;pwned\x07\x1b[2J\u{202e}\u{9b}31m";
+    let n = 1000;
+    app.apply(&record(
+        n,
+        Event::StepFailed {
+            step: id("test"),
+            error: format!("boom {evil}"),
+            output: None,
+            duration_ms: 1,
+        },
+    ));
+    app.apply(&record(
+        n + 1,
+        Event::ServerProblem {
+            server: "k8s".into(),
+            message: format!("garbage {evil}"),
+        },
+    ));
+    let screen = render(&mut app, 120, 32);
+    assert!(screen.contains("␛]0;pwned␇␛[2J⟨U+202E⟩"), "{screen}");
+    assert!(
+        !screen
+            .chars()
+            .any(|c| matches!(c, '\x1b' | '\x07' | '\u{80}'..='\u{9f}' | '\u{202e}')),
+        "{screen}"
+    );
+}

@@ -47,7 +47,7 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let db = paths.database();
     if !db.exists() {
-        println!("no audit log yet: {} does not exist", db.display());
+        out!("no audit log yet: {} does not exist", db.display());
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&db)?;
@@ -55,23 +55,26 @@ pub fn run(
         AuditCommand::Verify { json } => {
             let v = store.verify_all()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                super::json_out(&v)?;
             } else {
                 match &v.report {
                     ChainReport::Whole { events } => {
-                        println!(
+                        out!(
                             "the audit log is whole: {events} events in {} sessions, #{} to #{}, last hash {}",
-                            v.sessions, v.first_seq, v.last_seq, v.last_hash
+                            v.sessions,
+                            v.first_seq,
+                            v.last_seq,
+                            v.last_hash
                         );
                         if v.pruned_events > 0 {
-                            println!(
+                            out!(
                                 "({} older events were pruned by retention; the chain is checked from the hash the last of them had)",
                                 v.pruned_events
                             );
                         }
                     }
                     ChainReport::Broken { seq, problem } => {
-                        println!(
+                        out!(
                             "the audit log is BROKEN at record #{seq}: {problem}\n{} records before it verified",
                             (v.last_seq - v.first_seq + 1).max(0)
                         );
@@ -99,7 +102,7 @@ pub fn run(
             let n = store.export_jsonl(since.as_deref(), &mut out)?;
             out.flush()?;
             if let Some(path) = output {
-                eprintln!("wrote {n} events to {}", path.display());
+                err!("wrote {n} events to {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -111,27 +114,29 @@ pub fn run(
                 max_bytes: audit.retention_max_mib.saturating_mul(1 << 20),
             };
             if retention.max_age_days == 0 && retention.max_bytes == 0 {
-                println!("nothing to do: set [audit] retention_days or retention_max_mib to prune");
+                out!("nothing to do: set [audit] retention_days or retention_max_mib to prune");
                 return Ok(ExitCode::SUCCESS);
             }
             let r = store.prune(retention)?;
             if r.sessions == 0 {
-                println!("nothing to prune");
+                out!("nothing to prune");
             } else {
-                println!(
+                out!(
                     "pruned {} sessions ({} events, up to #{}); `opsbot audit verify` checks the rest from there",
-                    r.sessions, r.events, r.upto_seq
+                    r.sessions,
+                    r.events,
+                    r.upto_seq
                 );
                 // The app only prunes (freed pages are reused); here the
                 // user asked, so give the space back to the disk too.
                 match store.compact() {
-                    Ok((before, after)) => println!(
+                    Ok((before, after)) => out!(
                         "compacted {}: {:.1} MiB → {:.1} MiB",
                         db.display(),
                         before as f64 / 1048576.0,
                         after as f64 / 1048576.0
                     ),
-                    Err(e) => println!(
+                    Err(e) => out!(
                         "could not compact {} now ({e}); the freed space will be reused",
                         db.display()
                     ),

@@ -23,7 +23,7 @@ fn read_hidden(prompt: &str) -> anyhow::Result<String> {
         std::io::stdin().read_to_string(&mut key)?;
         return Ok(key.trim().to_string());
     }
-    eprint!("{prompt}");
+    super::emit(true, prompt, false);
     crossterm::terminal::enable_raw_mode()?;
     let mut key = String::new();
     let result = loop {
@@ -44,7 +44,7 @@ fn read_hidden(prompt: &str) -> anyhow::Result<String> {
         }
     };
     crossterm::terminal::disable_raw_mode()?;
-    eprintln!();
+    err!("");
     result.map(|()| key.trim().to_string())
 }
 
@@ -65,13 +65,13 @@ pub fn run(paths: &Paths, config: Option<&Path>, command: AuthCommand) -> anyhow
                 anyhow::bail!("no key given; nothing stored");
             }
             opsbot::secrets::store_key(&profile, &key)?;
-            println!("stored the key for `{profile}` in the OS keyring");
+            out!("stored the key for `{profile}` in the OS keyring");
         }
         AuthCommand::Rm { profile } => {
             if opsbot::secrets::remove_key(&profile)? {
-                println!("removed the key for `{profile}` from the OS keyring");
+                out!("removed the key for `{profile}` from the OS keyring");
             } else {
-                println!("the OS keyring had no key for `{profile}`");
+                out!("the OS keyring had no key for `{profile}`");
             }
         }
     }

@@ -58,7 +58,7 @@ pub enum ReportFormat {
 pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<ExitCode> {
     let db = paths.database();
     if !db.exists() {
-        println!("no history yet: {} does not exist", db.display());
+        out!("no history yet: {} does not exist", db.display());
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&db)?;
@@ -92,7 +92,7 @@ pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<Exi
                 skip_empty: false,
             })?;
             if found.is_empty() && !json {
-                println!("no sessions match");
+                out!("no sessions match");
             }
             print_found(&found, json)?;
         }
@@ -100,16 +100,16 @@ pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<Exi
             let id = store.find_session(&id)?;
             let records = store.events(&id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&records)?);
+                super::json_out(&records)?;
             } else {
                 for r in &records {
                     if let Some(line) = super::print::record(r, false) {
-                        println!("{line}");
+                        out!("{line}");
                     }
                 }
                 let state = SessionState::replay(&records);
                 if state.outcome.is_none() {
-                    println!("(this session was interrupted: it never finished)");
+                    out!("(this session was interrupted: it never finished)");
                 }
             }
         }
@@ -117,16 +117,13 @@ pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<Exi
             let id = store.find_session(&id)?;
             let records = store.events(&id)?;
             match format {
-                ReportFormat::Markdown => print!("{}", report::markdown(&records)),
+                ReportFormat::Markdown => super::emit(false, &report::markdown(&records), false),
                 ReportFormat::Json => {
                     let summary = store.session_summary(&id)?;
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({
-                            "session": summary,
-                            "events": records,
-                        }))?
-                    );
+                    super::json_out(&serde_json::json!({
+                        "session": summary,
+                        "events": records,
+                    }))?;
                 }
             }
         }
@@ -134,13 +131,16 @@ pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// Requests and snippets in a list are cut here: a pasted 100 KB request
+/// is one line of a list, not a screenful.
+const LIST_WIDTH: usize = 160;
+
 fn print_found(found: &[opsbot::session::Found], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(found)?);
-        return Ok(());
+        return super::json_out(&found);
     }
     for s in found {
-        println!(
+        out!(
             "{}  {}  {:<19} {:<10} {:<22} {}",
             s.id,
             s.started_at.get(..16).unwrap_or(&s.started_at),
@@ -151,10 +151,10 @@ fn print_found(found: &[opsbot::session::Found], json: bool) -> anyhow::Result<(
             } else {
                 s.envs.join(",")
             },
-            s.title.as_deref().unwrap_or("")
+            opsbot::sanitize::line(s.title.as_deref().unwrap_or(""), LIST_WIDTH)
         );
         if let Some(snippet) = &s.snippet {
-            println!("    {}", snippet.replace('\n', " "));
+            out!("    {}", opsbot::sanitize::line(snippet, LIST_WIDTH));
         }
     }
     Ok(())

@@ -1,5 +1,20 @@
 //! Command-line front ends. Business rules live in the library; these only
 //! parse, print and map outcomes to exit codes.
+//!
+//! Everything printed goes through `out!`, `err!` or `json_out`: what
+//! opsbot prints is full of text from servers, models and the log, and
+//! those pass the one sanitiser (`opsbot::sanitize`) on the way.
+
+/// A line on stdout, cleaned for the terminal. A closed stdout (`| head`)
+/// ends nothing: the line is dropped.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::emit(false, &format!($($arg)*), true) };
+}
+
+/// A line on stderr, cleaned for the terminal.
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::cli::emit(true, &format!($($arg)*), true) };
+}
 
 pub mod audit;
 pub mod auth;
@@ -15,6 +30,32 @@ use std::process::ExitCode;
 
 use opsbot::paths::Paths;
 use opsbot::session::Outcome;
+
+/// Write cleaned text to stdout or stderr, ignoring a closed stream.
+pub fn emit(to_stderr: bool, text: &str, newline: bool) {
+    use std::io::Write;
+    let clean = opsbot::sanitize::clean(text);
+    let end = if newline { "\n" } else { "" };
+    if to_stderr {
+        let mut e = std::io::stderr().lock();
+        let _ = write!(e, "{clean}{end}").and_then(|()| e.flush());
+    } else {
+        let _ = write!(std::io::stdout().lock(), "{clean}{end}");
+    }
+}
+
+/// JSON on stdout: the same data, with every control a terminal could act
+/// on written as a `\uXXXX` escape.
+pub fn json_out(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    emit_raw(&opsbot::sanitize::json_text(&text));
+    Ok(())
+}
+
+fn emit_raw(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
 
 /// Bad input, config or environment: distinct from a run that failed (1).
 pub fn exit_error() -> ExitCode {
@@ -104,14 +145,14 @@ pub fn sandbox(name: &str) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sandbox {name}: cannot start the async runtime: {e}");
+            err!("sandbox {name}: cannot start the async runtime: {e}");
             return exit_error();
         }
     };
     match rt.block_on(opsbot::sandbox::serve(name)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sandbox {name}: {e}");
+            err!("sandbox {name}: {e}");
             exit_error()
         }
     }

@@ -119,17 +119,17 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
                     .iter()
                     .map(|(id, d)| json!({"step": id, "decision": d}))
                     .collect();
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(
                         &json!({"actor": actor, "roles": roles, "steps": steps})
                     )?
                 );
             } else {
-                println!("{} as {actor} (roles: {})", plan.title, roles_text(&roles));
+                out!("{} as {actor} (roles: {})", plan.title, roles_text(&roles));
                 for (id, d) in &decisions {
                     let tool = plan.step(id).map(|s| s.tool.as_str()).unwrap_or_default();
-                    println!("  {}", line(id.as_str(), tool, d));
+                    out!("  {}", line(id.as_str(), tool, d));
                 }
             }
             Ok(ExitCode::from(if denied { 3 } else { 0 }))
@@ -146,16 +146,16 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
             let d = rt
                 .policy
                 .decide(&call, catalog.get(&tool), &ctx, Some(&mut trace));
-            println!(
+            out!(
                 "{tool} {} as {actor} (roles: {})",
                 Value::Object(args.clone()),
                 roles_text(&roles)
             );
             for t in &trace {
                 let mark = if t.applied { "✓" } else { "·" };
-                println!("  {mark} {:<28} {}", t.rule, t.note);
+                out!("  {mark} {:<28} {}", t.rule, t.note);
             }
-            println!("decision: {}", line("", &tool, &d).trim_start());
+            out!("decision: {}", line("", &tool, &d).trim_start());
             Ok(ExitCode::from(if d.is_denied() { 3 } else { 0 }))
         }
         PolicyCommand::Pins { command } => pins_command(rt, actor, command),
@@ -176,7 +176,7 @@ fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Resu
         PinsCommand::List => {
             let pins = rt.store.pins()?;
             if pins.is_empty() {
-                println!("no tool is pinned yet: a tool is pinned the first time it is called");
+                out!("no tool is pinned yet: a tool is pinned the first time it is called");
             }
             let mut tools: Vec<_> = pins.into_iter().collect();
             tools.sort();
@@ -186,7 +186,7 @@ fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Resu
                     Some(_) => "CHANGED: quarantined until accepted",
                     None => "not served now",
                 };
-                println!("{tool:<28} {}  {state}", &hash[..hash.len().min(12)]);
+                out!("{tool:<28} {}  {state}", &hash[..hash.len().min(12)]);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -199,11 +199,15 @@ fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Resu
                 .get(&tool)
                 .map(definition)
                 .with_context(|| format!("no connected server serves `{tool}` now"))?;
-            println!("pinned {} by {}", pin.pinned_at, pin.pinned_by);
+            out!("pinned {} by {}", pin.pinned_at, pin.pinned_by);
             if now == pin.definition {
-                println!("unchanged");
+                out!("unchanged");
             } else {
-                print!("{}", opsbot::text::line_diff(&pin.definition, &now));
+                super::emit(
+                    false,
+                    &opsbot::text::line_diff(&pin.definition, &now),
+                    false,
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -213,7 +217,7 @@ fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Resu
                 .with_context(|| format!("no connected server serves `{tool}` now"))?;
             rt.store
                 .set_pin(&tool, &info.def_hash, &definition(info), actor, true)?;
-            println!("{tool} pinned as served now by {actor}");
+            out!("{tool} pinned as served now by {actor}");
             Ok(ExitCode::SUCCESS)
         }
     }

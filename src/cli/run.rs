@@ -1,7 +1,7 @@
 //! `opsbot run "REQUEST"`: plan, approve, run, report, headless.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -47,8 +47,7 @@ async fn ask(prompt: String) -> Option<String> {
         return None;
     }
     tokio::task::spawn_blocking(move || {
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
+        super::emit(true, &prompt, false);
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).ok()?;
         Some(line.trim().to_string())
@@ -67,15 +66,15 @@ pub async fn run(
     let rt = Runtime::start(paths, config)?;
     let say = |s: &str| {
         if !args.json {
-            println!("{s}");
+            out!("{s}");
         }
     };
     rt.servers.wait_settled().await;
     for (name, status) in rt.servers.statuses() {
         if let ServerStatus::Failed { error, stderr } = &status {
-            eprintln!("warning: server `{name}` is not available: {error}");
+            err!("warning: server `{name}` is not available: {error}");
             for line in stderr.iter().rev().take(3).rev() {
-                eprintln!("    stderr: {line}");
+                err!("    stderr: {line}");
             }
         }
     }
@@ -110,7 +109,7 @@ pub async fn run(
     if !args.json {
         for r in rt.store.events(&session.id)? {
             if let opsbot::session::Event::Note { text } = &r.event {
-                eprintln!("note: {text}");
+                err!("note: {text}");
             }
         }
     }
@@ -120,9 +119,9 @@ pub async fn run(
             Outcome::NeedsClarification
         }
         Planned::Invalid(errors) => {
-            eprintln!("the plan is not valid, so nothing ran:");
+            err!("the plan is not valid, so nothing ran:");
             for e in &errors {
-                eprintln!("  - {e}");
+                err!("  - {e}");
             }
             Outcome::InvalidPlan
         }
@@ -167,9 +166,9 @@ pub async fn run(
             "plan_errors": state.plan_errors,
             "llm": state.llm,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::json_out(&out)?;
     } else if outcome == Outcome::AwaitingApproval {
-        println!(
+        out!(
             "some steps were not approved: rerun with --yes (and --approve-gated for gated steps), or answer the prompts on a terminal"
         );
     }
@@ -187,7 +186,7 @@ async fn approve_and_run(
 ) -> anyhow::Result<Outcome> {
     let say = |s: &str| {
         if !args.json {
-            println!("{s}");
+            out!("{s}");
         }
     };
     match rt.store.redactor().redacted(plan) {
@@ -233,7 +232,7 @@ async fn approve_and_run(
                 match typed.map(|t| gate.check(&t)) {
                     Some(Ok(why)) => (true, why),
                     Some(Err(e)) => {
-                        eprintln!("{}: not approved: {e}", step.id);
+                        err!("{}: not approved: {e}", step.id);
                         (false, None)
                     }
                     None => (false, None),
@@ -269,7 +268,7 @@ async fn approve_and_run(
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ncancelling: running steps are being stopped (Ctrl-C again to quit now)");
+            err!("\ncancelling: running steps are being stopped (Ctrl-C again to quit now)");
             on_ctrl_c.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
@@ -280,12 +279,9 @@ async fn approve_and_run(
         let mut live = session.subscribe();
         tokio::spawn(async move {
             while let Ok(record) = live.recv().await {
+                // A closed stdout (`| head`) ends nothing: the run goes on.
                 if let Some(line) = print::record(&record, true) {
-                    use std::io::Write;
-                    // A closed stdout (`| head`) ends the printing, not the run.
-                    if writeln!(std::io::stdout(), "{line}").is_err() {
-                        break;
-                    }
+                    out!("{line}");
                 }
                 if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
                     break;

@@ -29,7 +29,7 @@ pub async fn run(
         Some(addr) => {
             let token = opsbot::secrets::serve_token();
             opsbot::serve::http(Arc::clone(&rt), actor, addr, token, |bound| {
-                eprintln!("opsbot serves MCP at http://{bound}/mcp");
+                err!("opsbot serves MCP at http://{bound}/mcp");
             })
             .await
         }

@@ -25,7 +25,7 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::json_out(&out)?;
     } else {
         for (name, status) in &statuses {
             let glyph = match status {
@@ -38,12 +38,12 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                 .filter(|b| !matches!(b, opsbot::mcp::BreakerState::Closed))
                 .map(|b| format!(" · breaker {}", b.summary()))
                 .unwrap_or_default();
-            println!("{glyph} {name}: {}{breaker}", status.summary());
+            out!("{glyph} {name}: {}{breaker}", status.summary());
             if let ServerStatus::Failed { stderr, .. } | ServerStatus::Exited { stderr, .. } =
                 status
             {
                 for line in stderr.iter().rev().take(5).rev() {
-                    println!("    stderr: {line}");
+                    out!("    stderr: {line}");
                 }
             }
             for tool in rt.servers.tools_of(name) {
@@ -56,7 +56,7 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                     "changes state"
                 };
                 let desc = tool.description.lines().next().unwrap_or_default();
-                println!(
+                out!(
                     "    {:<28} {:<14} {}",
                     tool.qualified(),
                     flags,

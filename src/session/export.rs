@@ -42,8 +42,11 @@ impl Store {
                 "prev_hash": r.get::<_, String>(6)?,
                 "hash": r.get::<_, String>(7)?,
             });
-            serde_json::to_writer(&mut *out, &line)?;
-            out.write_all(b"\n")
+            // Controls a terminal would act on are written as \u escapes:
+            // the same string to any JSON reader, inert on a screen.
+            let text = serde_json::to_string(&line)?;
+            out.write_all(crate::sanitize::json_text(&text).as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
                 .map_err(|e| StoreError::Export(e.to_string()))?;
             n += 1;
         }

@@ -8,7 +8,7 @@ use crate::plan::StepId;
 use crate::policy::Decision;
 
 /// One served call waiting for approval.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
     pub session: SessionId,
     pub step: StepId,

@@ -244,7 +244,10 @@ impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
             Some(r) => r.text(&text),
             None => Redactor::default().text(&text),
         };
-        self.inner.write_all(redacted.as_bytes())?;
+        // Log files get read with `cat` and `tail -f`: what servers said
+        // lands there inert, like everywhere else.
+        self.inner
+            .write_all(crate::sanitize::clean(&redacted).as_bytes())?;
         Ok(buf.len())
     }
 

@@ -110,7 +110,7 @@ pub struct Query {
 }
 
 /// One session found: what a list of them shows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Found {
     pub id: SessionId,
     pub started_at: String,

@@ -272,11 +272,24 @@ impl App {
         }
     }
 
-    /// Fold one record into the view.
+    /// Fold one record into the view. Its strings came from servers,
+    /// models and people: they are cleaned here, once, so nothing the
+    /// widgets draw can act on the terminal.
     pub fn apply(&mut self, record: &Record) {
         if record.seq <= self.last_seq {
             return;
         }
+        let cleaned;
+        let record = match crate::sanitize::cleaned(&record.event) {
+            Some(event) => {
+                cleaned = Record {
+                    event,
+                    ..record.clone()
+                };
+                &cleaned
+            }
+            None => record,
+        };
         self.last_seq = record.seq;
         self.state.apply(record);
         let ts = record.ts.get(11..19).unwrap_or(&record.ts).to_string();

@@ -20,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::driver::Driver;
 use crate::mcp::ServerEvent;
+use crate::sanitize::scrub;
 use app::{App, Intent};
 
 pub struct Options {
@@ -303,6 +304,8 @@ impl Screen {
             return;
         }
         self.live = self.live_app(&driver);
+        // The user asked for a plan, not to type: keys go to its steps.
+        self.live.focus = app::Pane::Plan;
         self.live_view = ui::View::default();
         self.records = records;
         self.driver = driver;
@@ -336,7 +339,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         })
         .collect();
     for (name, status) in rt.servers.statuses() {
-        live.servers.insert(name, status);
+        live.servers.insert(name, scrub(status));
     }
     let planning = rt.planning();
     let records = driver.session().subscribe();
@@ -417,14 +420,16 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 }
                 Err(RecvError::Closed) => dirty = false,
             },
-            Some((text, found)) = answers.recv() => screen.live.show_found(&text, found),
+            Some((text, found)) = answers.recv() => {
+                screen.live.show_found(&text, found.map(scrub));
+            }
             Some(calls) = waiting_calls.recv() => {
                 dirty = screen.live.pending != calls;
-                screen.live.pending = calls;
+                screen.live.pending = scrub(calls);
             }
             se = server_events.recv() => match se {
                 Ok(ServerEvent::Status { server, status }) => {
-                    screen.live.servers.insert(server, status);
+                    screen.live.servers.insert(server, scrub(status));
                 }
                 Ok(ServerEvent::Breaker { server, state }) => {
                     screen.live.breakers.insert(server, state);

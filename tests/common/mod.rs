@@ -245,3 +245,40 @@ pub fn peer(name: &str) -> PathBuf {
     }
     bin
 }
+
+/// Config for our own misbehaving MCP server (tests/fixtures/mcp_fixture.py)
+/// as server `name`, in `mode`, with a runbook "poke NAME" that calls its
+/// `echo` tool once.
+pub fn fixture_config(name: &str, mode: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
+    format!(
+        r#"
+[servers.{name}]
+command = "python3"
+args = ["{script}", "{mode}"]
+timeout_ms = 20000
+
+[runbooks.poke_{name}]
+description = "Call the fixture's echo tool"
+phrases = ["poke {name}"]
+
+[[runbooks.poke_{name}.steps]]
+id = "echo"
+tool = "{name}.echo"
+args = {{ text = "hi" }}
+description = "Echo hi"
+"#,
+        script = script.display()
+    )
+}
+
+/// Bytes a terminal could act on: ESC, C1 controls (UTF-8 C2 80..9F) and
+/// bidi overrides (U+202A..202E, U+2066..2069). Returns where the first is.
+pub fn first_hostile_byte(bytes: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(bytes);
+    text.char_indices()
+        .find(|(_, c)| {
+            matches!(c, '\x1b' | '\x07' | '\r' | '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .map(|(i, _)| i)
+}

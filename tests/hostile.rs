@@ -1,0 +1,116 @@
+//! Hostile bytes never reach a terminal: a server of ours that puts escape
+//! sequences, C1 controls and bidi overrides on stdout, stderr, its
+//! serverInfo, its tool's description and its answers; every command that
+//! shows any of it prints none of them.
+
+mod common;
+
+use common::*;
+
+fn assert_inert(what: &str, out: &std::process::Output) {
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        if let Some(at) = first_hostile_byte(bytes) {
+            let text = String::from_utf8_lossy(bytes);
+            let from = text.floor_char_boundary(at.saturating_sub(80));
+            panic!(
+                "`{what}` printed a hostile byte on {stream} at {at}: {:?}",
+                &text[from..text.ceil_char_boundary(at + 40)]
+            );
+        }
+    }
+}
+
+#[test]
+fn no_command_prints_what_a_hostile_server_sends() {
+    let home = Home::new();
+    let cfg = home.write_config("hostile.toml", &fixture_config("hostile", "hostile"));
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let with = |args: &[&str]| {
+        let mut all = vec!["--config", cfg];
+        all.extend_from_slice(args);
+        home.run(&all, &[])
+    };
+
+    let tools = with(&["tools"]);
+    assert_exit(&tools, 0);
+    assert_inert("tools", &tools);
+    let shown = stdout(&tools);
+    assert!(
+        shown.contains("␛]0;pwned-by-fixture"),
+        "the escape is shown, visibly: {shown}"
+    );
+    assert_inert("tools --json", &with(&["tools", "--json"]));
+
+    // The description's bidi override flags the tool: a typed approval.
+    let run = with(&["run", "-y", "--approve-gated", "poke hostile"]);
+    assert_exit(&run, 0);
+    assert_inert("run", &run);
+    let shown = stdout(&run);
+    assert!(
+        shown.contains("echo: hi") && shown.contains("pwned-by-fixture"),
+        "the answer is shown, inert: {shown}"
+    );
+    assert_inert(
+        "run --json",
+        &with(&["run", "--json", "-y", "--approve-gated", "poke hostile"]),
+    );
+
+    let list = with(&["history", "list"]);
+    assert_inert("history list", &list);
+    let store = home.store();
+    let id = store.list_sessions(1).expect("list")[0].id.to_string();
+    for args in [
+        vec!["history", "show", id.as_str()],
+        vec!["history", "show", "--json", id.as_str()],
+        vec!["history", "export", id.as_str(), "--format", "markdown"],
+        vec!["history", "export", id.as_str(), "--format", "json"],
+        vec!["history", "search", "pwned"],
+        vec!["audit", "export"],
+        vec!["audit", "verify"],
+        vec!["policy", "pins", "list"],
+        vec!["policy", "pins", "diff", "hostile.echo"],
+        vec![
+            "policy",
+            "explain",
+            "hostile.echo",
+            "--args",
+            r#"{"text":"x"}"#,
+        ],
+    ] {
+        let out = with(&args);
+        assert_inert(&args.join(" "), &out);
+    }
+
+    // The exported JSON still decodes to exactly what was stored.
+    let export = with(&["audit", "export"]);
+    let stored = store
+        .events(&store.find_session(&id).expect("id"))
+        .expect("events");
+    let answer = stored
+        .iter()
+        .find_map(|r| match &r.event {
+            opsbot::session::Event::StepSucceeded { output, .. } => Some(output.text.clone()),
+            _ => None,
+        })
+        .expect("the call's answer is stored");
+    assert!(
+        answer.contains('\x1b'),
+        "the log keeps what the server said"
+    );
+    let decoded: Vec<serde_json::Value> = stdout(&export)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each export line is JSON"))
+        .collect();
+    assert!(
+        decoded
+            .iter()
+            .any(|v| v["event"]["output"]["text"].as_str() == Some(answer.as_str())),
+        "escaped in the export, the same string once decoded"
+    );
+
+    // And the log file, which people `tail -f`, holds none either.
+    for entry in std::fs::read_dir(home.path().join("logs")).expect("logs") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("log");
+        assert_eq!(first_hostile_byte(&bytes), None, "log file");
+    }
+}
