@@ -70,9 +70,8 @@ pub fn clean_in_place(s: &mut String) {
 /// how much was left out.
 pub fn line(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max * 4) + 8);
-    let mut shown = 0usize;
     let mut chars = s.chars();
-    for c in chars.by_ref() {
+    for (shown, c) in chars.by_ref().enumerate() {
         if shown == max {
             let rest = 1 + chars.count();
             out.push_str(&format!("… (+{rest} chars)"));
@@ -84,7 +83,6 @@ pub fn line(s: &str, max: usize) -> String {
             c if hostile(c) => visible(c, &mut out),
             c => out.push(c),
         }
-        shown += 1;
     }
     out
 }
