@@ -166,7 +166,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             err!("opsbot: {e:#}");
-            cli::exit_error()
+            cli::exit_for(&e)
         }
     }
 }

@@ -114,3 +114,44 @@ fn no_command_prints_what_a_hostile_server_sends() {
         assert_eq!(first_hostile_byte(&bytes), None, "log file");
     }
 }
+
+/// Replies over rmcp's 16 MiB limit, cut off, or not UTF-8 are reported as
+/// what they are, with the server named, at once: not as a timeout, and
+/// not retried (the tool is marked idempotent, so a timeout would be).
+#[test]
+fn bad_replies_are_named_and_not_retried() {
+    for (mode, says) in [
+        ("oversized", "sent a reply of 17.0 MiB, over the 16.0 MiB"),
+        ("cut", "sent a reply cut off after"),
+        ("nonutf8", "sent a reply that is not valid UTF-8 (byte 0xff"),
+    ] {
+        let home = Home::new();
+        let cfg = home.write_config("bad.toml", &fixture_config("bad", mode));
+        let out = home.run(
+            &[
+                "--config",
+                cfg.to_str().expect("path"),
+                "run",
+                "-y",
+                "poke bad",
+            ],
+            &[],
+        );
+        assert_exit(&out, 1);
+        let records = home.last_session();
+        let error = records
+            .iter()
+            .find_map(|r| match &r.event {
+                opsbot::session::Event::StepFailed { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{mode}: no failure recorded"));
+        assert!(error.starts_with("server `bad` "), "{mode}: {error}");
+        assert!(error.contains(says), "{mode}: {error}");
+        assert!(!error.contains("did not answer"), "{mode}: {error}");
+        assert!(
+            !kinds(&records).contains(&"step_retrying"),
+            "{mode}: a bad reply is not retried"
+        );
+    }
+}

@@ -79,11 +79,35 @@ pub fn run(
                             (v.last_seq - v.first_seq + 1).max(0)
                         );
                     }
+                    ChainReport::Unreadable { from, to, detail } => {
+                        let range = match to {
+                            Some(to) => format!(
+                                "records #{from} to #{} cannot be read; #{to} on can",
+                                to - 1
+                            ),
+                            None => format!("records from #{from} on cannot be read"),
+                        };
+                        out!(
+                            "the audit log file is DAMAGED: {range} ({detail})\n{} records before it verified, up to #{}",
+                            (v.last_seq - v.first_seq + 1).max(0),
+                            v.last_seq
+                        );
+                    }
+                }
+                if !v.damage.is_empty() {
+                    out!("SQLite's integrity check found:");
+                    for d in &v.damage {
+                        out!("  {d}");
+                    }
+                    out!(
+                        "keep the file; `sqlite3 {} .recover` saves what can still be read",
+                        db.display()
+                    );
                 }
             }
             Ok(match v.report {
-                ChainReport::Whole { .. } => ExitCode::SUCCESS,
-                ChainReport::Broken { .. } => ExitCode::from(1),
+                ChainReport::Whole { .. } if v.damage.is_empty() => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
             })
         }
         AuditCommand::Export {

@@ -62,6 +62,30 @@ pub fn exit_error() -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The audit log could not be written (disk full, file deleted, damaged,
+/// read-only): nothing more ran. Distinct from bad input (2).
+pub const EXIT_STORE: u8 = 7;
+
+/// The exit code for an error that ended a command: a store fault has its
+/// own, everything else is bad input or environment.
+pub fn exit_for(e: &anyhow::Error) -> ExitCode {
+    use opsbot::runtime::RuntimeError;
+    use opsbot::session::StoreError;
+    let store_fault = e.chain().any(|c| {
+        c.downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_store_failure)
+            || matches!(
+                c.downcast_ref::<RuntimeError>(),
+                Some(RuntimeError::Store(s)) if s.is_store_failure()
+            )
+    });
+    if store_fault {
+        ExitCode::from(EXIT_STORE)
+    } else {
+        exit_error()
+    }
+}
+
 /// Exit codes scripts can tell apart.
 pub fn exit_code(outcome: Outcome) -> ExitCode {
     ExitCode::from(match outcome {
@@ -113,10 +137,40 @@ pub fn since(text: &str) -> anyhow::Result<String> {
     )
 }
 
-/// Logs go to rolling files, never to the terminal.
+/// Logs go to rolling files, never to the terminal. Where the log
+/// directory cannot be written (a read-only data directory) they go to the
+/// system's temporary directory instead, and stderr says so once; with no
+/// writable place at all, there are no logs and every command still works.
 pub fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    std::fs::create_dir_all(&paths.log_dir).ok()?;
-    let appender = tracing_appender::rolling::daily(&paths.log_dir, "opsbot.log");
+    let appender = |dir: &Path| {
+        std::fs::create_dir_all(dir).ok()?;
+        tracing_appender::rolling::RollingFileAppender::builder()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("opsbot.log")
+            .build(dir)
+            .ok()
+    };
+    let appender = match appender(&paths.log_dir) {
+        Some(a) => a,
+        None => {
+            let fallback =
+                std::env::temp_dir().join(format!("opsbot-logs-{}", opsbot::session::os_user()));
+            let found = appender(&fallback);
+            match &found {
+                Some(_) => err!(
+                    "opsbot: cannot write logs to {}; logging to {} instead",
+                    paths.log_dir.display(),
+                    fallback.display()
+                ),
+                None => err!(
+                    "opsbot: cannot write logs to {} or {}; running without logs",
+                    paths.log_dir.display(),
+                    fallback.display()
+                ),
+            }
+            found?
+        }
+    };
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

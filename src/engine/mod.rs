@@ -736,13 +736,19 @@ impl StepCall {
             }
             attempt += 1;
             let wait = retry.delay(attempt);
+            // A retry is a call: one that cannot be recorded is not made.
             if let Err(e) = session.record(Event::StepRetrying {
                 step: id.clone(),
                 attempt,
                 error: why,
                 wait_ms: wait.as_millis() as u64,
             }) {
-                tracing::error!("cannot record a retry: {e}");
+                return Finished {
+                    id,
+                    result,
+                    took: began.elapsed(),
+                    note: Some(format!("not retried: the retry could not be recorded: {e}")),
+                };
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

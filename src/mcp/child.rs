@@ -7,7 +7,24 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::frames::{Frame, MAX_MESSAGE, next_frame};
 use super::servers::{Entry, SHUTDOWN_GRACE, STDERR_LINES, ServerEvent, SpawnContext, mark_exited};
+
+/// The JSON-RPC error code opsbot's pump answers a bad reply with, so the
+/// call can tell it from the server's own errors.
+pub(super) const BAD_REPLY: i32 = -32098;
+
+/// An error answer to request `id`, from opsbot, saying the reply was bad.
+fn bad_reply_answer(id: &serde_json::Value, problem: &str) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": BAD_REPLY, "message": problem },
+    }))
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
 
 /// Only these variables of opsbot's own environment reach a server, plus
 /// its configured `env`: servers never see opsbot's secrets.
@@ -88,26 +105,40 @@ pub(super) fn spawn_child(
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut reader = BufReader::new(stdout);
-        let mut line = Vec::new();
         loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let text = String::from_utf8_lossy(&line);
-            let trimmed = text.trim();
-            if trimmed.starts_with('{') || trimmed.starts_with('[') {
-                if pump.write_all(&line).await.is_err() {
-                    break;
+            let frame = match next_frame(&mut reader, MAX_MESSAGE).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) | Err(_) => break,
+            };
+            let forward = match frame {
+                Frame::Message(line) => line,
+                Frame::Noise(text) if text.is_empty() => continue,
+                Frame::Noise(text) => {
+                    tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {text}");
+                    remember(&e, format!("[stdout, not JSON-RPC] {text}"));
+                    let _ = e.events.send(ServerEvent::Garbage {
+                        server: e.name.clone(),
+                        line: crate::text::truncate(&text, 200),
+                    });
+                    continue;
                 }
-            } else if !trimmed.is_empty() {
-                tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {trimmed}");
-                remember(&e, format!("[stdout, not JSON-RPC] {trimmed}"));
-                let _ = e.events.send(ServerEvent::Garbage {
-                    server: e.name.clone(),
-                    line: crate::text::truncate(trimmed, 200),
-                });
+                Frame::Bad { id, problem } => {
+                    tracing::warn!(server = %e.name, "bad reply: {problem}");
+                    remember(&e, format!("[stdout, bad reply] {problem}"));
+                    match id {
+                        // The call it answered ends with what happened.
+                        Some(id) => bad_reply_answer(&id, &problem),
+                        // No id to answer: calls that time out meanwhile
+                        // say what the server sent instead.
+                        None => {
+                            e.note_bad_reply(problem);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if pump.write_all(&forward).await.is_err() {
+                break;
             }
         }
     });

@@ -148,6 +148,10 @@ pub enum CallError {
     Cancelled { tool: String },
     #[error("server `{server}` rejected the call: {message}")]
     Protocol { server: String, message: String },
+    /// The server answered with something that is not a usable message:
+    /// too large, cut off, not UTF-8. Not retried: it would answer the same.
+    #[error("server `{server}` {problem}")]
+    BadReply { server: String, problem: String },
     #[error(
         "server `{server}` failed {failures} times in a row, so calls fail fast for now (its circuit breaker is open; the next try is allowed in {})",
         crate::session::duration(*.retry_in_ms)
@@ -198,6 +202,8 @@ pub(crate) struct Connection {
 /// Why a call did not produce a result, before it is given a server context.
 pub(crate) enum RawCallError {
     Closed,
+    /// opsbot's pump answered for the server: its reply was unusable.
+    BadReply(String),
     Timeout(Duration),
     Cancelled,
     Other(String),
@@ -269,6 +275,9 @@ fn classify(e: ServiceError) -> RawCallError {
         ServiceError::TransportClosed | ServiceError::TransportSend(_) => RawCallError::Closed,
         ServiceError::Timeout { timeout } => RawCallError::Timeout(timeout),
         ServiceError::Cancelled { .. } => RawCallError::Cancelled,
+        ServiceError::McpError(e) if e.code.0 == super::child::BAD_REPLY => {
+            RawCallError::BadReply(e.message.to_string())
+        }
         ServiceError::McpError(e) => RawCallError::Other(e.message.to_string()),
         other => RawCallError::Other(other.to_string()),
     }

@@ -10,6 +10,7 @@ mod catalog;
 mod child;
 mod client;
 mod conn;
+mod frames;
 mod servers;
 
 pub use breaker::BreakerState;

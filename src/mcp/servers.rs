@@ -103,6 +103,8 @@ pub(super) struct Entry {
     pub(super) restarts: Mutex<u32>,
     /// Itself, for the restart task.
     pub(super) this: Mutex<std::sync::Weak<Entry>>,
+    /// The last reply that could not be used and named no request: when.
+    pub(super) bad_reply: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// One process of a server: how it exited, and when its stderr ended.
@@ -126,6 +128,20 @@ impl Entry {
         let life = Arc::new(Life::default());
         *self.life.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&life);
         life
+    }
+
+    pub(super) fn note_bad_reply(&self, problem: String) {
+        if let Ok(mut b) = self.bad_reply.lock() {
+            *b = Some((std::time::Instant::now(), problem));
+        }
+    }
+
+    /// A bad reply that arrived after `since`, if one did.
+    fn bad_reply_since(&self, since: std::time::Instant) -> Option<String> {
+        let b = self.bad_reply.lock().ok()?;
+        b.as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, p)| p.clone())
     }
 
     pub(super) fn stderr_tail(&self) -> Vec<String> {
@@ -198,6 +214,7 @@ impl Servers {
                     ctx: ctx.clone(),
                     restarts: Mutex::new(0),
                     this: Mutex::new(std::sync::Weak::new()),
+                    bad_reply: Mutex::new(None),
                     events: events.clone(),
                     breaker: Breaker::new(
                         cfg.breaker_failures,
@@ -428,6 +445,7 @@ impl Servers {
                 suggestion: closest(tool, known.iter().map(String::as_str)).map(str::to_string),
             });
         }
+        let began = std::time::Instant::now();
         match conn.call(tool, args, opts).await {
             Ok(out) => Ok(out),
             Err(RawCallError::Closed) => {
@@ -443,9 +461,19 @@ impl Servers {
                     stderr,
                 })
             }
-            Err(RawCallError::Timeout(after)) => Err(CallError::Timeout {
-                tool: qualified.to_string(),
-                after_ms: after.as_millis() as u64,
+            Err(RawCallError::Timeout(after)) => match entry.bad_reply_since(began) {
+                Some(problem) => Err(CallError::BadReply {
+                    server: server.to_string(),
+                    problem,
+                }),
+                None => Err(CallError::Timeout {
+                    tool: qualified.to_string(),
+                    after_ms: after.as_millis() as u64,
+                }),
+            },
+            Err(RawCallError::BadReply(problem)) => Err(CallError::BadReply {
+                server: server.to_string(),
+                problem,
             }),
             Err(RawCallError::Cancelled) => Err(CallError::Cancelled {
                 tool: qualified.to_string(),

@@ -50,6 +50,35 @@ impl Checkpointer {
         })
     }
 
+    /// SQLite's quick check of a large log, off the start-up path: a
+    /// problem found puts the store in its fault, which stops appends.
+    pub(super) fn check_integrity(
+        &self,
+        fault: tokio::sync::watch::Sender<Option<super::StoreFault>>,
+        path: std::path::PathBuf,
+    ) {
+        let spawned = std::thread::Builder::new()
+            .name("opsbot-integrity".into())
+            .spawn(move || {
+                let Ok(conn) = Connection::open(&path) else {
+                    return;
+                };
+                let first: Result<String, _> =
+                    conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0));
+                let detail = match first {
+                    Ok(ok) if ok == "ok" => return,
+                    Ok(problem) => problem,
+                    Err(e) => e.to_string(),
+                };
+                let found = super::StoreFault::Corrupt { path, detail };
+                tracing::error!("{found}");
+                fault.send_if_modified(|f| f.is_none() && f.replace(found).is_none());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot check the audit log's integrity: {e}");
+        }
+    }
+
     /// Ask for a checkpoint; one already asked for and not yet run counts.
     pub(super) fn nudge(&self) {
         if let Some(n) = &self.nudge

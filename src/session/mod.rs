@@ -7,6 +7,8 @@ mod checkpoint;
 mod describe;
 mod event;
 mod export;
+mod fault;
+mod id;
 mod pending;
 mod pins;
 mod redact;
@@ -15,6 +17,7 @@ mod retention;
 mod search;
 mod state;
 mod store;
+mod verify;
 
 use std::sync::{Arc, Mutex};
 
@@ -22,15 +25,15 @@ use tokio::sync::broadcast;
 
 pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
+pub use fault::StoreFault;
 pub use pending::{Pending, pending_in};
 pub use pins::Pin;
 pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
 pub use retention::{PruneReport, Retention};
 pub use search::{Found, Query};
 pub use state::{Message, Role, SessionState, Spend, StepState, StepStatus};
-pub use store::{
-    ChainReport, GENESIS, Record, SessionId, SessionSummary, Store, StoreError, Verification,
-};
+pub use store::{GENESIS, Record, SessionId, SessionSummary, Store, StoreError};
+pub use verify::{ChainReport, Verification};
 
 /// A live session: appends events durably, folds them, and tells listeners.
 pub struct Session {

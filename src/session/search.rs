@@ -138,6 +138,10 @@ impl Found {
 impl Store {
     /// Bring the search index up to date with the log.
     pub fn index_for_search(&self) -> Result<usize, StoreError> {
+        // A log that can only be read is searched as far as it was indexed.
+        if self.is_read_only() {
+            return Ok(0);
+        }
         Ok(catch_up(&self.conn())?)
     }
 
@@ -154,7 +158,13 @@ impl Store {
     /// Sessions matching `q`, newest first. Empty words list every session
     /// (still filtered), which is what a browser shows before typing.
     pub fn search(&self, q: &Query) -> Result<Vec<Found>, StoreError> {
-        self.index_for_search()?;
+        // Listing needs no index: a damaged one must not hide the sessions.
+        if let Err(e) = self.index_for_search() {
+            if !q.text.trim().is_empty() {
+                return Err(e);
+            }
+            tracing::warn!("the search index could not be brought up to date: {e}");
+        }
         let conn = self.conn();
         let limit = q.limit.max(1);
         let tool = q

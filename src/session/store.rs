@@ -4,60 +4,20 @@
 //! Each record's hash covers the previous record's hash and the record's
 //! own stored bytes, so any later edit, deletion or reordering shows.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::event::{Event, Outcome};
+use super::fault::{FileId, StoreFault};
+pub use super::id::SessionId;
 
 const SCHEMA_VERSION: i64 = 2;
 /// The hash the first record chains from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SessionId(String);
-
-impl SessionId {
-    /// Sortable by time and readable: `20261121-193012-4f2a`.
-    pub fn generate() -> Self {
-        let now = time::OffsetDateTime::now_utc();
-        let nanos = now.unix_timestamp_nanos();
-        // Distinct within a process (a counter), and very likely across
-        // processes (pid and time); `Session::start` retries a collision.
-        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let salt = std::process::id() as i128 ^ (nanos >> 7);
-        let tag = (crate::sandbox::support::fnv(&format!("{nanos}{salt}{n}")) & 0xffff) as u16;
-        Self(format!(
-            "{:04}{:02}{:02}-{:02}{:02}{:02}-{tag:04x}",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        ))
-    }
-
-    pub fn from_stored(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -72,7 +32,11 @@ pub enum StoreError {
     )]
     TooNew { path: PathBuf, found: i64 },
     #[error("event store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+    #[error(
+        "the audit log file is damaged ({0}); `opsbot audit verify` says which records can still be read, and `sqlite3 opsbot.db .recover` saves what is left"
+    )]
+    Damaged(rusqlite::Error),
     #[error("event store: cannot encode event: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("no session matches `{0}`; `opsbot history list` shows them")]
@@ -83,6 +47,40 @@ pub enum StoreError {
     BadQuery(String),
     #[error("cannot write the export: {0}")]
     Export(String),
+    /// The log cannot take events: see the fault for why and what to do.
+    #[error("{0}")]
+    Fault(StoreFault),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        let damaged = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        );
+        if damaged {
+            StoreError::Damaged(e)
+        } else {
+            StoreError::Sql(e)
+        }
+    }
+}
+
+impl StoreError {
+    /// The store's own failure (disk full, file gone, damaged, read-only),
+    /// as opposed to a question it could not answer.
+    pub fn fault(&self) -> Option<&StoreFault> {
+        match self {
+            StoreError::Fault(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The log itself failed (a fault, or a damaged file): for exit codes.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, StoreError::Fault(_) | StoreError::Damaged(_))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -114,7 +112,19 @@ pub struct Store {
     checkpointer: Option<super::checkpoint::Checkpointer>,
     /// Applied to every event before it is hashed and stored.
     redactor: std::sync::RwLock<Arc<super::Redactor>>,
+    /// The file opened, checked before each commit: a deleted or replaced
+    /// database must not swallow events unseen.
+    identity: Option<FileId>,
+    /// Set by the first failed append; every later append fails with it.
+    fault: tokio::sync::watch::Sender<Option<StoreFault>>,
+    /// Opened for reading only: nothing is written, not even the index.
+    read_only: bool,
 }
+
+/// Databases up to this size get SQLite's quick check at open (about a
+/// tenth of a second per 100 MB); larger ones are checked in the
+/// background, and appends stop as soon as a check fails.
+const CHECK_AT_OPEN_BYTES: u64 = 256 << 20;
 
 pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -144,10 +154,234 @@ pub fn link_hash(
 }
 
 impl Store {
+    /// Open (or create) the log for writing. A file that fails SQLite's
+    /// integrity check opens, for reading, with appends refused and the
+    /// reason given; a file on a read-only file system opens for reading.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        let conn = match Self::open_writer(path) {
+            Ok(conn) => conn,
+            Err(e) if Self::read_only_place(path, &e) => {
+                let store = Self::open_read(path)?;
+                store.fail(StoreFault::ReadOnly {
+                    path: path.to_path_buf(),
+                });
+                return Ok(store);
+            }
+            Err(e) => return Err(e),
+        };
+        let checkpointer = super::checkpoint::Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
+                .map_err(|source| StoreError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let store = Self::assemble(path, conn, checkpointer);
+        if size <= CHECK_AT_OPEN_BYTES {
+            if let Some(problem) = store.quick_check() {
+                store.fail(StoreFault::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: problem,
+                });
+            }
+        } else if let Some(c) = &store.checkpointer {
+            c.check_integrity(store.fault.clone(), path.to_path_buf());
+        }
+        Ok(store)
+    }
+
+    /// Open an existing log for reading only: for commands that only read
+    /// (history, audit verify, audit export), which must work on a
+    /// read-only mount and never change the file.
+    pub fn open_read(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+        let plain = Connection::open_with_flags(path, flags).and_then(|c| {
+            c.query_row("SELECT COUNT(*) FROM sessions", [], |_| Ok(()))
+                .map(|()| c)
+        });
+        let conn = match plain {
+            Ok(c) => c,
+            // A WAL database on a read-only file system cannot make its
+            // shared-memory file: read the file as it is, unlocked.
+            Err(_) => {
+                let uri = format!(
+                    "file:{}?immutable=1",
+                    path.to_string_lossy()
+                        .replace('%', "%25")
+                        .replace('?', "%3f")
+                        .replace('#', "%23")
+                );
+                Connection::open_with_flags(uri, flags).map_err(open_err)?
+            }
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        let mut store = Self::assemble(path, conn, None);
+        store.read_only = true;
+        store.fail(StoreFault::ReadOnly {
+            path: path.to_path_buf(),
+        });
+        Ok(store)
+    }
+
+    /// Whether opening for writing failed because the place is read-only
+    /// (a mount, a file mode) while the log itself is there to read.
+    fn read_only_place(path: &Path, e: &StoreError) -> bool {
+        let read_only_sql = matches!(
+            e,
+            StoreError::Open { source: rusqlite::Error::SqliteFailure(f, _), .. }
+                if matches!(f.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+        );
+        read_only_sql && path.exists()
+    }
+
+    fn assemble(
+        path: &Path,
+        conn: Connection,
+        checkpointer: Option<super::checkpoint::Checkpointer>,
+    ) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            commits: std::sync::atomic::AtomicU64::new(0),
+            checkpointer,
+            redactor: std::sync::RwLock::new(Arc::new(super::Redactor::default())),
+            identity: FileId::of(path).ok().flatten(),
+            fault: tokio::sync::watch::Sender::new(None),
+            read_only: false,
+        }
+    }
+
+    /// Whether this store only reads (a read-only file or file system).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// SQLite's quick check: the first problem it names, if any.
+    fn quick_check(&self) -> Option<String> {
+        let conn = self.conn();
+        let rows: Result<Vec<String>, _> = conn
+            .prepare("PRAGMA quick_check(5)")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect());
+        match rows {
+            Ok(rows) if rows.first().is_some_and(|r| r == "ok") => None,
+            Ok(rows) => Some(rows.join("; ")),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Stop taking events, for this reason; views are told.
+    pub(super) fn fail(&self, fault: StoreFault) {
+        tracing::error!("{fault}");
+        self.fault.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(fault);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Why the log takes no more events, if it does not.
+    pub fn fault(&self) -> Option<StoreFault> {
+        self.fault.borrow().clone()
+    }
+
+    /// Follow the store's health: `Some` once it can take no more events.
+    pub fn watch_fault(&self) -> tokio::sync::watch::Receiver<Option<StoreFault>> {
+        self.fault.subscribe()
+    }
+
+    /// Before a commit: the file must still be the one opened. If it was
+    /// deleted or replaced, what this process wrote is in the file it has
+    /// open; a copy of it is saved where a person will find it.
+    fn check_identity(&self, conn: &Connection) -> Result<(), StoreFault> {
+        let Some(opened) = self.identity else {
+            return Ok(());
+        };
+        let now = match FileId::of(&self.path) {
+            Ok(now) => now,
+            Err(e) => {
+                return Err(StoreFault::Io {
+                    path: self.path.clone(),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        match now {
+            Some(id) if id == opened => Ok(()),
+            None => {
+                let saved = self.rescue(conn, &self.path).or_else(|_| {
+                    self.rescue(conn, &super::fault::rescue_name(&self.path, "recovered"))
+                });
+                let saved = match saved {
+                    Ok(to) => format!(
+                        "Everything it held up to now was written back to {}.",
+                        to.display()
+                    ),
+                    Err(e) => format!("It could not be saved ({e}); it is gone when opsbot exits."),
+                };
+                Err(StoreFault::Deleted {
+                    path: self.path.clone(),
+                    saved,
+                })
+            }
+            Some(_) => {
+                let to = super::fault::rescue_name(&self.path, "orphaned");
+                let saved = match self.rescue(conn, &to) {
+                    Ok(to) => {
+                        // The write-ahead log under the old name is this
+                        // connection's: left there, SQLite would replay it
+                        // into the new file when that is next opened.
+                        for suffix in ["-wal", "-shm"] {
+                            let mut from = self.path.clone().into_os_string();
+                            from.push(suffix);
+                            let mut aside = to.clone().into_os_string();
+                            aside.push(format!("{suffix}-stale"));
+                            let _ = std::fs::rename(&from, &aside);
+                        }
+                        format!(
+                            "What opsbot had written is saved in {}; the new file was not touched.",
+                            to.display()
+                        )
+                    }
+                    Err(e) => format!("What opsbot had written could not be saved ({e})."),
+                };
+                Err(StoreFault::Replaced {
+                    path: self.path.clone(),
+                    saved,
+                })
+            }
+        }
+    }
+
+    /// A consistent copy of the open database at `to` (which must not exist).
+    fn rescue(&self, conn: &Connection, to: &Path) -> Result<PathBuf, rusqlite::Error> {
+        conn.execute("VACUUM INTO ?1", params![to.to_string_lossy()])?;
+        Ok(to.to_path_buf())
+    }
+
+    fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -214,18 +448,7 @@ impl Store {
             PRAGMA user_version = 2;",
         )
         .map_err(open_err)?;
-        let checkpointer = super::checkpoint::Checkpointer::start(path);
-        if checkpointer.is_some() {
-            conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
-                .map_err(open_err)?;
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
-            commits: std::sync::atomic::AtomicU64::new(0),
-            checkpointer,
-            redactor: std::sync::RwLock::new(Arc::new(super::Redactor::default())),
-        })
+        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -241,11 +464,16 @@ impl Store {
     }
 
     pub fn create_session(&self, id: &SessionId, actor: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO sessions (id, started_at, actor) VALUES (?1, ?2, ?3)",
-            params![id.as_str(), now_rfc3339(), actor],
-        )?;
-        Ok(())
+        let conn = self.writable()?;
+        let inserted = conn
+            .execute(
+                "INSERT INTO sessions (id, started_at, actor) VALUES (?1, ?2, ?3)",
+                params![id.as_str(), now_rfc3339(), actor],
+            )
+            .map(drop)
+            .map_err(StoreError::from);
+        drop(conn);
+        self.failed_if(inserted)
     }
 
     /// Redact events with this from now on (from `[audit]`).
@@ -294,8 +522,60 @@ impl Store {
             .iter()
             .map(|e| redactor.event(e))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.writable()?;
+        let written = Self::write_batch(&mut conn, session, actor, redacted);
+        drop(conn);
+        let records = self.failed_if(written)?;
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = &self.checkpointer
+            && (n + 1).is_multiple_of(super::checkpoint::EVERY)
+        {
+            c.nudge();
+        }
+        Ok(records)
+    }
+
+    /// The connection, if the log may be written: not in a fault, and
+    /// still the file it was opened as.
+    fn writable(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        if let Some(f) = self.fault() {
+            return Err(StoreError::Fault(f));
+        }
+        let conn = self.conn();
+        if let Err(f) = self.check_identity(&conn) {
+            self.fail(f.clone());
+            return Err(StoreError::Fault(f));
+        }
+        Ok(conn)
+    }
+
+    /// A write's result, with a failure of the store itself turned into
+    /// the store's fault: nothing more is appended after it.
+    fn failed_if<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match result {
+            Err(StoreError::Sql(e) | StoreError::Damaged(e)) => {
+                match StoreFault::classify(&self.path, &e) {
+                    Some(f) => {
+                        self.fail(f.clone());
+                        Err(StoreError::Fault(f))
+                    }
+                    None => Err(StoreError::from(e)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// One transaction: the events, chained after the newest record.
+    fn write_batch(
+        conn: &mut Connection,
+        session: &SessionId,
+        actor: &str,
+        redacted: Vec<(Event, String)>,
+    ) -> Result<Vec<Record>, StoreError> {
         let ts = now_rfc3339();
-        let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Statements are prepared once per connection: every event passes here.
         let (mut seq, mut prev): (i64, String) = tx
@@ -303,7 +583,7 @@ impl Store {
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
-        let mut records = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(redacted.len());
         for (event, body) in redacted {
             seq += 1;
             let kind = event.kind();
@@ -355,15 +635,6 @@ impl Store {
             });
         }
         tx.commit()?;
-        drop(conn);
-        let n = self
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(c) = &self.checkpointer
-            && (n + 1).is_multiple_of(super::checkpoint::EVERY)
-        {
-            c.nudge();
-        }
         Ok(records)
     }
 
@@ -482,104 +753,6 @@ impl Store {
     }
 }
 
-/// What walking the chain found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum ChainReport {
-    Whole { events: i64 },
-    Broken { seq: i64, problem: String },
-}
-
-/// What `verify` found, with the counts a person wants to see.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Verification {
-    pub report: ChainReport,
-    pub sessions: i64,
-    /// Records removed by retention before the first one checked.
-    pub pruned_events: i64,
-    pub first_seq: i64,
-    pub last_seq: i64,
-    pub last_hash: String,
-}
-
-impl Store {
-    /// Walk every record in order and check each link.
-    pub fn verify(&self) -> Result<ChainReport, StoreError> {
-        Ok(self.verify_all()?.report)
-    }
-
-    /// As `verify`, with counts. The first record that was changed,
-    /// deleted or moved is named: a change breaks its own hash, a deletion
-    /// leaves a gap in the numbers, a move breaks the link to the record
-    /// before it.
-    pub fn verify_all(&self) -> Result<Verification, StoreError> {
-        let start = self.chain_start()?;
-        let conn = self.conn();
-        let sessions: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
-        let mut stmt = conn.prepare(
-            "SELECT seq, session_id, ts, actor, kind, body, prev_hash, hash FROM events ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([])?;
-        let (mut last_seq, mut prev, pruned_events) = match start {
-            Some((upto, hash, events)) => (upto, hash, events),
-            None => (0, GENESIS.to_string(), 0),
-        };
-        let first_seq = last_seq + 1;
-        let mut count = 0i64;
-        let broken = |seq, problem: String| ChainReport::Broken { seq, problem };
-        let report = loop {
-            let Some(r) = rows.next()? else {
-                break ChainReport::Whole { events: count };
-            };
-            let seq: i64 = r.get(0)?;
-            let (session, ts, actor, kind, body): (String, String, String, String, String) =
-                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
-            let (prev_hash, hash): (String, String) = (r.get(6)?, r.get(7)?);
-            if seq <= last_seq {
-                break broken(
-                    seq,
-                    format!("is numbered {seq} but records up to {last_seq} were pruned"),
-                );
-            }
-            if seq != last_seq + 1 {
-                let gap = if seq - 1 == last_seq + 1 {
-                    format!("record {} is missing (deleted)", last_seq + 1)
-                } else {
-                    format!(
-                        "records {} to {} are missing (deleted)",
-                        last_seq + 1,
-                        seq - 1
-                    )
-                };
-                break broken(seq, gap);
-            }
-            if prev_hash != prev {
-                break broken(
-                    seq,
-                    "does not link to the record before it (records were moved, swapped or replaced)"
-                        .into(),
-                );
-            }
-            if link_hash(&prev, seq, &session, &ts, &actor, &kind, &body) != hash {
-                break broken(
-                    seq,
-                    "its content does not match its hash (changed after it was written)".into(),
-                );
-            }
-            prev = hash;
-            last_seq = seq;
-            count += 1;
-        };
-        Ok(Verification {
-            report,
-            sessions,
-            pruned_events,
-            first_seq,
-            last_seq,
-            last_hash: prev,
-        })
-    }
-}
-
 fn outcome_key(o: Outcome) -> &'static str {
     match o {
         Outcome::Succeeded => "succeeded",
@@ -596,6 +769,76 @@ fn outcome_key(o: Outcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::ChainReport;
+
+    fn note(text: &str) -> Event {
+        Event::Note { text: text.into() }
+    }
+
+    #[test]
+    fn a_replaced_file_stops_appends_and_what_was_written_is_saved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).expect("open");
+        let id = SessionId::generate();
+        store.create_session(&id, "a").expect("session");
+        store.append(&id, "a", &note("before")).expect("append");
+        // Someone moves another log into place.
+        let other = dir.path().join("other.db");
+        drop(Store::open(&other).expect("other"));
+        std::fs::rename(&other, &path).expect("replace");
+        let err = store.append(&id, "a", &note("after")).expect_err("refused");
+        let Some(StoreFault::Replaced { saved, .. }) = err.fault() else {
+            panic!("{err}");
+        };
+        assert!(saved.contains("orphaned"), "{saved}");
+        // Sticky: the next append fails at once, with the same fault.
+        let again = store.append(&id, "a", &note("again")).expect_err("refused");
+        assert_eq!(again.fault(), err.fault());
+        assert_eq!(store.fault().as_ref(), err.fault());
+        // The orphaned copy holds what was written, and verifies.
+        let copy = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                let name = p.to_string_lossy();
+                name.contains("orphaned") && !name.ends_with("-stale")
+            })
+            .expect("a saved copy");
+        let saved = Store::open(&copy).expect("open copy");
+        assert_eq!(saved.events(&id).expect("events").len(), 1);
+        assert!(matches!(
+            saved.verify().expect("verify"),
+            ChainReport::Whole { events: 1 }
+        ));
+        // The new file was not touched (once this store is closed: its
+        // write-ahead log still goes by the old name until then).
+        drop(store);
+        let new = Store::open(&path).expect("open new");
+        assert!(new.list_sessions(5).expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_deleted_file_is_written_back_and_appends_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).expect("open");
+        let id = SessionId::generate();
+        store.create_session(&id, "a").expect("session");
+        store.append(&id, "a", &note("kept")).expect("append");
+        std::fs::remove_file(&path).expect("delete");
+        let err = store.append(&id, "a", &note("lost")).expect_err("refused");
+        assert!(
+            matches!(err.fault(), Some(StoreFault::Deleted { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("written back to"), "{err}");
+        drop(store);
+        let back = Store::open(&path).expect("reopen");
+        let events = back.events(&id).expect("events");
+        assert_eq!(events.len(), 1);
+        assert!(back.fault().is_none(), "the written-back file is sound");
+    }
 
     #[test]
     fn appends_chain_and_read_back_in_order() {

@@ -101,6 +101,8 @@ pub enum Modal {
     },
     /// Past sessions, searched as you type.
     History(HistoryBrowser),
+    /// The audit log stopped taking events: why, and what to do.
+    StoreFailed,
     /// Calls from `opsbot serve` clients that wait for a person.
     Pending {
         selected: usize,
@@ -218,6 +220,8 @@ pub struct App {
     pub read_only: bool,
     /// Served calls (other sessions) waiting for approval.
     pub pending: Vec<crate::session::Pending>,
+    /// Why the audit log takes no more events: nothing runs after this.
+    pub store_fault: Option<crate::session::StoreFault>,
     /// The last record folded in: the log and the live feed overlap when
     /// a view is built, and a record is shown once.
     last_seq: i64,
@@ -266,6 +270,7 @@ impl App {
             planner_choices: Vec::new(),
             read_only: false,
             pending: Vec::new(),
+            store_fault: None,
             last_seq: 0,
             ctrl_c_armed: false,
             quit: false,
@@ -395,6 +400,12 @@ impl App {
             .plan
             .as_ref()
             .and_then(|p| p.steps.get(self.selected))
+    }
+
+    /// The store stopped taking events: say so over everything else.
+    pub fn on_store_fault(&mut self, fault: crate::session::StoreFault) {
+        self.store_fault = Some(fault);
+        self.modal = Some(Modal::StoreFailed);
     }
 
     pub fn running(&self) -> bool {

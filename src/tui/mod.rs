@@ -342,8 +342,13 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         live.servers.insert(name, scrub(status));
     }
     let planning = rt.planning();
+    let mut screen_fault_at_start = None;
     let records = driver.session().subscribe();
     let mut server_events = rt.servers.subscribe();
+    let mut store_fault = rt.store.watch_fault();
+    if let Some(fault) = rt.store.fault() {
+        screen_fault_at_start = Some(fault);
+    }
     let (searches, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let (waiting, mut waiting_calls) = tokio::sync::mpsc::unbounded_channel();
     let mut screen = Screen {
@@ -357,6 +362,9 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         looking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     screen.live = screen.live_app(&driver);
+    if let Some(fault) = screen_fault_at_start {
+        screen.live.on_store_fault(fault);
+    }
     if options.history {
         let intent = screen.live.open_history();
         screen.handle(intent);
@@ -436,6 +444,13 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 }
                 Ok(ServerEvent::Garbage { .. }) | Err(_) => dirty = false,
             },
+            Ok(()) = store_fault.changed() => {
+                let fault = store_fault.borrow_and_update().clone();
+                match fault {
+                    Some(fault) => screen.live.on_store_fault(fault),
+                    None => dirty = false,
+                }
+            }
             _ = ticker.tick() => {
                 let busy = screen.driver.is_busy();
                 let view = planning.borrow().as_ref().map(|p| app::PlanningView {

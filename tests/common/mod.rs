@@ -1,6 +1,8 @@
 //! Shared test harness: the real binary, a private data dir, the real store.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -77,7 +77,8 @@ impl App {
     }
 
     fn ask_quit(&mut self) -> Option<Intent> {
-        if self.running() {
+        // After a store fault nothing runs, whatever the plan shows.
+        if self.running() && self.store_fault.is_none() {
             self.modal = Some(Modal::QuitConfirm);
             None
         } else {
@@ -252,6 +253,16 @@ impl App {
     fn on_modal_key(&mut self, key: KeyEvent) -> Option<Intent> {
         let modal = self.modal.as_mut()?;
         match modal {
+            Modal::StoreFailed => {
+                if matches!(key.code, KeyCode::Char('q')) {
+                    self.quit = true;
+                    return Some(Intent::Quit);
+                }
+                if matches!(key.code, KeyCode::Esc | KeyCode::Enter) {
+                    self.modal = None;
+                }
+                None
+            }
             Modal::Help | Modal::Servers => {
                 if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q'))
                     || self.keys.is("help", &key)

@@ -200,6 +200,35 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
             error.as_deref(),
             theme,
         ),
+        Modal::StoreFailed => {
+            let cause = app
+                .store_fault
+                .as_ref()
+                .map_or_else(|| "the audit log stopped".to_string(), ToString::to_string);
+            let r = centered(area, 76, 12);
+            f.render_widget(Clear, r);
+            let text = vec![
+                Line::from(Span::styled(
+                    "The audit log can no longer be written.",
+                    theme.error,
+                )),
+                Line::from(""),
+                Line::from(Span::styled(cause, theme.base)),
+                Line::from(""),
+                Line::from(Span::styled(
+                    "No further call is made: every call is recorded before it runs. esc/enter closes · q quits",
+                    theme.muted,
+                )),
+            ];
+            f.render_widget(
+                Paragraph::new(text).wrap(Wrap { trim: false }).block(frame(
+                    "audit log stopped",
+                    theme,
+                    theme.error,
+                )),
+                r,
+            );
+        }
         Modal::QuitConfirm => {
             let r = centered(area, 56, 4);
             f.render_widget(Clear, r);

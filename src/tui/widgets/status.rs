@@ -31,7 +31,14 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     } else {
         ("●", theme.ok)
     };
-    let mut spans = vec![
+    let mut spans = Vec::new();
+    if let Some(fault) = &app.store_fault {
+        spans.push(Span::styled(
+            format!(" ✗ NOT RECORDING: {} │", fault.short()),
+            theme.error,
+        ));
+    }
+    spans.extend([
         Span::styled(format!(" {glyph} {ready}/{} servers", enabled.len()), style),
         Span::styled(
             if failing > 0 {
@@ -48,7 +55,7 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             ),
             theme.muted,
         ),
-    ];
+    ]);
     let open: Vec<&str> = app
         .breakers
         .iter()
