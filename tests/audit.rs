@@ -536,9 +536,13 @@ fn prune_from_the_command_line_compacts_the_file() {
     {
         let store = std::sync::Arc::new(home.store());
         for i in 0..12 {
-            let s =
-                opsbot::session::Session::start(std::sync::Arc::clone(&store), "alice", "runbook")
-                    .expect("session");
+            let s = opsbot::session::Session::start(
+                std::sync::Arc::clone(&store),
+                "alice",
+                "runbook",
+                "test",
+            )
+            .expect("session");
             s.record(Event::UserMessage {
                 text: format!("request {i}"),
             })

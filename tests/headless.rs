@@ -188,10 +188,11 @@ fn a_failing_test_suite_stops_the_chain_before_deploy() {
             .any(|r| matches!(&r.event, Event::StepStarted { tool, .. } if tool == "k8s.deploy")),
         "deploy was never called"
     );
-    // Every event of the session, in order, ending with the run's outcome.
+    // Every event of the session, in order, ending with the run's outcome
+    // and the driver letting the session go.
     let k = kinds(&records);
     assert_eq!(k.first(), Some(&"session_started"));
-    assert_eq!(k.last(), Some(&"run_finished"));
+    assert_eq!(k[k.len() - 2..], ["run_finished", "lease_released"]);
     assert!(records.windows(2).all(|w| w[1].prev_hash == w[0].hash));
     assert!(matches!(
         home.store().verify().expect("verify"),

@@ -341,7 +341,7 @@ async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
                     if let (Some((id, _)), Some(plan)) = (waiting, state.plan.as_ref()) {
                         let step = plan.step(id).expect("step");
                         let app =
-                            Session::resume(Arc::clone(&store), &s.id, "sam").expect("resume");
+                            Session::attach(Arc::clone(&store), &s.id, "sam").expect("attach");
                         app.record(Event::Approved {
                             step: id.clone(),
                             by: "sam".into(),

@@ -306,7 +306,11 @@ fn history_browser_searches_replays_and_re_runs() {
             .any(|r| matches!(r.event, Event::Approved { .. }))
     );
     assert!(matches!(
-        rerun.last().map(|r| &r.event),
+        rerun
+            .iter()
+            .rev()
+            .find(|r| matches!(r.event, Event::RunFinished { .. }))
+            .map(|r| &r.event),
         Some(Event::RunFinished {
             outcome: Outcome::Succeeded,
             ..
@@ -359,7 +363,9 @@ fn a_served_call_waits_and_is_approved_in_the_app() {
 
     let t = Tmux::start_with(&home, "", "", "pending");
     t.wait_for("served call waiting for approval (W)", None);
+    // ESC then W at once would read as alt-W: wait for the plan pane.
     t.keys(&["Escape"]);
+    t.wait_for("approve ready", None);
     t.keys(&["W"]);
     let list = t.wait_for("calls waiting for approval", None);
     assert!(list.contains("wants ci.build"), "{list}");

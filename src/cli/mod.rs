@@ -226,7 +226,9 @@ pub async fn app(
     use opsbot::driver::Driver;
     use opsbot::runtime::Runtime;
 
-    let rt = Arc::new(Runtime::start(paths, config)?);
+    let mut rt = Runtime::start(paths, config)?;
+    rt.driver = "app".into();
+    let rt = Arc::new(rt);
     let cfg = &rt.config.config;
     let theme = theme.unwrap_or_else(|| cfg.tui.theme.clone());
     if !opsbot::config::THEMES.contains(&theme.as_str()) {

@@ -17,9 +17,15 @@ use tokio_util::sync::CancellationToken;
 use super::{exit_code, print};
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["request", "resume"]))]
 pub struct RunArgs {
     /// What to do, e.g. "deploy checkout to staging".
-    pub request: String,
+    pub request: Option<String>,
+    /// Go on with an interrupted session instead (an id or a unique
+    /// prefix): finished steps stay finished, a step that was running
+    /// when it stopped is asked for again, and nothing runs unapproved.
+    #[arg(long, value_name = "ID", conflicts_with = "request")]
+    pub resume: Option<String>,
     /// Approve every step that is not gated.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -63,7 +69,8 @@ pub async fn run(
     args: RunArgs,
     as_user: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let rt = Runtime::start(paths, config)?;
+    let mut rt = Runtime::start(paths, config)?;
+    rt.driver = "run".into();
     let say = |s: &str| {
         if !args.json {
             out!("{s}");
@@ -79,6 +86,10 @@ pub async fn run(
         }
     }
     let actor = rt.actor(as_user)?;
+    if let Some(id) = &args.resume {
+        return resume(&rt, id, &actor, &args).await;
+    }
+    let request = args.request.clone().unwrap_or_default();
     let session = rt.new_session(&actor)?;
     rt.watch_servers(&session);
     for (name, status) in rt.servers.statuses() {
@@ -90,7 +101,7 @@ pub async fn run(
         }
     }
 
-    let mut planned = rt.plan_request(&session, &args.request).await?;
+    let mut planned = rt.plan_request(&session, &request).await?;
     // On a terminal a question is answered in place, and the answer
     // continues the same planning turn.
     for _ in 0..MAX_QUESTIONS {
@@ -126,7 +137,8 @@ pub async fn run(
             Outcome::InvalidPlan
         }
         Planned::Ready { plan, decisions } => {
-            let outcome = approve_and_run(&rt, &session, &plan, &decisions, &args).await?;
+            let outcome =
+                approve_and_run(&rt, &session, &plan, &decisions, &args, HashMap::new()).await?;
             if outcome == Outcome::Failed
                 && let Some((undo, undo_decisions)) = rt.propose_undo(&session, &plan)?
             {
@@ -144,8 +156,15 @@ pub async fn run(
                             a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
                         });
                 if go {
-                    let undone =
-                        approve_and_run(&rt, &session, &undo, &undo_decisions, &args).await?;
+                    let undone = approve_and_run(
+                        &rt,
+                        &session,
+                        &undo,
+                        &undo_decisions,
+                        &args,
+                        HashMap::new(),
+                    )
+                    .await?;
                     say(&format!("undo {}", undone.as_str()));
                 } else {
                     say("not undone: rerun with --undo, or check the system by hand");
@@ -155,6 +174,16 @@ pub async fn run(
         }
     };
 
+    finish(&rt, &session, outcome, &args).await
+}
+
+/// Print the JSON summary or the hint, stop the servers, map the outcome.
+async fn finish(
+    rt: &Runtime,
+    session: &std::sync::Arc<opsbot::session::Session>,
+    outcome: Outcome,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
     if args.json {
         let state = session.state();
         let out = serde_json::json!({
@@ -176,6 +205,48 @@ pub async fn run(
     Ok(exit_code(outcome))
 }
 
+/// `run --resume ID`: take the session's lease (refused, naming the
+/// holder, while another process drives it), then approve and run what its
+/// plan still has to do.
+async fn resume(rt: &Runtime, id: &str, actor: &str, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let (session, left) = rt.resume_session(id, actor)?;
+    rt.watch_servers(&session);
+    let Some(left) = left else {
+        let outcome = session.with_state(|s| s.outcome);
+        err!(
+            "session {} has nothing left to run: {}",
+            session.id,
+            outcome.map_or("it never made a plan", Outcome::as_str)
+        );
+        rt.servers.shutdown().await;
+        return Ok(super::exit_error());
+    };
+    if !args.json {
+        let interrupted: Vec<String> = session.with_state(|s| {
+            s.steps
+                .iter()
+                .filter(|(_, st)| st.interrupted)
+                .map(|(id, _)| id.to_string())
+                .collect()
+        });
+        out!(
+            "resuming session {}: {} of {} steps had finished",
+            session.id,
+            left.done.len(),
+            left.plan.steps.len()
+        );
+        if !interrupted.is_empty() {
+            out!(
+                "  interrupted while running (asked again, never re-sent silently): {}",
+                interrupted.join(", ")
+            );
+        }
+    }
+    let outcome =
+        approve_and_run(rt, &session, &left.plan, &left.decisions, args, left.done).await?;
+    finish(rt, &session, outcome, args).await
+}
+
 /// Ask for (or take from the flags) each step's approval, then run the plan.
 async fn approve_and_run(
     rt: &Runtime,
@@ -183,6 +254,7 @@ async fn approve_and_run(
     plan: &opsbot::plan::Plan,
     decisions: &[(opsbot::plan::StepId, Decision)],
     args: &RunArgs,
+    done: HashMap<opsbot::plan::StepId, serde_json::Value>,
 ) -> anyhow::Result<Outcome> {
     let say = |s: &str| {
         if !args.json {
@@ -197,7 +269,7 @@ async fn approve_and_run(
         )),
     }
     let mut approvals = HashMap::new();
-    for step in &plan.steps {
+    for step in plan.steps.iter().filter(|s| !done.contains_key(&s.id)) {
         let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
             continue;
         };
@@ -290,7 +362,9 @@ async fn approve_and_run(
         })
     });
     let approvals = Approvals::Fixed(approvals);
-    let outcome = rt.run(session, plan, decisions, &approvals, cancel).await?;
+    let outcome = rt
+        .run_from(session, plan, decisions, &approvals, cancel, done)
+        .await?;
     if let Some(printer) = printer {
         let _ = printer.await;
     }

@@ -22,7 +22,9 @@ pub async fn run(
     args: ServeArgs,
     as_user: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let rt = Arc::new(Runtime::start(paths, config)?);
+    let mut rt = Runtime::start(paths, config)?;
+    rt.driver = "serve".into();
+    let rt = Arc::new(rt);
     let actor = rt.actor(as_user)?;
     let result = match &args.http {
         None => opsbot::serve::stdio(Arc::clone(&rt), actor).await,

@@ -102,6 +102,9 @@ pub struct Runtime {
     planning: watch::Sender<Option<Planning>>,
     pub policy: Arc<Policy>,
     knowledge: Arc<std::sync::Mutex<Knowledge>>,
+    /// What kind of driver this process is (`app`, `run`, `serve`), named
+    /// in the lease of every session it drives.
+    pub driver: String,
 }
 
 /// A plan with policy's decision for each step.
@@ -213,6 +216,7 @@ impl Runtime {
             planning: watch::channel(None).0,
             policy: Arc::new(policy),
             knowledge: Arc::new(std::sync::Mutex::new(knowledge)),
+            driver: "opsbot".into(),
         })
     }
 
@@ -312,7 +316,12 @@ impl Runtime {
     }
 
     pub fn new_session(&self, actor: &str) -> Result<Arc<Session>, StoreError> {
-        Session::start(Arc::clone(&self.store), actor, self.planner().name())
+        Session::start(
+            Arc::clone(&self.store),
+            actor,
+            self.planner().name(),
+            &self.driver,
+        )
     }
 
     /// Record server trouble in the session as it happens: exits, failed
@@ -570,7 +579,7 @@ impl Runtime {
         actor: &str,
     ) -> Result<(Arc<Session>, Option<Resumed>), StoreError> {
         let id = self.store.find_session(id)?;
-        let session = Session::resume(Arc::clone(&self.store), &id, actor)?;
+        let session = Session::resume(Arc::clone(&self.store), &id, actor, &self.driver)?;
         {
             let mut k = self.knowledge.lock().unwrap_or_else(|p| p.into_inner());
             for r in self.store.events(&id)? {
@@ -658,6 +667,23 @@ impl Runtime {
             })?;
         }
         Ok(Some((undo, decisions)))
+    }
+
+    /// Run what is left of a plan: the steps in `done` finished earlier
+    /// (a resumed session) with these outputs, and do not run again.
+    pub async fn run_from(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &[(StepId, Decision)],
+        approvals: &Approvals,
+        cancel: tokio_util::sync::CancellationToken,
+        done: HashMap<StepId, serde_json::Value>,
+    ) -> Result<Outcome, StoreError> {
+        let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
+        self.engine()
+            .run_from(session, plan, &decisions, approvals, cancel, done)
+            .await
     }
 
     /// Run an approved plan.

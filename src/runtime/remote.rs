@@ -52,7 +52,7 @@ impl Runtime {
             Some(g) => g.check(typed).map_err(PendingError::WrongConfirmation)?,
             None => None,
         };
-        let session = Session::resume(std::sync::Arc::clone(&self.store), &now.session, actor)?;
+        let session = Session::attach(std::sync::Arc::clone(&self.store), &now.session, actor)?;
         session.record(Event::Approved {
             step: now.step.clone(),
             by: actor.to_string(),
@@ -66,7 +66,7 @@ impl Runtime {
     /// Refuse a waiting call as `actor`: it will not run.
     pub fn refuse_pending(&self, actor: &str, p: &Pending) -> Result<(), PendingError> {
         let now = self.still_waiting(p)?;
-        let session = Session::resume(std::sync::Arc::clone(&self.store), &now.session, actor)?;
+        let session = Session::attach(std::sync::Arc::clone(&self.store), &now.session, actor)?;
         session.record(Event::StepSkipped {
             step: now.step,
             reason: format!("refused by {actor} in the opsbot app"),

@@ -113,6 +113,18 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             format!("{step} was running when opsbot stopped"),
         ),
         Event::SessionResumed { by } => ("resumed", format!("session reopened by {by}")),
+        Event::SessionLeased { holder, took_over } => (
+            "lease",
+            match took_over {
+                Some(old) => format!(
+                    "taken over by {} from {}, which ended without releasing it",
+                    holder.describe(),
+                    old.describe()
+                ),
+                None => format!("driven by {}", holder.describe()),
+            },
+        ),
+        Event::LeaseReleased { pid } => ("lease", format!("released by pid {pid}")),
         Event::ClientConnected {
             name,
             version,

@@ -130,6 +130,17 @@ pub enum Event {
     SessionResumed {
         by: String,
     },
+    /// A process took the lease on the session: it alone drives it now.
+    /// `took_over` names a holder that ended without releasing it.
+    SessionLeased {
+        holder: super::LeaseHolder,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        took_over: Option<super::LeaseHolder>,
+    },
+    /// The driver let the session go.
+    LeaseReleased {
+        pid: u32,
+    },
     ServerProblem {
         server: String,
         message: String,
@@ -195,6 +206,8 @@ impl Event {
             Event::StepInterrupted { .. } => "step_interrupted",
             Event::ClientConnected { .. } => "client_connected",
             Event::SessionResumed { .. } => "session_resumed",
+            Event::SessionLeased { .. } => "session_leased",
+            Event::LeaseReleased { .. } => "lease_released",
             Event::ServerProblem { .. } => "server_problem",
             Event::RunFinished { .. } => "run_finished",
             Event::Note { .. } => "note",

@@ -9,6 +9,7 @@ mod event;
 mod export;
 mod fault;
 mod id;
+mod lease;
 mod pending;
 mod pins;
 mod redact;
@@ -26,6 +27,7 @@ use tokio::sync::broadcast;
 pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
 pub use fault::StoreFault;
+pub use lease::{Lease, LeaseHolder};
 pub use pending::{Pending, pending_in};
 pub use pins::Pin;
 pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
@@ -42,10 +44,19 @@ pub struct Session {
     store: Arc<Store>,
     state: Mutex<SessionState>,
     records: broadcast::Sender<Record>,
+    /// Held while this process drives the session; none for a process that
+    /// only answers into it (an approval from another app).
+    lease: Option<Lease>,
 }
 
 impl Session {
-    pub fn start(store: Arc<Store>, actor: &str, planner: &str) -> Result<Arc<Self>, StoreError> {
+    /// A new session, driven by this process (`driver`: app, run, serve).
+    pub fn start(
+        store: Arc<Store>,
+        actor: &str,
+        planner: &str,
+        driver: &str,
+    ) -> Result<Arc<Self>, StoreError> {
         let mut id = SessionId::generate();
         let mut tries = 0;
         while let Err(e) = store.create_session(&id, actor) {
@@ -55,38 +66,82 @@ impl Session {
             }
             id = SessionId::generate();
         }
-        let (records, _) = broadcast::channel(1024);
-        let session = Arc::new(Self {
-            id,
-            actor: actor.to_string(),
+        let (lease, _) = store.take_lease(&id, driver)?;
+        let holder = lease.holder.clone();
+        let session = Arc::new(Self::with(
             store,
-            state: Mutex::new(SessionState::default()),
-            records,
-        });
-        session.record(Event::SessionStarted {
-            actor: actor.to_string(),
-            planner: planner.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        })?;
+            &id,
+            actor,
+            SessionState::default(),
+            Some(lease),
+        ));
+        session.record_all(&[
+            Event::SessionStarted {
+                actor: actor.to_string(),
+                planner: planner.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            Event::SessionLeased {
+                holder,
+                took_over: None,
+            },
+        ])?;
         Ok(session)
     }
 
-    /// Reopen a stored session: its state is replayed from the store and
-    /// new events continue its record.
-    pub fn resume(store: Arc<Store>, id: &SessionId, actor: &str) -> Result<Arc<Self>, StoreError> {
+    fn with(
+        store: Arc<Store>,
+        id: &SessionId,
+        actor: &str,
+        state: SessionState,
+        lease: Option<Lease>,
+    ) -> Self {
+        let (records, _) = broadcast::channel(1024);
+        Self {
+            id: id.clone(),
+            actor: actor.to_string(),
+            store,
+            state: Mutex::new(state),
+            records,
+            lease,
+        }
+    }
+
+    /// Reopen a stored session to drive it: the lease is taken first (a
+    /// session another process drives is refused, naming it), then its
+    /// state is replayed from the store and new events continue its record.
+    pub fn resume(
+        store: Arc<Store>,
+        id: &SessionId,
+        actor: &str,
+        driver: &str,
+    ) -> Result<Arc<Self>, StoreError> {
+        let (lease, took_over) = store.take_lease(id, driver)?;
+        let holder = lease.holder.clone();
+        let session = Self::open(store, id, actor, Some(lease))?;
+        session.record(Event::SessionLeased { holder, took_over })?;
+        Ok(session)
+    }
+
+    /// A stored session, to answer into without driving it: an approval
+    /// or a refusal for a call that waits in a session another process
+    /// serves. Takes no lease.
+    pub fn attach(store: Arc<Store>, id: &SessionId, actor: &str) -> Result<Arc<Self>, StoreError> {
+        Self::open(store, id, actor, None)
+    }
+
+    fn open(
+        store: Arc<Store>,
+        id: &SessionId,
+        actor: &str,
+        lease: Option<Lease>,
+    ) -> Result<Arc<Self>, StoreError> {
         let records = store.events(id)?;
         if records.is_empty() {
             return Err(StoreError::NoSuchSession(id.to_string()));
         }
         let state = SessionState::replay(&records);
-        let (records_tx, _) = broadcast::channel(1024);
-        Ok(Arc::new(Self {
-            id: id.clone(),
-            actor: actor.to_string(),
-            store,
-            state: Mutex::new(state),
-            records: records_tx,
-        }))
+        Ok(Arc::new(Self::with(store, id, actor, state, lease)))
     }
 
     /// Store the event, then fold it, then tell listeners. If storing fails
@@ -136,6 +191,26 @@ impl Session {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Who drives this session, when this process does.
+    pub fn lease(&self) -> Option<&LeaseHolder> {
+        self.lease.as_ref().map(|l| &l.holder)
+    }
+}
+
+impl Drop for Session {
+    /// Letting go of a session is recorded; the lock itself goes with the
+    /// lease (and with the process, however it ends).
+    fn drop(&mut self) {
+        if let Some(lease) = &self.lease {
+            let released = Event::LeaseReleased {
+                pid: lease.holder.pid,
+            };
+            if let Err(e) = self.store.append(&self.id, &self.actor, &released) {
+                tracing::warn!("cannot record the release of session {}: {e}", self.id);
+            }
+        }
     }
 }
 

@@ -240,7 +240,11 @@ impl SessionState {
                 }
             }
             Event::RunFinished { outcome, .. } => self.outcome = Some(*outcome),
-            Event::ServerProblem { .. } | Event::Note { .. } | Event::ClientConnected { .. } => {}
+            Event::ServerProblem { .. }
+            | Event::Note { .. }
+            | Event::ClientConnected { .. }
+            | Event::SessionLeased { .. }
+            | Event::LeaseReleased { .. } => {}
         }
     }
 

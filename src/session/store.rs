@@ -50,6 +50,17 @@ pub enum StoreError {
     /// The log cannot take events: see the fault for why and what to do.
     #[error("{0}")]
     Fault(StoreFault),
+    /// Another process drives the session.
+    #[error(
+        "session {session} is already being driven by {}; wait for it to finish or stop it, then try again",
+        .by.as_ref().map_or_else(|| "another opsbot".to_string(), super::LeaseHolder::describe)
+    )]
+    Driven {
+        session: String,
+        by: Option<super::LeaseHolder>,
+    },
+    #[error("cannot take the lease on a session ({}): {detail}", .path.display())]
+    LeaseIo { path: PathBuf, detail: String },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -706,6 +717,23 @@ impl Store {
              FROM events WHERE session_id = ?1 ORDER BY seq",
             params![session.as_str()],
         )
+    }
+
+    /// The newest event of one of `kinds` in `session`.
+    pub fn last_of_kinds(
+        &self,
+        session: &SessionId,
+        kinds: &[&str],
+    ) -> Result<Option<Record>, StoreError> {
+        let kinds = serde_json::to_string(kinds)?;
+        Ok(self
+            .query_records(
+                "SELECT seq, session_id, ts, actor, body, prev_hash, hash FROM events
+                 WHERE session_id = ?1 AND kind IN (SELECT value FROM json_each(?2))
+                 ORDER BY seq DESC LIMIT 1",
+                params![session.as_str(), kinds],
+            )?
+            .pop())
     }
 
     /// Events of one kind, from every session, at or after `since` (an

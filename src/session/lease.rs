@@ -1,0 +1,133 @@
+//! One driver per session.
+//!
+//! Whatever drives a session (the app, a headless run, a resume, a
+//! re-run, a served connection) holds its lease: an exclusive lock on a
+//! small file beside the log, which the OS releases when the process ends
+//! however it ends, plus a record in the log of who took it. A second
+//! driver is refused with who holds it and since when; a lease whose
+//! holder died without releasing it is taken over, and the takeover is
+//! recorded with the holder it replaced.
+
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::Event;
+use super::store::{SessionId, Store, StoreError, now_rfc3339};
+
+/// Who drives a session: what kind of driver, which process, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    /// `app`, `run`, `serve`, ...
+    pub driver: String,
+    pub pid: u32,
+    pub host: String,
+    pub since: String,
+}
+
+impl LeaseHolder {
+    pub fn me(driver: &str) -> Self {
+        Self {
+            driver: driver.to_string(),
+            pid: std::process::id(),
+            host: host_name(),
+            since: now_rfc3339(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (pid {} on {}, since {})",
+            self.driver, self.pid, self.host, self.since
+        )
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown host".into())
+}
+
+/// A held lease. Dropping it (or the process ending) releases it.
+#[derive(Debug)]
+pub struct Lease {
+    /// Locked for as long as this lives.
+    _file: File,
+    pub holder: LeaseHolder,
+}
+
+impl Store {
+    fn lease_file(&self, session: &SessionId) -> PathBuf {
+        self.path()
+            .with_file_name("leases")
+            .join(format!("{}.lock", session.as_str()))
+    }
+
+    /// Take the lease on `session` for `driver`, or say who has it. The
+    /// holder the log names as never having released it, if any, is
+    /// returned: the caller records the takeover.
+    pub fn take_lease(
+        &self,
+        session: &SessionId,
+        driver: &str,
+    ) -> Result<(Lease, Option<LeaseHolder>), StoreError> {
+        let path = self.lease_file(session);
+        let io = |e: std::io::Error| StoreError::LeaseIo {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StoreError::Driven {
+                    session: session.to_string(),
+                    by: serde_json::from_str(&text).ok(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let holder = LeaseHolder::me(driver);
+        let text = serde_json::to_string(&holder)?;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .and_then(|()| file.flush())
+            .map_err(io)?;
+        let previous = self.unreleased_lease(session)?;
+        Ok((
+            Lease {
+                _file: file,
+                holder,
+            },
+            previous,
+        ))
+    }
+
+    /// The last lease the log records on `session`, if it was never
+    /// released: its holder ended without saying so.
+    fn unreleased_lease(&self, session: &SessionId) -> Result<Option<LeaseHolder>, StoreError> {
+        let last = self.last_of_kinds(session, &["session_leased", "lease_released"])?;
+        Ok(match last.map(|r| r.event) {
+            Some(Event::SessionLeased { holder, .. }) => Some(holder),
+            _ => None,
+        })
+    }
+}
