@@ -185,16 +185,23 @@ async fn a_failing_server_opens_its_breaker_and_calls_fail_fast() {
             _ => None,
         })
         .collect();
-    assert_eq!(errors.len(), 5);
+    assert_eq!(errors.len(), 3);
     assert!(
-        errors[..3].iter().all(|e| e.contains("injected fault")),
+        errors.iter().all(|e| e.contains("injected fault")),
         "{errors:?}"
     );
+    // With the breaker open the calls never left opsbot: not started.
+    let never: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepNotStarted { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(never.len(), 2);
     assert!(
-        errors[3..]
-            .iter()
-            .all(|e| e.contains("circuit breaker is open")),
-        "{errors:?}"
+        never.iter().all(|e| e.contains("circuit breaker is open")),
+        "{never:?}"
     );
     assert!(
         breakers
@@ -497,4 +504,63 @@ async fn an_open_breaker_sends_calls_to_the_fallback_server() {
         opsbot::session::StepStatus::Succeeded,
         "served by the standby while the breaker is open"
     );
+}
+
+/// A deploy that never reached its server (the breaker was open) is `not
+/// started` and leaves no `deploy.failed` effect: later deploys of that
+/// service are not blocked by a failure that never happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_never_sent_is_not_started_and_leaves_no_failure_effect() {
+    let home = Home::new();
+    let rt = runtime_with(
+        &home,
+        "[servers.k8s]\nbreaker_failures = 1\nbreaker_cooldown_ms = 600000\nretries = 0\nenv = { OPSBOT_SANDBOX_FAULTS = \"deploy=fail@checkout\" }\n",
+    );
+    let deploy = |service: &str| Plan {
+        title: format!("deploy {service}"),
+        steps: vec![step(
+            "deploy",
+            "k8s.deploy",
+            json!({"service": service, "image": format!("registry.local/{service}:1"), "env": "dev"}),
+            &[],
+        )],
+    };
+    let s = rt.new_session("dev").expect("session");
+    assert_eq!(
+        run_approved(&rt, &s, &deploy("checkout")).await,
+        Outcome::Failed
+    );
+    assert_eq!(
+        run_approved(&rt, &s, &deploy("payments")).await,
+        Outcome::Failed
+    );
+    rt.servers.shutdown().await;
+    let records = home.last_session();
+    let effects: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Effect { effect, scope, .. } => Some(format!(
+                "{effect}{{{}}}",
+                scope.get("service").cloned().unwrap_or_default()
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        effects,
+        vec!["deploy.failed{checkout}"],
+        "{:?}",
+        kinds(&records)
+    );
+    let not_started = records
+        .iter()
+        .filter(|r| matches!(r.event, Event::StepNotStarted { .. }))
+        .count();
+    assert_eq!(not_started, 1);
+    let state = state(&records);
+    assert_eq!(
+        state.steps[&StepId::new("deploy")].status(),
+        opsbot::session::StepStatus::NotStarted
+    );
+    assert!(home.sandbox_state("k8s.json")["deployments"]["payments/dev"].is_null());
 }

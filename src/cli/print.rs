@@ -59,6 +59,7 @@ pub fn record(r: &Record, with_progress: bool) -> Option<String> {
         "call" => "▶",
         "ok" => "✓",
         "failed" => "✗",
+        "not started" => "⊘",
         "skipped" => "-",
         "progress" => "…",
         "finished" => "=",

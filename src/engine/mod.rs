@@ -69,6 +69,8 @@ enum State {
     Succeeded,
     Failed,
     Skipped,
+    /// Its call never left opsbot (server down, breaker open).
+    NotStarted,
     /// Final: nobody will approve it in this run.
     AwaitingApproval,
     Denied,
@@ -314,6 +316,15 @@ impl Engine {
                     duration_ms,
                 }
             }
+            Err(e) if e.never_sent() => {
+                run.state.insert(id.clone(), State::NotStarted);
+                run.pending.push(Event::StepNotStarted {
+                    step: id,
+                    reason: with_note(e.to_string()),
+                });
+                // Nothing happened, so nothing is left behind: no effect.
+                return Ok(());
+            }
             Err(e) => {
                 run.state.insert(id.clone(), State::Failed);
                 Event::StepFailed {
@@ -366,14 +377,16 @@ impl Engine {
             .plan
             .steps
             .iter()
-            .filter(|s| s.continue_on_error && run.state[&s.id] == State::Failed)
+            .filter(|s| {
+                s.continue_on_error && matches!(run.state[&s.id], State::Failed | State::NotStarted)
+            })
             .count();
         let rejected = run.approvals.desk().and_then(|d| d.rejected()).is_some();
         let outcome = if cancelled {
             Outcome::Cancelled
         } else if rejected {
             Outcome::Rejected
-        } else if count(State::Failed) > tolerated {
+        } else if count(State::Failed) + count(State::NotStarted) > tolerated {
             Outcome::Failed
         } else if count(State::Denied) > 0 {
             Outcome::Denied
@@ -389,6 +402,7 @@ impl Engine {
         );
         for (label, s) in [
             ("failed", State::Failed),
+            ("not started", State::NotStarted),
             ("denied", State::Denied),
             ("awaiting approval", State::AwaitingApproval),
             ("skipped", State::Skipped),
@@ -430,8 +444,9 @@ impl Engine {
                 }
                 let tolerated = |d: &StepId| run.plan.step(d).is_some_and(|s| s.continue_on_error);
                 let blocker = step.depends_on.iter().find_map(|d| match run.state.get(d) {
-                    Some(State::Failed) if tolerated(d) => None,
+                    Some(State::Failed | State::NotStarted) if tolerated(d) => None,
                     Some(State::Failed) => Some(format!("`{d}` failed")),
+                    Some(State::NotStarted) => Some(format!("`{d}` was not started")),
                     Some(State::Skipped) => Some(format!("`{d}` was skipped")),
                     Some(State::Denied) => Some(format!("`{d}` was denied")),
                     Some(State::AwaitingApproval) => Some(format!("`{d}` is awaiting approval")),
@@ -448,7 +463,7 @@ impl Engine {
                 }
                 let ready = step.depends_on.iter().all(|d| match run.state.get(d) {
                     Some(State::Succeeded) => true,
-                    Some(State::Failed) => tolerated(d),
+                    Some(State::Failed | State::NotStarted) => tolerated(d),
                     _ => false,
                 });
                 if !ready {
@@ -560,6 +575,7 @@ impl Engine {
             let status = match run.state[&s.id] {
                 State::Succeeded => "succeeded",
                 State::Failed => "failed",
+                State::NotStarted => "not_started",
                 State::Skipped => "skipped",
                 State::Denied => "denied",
                 State::Running => "running",

@@ -166,6 +166,19 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Whether the call never left opsbot: nothing reached the server, so
+    /// nothing can have happened.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            CallError::UnknownServer { .. }
+                | CallError::UnknownTool { .. }
+                | CallError::BadName(_)
+                | CallError::Unavailable { .. }
+                | CallError::BreakerOpen { .. }
+        )
+    }
+
     /// Whether trying again later could succeed: the call timed out, or the
     /// server exited or was not available (it may be restarting).
     pub fn is_transient(&self) -> bool {

@@ -277,6 +277,7 @@ impl Proxy {
                         }
                         Event::StepSucceeded { step, .. }
                         | Event::StepFailed { step, .. }
+                        | Event::StepNotStarted { step, .. }
                         | Event::StepSkipped { step, .. }
                             if step == id =>
                         {
@@ -304,7 +305,10 @@ impl Proxy {
                 st.steps.get(&id).is_some_and(|s| {
                     matches!(
                         s.status(),
-                        StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
+                        StepStatus::Succeeded
+                            | StepStatus::Failed
+                            | StepStatus::NotStarted
+                            | StepStatus::Skipped
                     )
                 })
             });

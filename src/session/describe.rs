@@ -94,6 +94,10 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             format!("{step} {} {}", duration(*duration_ms), truncate(error, 300)),
         ),
         Event::StepSkipped { step, reason } => ("skipped", format!("{step}: {reason}")),
+        Event::StepNotStarted { step, reason } => (
+            "not started",
+            format!("{step} was never sent: {}", truncate(reason, 300)),
+        ),
         Event::StepRetrying {
             step,
             attempt,

@@ -107,6 +107,12 @@ pub enum Event {
         step: StepId,
         reason: String,
     },
+    /// The call never left opsbot (its server was down, its breaker open,
+    /// the tool gone): nothing happened, so it leaves no failure effect.
+    StepNotStarted {
+        step: StepId,
+        reason: String,
+    },
     /// A transient failure; the step is tried again after `wait_ms`.
     StepRetrying {
         step: StepId,
@@ -202,6 +208,7 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
+            Event::StepNotStarted { .. } => "step_not_started",
             Event::StepRetrying { .. } => "step_retrying",
             Event::StepInterrupted { .. } => "step_interrupted",
             Event::ClientConnected { .. } => "client_connected",

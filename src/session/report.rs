@@ -138,6 +138,11 @@ pub fn markdown(records: &[Record]) -> String {
                 line.duration_ms = Some(*duration_ms);
                 line.detail = Some(crate::text::truncate(error, OUTPUT_QUOTE));
             }
+            Event::StepNotStarted { step, reason } => {
+                let line = at(&mut steps, step.as_str());
+                line.status = Some("not started".into());
+                line.detail = Some(reason.clone());
+            }
             Event::StepSkipped { step, reason } => {
                 let line = at(&mut steps, step.as_str());
                 line.status = Some("skipped".into());

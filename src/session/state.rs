@@ -35,6 +35,8 @@ pub enum StepStatus {
     Succeeded,
     Failed,
     Skipped,
+    /// Its call was never sent: nothing happened.
+    NotStarted,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -211,6 +213,12 @@ impl SessionState {
                 s.error = Some(error.clone());
                 s.output = output.clone();
                 s.duration_ms = Some(*duration_ms);
+            }
+            Event::StepNotStarted { step, reason } => {
+                let s = self.step_mut(step);
+                s.status = Some(StepStatus::NotStarted);
+                s.error = Some(reason.clone());
+                s.progress = None;
             }
             Event::StepSkipped { step, reason } => {
                 let s = self.step_mut(step);

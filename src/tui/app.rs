@@ -70,11 +70,15 @@ impl AuditFilter {
                 Event::StepStarted { .. }
                     | Event::StepSucceeded { .. }
                     | Event::StepFailed { .. }
+                    | Event::StepNotStarted { .. }
                     | Event::StepSkipped { .. }
             ),
             AuditFilter::Problems => matches!(
                 e,
-                Event::StepFailed { .. } | Event::ServerProblem { .. } | Event::PlanInvalid { .. }
+                Event::StepFailed { .. }
+                    | Event::StepNotStarted { .. }
+                    | Event::ServerProblem { .. }
+                    | Event::PlanInvalid { .. }
             ),
         }
     }
@@ -338,6 +342,10 @@ impl App {
             Event::StepFailed { step, error, .. } => entry(
                 Who::Failed,
                 format!("✗ {step} ({}): {error}", self.tool_of(step)),
+            ),
+            Event::StepNotStarted { step, reason } => entry(
+                Who::Failed,
+                format!("⊘ {step} ({}) was never sent: {reason}", self.tool_of(step)),
             ),
             Event::RunFinished { outcome, summary } => {
                 entry(Who::Bot, format!("Run {}: {summary}", outcome.as_str()))

@@ -37,6 +37,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &mut App, theme: &Theme, focused: bo
             let (kind, text) = describe(&r.event);
             let style = match &r.event {
                 Event::StepFailed { .. }
+                | Event::StepNotStarted { .. }
                 | Event::ServerProblem { .. }
                 | Event::PlanInvalid { .. } => theme.error,
                 Event::StepSucceeded { .. } => theme.ok,

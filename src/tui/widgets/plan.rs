@@ -87,6 +87,7 @@ pub fn glyph(st: Option<&StepState>, tick: u64, theme: &Theme) -> (String, Style
             ("⛔".into(), theme.error)
         }
         StepStatus::Skipped => ("⊘".into(), theme.muted),
+        StepStatus::NotStarted => ("⊘".into(), theme.error),
     }
 }
 
@@ -123,6 +124,7 @@ fn tail(st: Option<&StepState>, replay: bool, theme: &Theme) -> Span<'static> {
             theme.muted,
         ),
         StepStatus::Skipped => Span::styled("skipped", theme.muted),
+        StepStatus::NotStarted => Span::styled("not started", theme.error),
         _ => Span::raw(""),
     }
 }
