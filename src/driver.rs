@@ -117,6 +117,18 @@ impl Driver {
         *Self::lock(&self.busy)
     }
 
+    /// Wait (at most `within`) until no request or run is in progress.
+    pub async fn wait_idle(&self, within: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while self.is_busy() {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Plan with another LLM profile (or the runbooks) from the next
     /// request on.
     pub fn switch_planner(&self, profile: Option<&str>) -> Result<String, DriverError> {

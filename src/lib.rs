@@ -19,6 +19,7 @@ pub mod sanitize;
 pub mod secrets;
 pub mod serve;
 pub mod session;
+pub mod signals;
 pub mod text;
 pub mod tui;
 pub mod usage;

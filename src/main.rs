@@ -79,6 +79,16 @@ fn main() -> ExitCode {
     if let Some(Command::Sandbox { name }) = &cli.command {
         return cli::sandbox(name);
     }
+    // The app draws on a terminal; without one it would start a session it
+    // can never show. Say what works instead, before anything is created.
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if cli.command.is_none() && !interactive {
+        err!(
+            "opsbot's app needs a terminal; try `opsbot run \"deploy checkout to staging\"` for a headless run, or `opsbot --help`"
+        );
+        return cli::exit_error();
+    }
     let paths = match cli::paths(cli.data_dir.as_deref()) {
         Ok(p) => p,
         Err(e) => {

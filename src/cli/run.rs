@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use clap::Args;
 use opsbot::engine::Approvals;
@@ -11,7 +12,7 @@ use opsbot::mcp::ServerStatus;
 use opsbot::paths::Paths;
 use opsbot::policy::Decision;
 use opsbot::runtime::{Planned, Runtime};
-use opsbot::session::Outcome;
+use opsbot::session::{Event, Outcome, Session};
 use tokio_util::sync::CancellationToken;
 
 use super::{exit_code, print};
@@ -47,20 +48,22 @@ pub struct RunArgs {
 /// Questions answered on a terminal before giving up on a request.
 const MAX_QUESTIONS: usize = 3;
 
-/// Ask a question on the terminal; `None` when there is no terminal to ask.
-async fn ask(prompt: String) -> Option<String> {
-    if !std::io::stdin().is_terminal() {
+/// Ask a question on the terminal; `None` when there is no terminal to
+/// ask, or a stop signal came first.
+async fn ask(prompt: String, stop: &CancellationToken) -> Option<String> {
+    if !std::io::stdin().is_terminal() || stop.is_cancelled() {
         return None;
     }
-    tokio::task::spawn_blocking(move || {
+    let answer = tokio::task::spawn_blocking(move || {
         super::emit(true, &prompt, false);
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).ok()?;
         Some(line.trim().to_string())
-    })
-    .await
-    .ok()
-    .flatten()
+    });
+    tokio::select! {
+        a = answer => a.ok().flatten(),
+        () = stop.cancelled() => None,
+    }
 }
 
 pub async fn run(
@@ -76,7 +79,22 @@ pub async fn run(
             out!("{s}");
         }
     };
-    rt.servers.wait_settled().await;
+    // Ctrl-C, SIGTERM and SIGHUP all cancel, and are recorded once the
+    // session exists; a second one quits at once.
+    let stop = CancellationToken::new();
+    let driven = Arc::new(OnceLock::new());
+    opsbot::signals::cancel_on_stop(Arc::clone(&driven), stop.clone(), |which| {
+        err!(
+            "\n{which}: cancelling: running steps are being stopped ({which} again quits at once)"
+        );
+    });
+    tokio::select! {
+        () = rt.servers.wait_settled() => {}
+        () = stop.cancelled() => {
+            rt.servers.shutdown().await;
+            return Ok(exit_code(Outcome::Cancelled));
+        }
+    }
     for (name, status) in rt.servers.statuses() {
         if let ServerStatus::Failed { error, stderr } = &status {
             err!("warning: server `{name}` is not available: {error}");
@@ -87,10 +105,11 @@ pub async fn run(
     }
     let actor = rt.actor(as_user)?;
     if let Some(id) = &args.resume {
-        return resume(&rt, id, &actor, &args).await;
+        return resume(&rt, id, &actor, &args, &driven, &stop).await;
     }
     let request = args.request.clone().unwrap_or_default();
     let session = rt.new_session(&actor)?;
+    let _ = driven.set(Arc::clone(&session));
     rt.watch_servers(&session);
     for (name, status) in rt.servers.statuses() {
         if let ServerStatus::Failed { error, .. } = status {
@@ -101,20 +120,34 @@ pub async fn run(
         }
     }
 
-    let mut planned = rt.plan_request(&session, &request).await?;
+    let plan = |text: String| {
+        let (rt, session, stop) = (&rt, &session, &stop);
+        async move {
+            tokio::select! {
+                planned = rt.plan_request(session, &text) => planned.map(Some),
+                () = stop.cancelled() => Ok(None),
+            }
+        }
+    };
+    let Some(mut planned) = plan(request).await? else {
+        return cancelled_before_running(&rt, &session, &args).await;
+    };
     // On a terminal a question is answered in place, and the answer
     // continues the same planning turn.
     for _ in 0..MAX_QUESTIONS {
         let Planned::Clarify(question) = &planned else {
             break;
         };
-        let Some(answer) = ask(format!("? {question}\n> "))
+        let Some(answer) = ask(format!("? {question}\n> "), &stop)
             .await
             .filter(|a| !a.is_empty())
         else {
             break;
         };
-        planned = rt.plan_request(&session, &answer).await?;
+        let Some(next) = plan(answer).await? else {
+            return cancelled_before_running(&rt, &session, &args).await;
+        };
+        planned = next;
     }
     // What the planner had to say while it worked (a fallback, a budget).
     if !args.json {
@@ -137,8 +170,16 @@ pub async fn run(
             Outcome::InvalidPlan
         }
         Planned::Ready { plan, decisions } => {
-            let outcome =
-                approve_and_run(&rt, &session, &plan, &decisions, &args, HashMap::new()).await?;
+            let outcome = approve_and_run(
+                &rt,
+                &session,
+                &plan,
+                &decisions,
+                &args,
+                HashMap::new(),
+                &stop,
+            )
+            .await?;
             if outcome == Outcome::Failed
                 && let Some((undo, undo_decisions)) = rt.propose_undo(&session, &plan)?
             {
@@ -149,12 +190,13 @@ pub async fn run(
                 say(&format!(
                     "the run failed after changing things; proposed undo:\n{shown}"
                 ));
-                let go = args.undo
-                    || ask("run the undo plan? [y/N] ".into())
-                        .await
-                        .is_some_and(|a| {
-                            a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
-                        });
+                let go = !stop.is_cancelled()
+                    && (args.undo
+                        || ask("run the undo plan? [y/N] ".into(), &stop)
+                            .await
+                            .is_some_and(|a| {
+                                a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
+                            }));
                 if go {
                     let undone = approve_and_run(
                         &rt,
@@ -163,6 +205,7 @@ pub async fn run(
                         &undo_decisions,
                         &args,
                         HashMap::new(),
+                        &stop,
                     )
                     .await?;
                     say(&format!("undo {}", undone.as_str()));
@@ -205,11 +248,32 @@ async fn finish(
     Ok(exit_code(outcome))
 }
 
+/// A stop signal came before anything ran: the session says so.
+async fn cancelled_before_running(
+    rt: &Runtime,
+    session: &Arc<Session>,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    session.record(Event::RunFinished {
+        outcome: Outcome::Cancelled,
+        summary: "cancelled before anything ran".into(),
+    })?;
+    finish(rt, session, Outcome::Cancelled, args).await
+}
+
 /// `run --resume ID`: take the session's lease (refused, naming the
 /// holder, while another process drives it), then approve and run what its
 /// plan still has to do.
-async fn resume(rt: &Runtime, id: &str, actor: &str, args: &RunArgs) -> anyhow::Result<ExitCode> {
+async fn resume(
+    rt: &Runtime,
+    id: &str,
+    actor: &str,
+    args: &RunArgs,
+    driven: &OnceLock<Arc<Session>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let (session, left) = rt.resume_session(id, actor)?;
+    let _ = driven.set(Arc::clone(&session));
     rt.watch_servers(&session);
     let Some(left) = left else {
         let outcome = session.with_state(|s| s.outcome);
@@ -242,8 +306,16 @@ async fn resume(rt: &Runtime, id: &str, actor: &str, args: &RunArgs) -> anyhow::
             );
         }
     }
-    let outcome =
-        approve_and_run(rt, &session, &left.plan, &left.decisions, args, left.done).await?;
+    let outcome = approve_and_run(
+        rt,
+        &session,
+        &left.plan,
+        &left.decisions,
+        args,
+        left.done,
+        stop,
+    )
+    .await?;
     finish(rt, &session, outcome, args).await
 }
 
@@ -255,6 +327,7 @@ async fn approve_and_run(
     decisions: &[(opsbot::plan::StepId, Decision)],
     args: &RunArgs,
     done: HashMap<opsbot::plan::StepId, serde_json::Value>,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<Outcome> {
     let say = |s: &str| {
         if !args.json {
@@ -293,12 +366,15 @@ async fn approve_and_run(
                     } else {
                         format!("type `{}`", gate.confirm)
                     };
-                    ask(format!(
-                        "gated: {} — {reason}\n  {} {}\n  {how} to approve (anything else skips): ",
-                        step.id,
-                        step.tool,
-                        serde_json::to_string(&step.args).unwrap_or_default(),
-                    ))
+                    ask(
+                        format!(
+                            "gated: {} — {reason}\n  {} {}\n  {how} to approve (anything else skips): ",
+                            step.id,
+                            step.tool,
+                            serde_json::to_string(&step.args).unwrap_or_default(),
+                        ),
+                        cancel,
+                    )
                     .await
                 };
                 match typed.map(|t| gate.check(&t)) {
@@ -312,12 +388,15 @@ async fn approve_and_run(
             }
             _ => (
                 args.yes
-                    || ask(format!(
-                        "approve {} ({} {})? [y/N] ",
-                        step.id,
-                        step.tool,
-                        serde_json::to_string(&step.args).unwrap_or_default()
-                    ))
+                    || ask(
+                        format!(
+                            "approve {} ({} {})? [y/N] ",
+                            step.id,
+                            step.tool,
+                            serde_json::to_string(&step.args).unwrap_or_default()
+                        ),
+                        cancel,
+                    )
                     .await
                     .is_some_and(|a| a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")),
                 None,
@@ -336,17 +415,6 @@ async fn approve_and_run(
         }
     }
 
-    let cancel = CancellationToken::new();
-    let on_ctrl_c = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            err!("\ncancelling: running steps are being stopped (Ctrl-C again to quit now)");
-            on_ctrl_c.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
     let printer = (!args.json).then(|| {
         let mut live = session.subscribe();
         tokio::spawn(async move {
@@ -363,7 +431,7 @@ async fn approve_and_run(
     });
     let approvals = Approvals::Fixed(approvals);
     let outcome = rt
-        .run_from(session, plan, decisions, &approvals, cancel, done)
+        .run_from(session, plan, decisions, &approvals, cancel.clone(), done)
         .await?;
     if let Some(printer) = printer {
         let _ = printer.await;

@@ -26,14 +26,32 @@ pub async fn run(
     rt.driver = "serve".into();
     let rt = Arc::new(rt);
     let actor = rt.actor(as_user)?;
-    let result = match &args.http {
-        None => opsbot::serve::stdio(Arc::clone(&rt), actor).await,
-        Some(addr) => {
-            let token = opsbot::secrets::serve_token();
-            opsbot::serve::http(Arc::clone(&rt), actor, addr, token, |bound| {
-                err!("opsbot serves MCP at http://{bound}/mcp");
-            })
-            .await
+    let serving = async {
+        match &args.http {
+            None => opsbot::serve::stdio(Arc::clone(&rt), actor).await,
+            Some(addr) => {
+                let token = opsbot::secrets::serve_token();
+                opsbot::serve::http(Arc::clone(&rt), actor, addr, token, |bound| {
+                    err!("opsbot serves MCP at http://{bound}/mcp");
+                })
+                .await
+            }
+        }
+    };
+    let mut signals = opsbot::signals::StopSignals::new()?;
+    // A stop signal cancels the calls in flight (each session records it),
+    // waits a little for them to be recorded, then ends; a second one ends
+    // at once.
+    let result = tokio::select! {
+        r = serving => r,
+        which = signals.next() => {
+            err!("{which}: cancelling the calls in flight, then stopping ({which} again stops at once)");
+            rt.stop(which);
+            tokio::select! {
+                _ = rt.drained(std::time::Duration::from_secs(10)) => {}
+                _ = signals.next() => std::process::exit(130),
+            }
+            Ok(())
         }
     };
     rt.servers.shutdown().await;

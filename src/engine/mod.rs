@@ -230,6 +230,15 @@ impl Engine {
         };
         let mut cancelled = false;
         loop {
+            // Cancelled before this turn (or before the run began): nothing
+            // more may start.
+            if !cancelled && run.cancel.is_cancelled() {
+                cancelled = true;
+                run.pending.push(Event::Note {
+                    text: "run cancelled: no new steps start; running steps are being cancelled"
+                        .into(),
+                });
+            }
             // Subscribe before looking, so a decision made meanwhile wakes us.
             let desk_changed = approvals.desk().map(|d| d.changed());
             if !cancelled {

@@ -105,6 +105,20 @@ pub struct Runtime {
     /// What kind of driver this process is (`app`, `run`, `serve`), named
     /// in the lease of every session it drives.
     pub driver: String,
+    /// Cancelled when the process is asked to stop (a stop signal): what
+    /// runs is cancelled and recorded, then the process ends.
+    pub stopping: tokio_util::sync::CancellationToken,
+    stop_reason: std::sync::Mutex<Option<String>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A call in progress, counted while it lives: stopping waits for these.
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A plan with policy's decision for each step.
@@ -217,7 +231,46 @@ impl Runtime {
             policy: Arc::new(policy),
             knowledge: Arc::new(std::sync::Mutex::new(knowledge)),
             driver: "opsbot".into(),
+            stopping: tokio_util::sync::CancellationToken::new(),
+            stop_reason: std::sync::Mutex::new(None),
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
+    }
+
+    /// Ask everything this process runs to stop, because of `why` (a
+    /// signal's name); the first reason given is kept.
+    pub fn stop(&self, why: &str) {
+        let mut r = self.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
+        r.get_or_insert_with(|| why.to_string());
+        drop(r);
+        self.stopping.cancel();
+    }
+
+    /// Why the process is stopping, once it is.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stop_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Count a call as in progress for as long as the value lives.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight(Arc::clone(&self.in_flight))
+    }
+
+    /// Wait (at most `within`) until no call is in progress.
+    pub async fn drained(&self, within: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// The planner in use now.

@@ -129,8 +129,27 @@ impl Proxy {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let rt = Arc::clone(&self.inner.rt);
+        let _flight = rt.in_flight();
         let session = self.session(&ctx.peer)?;
         let (client, _) = Self::client(&ctx.peer);
+        // The client's cancellation, or opsbot being asked to stop (which
+        // the session records first), cancels the call.
+        let cancel = ctx.ct.child_token();
+        {
+            let (rt, session, cancel) = (Arc::clone(&rt), Arc::clone(&session), cancel.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = rt.stopping.cancelled() => {
+                        let why = rt.stop_reason().unwrap_or_else(|| "a stop signal".into());
+                        if let Err(e) = session.record(crate::signals::stop_note(&why)) {
+                            tracing::error!("cannot record {why}: {e}");
+                        }
+                        cancel.cancel();
+                    }
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
         rt.servers.wait_settled().await;
         let catalog = rt.servers.catalog();
         let Some(tool) = names::resolve(&request.name, &catalog, self.separator()) else {
@@ -205,7 +224,7 @@ impl Proxy {
                 .await;
                 match asked {
                     Some(answer) => answer,
-                    None => approval::wait_in_app(&session, &step, timeout, &ctx.ct).await,
+                    None => approval::wait_in_app(&session, &step, timeout, &cancel).await,
                 }
                 .map_err(Some)
             }
@@ -294,7 +313,7 @@ impl Proxy {
                 &plan,
                 &decisions,
                 &Approvals::Fixed(approved),
-                ctx.ct.clone(),
+                cancel.clone(),
             )
             .await
             .map_err(internal);

@@ -384,6 +384,13 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         }));
     }
     let mut keys = EventStream::new();
+    // SIGTERM and SIGHUP (the terminal closed) cancel what runs, as
+    // Ctrl-C does, record why, and end the app.
+    let mut signals = crate::signals::StopSignals::new().ok();
+    let stop_signal = async |s: &mut Option<crate::signals::StopSignals>| match s {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    };
     let mut ticker = tokio::time::interval(Duration::from_millis(120));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let draw = |terminal: &mut ratatui::DefaultTerminal, screen: &mut Screen| {
@@ -395,6 +402,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             .map(drop)
     };
     draw(&mut terminal, &mut screen)?;
+    let mut lost_terminal = false;
 
     while !screen.live.quit && !screen.replay.as_ref().is_some_and(|(a, _)| a.quit) {
         let mut dirty = true;
@@ -410,8 +418,12 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 Some(Ok(TermEvent::Mouse(m))) => screen.shown().0.on_mouse(m),
                 Some(Ok(TermEvent::Resize(..))) => {}
                 Some(Ok(_)) => dirty = false,
-                Some(Err(e)) => return Err(e),
-                None => break,
+                // The terminal went away (a closed window, a dropped ssh):
+                // as SIGHUP.
+                Some(Err(_)) | None => {
+                    lost_terminal = true;
+                    break;
+                }
             },
             rec = screen.records.recv() => match rec {
                 Ok(record) => {
@@ -444,6 +456,13 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 }
                 Ok(ServerEvent::Garbage { .. }) | Err(_) => dirty = false,
             },
+            which = stop_signal(&mut signals) => {
+                if let Err(e) = screen.driver.session().record(crate::signals::stop_note(which)) {
+                    tracing::error!("cannot record {which}: {e}");
+                }
+                rt.stop(which);
+                break;
+            }
             Ok(()) = store_fault.changed() => {
                 let fault = store_fault.borrow_and_update().clone();
                 match fault {
@@ -469,11 +488,20 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 dirty = screen.replay.is_none() && (live.running() || live.busy || was_busy);
             }
         }
-        if dirty {
-            draw(&mut terminal, &mut screen)?;
+        if dirty && draw(&mut terminal, &mut screen).is_err() {
+            lost_terminal = true;
+            break;
+        }
+    }
+    if lost_terminal && screen.driver.is_busy() {
+        let note = crate::signals::stop_note("SIGHUP");
+        if let Err(e) = screen.driver.session().record(note) {
+            tracing::error!("cannot record the terminal closing: {e}");
         }
     }
     screen.driver.cancel_run();
+    // Let the cancelled run record how it ended before the process goes.
+    screen.driver.wait_idle(Duration::from_secs(5)).await;
     let _ = std::io::stdout().flush();
     Ok(())
 }
