@@ -140,6 +140,7 @@ impl Driver {
     /// Plan a request and, if it yields a plan, start running it: steps wait
     /// at the desk for approvals.
     pub fn submit(self: &Arc<Self>, request: String) -> Result<(), DriverError> {
+        crate::runtime::check_request(&request).map_err(|e| DriverError::Planner(e.to_string()))?;
         self.claim()?;
         let me = Arc::clone(self);
         tokio::spawn(async move {

@@ -178,3 +178,41 @@ fn a_read_only_data_dir_still_reads_and_logs_elsewhere() {
     assert_exit(&run, 7);
     assert!(stderr(&run).contains("read-only"), "{}", stderr(&run));
 }
+
+/// Six opsbots deploying two services each at once over one sandbox:
+/// every run succeeds, every build gets its own id, every deploy its own
+/// revision.
+#[test]
+fn concurrent_sandbox_runs_keep_every_write() {
+    let home = Home::new();
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            home.cmd(&["run", "-y", "deploy checkout and payments to dev"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start")
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().expect("wait");
+        assert_exit(&out, 0);
+        assert!(!stderr(&out).contains("cannot replace"), "{}", stderr(&out));
+    }
+    let ci = home.sandbox_state("ci.json");
+    let builds = ci["builds"].as_object().expect("builds");
+    assert_eq!(builds.len(), 12, "{ci}");
+    for service in ["checkout", "payments"] {
+        let revisions =
+            home.sandbox_state("k8s.json")["deployments"][format!("{service}/dev")]["revisions"]
+                .as_array()
+                .map_or(0, Vec::len);
+        assert_eq!(revisions, 6, "{service}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(home.path().join("data/sandbox"))
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -644,3 +644,66 @@ async fn opt_in_a_real_llm_plans_or_refuses_cleanly() {
         Planned::Invalid(errors) => assert!(!errors.is_empty()),
     }
 }
+
+/// A model's runaway answer is not stored: a plan with a 5 MB text or
+/// hundreds of steps is sent back, then refused with the sizes named; the
+/// log stays small. A request too long to plan is refused before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_plans_and_requests_are_refused_not_stored() {
+    let huge = "x".repeat(5 * 1024 * 1024);
+    let big_title = good().replace("redeploy checkout → staging", &huge);
+    let many: Value = json!({
+        "needs_clarification": false, "question": "", "title": "many",
+        "steps": (0..150).map(|i| json!({"id": format!("s{i}"), "tool": "k8s.status",
+            "args": {"service": "checkout", "env": "staging"}, "depends_on": [], "rationale": "x"}))
+            .collect::<Vec<_>>()
+    });
+    let with_description = good().replace("see what runs", &huge);
+    let (planned, seen, home) = plan(
+        vec![
+            completion(&with_description),
+            completion(&many.to_string()),
+            completion(&big_title),
+        ],
+        "check checkout",
+    )
+    .await;
+    let Planned::Invalid(errors) = planned else {
+        panic!("expected a refusal, got {planned:?}")
+    };
+    assert_eq!(seen.len(), 3, "two repairs, then refused");
+    let repair = last_user_message(&seen[1]);
+    assert!(
+        repair.contains(
+            "step `status`'s description is 5242880 characters; a plan takes at most 2000"
+        ),
+        "{repair}"
+    );
+    assert!(
+        last_user_message(&seen[2])
+            .contains("the plan is 150 steps; a plan takes at most 100 steps"),
+        "{}",
+        last_user_message(&seen[2])
+    );
+    assert!(
+        errors.iter().all(|e| e.len() < 20_000),
+        "{}",
+        errors.join("\n").len()
+    );
+    let db = std::fs::metadata(home.path().join("data/opsbot.db")).map_or(0, |m| m.len())
+        + std::fs::metadata(home.path().join("data/opsbot.db-wal")).map_or(0, |m| m.len());
+    assert!(
+        db < 2 * 1024 * 1024,
+        "the log holds no 5 MB text: {db} bytes"
+    );
+
+    // A request of 9,000 characters is refused before anything is called.
+    let long = "deploy checkout to staging ".repeat(340);
+    let out = home.run(&["run", "-y", &long], &[]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("opsbot plans requests of at most 8000"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -72,6 +72,9 @@ pub async fn run(
     args: RunArgs,
     as_user: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(request) = &args.request {
+        opsbot::runtime::check_request(request)?;
+    }
     let mut rt = Runtime::start(paths, config)?;
     rt.driver = "run".into();
     let say = |s: &str| {

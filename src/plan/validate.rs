@@ -43,6 +43,74 @@ pub enum PlanError {
         tool: String,
         problems: Vec<String>,
     },
+    /// A plan is something a person reads and approves step by step: one
+    /// too large to read is refused rather than stored.
+    #[error("{what} is {size}; a plan takes at most {limit}")]
+    TooLarge {
+        what: String,
+        size: String,
+        limit: String,
+    },
+}
+
+/// The most steps a plan may have.
+pub const MAX_STEPS: usize = 100;
+/// The longest plan title, in characters.
+pub const MAX_TITLE: usize = 200;
+/// The longest step description, in characters.
+pub const MAX_DESCRIPTION: usize = 2_000;
+/// The most one step's arguments may hold, as JSON.
+pub const MAX_ARGS_BYTES: usize = 64 * 1024;
+
+/// What is too large in a plan; checked first, so nothing else looks at a
+/// plan that size.
+fn too_large(plan: &Plan) -> Vec<PlanError> {
+    let mut errors = Vec::new();
+    let big = |what: String, size: String, limit: String| PlanError::TooLarge { what, size, limit };
+    if plan.steps.len() > MAX_STEPS {
+        errors.push(big(
+            "the plan".into(),
+            format!("{} steps", plan.steps.len()),
+            format!("{MAX_STEPS} steps"),
+        ));
+    }
+    let title = plan.title.chars().count();
+    if title > MAX_TITLE {
+        errors.push(big(
+            "the plan's title".into(),
+            format!("{title} characters"),
+            format!("{MAX_TITLE}"),
+        ));
+    }
+    for step in plan.steps.iter().take(MAX_STEPS) {
+        let name = crate::text::truncate(step.id.as_str(), 40);
+        let description = step.description.chars().count();
+        if description > MAX_DESCRIPTION {
+            errors.push(big(
+                format!("step `{name}`'s description"),
+                format!("{description} characters"),
+                format!("{MAX_DESCRIPTION}"),
+            ));
+        }
+        let args = serde_json::to_string(&step.args).map_or(0, |a| a.len());
+        if args > MAX_ARGS_BYTES {
+            errors.push(big(
+                format!("step `{name}`'s arguments"),
+                format!("{args} bytes"),
+                format!("{MAX_ARGS_BYTES} bytes"),
+            ));
+        }
+        let other =
+            step.id.as_str().len() + step.tool.len() + step.when.as_deref().map_or(0, str::len);
+        if other > 1_000 {
+            errors.push(big(
+                format!("step `{name}`'s id, tool and condition"),
+                format!("{other} characters"),
+                "1000".into(),
+            ));
+        }
+    }
+    errors
 }
 
 fn hint(s: &Option<String>) -> String {
@@ -61,7 +129,10 @@ fn cycle_text(ids: &[StepId]) -> String {
 
 /// Validate structure, tools, references and arguments.
 pub fn validate(plan: &Plan, catalog: &Catalog) -> Result<(), Vec<PlanError>> {
-    let mut errors = Vec::new();
+    let mut errors = too_large(plan);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     if plan.steps.is_empty() {
         return Err(vec![PlanError::Empty]);
     }

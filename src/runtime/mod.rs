@@ -85,6 +85,26 @@ fn initial_profile(config: &crate::config::Config) -> Option<&str> {
     }
 }
 
+/// The longest request opsbot plans, in characters: a request is a
+/// sentence or a paragraph, not a document.
+pub const MAX_REQUEST_CHARS: usize = 8_000;
+
+/// Why a request is not planned at all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "the request is {0} characters; opsbot plans requests of at most {MAX_REQUEST_CHARS}. Say what to do in a sentence or two, and put long text (logs, manifests) in a file a tool can read"
+)]
+pub struct RequestTooLong(pub usize);
+
+/// A request opsbot will plan, or why not.
+pub fn check_request(text: &str) -> Result<(), RequestTooLong> {
+    let n = text.chars().count();
+    if n > MAX_REQUEST_CHARS {
+        return Err(RequestTooLong(n));
+    }
+    Ok(())
+}
+
 /// What the planner is doing, for views that show a live "thinking" line.
 #[derive(Debug, Clone)]
 pub struct Planning {

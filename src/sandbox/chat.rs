@@ -75,6 +75,7 @@ impl Chat {
         }
         self.ctx.work(50).await;
         let _guard = self.lock.lock().await;
+        let _file = self.ctx.lock_state(STATE)?;
         let mut state: ChatState = self.ctx.load(STATE);
         let messages = state.channels.entry(args.channel.clone()).or_default();
         messages.push(Message {

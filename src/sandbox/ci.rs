@@ -91,6 +91,7 @@ impl Ci {
             self.ctx.work(400).await;
         }
         let _guard = self.lock.lock().await;
+        let _file = self.ctx.lock_state(STATE)?;
         let mut state: CiState = self.ctx.load(STATE);
         state.next_build += 1;
         let number = 400 + state.next_build;

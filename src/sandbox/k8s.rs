@@ -159,6 +159,7 @@ impl K8s {
             self.ctx.work(300).await;
         }
         let _guard = self.lock.lock().await;
+        let _file = self.ctx.lock_state(STATE)?;
         let mut state: K8sState = self.ctx.load(STATE);
         let dep = state
             .deployments
@@ -242,6 +243,7 @@ impl K8s {
         }
         self.ctx.work(500).await;
         let _guard = self.lock.lock().await;
+        let _file = self.ctx.lock_state(STATE)?;
         let mut state: K8sState = self.ctx.load(STATE);
         let Some(dep) = state.deployments.get_mut(&key(&args.service, &args.env)) else {
             return Ok(fail(
@@ -324,6 +326,7 @@ impl K8s {
         }
         self.ctx.work(200).await;
         let _guard = self.lock.lock().await;
+        let _file = self.ctx.lock_state(STATE)?;
         let mut state: K8sState = self.ctx.load(STATE);
         let Some(dep) = state.deployments.get_mut(&key(&args.service, &args.env)) else {
             return Ok(fail(

@@ -129,6 +129,32 @@ impl Ctx {
     pub fn save<T: Serialize>(&self, file: &str, value: &T) -> Result<(), String> {
         save_json(&self.dir.join(file), value)
     }
+
+    /// Hold `file`'s lock across processes for a read-modify-write: two
+    /// opsbots running the sandbox at once must not lose each other's
+    /// builds or reuse an id. Held until the value drops. (No await may
+    /// happen while it is held: the lock blocks its thread.)
+    pub fn lock_state(&self, file: &str) -> Result<StateLock, rmcp::ErrorData> {
+        let path = self.dir.join(format!("{file}.lock"));
+        let locked = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.lock().map(|()| f));
+        match locked {
+            Ok(f) => Ok(StateLock { _held: f }),
+            Err(e) => Err(rmcp::ErrorData::internal_error(
+                format!("cannot lock {}: {e}", path.display()),
+                None,
+            )),
+        }
+    }
+}
+
+/// A held lock on one state file (see `Ctx::lock_state`).
+pub struct StateLock {
+    _held: std::fs::File,
 }
 
 pub fn load_json<T: DeserializeOwned + Default>(path: &Path) -> T {
@@ -144,9 +170,14 @@ pub fn load_json<T: DeserializeOwned + Default>(path: &Path) -> T {
     }
 }
 
-/// Write through a temporary file and rename, so a crash never leaves half a file.
+/// Write through a temporary file of this writer's own and rename, so a
+/// crash never leaves half a file and two writers never share a temp name.
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}-{n}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
     std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))

@@ -189,7 +189,55 @@ pub enum Event {
     },
 }
 
+/// The longest chat text (a request, an answer, a note) the log keeps, in
+/// characters; longer text is cut with a marker saying how long it was.
+pub const MAX_MESSAGE_CHARS: usize = 16_000;
+/// The most plan errors, and characters of each, one event keeps.
+const MAX_ERRORS: usize = 50;
+const MAX_ERROR_CHARS: usize = 2_000;
+
+fn cut(text: &str, max: usize) -> Option<String> {
+    let n = text.chars().count();
+    (n > max).then(|| {
+        let head: String = text.chars().take(max).collect();
+        format!("{head}… (cut: {n} characters in all)")
+    })
+}
+
 impl Event {
+    /// This event with its free text cut to what the log keeps, if any of
+    /// it is longer: a pasted megabyte or a model's runaway answer must not
+    /// make every later view of the session slow.
+    pub fn within_limits(&self) -> Option<Event> {
+        let text = |t: &str| cut(t, MAX_MESSAGE_CHARS);
+        match self {
+            Event::UserMessage { text: t } => text(t).map(|text| Event::UserMessage { text }),
+            Event::AssistantMessage { text: t } => {
+                text(t).map(|text| Event::AssistantMessage { text })
+            }
+            Event::Note { text: t } => text(t).map(|text| Event::Note { text }),
+            Event::ClarificationAsked { question } => {
+                text(question).map(|question| Event::ClarificationAsked { question })
+            }
+            Event::PlanInvalid { errors } => {
+                let long = errors.len() > MAX_ERRORS
+                    || errors.iter().any(|e| e.chars().count() > MAX_ERROR_CHARS);
+                long.then(|| {
+                    let mut kept: Vec<String> = errors
+                        .iter()
+                        .take(MAX_ERRORS)
+                        .map(|e| cut(e, MAX_ERROR_CHARS).unwrap_or_else(|| e.clone()))
+                        .collect();
+                    if errors.len() > MAX_ERRORS {
+                        kept.push(format!("… and {} more", errors.len() - MAX_ERRORS));
+                    }
+                    Event::PlanInvalid { errors: kept }
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The tag stored beside the event, for filtering without parsing.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -531,7 +531,10 @@ impl Store {
         let redactor = self.redactor();
         let redacted = events
             .iter()
-            .map(|e| redactor.event(e))
+            .map(|e| match e.within_limits() {
+                Some(cut) => redactor.event(&cut),
+                None => redactor.event(e),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut conn = self.writable()?;
         let written = Self::write_batch(&mut conn, session, actor, redacted);
