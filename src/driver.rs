@@ -478,7 +478,7 @@ impl Driver {
         }
         // The editor started from the redacted arguments the screen shows.
         let current = a.desk.edited_args(step).unwrap_or_else(|| s.args.clone());
-        let args = match self
+        let mut args = match self
             .rt
             .store
             .redactor()
@@ -487,6 +487,8 @@ impl Driver {
             Value::Object(args) => args,
             _ => Map::new(),
         };
+        // An edit is policy's business like any plan: in canonical terms.
+        self.rt.estate.canonicalize(&mut args);
         if let Some(tool) = self.rt.servers.catalog().get(&s.tool) {
             let problems = check_args(&tool.input_schema, &args, true);
             if !problems.is_empty() {
@@ -496,11 +498,39 @@ impl Driver {
                 });
             }
         }
-        self.session.record(Event::ArgsEdited {
+        // Policy decides the edited call afresh: an edit into a gated
+        // environment needs the typed confirmation the original did not.
+        // Within the whole plan, so steps it depends on still count.
+        let mut probe = a.plan.clone();
+        if let Some(edited) = probe.steps.iter_mut().find(|x| &x.id == step) {
+            edited.args = args.clone();
+        }
+        let catalog = self.rt.servers.catalog();
+        let decision = self
+            .rt
+            .decide_plan(&self.session, &probe, &catalog)
+            .into_iter()
+            .find(|(id, _)| id == step)
+            .map(|(_, d)| d);
+        let mut events = vec![Event::ArgsEdited {
             step: step.clone(),
             args: args.clone(),
-        })?;
-        a.desk.edit(step.clone(), args);
+        }];
+        if let Some(d) = &decision {
+            events.push(Event::PolicyDecision {
+                step: step.clone(),
+                decision: d.clone(),
+            });
+        }
+        self.session.record_all(&events)?;
+        drop(active);
+        let mut active = Self::lock(&self.active);
+        if let Some(a) = active.as_mut() {
+            if let Some(d) = decision {
+                a.decisions.insert(step.clone(), d);
+            }
+            a.desk.edit(step.clone(), args);
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod driver;
 pub mod engine;
+pub mod estate;
 pub mod mcp;
 pub mod paths;
 pub mod plan;

@@ -547,11 +547,17 @@ fn prune_from_the_command_line_compacts_the_file() {
                 text: format!("request {i}"),
             })
             .expect("record");
-            // Varied text, so the file cannot compress it away.
-            let bulk: String = (0..60_000)
-                .map(|n| format!("{:x} ", (n * 7919 + i) % 251))
-                .collect();
-            s.record(Event::Note { text: bulk }).expect("record");
+            // Varied text, so the file cannot compress it away; each note
+            // within the 16,000 characters the log keeps of one.
+            for part in 0..16 {
+                let bulk: String = (0..5_000)
+                    .map(|n| format!("{:x} ", (n * 7919 + i * 31 + part) % 251))
+                    .collect();
+                s.record(Event::Note {
+                    text: bulk.chars().take(15_000).collect(),
+                })
+                .expect("record");
+            }
         }
     }
     let db = home.path().join("data/opsbot.db");

@@ -606,3 +606,213 @@ fn a_headless_freeze_override_needs_a_reason_and_records_it() {
             if step.as_str() == "deploy" && why == "load test owners agreed"
     )));
 }
+
+/// Policy fails closed: a rule naming an argument no tool of its takes,
+/// or comparing one with the wrong type, is an error with file, line, rule
+/// and a suggestion, once the tools are known; nothing runs meanwhile.
+#[test]
+fn a_misspelt_or_mistyped_condition_is_an_error_not_a_rule_that_never_matches() {
+    let home = Home::new();
+    for (rule, says) in [
+        (
+            "[policy.rules.no-staging]\ntools = \"k8s.*\"\nwhen = 'enviroment == \"staging\"'\nverdict = \"deny\"\nreason = \"staging is closed\"\n",
+            "rule `no-staging`: its condition names `enviroment`, an argument none of its tools take",
+        ),
+        (
+            "[policy.rules.big]\ntools = \"k8s.scale\"\nwhen = 'replicas > \"ten\"'\nverdict = \"deny\"\nreason = \"too big\"\n",
+            "rule `big`: its condition compares `replicas` (a number) with the string \"ten\"",
+        ),
+    ] {
+        let file = home.write_config("rules.toml", &format!("# policy\n{rule}"));
+        let file = file.to_string_lossy().to_string();
+        for args in [
+            vec![
+                "--config",
+                file.as_str(),
+                "run",
+                "-y",
+                "deploy checkout to staging",
+            ],
+            vec!["--config", file.as_str(), "policy", "explain", "k8s.deploy"],
+        ] {
+            let out = home.run(&args, &[]);
+            assert_exit(&out, 2);
+            let err = stderr(&out);
+            assert!(err.contains("rules.toml:2"), "{err}");
+            assert!(err.contains(says), "{err}");
+            assert!(err.contains("nothing is decided or run"), "{err}");
+        }
+        let err = stderr(&home.run(
+            &[
+                "--config",
+                file.as_str(),
+                "run",
+                "-y",
+                "deploy checkout to staging",
+            ],
+            &[],
+        ));
+        if rule.contains("enviroment") {
+            assert!(err.contains("did you mean `env`?"), "{err}");
+        }
+    }
+    assert!(
+        home.sandbox_state("k8s.json").is_null(),
+        "nothing ran while the policy was broken"
+    );
+}
+
+/// At decision time a condition that cannot be evaluated counts against
+/// the call: a deny rule denies, an allow rule does not allow; both say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unevaluable_condition_denies_on_a_deny_rule_and_does_not_allow_on_an_allow_rule() {
+    let home = Home::new();
+    let rt = rt(
+        &home,
+        "[policy.rules.no-big-scale]\ntools = \"k8s.scale\"\nwhen = 'replicas > 10'\nverdict = \"deny\"\nreason = \"scale big only by hand\"\n[policy.rules.small-is-fine]\ntools = \"k8s.scale\"\nwhen = 'replicas <= 3'\nverdict = \"allow\"\nreason = \"small scaling is routine\"\n",
+    );
+    rt.servers.wait_settled().await;
+    let catalog = rt.servers.catalog();
+    {
+        let roles: Vec<String> = Vec::new();
+        let k = rt.knowledge();
+        let ctx = opsbot::policy::Context {
+            actor: "dev",
+            roles: &roles,
+            session: "",
+            now: time::OffsetDateTime::now_utc(),
+            history: &k.history,
+            pins: &k.pins,
+            planned: &[],
+        };
+        // A number where the schema says number, but given as a string by a
+        // client that skipped validation: neither rule can compare it.
+        let args = serde_json::json!({"service": "checkout", "env": "dev", "replicas": "12"});
+        let args = args.as_object().expect("object");
+        let call = opsbot::policy::Call {
+            tool: "k8s.scale",
+            args,
+            gated: false,
+        };
+        let d = rt
+            .policy
+            .decide(&call, catalog.get("k8s.scale"), &ctx, None);
+        assert!(d.is_denied(), "{d:?}");
+        assert_eq!(d.rule(), "rule.no-big-scale");
+        assert!(
+            d.reason().contains("cannot be evaluated")
+                && d.reason().contains("counts against the call"),
+            "{}",
+            d.reason()
+        );
+        let mut trace = Vec::new();
+        let small = serde_json::json!({"service": "checkout", "env": "dev", "replicas": "2"});
+        let call = opsbot::policy::Call {
+            tool: "k8s.scale",
+            args: small.as_object().expect("object"),
+            gated: false,
+        };
+        rt.policy
+            .decide(&call, catalog.get("k8s.scale"), &ctx, Some(&mut trace));
+        let allow = trace
+            .iter()
+            .find(|t| t.rule == "rule.small-is-fine")
+            .expect("traced");
+        assert!(!allow.applied);
+        assert!(
+            allow.note.contains("so it does not allow the call"),
+            "{}",
+            allow.note
+        );
+    }
+    rt.servers.shutdown().await;
+}
+
+/// `prod` is production to policy (gated, approved and sent as
+/// `production`); an environment nobody knows is gated like production.
+#[test]
+fn aliases_and_unknown_environments_cannot_walk_around_the_gate() {
+    let home = Home::new();
+    let plan = |env: &str| {
+        let path = home.path().join(format!("plan-{env}.json"));
+        std::fs::write(
+            &path,
+            serde_json::json!({"title": "deploy", "steps": [{"id": "deploy", "tool": "k8s.deploy",
+                "args": {"service": "checkout", "image": "registry.local/checkout:1", "env": env}}]})
+            .to_string(),
+        )
+        .expect("write plan");
+        path
+    };
+    for (env, rule) in [
+        ("production", "builtin.gated-env"),
+        ("prod", "builtin.gated-env"),
+        ("PROD", "builtin.gated-env"),
+        ("qa", "builtin.unknown-env"),
+    ] {
+        let path = plan(env);
+        let out = home.run(&["policy", "check", "--json", &path.to_string_lossy()], &[]);
+        assert_exit(&out, 0);
+        let v = json(&out);
+        assert_eq!(v["steps"][0]["decision"]["rule"], rule, "{env}: {v}");
+        assert!(
+            v["steps"][0]["decision"]["gate"].is_object(),
+            "{env} is gated: {v}"
+        );
+    }
+    let said = stderr(&home.run(&["policy", "check", &plan("prod").to_string_lossy()], &[]));
+    assert!(
+        said.contains("read as: deploy env: prod → production"),
+        "{said}"
+    );
+}
+
+/// A staging deploy edited to `prod` in the app cannot run on the
+/// staging step's plain approval: it is decided again, gated, and the
+/// arguments approved and sent are `production`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_into_production_is_decided_again_and_gated() {
+    let home = Home::new();
+    let rt = std::sync::Arc::new(rt(&home, ""));
+    rt.servers.wait_settled().await;
+    // An SRE may deploy to production (a developer's edit would be denied).
+    let session = rt.new_session("sam").expect("session");
+    let driver = opsbot::driver::Driver::new(
+        std::sync::Arc::clone(&rt),
+        std::sync::Arc::clone(&session),
+        opsbot::driver::ApprovalMode::Step,
+    );
+    driver
+        .submit("deploy checkout to staging".into())
+        .expect("submit");
+    let deploy = opsbot::plan::StepId::new("deploy");
+    let start = std::time::Instant::now();
+    while driver.args_of(&deploy).is_none() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no plan"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut args = driver.args_of(&deploy).expect("args");
+    args.insert("env".into(), serde_json::Value::String("prod".into()));
+    driver.edit_args(&deploy, args).expect("edit");
+    let now = driver.args_of(&deploy).expect("args");
+    assert_eq!(now["env"], "production", "edited args are canonical");
+    let err = driver
+        .approve(&deploy, false)
+        .expect_err("needs the typed gate");
+    assert!(
+        err.to_string()
+            .contains("confirm it by typing `production`"),
+        "{err}"
+    );
+    let decided = session.with_state(|s| s.steps[&deploy].decision.clone());
+    assert_eq!(
+        decided.as_ref().map(|d| d.rule()),
+        Some("builtin.gated-env")
+    );
+    driver.reject_plan().expect("reject");
+    driver.wait_idle(std::time::Duration::from_secs(20)).await;
+    rt.servers.shutdown().await;
+}

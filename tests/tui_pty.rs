@@ -103,6 +103,7 @@ fn an_interrupted_session_resumes_with_finished_steps_kept() {
     );
     t.wait_for("Run succeeded", Some("A"));
     t.keys(&["q"]);
+    t.wait_until_quit();
 
     let records = home
         .store()
@@ -133,7 +134,11 @@ fn an_interrupted_session_resumes_with_finished_steps_kept() {
             .any(|r| matches!(r.event, Event::SessionResumed { .. }))
     );
     assert!(matches!(
-        records.last().map(|r| &r.event),
+        records
+            .iter()
+            .rev()
+            .find(|r| matches!(r.event, Event::RunFinished { .. }))
+            .map(|r| &r.event),
         Some(Event::RunFinished {
             outcome: Outcome::Succeeded,
             ..

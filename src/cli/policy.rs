@@ -94,8 +94,24 @@ pub async fn run(
     result
 }
 
+/// Policy that fails its check against the tools is an error: nothing is
+/// decided or run with it (exit 2, each problem with its file and line).
+pub fn refuse_broken_policy(rt: &Runtime) -> anyhow::Result<()> {
+    let errors = rt.policy_errors(&rt.servers.catalog());
+    if errors.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the policy has errors, so nothing is decided or run until they are fixed:\n{}",
+        errors.join("\n")
+    )
+}
+
 async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::Result<ExitCode> {
     rt.servers.wait_settled().await;
+    if !matches!(command, PolicyCommand::Pins { .. }) {
+        refuse_broken_policy(rt)?;
+    }
     let catalog = rt.servers.catalog();
     let roles = rt.policy.roles_of(actor);
     let knowledge = rt.knowledge();
@@ -111,7 +127,10 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
     };
     match command {
         PolicyCommand::Check { plan, json } => {
-            let plan = read_plan(&plan)?;
+            let mut plan = read_plan(&plan)?;
+            for renamed in rt.canonicalize(&mut plan) {
+                err!("read as: {renamed}");
+            }
             let decisions = rt.policy.decide_plan(&plan, &catalog, &ctx);
             let denied = decisions.iter().any(|(_, d)| d.is_denied());
             if json {
@@ -135,8 +154,11 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
             Ok(ExitCode::from(if denied { 3 } else { 0 }))
         }
         PolicyCommand::Explain { tool, args } => {
-            let args: Map<String, Value> = serde_json::from_str(&args)
+            let mut args: Map<String, Value> = serde_json::from_str(&args)
                 .context("--args must be a JSON object, e.g. '{\"env\": \"production\"}'")?;
+            for renamed in rt.estate.canonicalize(&mut args) {
+                err!("read as: {renamed}");
+            }
             let call = Call {
                 tool: &tool,
                 args: &args,

@@ -106,6 +106,7 @@ pub async fn run(
             }
         }
     }
+    super::policy::refuse_broken_policy(&rt)?;
     let actor = rt.actor(as_user)?;
     if let Some(id) = &args.resume {
         return resume(&rt, id, &actor, &args, &driven, &stop).await;

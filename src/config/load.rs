@@ -21,6 +21,14 @@ pub struct LoadedConfig {
     pub sources: Vec<ConfigSource>,
 }
 
+impl LoadedConfig {
+    /// An error about what a table means, pointing at the file and line
+    /// that last defined it (`policy.rules.no-staging`).
+    pub fn error_at(&self, table: &str, message: String) -> ConfigError {
+        invalid_at(&self.sources, table, message)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]

@@ -64,6 +64,12 @@ pub struct Estate {
     pub envs: Vec<String>,
     /// Other words for a service or environment (`prod = "production"`).
     pub aliases: BTreeMap<String, String>,
+    /// Tool arguments that name an environment: their values are put in
+    /// canonical terms before policy decides, and an unknown one is gated
+    /// like the most guarded environment.
+    pub env_args: Vec<String>,
+    /// Tool arguments that name a service.
+    pub service_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

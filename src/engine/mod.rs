@@ -91,6 +91,9 @@ pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
 /// Policy's say at the moment of a call, against what has actually
 /// happened: the plan's decisions were made before anything ran.
 pub trait CallGuard: Send + Sync {
+    /// Put arguments filled in from earlier outputs in canonical terms,
+    /// as the plan's own were before policy decided it.
+    fn canonical(&self, _args: &mut Map<String, Value>) {}
     /// Right before a call, with the arguments it will be sent. An error is
     /// the decision that stops it.
     fn admit(
@@ -607,10 +610,13 @@ impl Engine {
         template: Map<String, Value>,
     ) -> Result<(), StoreError> {
         let id = step.id.clone();
-        let args = match resolve(&template, &run.outputs) {
+        let mut args = match resolve(&template, &run.outputs) {
             Ok(args) => args,
             Err(e) => return fail_early(run, id, format!("cannot fill arguments: {e}")),
         };
+        if let Some(guard) = &self.guard {
+            guard.canonical(&mut args);
+        }
         if let Some(tool) = run.catalog.get(&step.tool) {
             let problems = check_args(&tool.input_schema, &args, false);
             if !problems.is_empty() {

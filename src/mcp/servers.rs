@@ -276,6 +276,13 @@ impl Servers {
         }
     }
 
+    /// Whether every server is ready, failed or disabled by now.
+    pub fn all_settled(&self) -> bool {
+        self.entries
+            .values()
+            .all(|e| e.status.borrow().is_settled())
+    }
+
     pub fn statuses(&self) -> Vec<(String, ServerStatus)> {
         self.entries
             .values()

@@ -1,8 +1,14 @@
 //! Conditions on a call: `env == "production"`, `replicas > 10`,
 //! `service in ["payments", "checkout"]`, joined with `and`, `or`, `not` and
 //! parentheses. Names are arguments (`env`, or `args.env`); effects may also
-//! test the call's result (`result.failed == 0`). A missing value is null:
-//! equal to nothing, so `!=` and `not in` hold for it.
+//! test the call's result (`result.failed == 0`).
+//!
+//! A condition has three outcomes: it holds, it does not, or it cannot be
+//! evaluated (a named value is missing, or has a type it cannot be
+//! compared as). Policy counts the last against the call, so a misspelt
+//! or mistyped condition fails closed. `x == null` and `x != null` test
+//! for a missing value explicitly and always evaluate; `and`, `or` and
+//! `not` follow three-valued logic (false and unknown is false).
 
 use serde_json::{Map, Value};
 
@@ -264,6 +270,54 @@ pub fn parse(text: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
+/// One comparison, in three values.
+fn compare(actual: Option<&Value>, path: &[String], op: Op, value: &Value) -> Truth {
+    use std::cmp::Ordering::*;
+    let name = shown(path);
+    let actual = actual.unwrap_or(&Value::Null);
+    // Explicit tests for a missing value always evaluate.
+    if value.is_null() && matches!(op, Op::Eq | Op::Ne) {
+        let eq = actual.is_null();
+        return Truth::from_bool(if op == Op::Eq { eq } else { !eq });
+    }
+    if actual.is_null() {
+        return Truth::Unknown(format!("`{name}` is not given"));
+    }
+    let mismatch = |other: &Value| {
+        Truth::Unknown(format!(
+            "`{name}` is the {} {actual}, which cannot be compared with the {} {other}",
+            type_name(actual),
+            type_name(other)
+        ))
+    };
+    match op {
+        Op::Eq | Op::Ne => {
+            if !comparable(actual, value) {
+                return mismatch(value);
+            }
+            let eq = same(actual, value);
+            Truth::from_bool(if op == Op::Eq { eq } else { !eq })
+        }
+        Op::Gt | Op::Ge | Op::Lt | Op::Le => match order(actual, value) {
+            None => mismatch(value),
+            Some(o) => Truth::from_bool(match op {
+                Op::Gt => o == Greater,
+                Op::Ge => matches!(o, Greater | Equal),
+                Op::Lt => o == Less,
+                _ => matches!(o, Less | Equal),
+            }),
+        },
+        Op::In | Op::NotIn => {
+            let list = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            if let Some(other) = list.iter().find(|v| !comparable(actual, v)) {
+                return mismatch(other);
+            }
+            let found = list.iter().any(|v| same(actual, v));
+            Truth::from_bool(if op == Op::In { found } else { !found })
+        }
+    }
+}
+
 fn same(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
@@ -279,30 +333,119 @@ fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
-impl Expr {
-    pub fn eval(&self, scope: &Scope<'_>) -> bool {
+/// What a condition comes to on one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Truth {
+    Holds,
+    Fails,
+    /// It cannot be evaluated, and why.
+    Unknown(String),
+}
+
+impl Truth {
+    fn from_bool(b: bool) -> Self {
+        if b { Truth::Holds } else { Truth::Fails }
+    }
+
+    fn not(self) -> Self {
         match self {
-            Expr::Or(v) => v.iter().any(|e| e.eval(scope)),
-            Expr::And(v) => v.iter().all(|e| e.eval(scope)),
-            Expr::Not(e) => !e.eval(scope),
-            Expr::Cmp { path, op, value } => {
-                let actual = scope.get(path).unwrap_or(&Value::Null);
-                use std::cmp::Ordering::*;
-                match op {
-                    Op::Eq => same(actual, value),
-                    Op::Ne => !same(actual, value),
-                    Op::Gt => order(actual, value) == Some(Greater),
-                    Op::Ge => matches!(order(actual, value), Some(Greater | Equal)),
-                    Op::Lt => order(actual, value) == Some(Less),
-                    Op::Le => matches!(order(actual, value), Some(Less | Equal)),
-                    Op::In => value
-                        .as_array()
-                        .is_some_and(|l| l.iter().any(|v| same(actual, v))),
-                    Op::NotIn => !value
-                        .as_array()
-                        .is_some_and(|l| l.iter().any(|v| same(actual, v))),
+            Truth::Holds => Truth::Fails,
+            Truth::Fails => Truth::Holds,
+            u => u,
+        }
+    }
+}
+
+/// The JSON type of a value, as conditions compare them.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "object",
+    }
+}
+
+fn comparable(a: &Value, b: &Value) -> bool {
+    type_name(a) == type_name(b)
+}
+
+fn shown(path: &[String]) -> String {
+    path.join(".")
+}
+
+impl Expr {
+    /// Whether the condition holds; one that cannot be evaluated does not.
+    pub fn eval(&self, scope: &Scope<'_>) -> bool {
+        self.check(scope) == Truth::Holds
+    }
+
+    /// What the condition comes to, in three values.
+    pub fn check(&self, scope: &Scope<'_>) -> Truth {
+        match self {
+            Expr::Or(v) => {
+                let mut unknown = None;
+                for e in v {
+                    match e.check(scope) {
+                        Truth::Holds => return Truth::Holds,
+                        Truth::Fails => {}
+                        u @ Truth::Unknown(_) => unknown = unknown.or(Some(u)),
+                    }
                 }
+                unknown.unwrap_or(Truth::Fails)
             }
+            Expr::And(v) => {
+                let mut unknown = None;
+                for e in v {
+                    match e.check(scope) {
+                        Truth::Fails => return Truth::Fails,
+                        Truth::Holds => {}
+                        u @ Truth::Unknown(_) => unknown = unknown.or(Some(u)),
+                    }
+                }
+                unknown.unwrap_or(Truth::Holds)
+            }
+            Expr::Not(e) => e.check(scope).not(),
+            Expr::Cmp { path, op, value } => compare(scope.get(path), path, *op, value),
+        }
+    }
+
+    /// Whether the condition compares argument `arg` with exactly `value`
+    /// (`env == "qa"`, `env in ["qa"]`): a rule that names a value has
+    /// thought about it.
+    pub fn names(&self, arg: &str, value: &str) -> bool {
+        match self {
+            Expr::Or(v) | Expr::And(v) => v.iter().any(|e| e.names(arg, value)),
+            Expr::Not(e) => e.names(arg, value),
+            Expr::Cmp {
+                path,
+                op,
+                value: lit,
+            } => {
+                let name = match path.as_slice() {
+                    [a, name] if a == "args" => name,
+                    [name] => name,
+                    _ => return false,
+                };
+                let hit = |v: &Value| v.as_str() == Some(value);
+                name == arg
+                    && match op {
+                        Op::Eq => hit(lit),
+                        Op::In => lit.as_array().is_some_and(|l| l.iter().any(hit)),
+                        _ => false,
+                    }
+            }
+        }
+    }
+
+    /// Every comparison in the condition: its path, operator and value.
+    pub fn comparisons(&self) -> Vec<(&[String], Op, &Value)> {
+        match self {
+            Expr::Or(v) | Expr::And(v) => v.iter().flat_map(Expr::comparisons).collect(),
+            Expr::Not(e) => e.comparisons(),
+            Expr::Cmp { path, op, value } => vec![(path.as_slice(), *op, value)],
         }
     }
 
@@ -357,10 +500,51 @@ mod tests {
             holds("replicas == 12.0", a.clone()),
             "numbers compare as numbers"
         );
-        // Missing values are null: unequal to anything.
+        // A missing value cannot be compared, except with null.
         assert!(!holds(r#"region == "eu""#, a.clone()));
-        assert!(holds(r#"region != "eu""#, a.clone()));
-        assert!(!holds("count > 1", a));
+        assert!(!holds(r#"region != "eu""#, a.clone()));
+        assert!(!holds("count > 1", a.clone()));
+        assert!(holds("region == null", a.clone()));
+        assert!(holds("env != null", a));
+    }
+
+    fn truth(cond: &str, args: Value) -> Truth {
+        let Value::Object(args) = args else { panic!() };
+        parse(cond).unwrap_or_else(|e| panic!("{e}")).check(&Scope {
+            args: &args,
+            result: None,
+        })
+    }
+
+    #[test]
+    fn what_cannot_be_evaluated_is_unknown_and_says_why() {
+        let a = json!({"env": "staging", "replicas": "ten"});
+        match truth(r#"enviroment == "staging""#, a.clone()) {
+            Truth::Unknown(why) => assert!(why.contains("`enviroment` is not given"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match truth("replicas > 10", a.clone()) {
+            Truth::Unknown(why) => assert!(why.contains("cannot be compared"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(truth(r#"env == 3"#, a.clone()), Truth::Unknown(_)));
+        // Three-valued: false and unknown is false; true or unknown is true.
+        assert_eq!(
+            truth(r#"env == "dev" and replicas > 1"#, a.clone()),
+            Truth::Fails
+        );
+        assert_eq!(
+            truth(r#"env == "staging" or replicas > 1"#, a.clone()),
+            Truth::Holds
+        );
+        assert!(matches!(
+            truth(r#"not (replicas > 1)"#, a.clone()),
+            Truth::Unknown(_)
+        ));
+        assert_eq!(
+            truth("replicas != null and env == \"staging\"", a),
+            Truth::Holds
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod cond;
 mod decision;
 mod effects;
 pub mod history;
+mod lint;
 mod pattern;
 pub mod pins;
 mod rules;
@@ -24,13 +25,14 @@ use time::OffsetDateTime;
 
 pub use decision::{Decision, Gate, args_hash};
 pub use history::{History, ScopeMap, Since};
+pub use lint::Problem;
 pub use pattern::Pattern;
 pub use rules::CompileError;
 
 use crate::config::{Confirm, PolicyConfig, Verdict};
 use crate::mcp::{Catalog, ToolInfo};
 use crate::plan::{Plan, StepId};
-use cond::Scope;
+use cond::{Scope, Truth};
 use rules::{Compiled, Kind};
 
 /// Who is asking, when, and what has happened.
@@ -65,6 +67,8 @@ pub struct Trace {
 pub struct Policy {
     config: PolicyConfig,
     compiled: Compiled,
+    /// Which arguments name environments, and which environments exist.
+    estate: crate::estate::Estate,
 }
 
 fn role_ok(required: &[String], roles: &[String]) -> bool {
@@ -92,7 +96,24 @@ fn describe_scope(scope: &ScopeMap) -> String {
 impl Policy {
     pub fn new(config: PolicyConfig) -> Result<Self, CompileError> {
         let compiled = rules::compile(&config)?;
-        Ok(Self { config, compiled })
+        Ok(Self {
+            config,
+            compiled,
+            estate: crate::estate::Estate::default(),
+        })
+    }
+
+    /// Decide with the estate's environments: arguments it names as
+    /// environment-like are checked against `gated_envs`, and a value it
+    /// does not know is gated like the most guarded environment.
+    pub fn with_estate(mut self, estate: crate::estate::Estate) -> Self {
+        self.estate = estate;
+        self
+    }
+
+    /// The estate policy decides with.
+    pub fn estate(&self) -> &crate::estate::Estate {
+        &self.estate
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -153,14 +174,89 @@ impl Policy {
             .collect()
     }
 
+    /// The gates a state-changing call's environment arguments call for:
+    /// a gated environment, or one opsbot does not know (treated as the
+    /// most guarded, unless a configured rule names it).
+    fn environment_gates(&self, call: &Call<'_>) -> Vec<Decision> {
+        let env_args: Vec<&str> = if self.estate.env_args.is_empty() {
+            vec!["env"]
+        } else {
+            self.estate.env_args.iter().map(String::as_str).collect()
+        };
+        let mut out = Vec::new();
+        for arg in env_args {
+            let Some(env) = call.args.get(arg).and_then(Value::as_str) else {
+                continue;
+            };
+            if self.config.gated_envs.iter().any(|g| g == env) {
+                out.push(Decision::NeedsApproval {
+                    rule: "builtin.gated-env".into(),
+                    reason: format!("{} changes {env}, a gated environment", call.tool),
+                    gate: Some(Gate::typed(env)),
+                });
+            }
+        }
+        for (arg, env) in self.estate.unknown_envs(call.args) {
+            if self.compiled.names_value(call.tool, arg, env) {
+                continue;
+            }
+            out.push(Decision::NeedsApproval {
+                rule: "builtin.unknown-env".into(),
+                reason: format!(
+                    "`{env}` ({arg}) is not an environment opsbot knows ({}); it is treated like the most guarded one. Add it to [estate] envs, or an alias, if it is real",
+                    self.estate.envs.join(", ")
+                ),
+                gate: Some(Gate::typed(env)),
+            });
+        }
+        out
+    }
+
     /// The decision for one call; with `trace`, every rule's verdict on it.
     pub fn decide(
         &self,
         call: &Call<'_>,
         tool: Option<&ToolInfo>,
         ctx: &Context<'_>,
-        mut trace: Option<&mut Vec<Trace>>,
+        trace: Option<&mut Vec<Trace>>,
     ) -> Decision {
+        self.decide_with(call, tool, ctx, trace, true)
+    }
+
+    /// Whether the actor is denied `tool` whatever the arguments (roles,
+    /// quarantine, rules with no condition): what a served client's
+    /// `tools/list` leaves out. A condition on arguments it does not know
+    /// does not count here; each call is still decided with its own.
+    pub fn denies_outright(
+        &self,
+        tool_name: &str,
+        tool: Option<&ToolInfo>,
+        ctx: &Context<'_>,
+    ) -> bool {
+        let none = Map::new();
+        let call = Call {
+            tool: tool_name,
+            args: &none,
+            gated: false,
+        };
+        self.decide_with(&call, tool, ctx, None, false).is_denied()
+    }
+
+    /// `decide`; `unknown_counts` says whether a condition that cannot be
+    /// evaluated counts against the call (it does, except for a probe with
+    /// no arguments).
+    fn decide_with(
+        &self,
+        call: &Call<'_>,
+        tool: Option<&ToolInfo>,
+        ctx: &Context<'_>,
+        mut trace: Option<&mut Vec<Trace>>,
+        unknown_counts: bool,
+    ) -> Decision {
+        let check = |w: &cond::Expr, scope: &Scope<'_>| match w.check(scope) {
+            Truth::Unknown(_) if !unknown_counts => Truth::Fails,
+            t => t,
+        };
         // Notes are built only when someone asked for the trace: a decision
         // is on the path of every call and must not allocate per rule.
         let mut note = |make: &dyn Fn() -> (String, bool, String)| {
@@ -223,26 +319,34 @@ impl Policy {
                 gate: Some(Gate::typed(target(call))),
             });
         }
-        if !tool.annotations.read_only
-            && let Some(env) = call
-                .args
-                .get("env")
-                .and_then(Value::as_str)
-                .filter(|e| self.config.gated_envs.iter().any(|g| g == e))
-        {
-            let reason = format!("{} changes {env}, a gated environment", call.tool);
-            note(&|| ("builtin.gated-env".into(), true, reason.clone()));
-            consider(Decision::NeedsApproval {
-                rule: "builtin.gated-env".into(),
-                reason,
-                gate: Some(Gate::typed(env)),
-            });
+        if !tool.annotations.read_only {
+            for d in self.environment_gates(call) {
+                note(&|| (d.rule().to_string(), true, d.reason().to_string()));
+                consider(d);
+            }
         }
         for f in &self.compiled.freezes {
             let id = || format!("freeze.{}", f.id);
-            if !f.tools.matches(call.tool) || !f.when.as_ref().is_none_or(|w| w.eval(&scope)) {
-                note(&|| (id(), false, "does not match this call".into()));
-                continue;
+            // A freeze is restrictive: a condition it cannot evaluate holds.
+            let truth = f
+                .tools
+                .matches(call.tool)
+                .then(|| f.when.as_ref().map(|w| check(w, &scope)));
+            match truth {
+                None | Some(Some(Truth::Fails)) => {
+                    note(&|| (id(), false, "does not match this call".into()));
+                    continue;
+                }
+                Some(Some(Truth::Unknown(why))) => note(&|| {
+                    (
+                        id(),
+                        true,
+                        format!(
+                            "its condition cannot be evaluated ({why}), so it counts against the call"
+                        ),
+                    )
+                }),
+                _ => {}
             }
             if !f.window.contains(ctx.now) {
                 note(&|| (id(), false, "matches, but the freeze is not on now".into()));
@@ -312,14 +416,29 @@ impl Policy {
                 });
                 continue;
             }
-            if let Some(w) = &rule.when
-                && !w.eval(&scope)
-            {
-                note(&|| {
-                    let when = rule.when_text.as_deref().unwrap_or_default();
-                    (id(), false, format!("`{when}` does not hold"))
-                });
-                continue;
+            let when = rule.when_text.as_deref().unwrap_or_default();
+            // A condition that cannot be evaluated counts against the call:
+            // a restricting rule applies, an allowing one does not.
+            let mut unevaluable = None;
+            match rule.when.as_ref().map(|w| check(w, &scope)) {
+                Some(Truth::Fails) => {
+                    note(&|| (id(), false, format!("`{when}` does not hold")));
+                    continue;
+                }
+                Some(Truth::Unknown(why)) if rule.verdict == Verdict::Allow => {
+                    note(&|| {
+                        (
+                            id(),
+                            false,
+                            format!(
+                                "`{when}` cannot be evaluated ({why}), so it does not allow the call"
+                            ),
+                        )
+                    });
+                    continue;
+                }
+                Some(Truth::Unknown(why)) => unevaluable = Some(why),
+                _ => {}
             }
             let reason = match &rule.kind {
                 Kind::Verdict => {
@@ -333,6 +452,12 @@ impl Policy {
                     }
                     Some(detail) => format!("{} ({detail})", rule.reason),
                 },
+            };
+            let reason = match unevaluable {
+                Some(why) => format!(
+                    "{reason} (its condition `{when}` cannot be evaluated: {why}; that counts against the call)"
+                ),
+                None => reason,
             };
             note(&|| (id(), true, reason.clone()));
             consider(match rule.verdict {

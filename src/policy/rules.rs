@@ -277,6 +277,12 @@ pub fn compile(config: &PolicyConfig) -> Result<Compiled, CompileError> {
 }
 
 impl Compiled {
+    /// Whether a rule for `tool` compares argument `arg` with `value`.
+    pub fn names_value(&self, tool: &str, arg: &str, value: &str) -> bool {
+        self.candidates(tool)
+            .any(|r| r.tools.matches(tool) && r.when.as_ref().is_some_and(|w| w.names(arg, value)))
+    }
+
     /// The rules that could match `tool`, in config order.
     pub fn candidates(&self, tool: &str) -> impl Iterator<Item = &Rule> {
         let (server, name) = tool.split_once('.').unwrap_or((tool, ""));

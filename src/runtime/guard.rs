@@ -113,6 +113,23 @@ impl PolicyGuard {
         if decision.is_denied() {
             return Err(decision);
         }
+        // The call as it will be sent may need more than its approval gave
+        // (an edit, or a reference filled in, that names a gated
+        // environment): a plain approval does not cover a typed gate.
+        if let Some(gate) = decision.gate() {
+            let confirmed =
+                session.with_state(|s| s.steps.get(&step.id).is_some_and(|st| st.approved_gated));
+            if !confirmed {
+                return Err(Decision::Deny {
+                    rule: decision.rule().to_string(),
+                    reason: format!(
+                        "as it would run now, the call needs a typed confirmation of `{}` ({}), and its approval was not one; approve it again",
+                        gate.confirm,
+                        decision.reason()
+                    ),
+                });
+            }
+        }
         k.history.add_call(&session.actor, &step.tool, now);
         // First use pins the definition.
         if let Some(tool) = tool
@@ -136,6 +153,10 @@ impl PolicyGuard {
 }
 
 impl CallGuard for PolicyGuard {
+    fn canonical(&self, args: &mut Map<String, Value>) {
+        self.policy.estate().canonicalize(args);
+    }
+
     fn admit(
         &self,
         session: &Session,

@@ -118,6 +118,8 @@ pub struct Runtime {
     pub config: LoadedConfig,
     pub servers: Servers,
     pub store: Arc<Store>,
+    /// Services, environments, their other names, and which arguments name them.
+    pub estate: crate::estate::Estate,
     planner: RwLock<Arc<dyn Planner>>,
     planning: watch::Sender<Option<Planning>>,
     pub policy: Arc<Policy>,
@@ -241,11 +243,14 @@ impl Runtime {
             }))
         })?;
         let knowledge = Knowledge::load(&store, &policy)?;
+        let estate = crate::estate::Estate::new(&config.config);
+        let policy = policy.with_estate(estate.clone());
         Ok(Self {
             paths,
             config,
             servers,
             store,
+            estate,
             planner: RwLock::new(planner),
             planning: watch::channel(None).0,
             policy: Arc::new(policy),
@@ -365,6 +370,66 @@ impl Runtime {
             servers: self.servers.clone(),
             store: Arc::clone(&self.store),
         })
+    }
+
+    /// Policy checked against the tools it governs (`catalog`): each
+    /// problem with the file, line and rule it comes from. While there is
+    /// one, nothing is proposed: a rule that could never match is policy
+    /// failing open.
+    pub fn policy_errors(&self, catalog: &crate::mcp::Catalog) -> Vec<String> {
+        // A tool still starting would look like no tool taking an argument.
+        if !self.servers.all_settled() {
+            return Vec::new();
+        }
+        self.policy
+            .check_against(catalog)
+            .into_iter()
+            .map(|p| {
+                let rule = p.table.rsplit('.').next().unwrap_or(&p.table).to_string();
+                let what = if p.table.starts_with("policy.rules.") {
+                    format!("rule `{rule}`: {}", p.message)
+                } else {
+                    format!("[{}]: {}", p.table, p.message)
+                };
+                self.config.error_at(&p.table, what).to_string()
+            })
+            .collect()
+    }
+
+    /// Put a plan in canonical terms (aliases → names): what policy
+    /// decides, approvals bind to and servers receive. Says what changed.
+    pub fn canonicalize(&self, plan: &mut Plan) -> Vec<String> {
+        let mut said = Vec::new();
+        for step in &mut plan.steps {
+            for r in self.estate.canonicalize(&mut step.args) {
+                said.push(format!("{} {r}", step.id));
+            }
+        }
+        said
+    }
+
+    /// The tools this session's actor is denied whatever the arguments.
+    pub fn denied_outright(
+        &self,
+        session: &Session,
+        catalog: &crate::mcp::Catalog,
+    ) -> std::collections::HashSet<String> {
+        let roles = self.policy.roles_of(&session.actor);
+        let k = self.knowledge.lock().unwrap_or_else(|p| p.into_inner());
+        let ctx = crate::policy::Context {
+            actor: &session.actor,
+            roles: &roles,
+            session: session.id.as_str(),
+            now: time::OffsetDateTime::now_utc(),
+            history: &k.history,
+            pins: &k.pins,
+            planned: &[],
+        };
+        catalog
+            .iter()
+            .map(|t| t.qualified())
+            .filter(|name| self.policy.denies_outright(name, catalog.get(name), &ctx))
+            .collect()
     }
 
     /// Decide a plan's steps for this session's actor, now.
@@ -540,9 +605,10 @@ impl Runtime {
     pub async fn propose(
         &self,
         session: &Session,
-        plan: Plan,
+        mut plan: Plan,
         before: Vec<Event>,
     ) -> Result<Planned, StoreError> {
+        let renamed = self.canonicalize(&mut plan);
         let used: std::collections::BTreeSet<&str> = plan
             .steps
             .iter()
@@ -551,6 +617,28 @@ impl Runtime {
         self.servers.wait_for(used).await;
         let catalog = self.servers.catalog();
         let mut events = before;
+        let policy_errors = self.policy_errors(&catalog);
+        if !policy_errors.is_empty() {
+            let errors: Vec<String> = std::iter::once(
+                "the policy has errors, so nothing runs until they are fixed".to_string(),
+            )
+            .chain(policy_errors)
+            .collect();
+            events.extend([
+                Event::PlanInvalid {
+                    errors: errors.clone(),
+                },
+                Event::AssistantMessage {
+                    text: errors.join("\n- "),
+                },
+                Event::RunFinished {
+                    outcome: Outcome::InvalidPlan,
+                    summary: errors.join("; "),
+                },
+            ]);
+            session.record_all(&events)?;
+            return Ok(Planned::Invalid(errors));
+        }
         if let Err(errors) = validate(&plan, &catalog) {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
             events.extend([
@@ -575,6 +663,9 @@ impl Runtime {
         let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
         let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
         let mut text = format!("Plan: {} with {} steps.", plan.title, plan.steps.len());
+        if !renamed.is_empty() {
+            text.push_str(&format!(" Read as: {}.", renamed.join(", ")));
+        }
         if gated > 0 {
             text.push_str(&format!(" {gated} gated."));
         }

@@ -19,7 +19,7 @@ use super::approval::{self, Granted, Refused};
 use super::names;
 use crate::engine::Approvals;
 use crate::mcp::ServerEvent;
-use crate::plan::{Plan, Step, StepId};
+use crate::plan::{Plan, Step};
 use crate::policy::{Decision, args_hash};
 use crate::runtime::{Planned, Runtime};
 use crate::session::{Event, Outcome, Session, StepStatus};
@@ -103,22 +103,10 @@ impl Proxy {
     fn visible(&self, session: &Session) -> Vec<rmcp::model::Tool> {
         let rt = &self.inner.rt;
         let catalog = rt.servers.catalog();
-        let probe = Plan {
-            title: "tools/list".into(),
-            steps: catalog
-                .iter()
-                .map(|t| Step::new(t.qualified(), t.qualified(), Default::default()))
-                .collect(),
-        };
-        let denied: std::collections::HashSet<StepId> = rt
-            .decide_plan(session, &probe, &catalog)
-            .into_iter()
-            .filter(|(_, d)| d.is_denied())
-            .map(|(id, _)| id)
-            .collect();
+        let denied = rt.denied_outright(session, &catalog);
         catalog
             .iter()
-            .filter(|t| !denied.contains(&StepId::new(t.qualified())))
+            .filter(|t| !denied.contains(&t.qualified()))
             .map(|t| names::definition(t, self.separator()))
             .collect()
     }

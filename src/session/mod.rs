@@ -47,6 +47,10 @@ pub struct Session {
     /// Held while this process drives the session; none for a process that
     /// only answers into it (an approval from another app).
     lease: Option<Lease>,
+    /// Held from an append until its records are told: listeners (the
+    /// app's view skips what it has seen by sequence number) must hear
+    /// records in the order they were written, whichever thread wrote them.
+    order: Mutex<()>,
 }
 
 impl Session {
@@ -104,6 +108,7 @@ impl Session {
             state: Mutex::new(state),
             records,
             lease,
+            order: Mutex::new(()),
         }
     }
 
@@ -147,6 +152,7 @@ impl Session {
     /// Store the event, then fold it, then tell listeners. If storing fails
     /// the event did not happen: the caller must not act on it.
     pub fn record(&self, event: Event) -> Result<Record, StoreError> {
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.store.append(&self.id, &self.actor, &event)?;
         self.landed(&record);
         Ok(record)
@@ -157,6 +163,7 @@ impl Session {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let records = self.store.append_all(&self.id, &self.actor, events)?;
         for r in &records {
             self.landed(r);

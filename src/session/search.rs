@@ -18,7 +18,10 @@ const MAX_TEXT: usize = 8 * 1024;
 pub(super) fn catch_up(conn: &Connection) -> rusqlite::Result<usize> {
     let mut total = 0;
     loop {
-        let tx = conn.unchecked_transaction()?;
+        // Immediate: two indexers (the checkpoint thread and a search) must
+        // queue for the write lock, not fail upgrading a read to a write.
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
         let done: i64 = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = 'indexed_upto'",

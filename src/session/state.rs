@@ -44,6 +44,9 @@ pub struct StepState {
     pub status: Option<StepStatus>,
     pub decision: Option<Decision>,
     pub approved_by: Option<String>,
+    /// The approval was a typed confirmation of a gate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub approved_gated: bool,
     pub progress: Option<Progress>,
     pub output: Option<ToolOutput>,
     pub error: Option<String>,
@@ -165,9 +168,12 @@ impl SessionState {
             Event::PolicyDecision { step, decision } | Event::PolicyRecheck { step, decision } => {
                 self.step_mut(step).decision = Some(decision.clone());
             }
-            Event::Approved { step, by, .. } => {
+            Event::Approved {
+                step, by, gated, ..
+            } => {
                 let s = self.step_mut(step);
                 s.approved_by = Some(by.clone());
+                s.approved_gated = *gated;
                 s.status = Some(StepStatus::Approved);
             }
             Event::AwaitingApproval { step, .. } => {
@@ -184,6 +190,7 @@ impl SessionState {
                 }
                 let s = self.step_mut(step);
                 s.approved_by = None;
+                s.approved_gated = false;
                 s.status = Some(StepStatus::Pending);
             }
             Event::StepStarted { step, .. } => {
@@ -233,6 +240,7 @@ impl SessionState {
                 s.interrupted = true;
                 s.status = Some(StepStatus::Pending);
                 s.approved_by = None;
+                s.approved_gated = false;
                 s.progress = None;
             }
             Event::SessionResumed { .. } => {
@@ -244,6 +252,7 @@ impl SessionState {
                     ) {
                         s.status = Some(StepStatus::Pending);
                         s.approved_by = None;
+                        s.approved_gated = false;
                     }
                 }
             }

@@ -187,7 +187,7 @@ pub fn runtime_with(home: &Home, extra: &str) -> Runtime {
 }
 
 /// Record the plan, let policy decide it, approve every step for exactly
-/// its arguments, and run it.
+/// its arguments (a gated step as if its target were typed), and run it.
 pub async fn run_approved(
     rt: &Runtime,
     session: &std::sync::Arc<opsbot::session::Session>,
@@ -198,11 +198,15 @@ pub async fn run_approved(
     session
         .record(Event::PlanProposed { plan: plan.clone() })
         .expect("record");
-    let approvals = plan
-        .steps
-        .iter()
-        .map(|s| (s.id.clone(), opsbot::policy::args_hash(&s.tool, &s.args)))
-        .collect();
+    let mut approvals = std::collections::HashMap::new();
+    for (id, d) in &decisions {
+        if let Some(hash) = rt
+            .approve(session, plan, id, d.gate().is_some(), None)
+            .expect("approve")
+        {
+            approvals.insert(id.clone(), hash);
+        }
+    }
     rt.run(
         session,
         plan,
