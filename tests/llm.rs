@@ -659,15 +659,29 @@ async fn oversized_plans_and_requests_are_refused_not_stored() {
             .collect::<Vec<_>>()
     });
     let with_description = good().replace("see what runs", &huge);
-    let (planned, seen, home) = plan(
-        vec![
-            completion(&with_description),
-            completion(&many.to_string()),
-            completion(&big_title),
-        ],
-        "check checkout",
-    )
+    // A 5 MB answer takes a debug build a while to read on a busy
+    // machine: this profile waits for it (the refusal is the point here).
+    let (port, seen) = fake_llm(vec![
+        completion(&with_description),
+        completion(&many.to_string()),
+        completion(&big_title),
+    ])
     .await;
+    let home = Home::new();
+    let rt = runtime_with(
+        &home,
+        &format!(
+            "[llm]\nprofile = \"fake\"\n{}",
+            profile(port).replace("timeout_ms = 1500", "timeout_ms = 60000")
+        ),
+    );
+    let session = rt.new_session("tester").expect("session");
+    let planned = rt
+        .plan_request(&session, "check checkout")
+        .await
+        .expect("plan_request");
+    rt.servers.shutdown().await;
+    let seen = seen.lock().expect("seen").clone();
     let Planned::Invalid(errors) = planned else {
         panic!("expected a refusal, got {planned:?}")
     };

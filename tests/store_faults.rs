@@ -214,9 +214,10 @@ fn a_database_deleted_under_the_app_shows_a_modal_and_is_saved() {
     let db = home.path().join("data/opsbot.db");
     std::fs::remove_file(&db).expect("delete the database");
     std::fs::write(&gate, "go").expect("gate");
-    let screen = t.wait_for("audit log stopped", None);
+    t.wait_for("audit log stopped", None);
+    // The frame may be read half drawn: wait for all of it.
+    let screen = t.wait_for("NOT RECORDING", None);
     assert!(screen.contains("was deleted"), "{screen}");
-    assert!(screen.contains("NOT RECORDING"), "{screen}");
     // The second step would have started in the same commit as the first
     // one's result: it never reaches the server.
     std::thread::sleep(Duration::from_millis(500));
@@ -268,9 +269,9 @@ fn a_full_disk_in_the_app_shows_a_modal() {
     until("the first call arrives", || calls_made(&calls).len() == 1);
     fs.fill();
     std::fs::write(&gate, "go").expect("gate");
-    let screen = t.wait_for("audit log stopped", None);
+    t.wait_for("audit log stopped", None);
+    let screen = t.wait_for("NOT RECORDING: disk full", None);
     assert!(screen.contains("Free some"), "{screen}");
-    assert!(screen.contains("NOT RECORDING: disk full"), "{screen}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(calls_made(&calls), vec!["first"]);
     t.keys(&["q"]);

@@ -390,3 +390,39 @@ fn a_served_call_waits_and_is_approved_in_the_app() {
     );
     rt.block_on(client.cancel()).expect("close");
 }
+
+/// A 1 MB bracketed paste arrives as one event: the app stays responsive,
+/// refuses to plan it (with the size named, nothing typed lost), and takes
+/// the next request at once. A paste the terminal sends as keystrokes
+/// (40,000 of them) goes in as one insertion too.
+#[test]
+fn a_megabyte_paste_keeps_the_app_responsive() {
+    let home = Home::new();
+    let t = Tmux::start_with(&home, "", "", "paste");
+    t.wait_for("6/6 servers", None);
+    let big = home.path().join("paste.txt");
+    let line = format!("{}\n", "x".repeat(99));
+    std::fs::write(&big, line.repeat(10_000)).expect("paste file");
+    t.tmux(&["load-buffer", &big.to_string_lossy()]);
+    t.tmux(&["paste-buffer", "-p", "-t", "app"]);
+    t.keys(&["Enter"]);
+    t.wait_for("the request is 999999 characters", None);
+    // Still there after the refusal; ctrl-c clears it.
+    t.keys(&["C-c"]);
+    t.wait_for("Ask opsbot", None);
+
+    for _ in 0..40 {
+        t.type_text(&"y".repeat(1000));
+    }
+    t.keys(&["Enter"]);
+    t.wait_for("the request is 40000 characters", None);
+    t.keys(&["C-c"]);
+    t.wait_for("Ask opsbot", None);
+
+    t.type_text("deploy checkout to dev");
+    t.keys(&["Enter"]);
+    t.wait_for("approve?", None);
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+    t.wait_until_quit();
+}

@@ -173,9 +173,16 @@ fn app() -> App {
         },
     ]);
     for (i, e) in events.into_iter().enumerate() {
-        app.apply(&record(i as i64 + 1, e));
+        let r = record(i as i64 + 1, e);
+        app.apply(&r);
+        RECORDS.with(|all| all.borrow_mut().push(r));
     }
     app
+}
+
+thread_local! {
+    /// The records the last `app()` folded, for a replay of the same session.
+    static RECORDS: std::cell::RefCell<Vec<Record>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn render(app: &mut App, w: u16, h: u16) -> String {
@@ -406,8 +413,9 @@ fn the_history_browser_lists_sessions_as_you_type() {
 /// whose session it is, and offers only to go back or re-run.
 #[test]
 fn a_replay_uses_the_same_panes_read_only() {
-    let live = app();
-    let records: Vec<Record> = live.audit.iter().cloned().collect();
+    RECORDS.with(|all| all.borrow_mut().clear());
+    let _live = app();
+    let records: Vec<Record> = RECORDS.with(|all| all.borrow().clone());
     let mut replay = App::replay(
         KeyMap::new(&BTreeMap::new()),
         "20261121-120000-abcd".into(),

@@ -2,6 +2,8 @@
 //! and where the opsbot binary is.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

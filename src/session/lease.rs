@@ -95,11 +95,21 @@ impl Store {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
+                // The holder writes who it is just after locking: give it a
+                // moment to, so the refusal can name it.
+                let mut by = None;
+                for _ in 0..50 {
+                    let mut text = String::new();
+                    let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
+                    by = serde_json::from_str(&text).ok();
+                    if by.is_some() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
                 return Err(StoreError::Driven {
                     session: session.to_string(),
-                    by: serde_json::from_str(&text).ok(),
+                    by,
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),

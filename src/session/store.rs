@@ -722,6 +722,29 @@ impl Store {
         )
     }
 
+    /// Up to `limit` events of `kinds` in `session` before record `before`,
+    /// oldest first, and whether there are older ones still: for views
+    /// that page back through a long session.
+    pub fn events_before(
+        &self,
+        session: &SessionId,
+        before: i64,
+        kinds: &[&str],
+        limit: usize,
+    ) -> Result<(Vec<Record>, bool), StoreError> {
+        let kinds = serde_json::to_string(kinds)?;
+        let mut page = self.query_records(
+            "SELECT seq, session_id, ts, actor, body, prev_hash, hash FROM events
+             WHERE session_id = ?1 AND seq < ?2 AND kind IN (SELECT value FROM json_each(?3))
+             ORDER BY seq DESC LIMIT ?4",
+            params![session.as_str(), before, kinds, limit as i64 + 1],
+        )?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        page.reverse();
+        Ok((page, more))
+    }
+
     /// The newest event of one of `kinds` in `session`.
     pub fn last_of_kinds(
         &self,

@@ -4,11 +4,13 @@
 
 mod history;
 mod keys;
+pub mod log;
 mod pending;
 
 pub use history::{HistoryBrowser, LIST_LIMIT};
+pub use log::{AuditLine, ChatEntry, Tone, Who};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use crossterm::event::{MouseEvent, MouseEventKind};
 use ratatui_textarea::TextArea;
@@ -18,8 +20,6 @@ use super::keymap::KeyMap;
 use crate::mcp::ServerStatus;
 use crate::plan::StepId;
 use crate::session::{Event, Record, SessionState, StepStatus};
-
-const AUDIT_KEEP: usize = 5000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -55,30 +55,25 @@ impl AuditFilter {
             AuditFilter::Problems => "problems",
         }
     }
-    pub fn keeps(self, e: &Event) -> bool {
+    /// Whether a line of this event kind shows under the filter.
+    pub fn keeps(self, kind: &str) -> bool {
         match self {
-            AuditFilter::All => !matches!(e, Event::StepProgress { .. }),
+            AuditFilter::All => kind != "step_progress",
             AuditFilter::Policy => matches!(
-                e,
-                Event::PolicyDecision { .. }
-                    | Event::Approved { .. }
-                    | Event::AwaitingApproval { .. }
-                    | Event::ArgsEdited { .. }
+                kind,
+                "policy_decision" | "approved" | "awaiting_approval" | "args_edited"
             ),
             AuditFilter::Steps => matches!(
-                e,
-                Event::StepStarted { .. }
-                    | Event::StepSucceeded { .. }
-                    | Event::StepFailed { .. }
-                    | Event::StepNotStarted { .. }
-                    | Event::StepSkipped { .. }
+                kind,
+                "step_started"
+                    | "step_succeeded"
+                    | "step_failed"
+                    | "step_not_started"
+                    | "step_skipped"
             ),
             AuditFilter::Problems => matches!(
-                e,
-                Event::StepFailed { .. }
-                    | Event::StepNotStarted { .. }
-                    | Event::ServerProblem { .. }
-                    | Event::PlanInvalid { .. }
+                kind,
+                "step_failed" | "step_not_started" | "server_problem" | "plan_invalid"
             ),
         }
     }
@@ -176,29 +171,18 @@ pub enum Intent {
     Quit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Who {
-    You,
-    Bot,
-    Ok,
-    Failed,
-    Warn,
-}
-
-#[derive(Debug, Clone)]
-pub struct ChatEntry {
-    pub ts: String,
-    pub who: Who,
-    pub text: String,
-}
-
 pub struct App {
     pub keys: KeyMap,
     pub state: SessionState,
     /// Each step's depth in the plan graph, computed once per plan.
     pub depths: std::collections::HashMap<StepId, usize>,
-    pub audit: VecDeque<Record>,
-    pub chat: Vec<ChatEntry>,
+    pub audit: log::Audit,
+    pub chat: log::Chat,
+    /// Someone scrolled to the top of the chat held: page older entries
+    /// in from the store (the screen does, off the event loop).
+    pub wants_older: bool,
+    /// When the session began, for a replay's status line.
+    pub started: Option<String>,
     pub servers: BTreeMap<String, ServerStatus>,
     /// Circuit breakers that are not closed.
     pub breakers: BTreeMap<String, crate::mcp::BreakerState>,
@@ -250,8 +234,10 @@ impl App {
             keys,
             state: SessionState::default(),
             depths: std::collections::HashMap::new(),
-            audit: VecDeque::new(),
-            chat: Vec::new(),
+            audit: log::Audit::default(),
+            chat: log::Chat::default(),
+            wants_older: false,
+            started: None,
             servers: BTreeMap::new(),
             breakers: BTreeMap::new(),
             session_id,
@@ -301,22 +287,13 @@ impl App {
         };
         self.last_seq = record.seq;
         self.state.apply(record);
-        let ts = record.ts.get(11..19).unwrap_or(&record.ts).to_string();
-        let entry = |who, text: String| {
-            Some(ChatEntry {
-                ts: ts.clone(),
-                who,
-                text,
-            })
-        };
-        let chat = match &record.event {
-            Event::SessionStarted { planner, .. } => {
+        if self.started.is_none() {
+            self.started = Some(record.ts.clone());
+        }
+        match &record.event {
+            Event::SessionStarted { planner, .. } | Event::PlannerChanged { planner } => {
                 self.planner = planner.clone();
-                None
             }
-            Event::UserMessage { text } => entry(Who::You, text.clone()),
-            Event::AssistantMessage { text } => entry(Who::Bot, text.clone()),
-            Event::ClarificationAsked { question } => entry(Who::Bot, question.clone()),
             Event::PlanProposed { plan } => {
                 self.depths = super::widgets::plan::depths(plan);
                 self.selected = 0;
@@ -324,57 +301,18 @@ impl App {
                 if self.focus == Pane::Input && self.input.is_empty() {
                     self.focus = Pane::Plan;
                 }
-                None
             }
-            Event::StepSucceeded {
-                step,
-                output,
-                duration_ms,
-            } => entry(
-                Who::Ok,
-                format!(
-                    "✓ {step} ({}) {}\n{}",
-                    self.tool_of(step),
-                    crate::session::duration(*duration_ms),
-                    fold(&pretty(&output.value()), 8)
-                ),
-            ),
-            Event::StepFailed { step, error, .. } => entry(
-                Who::Failed,
-                format!("✗ {step} ({}): {error}", self.tool_of(step)),
-            ),
-            Event::StepNotStarted { step, reason } => entry(
-                Who::Failed,
-                format!("⊘ {step} ({}) was never sent: {reason}", self.tool_of(step)),
-            ),
-            Event::RunFinished { outcome, summary } => {
-                entry(Who::Bot, format!("Run {}: {summary}", outcome.as_str()))
-            }
-            Event::ServerProblem { server, message } => {
-                entry(Who::Warn, format!("server {server}: {message}"))
-            }
-            Event::Note { text } => entry(Who::Warn, text.clone()),
-            Event::ClientConnected {
-                name,
-                version,
-                transport,
-            } => entry(
-                Who::Bot,
-                format!("MCP client {name} {version} connected over {transport} (opsbot serve)."),
-            ),
-            Event::PlannerChanged { planner } => {
-                self.planner = planner.clone();
-                entry(Who::Bot, format!("Planning with {planner} from now on."))
-            }
-            _ => None,
-        };
-        if let Some(c) = chat {
-            self.chat.push(c);
+            _ => {}
         }
-        if self.audit.len() == AUDIT_KEEP {
-            self.audit.pop_front();
+        if let Some(c) = log::chat_entry(record, &|s| self.tool_of(s)) {
+            self.chat.push(c, self.chat_scroll > 0);
         }
-        self.audit.push_back(record.clone());
+        self.audit.push(AuditLine::of(record));
+    }
+
+    /// Older chat entries, paged in from the store (oldest first).
+    pub fn prepend_older(&mut self, records: &[Record], more: bool) {
+        self.chat.prepend(log::older_entries(records), more);
     }
 
     fn tool_of(&self, step: &StepId) -> String {

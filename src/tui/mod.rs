@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::{
-    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream, KeyEventKind,
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream, KeyEventKind,
 };
 use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
@@ -39,6 +40,7 @@ struct Restore {
 
 impl Drop for Restore {
     fn drop(&mut self) {
+        let _ = crossterm::execute!(std::io::stdout(), DisableBracketedPaste);
         if self.mouse {
             let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
         }
@@ -127,6 +129,9 @@ struct Screen {
     searches: tokio::sync::mpsc::UnboundedSender<SearchAnswer>,
     /// Served calls waiting for approval, looked up off the event loop.
     waiting: tokio::sync::mpsc::UnboundedSender<Vec<crate::session::Pending>>,
+    /// Older chat records paged in from the store, and whether more wait.
+    older: tokio::sync::mpsc::UnboundedSender<(Vec<crate::session::Record>, bool)>,
+    paging: bool,
     looking: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -232,6 +237,30 @@ impl Screen {
         });
     }
 
+    /// Page older chat in from the store, off the event loop, when the
+    /// view asks for it.
+    fn page_older(&mut self) {
+        if !std::mem::take(&mut self.live.wants_older) || self.paging {
+            return;
+        }
+        let Some(before) = self.live.chat.more_before() else {
+            return;
+        };
+        self.paging = true;
+        let store = Arc::clone(&self.driver.runtime().store);
+        let session = self.driver.session().id.clone();
+        let answers = self.older.clone();
+        tokio::task::spawn_blocking(move || {
+            let page = store
+                .events_before(&session, before, app::log::CHAT_KINDS, app::log::CHAT_PAGE)
+                .unwrap_or_else(|e| {
+                    tracing::warn!("cannot page back through the chat: {e}");
+                    (Vec::new(), false)
+                });
+            let _ = answers.send(page);
+        });
+    }
+
     /// Search off the event loop: typing never waits for the store.
     fn search(&self, text: String) {
         let store = Arc::clone(&self.driver.runtime().store);
@@ -319,6 +348,82 @@ impl Screen {
     }
 }
 
+/// The character a key press types, if it is plain typing.
+fn typed_char(event: &TermEvent) -> Option<char> {
+    use crossterm::event::{KeyCode, KeyModifiers};
+    match event {
+        TermEvent::Key(k)
+            if k.kind != KeyEventKind::Release
+                && (k.modifiers - KeyModifiers::SHIFT).is_empty() =>
+        {
+            match k.code {
+                KeyCode::Char(c) => Some(c),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Terminal events handled before a frame is drawn, at most: enough to
+/// take a burst of typing at once, few enough that the screen follows.
+const MAX_EVENTS_A_FRAME: usize = 4096;
+
+impl Screen {
+    /// Events that arrived together. A run of plain characters typed into
+    /// the input box (a paste the terminal sent as keystrokes) goes in as
+    /// one insertion: character by character it would cost the length of
+    /// the line each time. True if the screen needs drawing.
+    fn on_terminal_events(&mut self, events: Vec<TermEvent>) -> bool {
+        let mut dirty = false;
+        let mut typed = String::new();
+        for event in events {
+            if let Some(c) = typed_char(&event)
+                && self.shown().0.takes_typing()
+            {
+                typed.push(c);
+                continue;
+            }
+            if !typed.is_empty() {
+                self.shown().0.type_str(&std::mem::take(&mut typed));
+                dirty = true;
+            }
+            dirty |= self.on_terminal_event(event);
+        }
+        if !typed.is_empty() {
+            self.shown().0.type_str(&typed);
+            dirty = true;
+        }
+        dirty
+    }
+
+    /// One terminal event; true if the screen needs drawing.
+    fn on_terminal_event(&mut self, event: TermEvent) -> bool {
+        match event {
+            TermEvent::Key(key) if key.kind != KeyEventKind::Release => {
+                let (app, _) = self.shown();
+                app.flash = None;
+                if let Some(intent) = app.on_key(key) {
+                    self.handle(intent);
+                }
+                true
+            }
+            TermEvent::Paste(text) => {
+                if let Some(intent) = self.shown().0.on_paste(&text) {
+                    self.handle(intent);
+                }
+                true
+            }
+            TermEvent::Mouse(m) => {
+                self.shown().0.on_mouse(m);
+                true
+            }
+            TermEvent::Resize(..) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Run the app until the user quits.
 pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     let theme = theme::Theme::named(&options.theme);
@@ -351,6 +456,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     }
     let (searches, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let (waiting, mut waiting_calls) = tokio::sync::mpsc::unbounded_channel();
+    let (older, mut older_pages) = tokio::sync::mpsc::unbounded_channel();
     let mut screen = Screen {
         driver: Arc::clone(&driver),
         live,
@@ -359,6 +465,8 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         replay: None,
         searches,
         waiting,
+        older,
+        paging: false,
         looking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     screen.live = screen.live_app(&driver);
@@ -374,6 +482,8 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     let _restore = Restore {
         mouse: options.mouse,
     };
+    // A paste arrives as one event, however long.
+    let _ = crossterm::execute!(std::io::stdout(), EnableBracketedPaste);
     if options.mouse {
         let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
         // ratatui's hook restores the screen on panic; release the mouse too.
@@ -407,21 +517,35 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     while !screen.live.quit && !screen.replay.as_ref().is_some_and(|(a, _)| a.quit) {
         let mut dirty = true;
         tokio::select! {
-            ev = keys.next() => match ev {
-                Some(Ok(TermEvent::Key(key))) if key.kind != KeyEventKind::Release => {
-                    let (app, _) = screen.shown();
-                    app.flash = None;
-                    if let Some(intent) = app.on_key(key) {
-                        screen.handle(intent);
+            ev = keys.next() => {
+                // Handle every event that has already arrived before
+                // drawing once: typing or pasting (without bracketed
+                // paste) into a long input then costs one frame, not one
+                // frame a character.
+                let mut arrived = Vec::new();
+                match ev {
+                    Some(Ok(e)) => arrived.push(e),
+                    // The terminal went away (a closed window, a dropped
+                    // ssh): as SIGHUP.
+                    Some(Err(_)) | None => {
+                        lost_terminal = true;
+                        break;
                     }
                 }
-                Some(Ok(TermEvent::Mouse(m))) => screen.shown().0.on_mouse(m),
-                Some(Ok(TermEvent::Resize(..))) => {}
-                Some(Ok(_)) => dirty = false,
-                // The terminal went away (a closed window, a dropped ssh):
-                // as SIGHUP.
-                Some(Err(_)) | None => {
-                    lost_terminal = true;
+                // Whatever else has already arrived, read at once. (The
+                // stream just answered, so its waker thread holds no lock;
+                // a microsecond, not zero, because a zero timeout only
+                // looks at what was read before.)
+                while arrived.len() < MAX_EVENTS_A_FRAME
+                    && crossterm::event::poll(Duration::from_micros(1)).unwrap_or(false)
+                {
+                    match crossterm::event::read() {
+                        Ok(e) => arrived.push(e),
+                        Err(_) => break,
+                    }
+                }
+                dirty = screen.on_terminal_events(arrived);
+                if lost_terminal {
                     break;
                 }
             },
@@ -442,6 +566,10 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             },
             Some((text, found)) = answers.recv() => {
                 screen.live.show_found(&text, found.map(scrub));
+            }
+            Some((records, more)) = older_pages.recv() => {
+                screen.live.prepend_older(&records, more);
+                screen.paging = false;
             }
             Some(calls) = waiting_calls.recv() => {
                 dirty = screen.live.pending != calls;
@@ -492,6 +620,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             lost_terminal = true;
             break;
         }
+        screen.page_older();
     }
     if lost_terminal && screen.driver.is_busy() {
         let note = crate::signals::stop_note("SIGHUP");

@@ -197,15 +197,19 @@ impl App {
                     app.state.apply(&shown);
                 }
             }
-            app.chat.push(super::ChatEntry {
-                ts: records
-                    .last()
-                    .and_then(|r| r.ts.get(11..19))
-                    .unwrap_or_default()
-                    .to_string(),
-                who: super::Who::Warn,
-                text: "This session never finished: it was interrupted.".into(),
-            });
+            app.chat.push(
+                super::ChatEntry {
+                    seq: records.last().map_or(0, |r| r.seq),
+                    ts: records
+                        .last()
+                        .and_then(|r| r.ts.get(11..19))
+                        .unwrap_or_default()
+                        .to_string(),
+                    who: super::Who::Warn,
+                    text: "This session never finished: it was interrupted.".into(),
+                },
+                false,
+            );
         }
         app.input.set_placeholder_text(format!(
             "read-only replay: {} re-runs its plan as a new session, esc goes back",

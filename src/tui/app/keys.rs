@@ -76,6 +76,48 @@ impl App {
         None
     }
 
+    /// Whether plain characters typed now go into the input box.
+    pub fn takes_typing(&self) -> bool {
+        self.modal.is_none() && !self.read_only && self.focus == Pane::Input
+    }
+
+    /// Characters typed into the input box, in one insertion.
+    pub fn type_str(&mut self, text: &str) {
+        self.flash = None;
+        self.ctrl_c_armed = false;
+        self.history_pos = None;
+        self.input.insert_str(text);
+    }
+
+    /// A bracketed paste: the whole text at once, into the field that has
+    /// the focus (the input box when a pane does). One insertion, so a
+    /// megabyte costs what its length costs.
+    pub fn on_paste(&mut self, text: &str) -> Option<Intent> {
+        let text = text.replace("\r\n", "\n").replace('\r', "\n");
+        let one_line = || text.replace('\n', " ");
+        match self.modal.as_mut() {
+            Some(Modal::Edit { editor, .. }) => {
+                editor.insert_str(&text);
+                None
+            }
+            Some(Modal::Gate { typed, .. }) | Some(Modal::Pending { typed, .. }) => {
+                typed.insert_str(one_line());
+                None
+            }
+            Some(Modal::History(browser)) => {
+                browser.query.insert_str(one_line());
+                Some(Intent::SearchHistory(browser.text()))
+            }
+            Some(_) => None,
+            None if self.read_only => None,
+            None => {
+                self.focus = Pane::Input;
+                self.input.insert_str(&text);
+                None
+            }
+        }
+    }
+
     fn ask_quit(&mut self) -> Option<Intent> {
         // After a store fault nothing runs, whatever the plan shows.
         if self.running() && self.store_fault.is_none() {
@@ -124,6 +166,11 @@ impl App {
             KeyCode::Enter => {
                 let text = self.input.lines().join("\n").trim().to_string();
                 if text.is_empty() {
+                    return None;
+                }
+                // Refused before it leaves the box, so nothing typed is lost.
+                if let Err(e) = crate::runtime::check_request(&text) {
+                    self.flash = Some((e.to_string(), true));
                     return None;
                 }
                 if self.history.last() != Some(&text) {

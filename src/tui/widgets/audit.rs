@@ -5,8 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::session::{Event, describe};
-use crate::tui::app::App;
+use crate::tui::app::{App, AuditLine, Tone};
 use crate::tui::theme::Theme;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &mut App, theme: &Theme, focused: bool) {
@@ -20,11 +19,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &mut App, theme: &Theme, focused: bo
     f.render_widget(block, area);
     let height = inner.height as usize;
     let width = inner.width as usize;
-    let kept: Vec<&crate::session::Record> = app
+    let kept: Vec<&AuditLine> = app
         .audit
         .iter()
         .rev()
-        .filter(|r| app.audit_filter.keeps(&r.event))
+        .filter(|l| app.audit_filter.keeps(l.kind))
         .take(height + app.audit_scroll)
         .collect();
     app.audit_scroll = app.audit_scroll.min(kept.len().saturating_sub(height));
@@ -33,23 +32,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &mut App, theme: &Theme, focused: bo
         .skip(app.audit_scroll)
         .take(height)
         .rev()
-        .map(|r| {
-            let (kind, text) = describe(&r.event);
-            let style = match &r.event {
-                Event::StepFailed { .. }
-                | Event::StepNotStarted { .. }
-                | Event::ServerProblem { .. }
-                | Event::PlanInvalid { .. } => theme.error,
-                Event::StepSucceeded { .. } => theme.ok,
-                Event::PolicyDecision { decision, .. } if decision.is_denied() => theme.error,
-                Event::PolicyDecision { decision, .. } if decision.gate().is_some() => theme.gated,
-                Event::AwaitingApproval { .. } | Event::Approved { .. } => theme.warn,
-                _ => theme.base,
+        .map(|l| {
+            let style = match l.tone {
+                Tone::Error => theme.error,
+                Tone::Ok => theme.ok,
+                Tone::Gated => theme.gated,
+                Tone::Warn => theme.warn,
+                Tone::Base => theme.base,
             };
-            let time = r.ts.get(11..19).unwrap_or(&r.ts).to_string();
-            let body = crate::text::truncate(&format!("{kind} {text}"), width.saturating_sub(9));
+            let body = crate::text::truncate(&l.text, width.saturating_sub(9));
             Line::from(vec![
-                Span::styled(format!("{time} "), theme.muted),
+                Span::styled(format!("{} ", l.time), theme.muted),
                 Span::styled(body, style),
             ])
         })

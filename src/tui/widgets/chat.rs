@@ -14,7 +14,34 @@ use crate::tui::wrap::wrap;
 #[derive(Default)]
 pub struct ChatCache {
     width: usize,
-    entries: Vec<Vec<Line<'static>>>,
+    /// The chat position of `entries[0]` (see `Chat::first`).
+    first: i64,
+    entries: std::collections::VecDeque<Vec<Line<'static>>>,
+}
+
+impl ChatCache {
+    /// Follow the chat: entries let go are dropped, new ones wrapped;
+    /// entries paged in front (rare) mean wrapping again.
+    fn sync(&mut self, chat: &crate::tui::app::log::Chat, width: usize, theme: &Theme) {
+        if self.width != width || chat.first() < self.first {
+            self.width = width;
+            self.first = chat.first();
+            self.entries.clear();
+        }
+        while self.first < chat.first() && !self.entries.is_empty() {
+            self.entries.pop_front();
+            self.first += 1;
+        }
+        if self.entries.is_empty() {
+            self.first = chat.first();
+        }
+        while self.entries.len() < chat.len() {
+            let Some(entry) = chat.get(self.entries.len()) else {
+                break;
+            };
+            self.entries.push_back(lines_of(entry, width, theme));
+        }
+    }
 }
 
 fn lines_of(entry: &crate::tui::app::ChatEntry, width: usize, theme: &Theme) -> Vec<Line<'static>> {
@@ -77,17 +104,15 @@ pub fn draw(
         );
     }
     let width = inner.width as usize;
-    if cache.width != width {
-        cache.width = width;
-        cache.entries.clear();
-    }
-    while cache.entries.len() < app.chat.len() {
-        let entry = &app.chat[cache.entries.len()];
-        cache.entries.push(lines_of(entry, width, theme));
-    }
+    cache.sync(&app.chat, width, theme);
     let height = inner.height as usize;
     let total: usize = cache.entries.iter().map(Vec::len).sum();
-    app.chat_scroll = app.chat_scroll.min(total.saturating_sub(height));
+    let top = total.saturating_sub(height);
+    if app.chat_scroll >= top && app.chat_scroll > 0 && app.chat.more_before().is_some() {
+        // Read back to the oldest entry held: older ones come from the store.
+        app.wants_older = true;
+    }
+    app.chat_scroll = app.chat_scroll.min(top);
     // Walk back from the newest entry until the window is filled.
     let want = height + app.chat_scroll;
     let mut visible: Vec<Line<'static>> = Vec::with_capacity(want);

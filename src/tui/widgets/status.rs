@@ -102,9 +102,9 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 /// servers: nothing in it can reach them.
 fn draw_replay_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let started = app
-        .audit
-        .front()
-        .map(|r| r.ts.get(..16).unwrap_or(&r.ts).replace('T', " "))
+        .started
+        .as_deref()
+        .map(|ts| ts.get(..16).unwrap_or(ts).replace('T', " "))
         .unwrap_or_default();
     let mut spans = vec![Span::styled(" ◷ read-only replay", theme.warn)];
     // A message stands in for the details, so a narrow line still shows it.
