@@ -70,6 +70,11 @@ impl Estate {
             .cloned()
     }
 
+    /// What an other word stands for (`prod` → `production`), any case.
+    pub fn alias(&self, word: &str) -> Option<String> {
+        self.aliases.get(&word.trim().to_lowercase()).cloned()
+    }
+
     /// Whether `arg` names an environment.
     pub fn is_env_arg(&self, arg: &str) -> bool {
         self.env_args.iter().any(|a| a == arg)

@@ -11,6 +11,11 @@ mod policy;
 mod types;
 
 pub use load::{ConfigError, ConfigSource, LoadedConfig, Located, load, load_layers};
+
+/// The `{slot}` names in a runbook phrase.
+pub fn phrase_slots(phrase: &str) -> impl Iterator<Item = &str> {
+    load::slots(phrase)
+}
 pub use policy::*;
 pub use types::*;
 

@@ -152,6 +152,11 @@ pub struct Runbook {
     pub description: String,
     /// Phrase templates with `{service}` / `{env}` slots.
     pub phrases: Vec<String>,
+    /// Words that ask for this runbook in any word order ("ship", "roll
+    /// out"); the earliest one in a request wins over a later one.
+    pub verbs: Vec<String>,
+    /// Values for slots a request may leave out (`ref = "main"`).
+    pub defaults: BTreeMap<String, String>,
     pub steps: Vec<RunbookStep>,
 }
 

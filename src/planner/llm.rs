@@ -115,6 +115,7 @@ impl LlmPlanner {
             .build()
             .map_err(|e| PlannerError::Failed(format!("cannot build the HTTP client: {e}")))?;
         let transport = Transport::new(http);
+        let fallback_servers = servers.clone();
         Ok(Self {
             name: format!("llm:{name}"),
             profile_name: name.to_string(),
@@ -123,13 +124,13 @@ impl LlmPlanner {
             transport,
             structured: AtomicBool::new(profile.structured),
             profile,
-            servers,
+            servers: servers.clone(),
             runbooks: config
                 .runbooks
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            fallback: RunbookPlanner::new(config),
+            fallback: RunbookPlanner::new(config).with_servers(fallback_servers),
         })
     }
 
@@ -300,7 +301,7 @@ impl LlmPlanner {
                 Ok(c) => c,
                 Err(CallError::Refused(why)) => {
                     sink.notice(&format!("{why}. The runbook planner answers instead."));
-                    return Ok(self.fallback.propose(&input.request()));
+                    return Ok(self.fallback.plan_request(&input.request()).await);
                 }
                 // A server without structured output says so with a 400: ask
                 // again with json_object and the schema in the prompt.
@@ -318,7 +319,7 @@ impl LlmPlanner {
                         "The LLM endpoint {} cannot be reached, so the runbook planner answers instead.",
                         self.profile.base_url
                     ));
-                    return Ok(self.fallback.propose(&input.request()));
+                    return Ok(self.fallback.plan_request(&input.request()).await);
                 }
                 Err(CallError::Api(OpenAIError::Reqwest(e))) if e.is_timeout() => {
                     return Err(PlannerError::Failed(format!(

@@ -7,6 +7,8 @@ pub mod llm;
 pub mod prompt;
 pub mod rank;
 pub mod runbook;
+pub mod single;
+pub mod understand;
 
 use std::time::Duration;
 

@@ -1,8 +1,12 @@
-//! The offline planner: matches requests against runbook phrase templates.
+//! The offline planner. In order: a runbook phrase that matches word for
+//! word; a runbook asked for by one of its verbs, in any word order and
+//! phrasing ("staging deploy of checkout", "push catalog out to prod",
+//! "revert the last deploy of checkout on prod"); then one tool call from
+//! the catalog (`single`), filled from the request by the tool's schema.
 //!
-//! It never guesses. A request that matches no phrase, matches several
-//! runbooks differently, names an unknown service or environment, or leaves a
-//! slot unfilled gets a question back instead of a plan.
+//! It never guesses. A request that matches nothing, could mean several
+//! things, names an unknown service or environment, or leaves something
+//! required unsaid gets a question back instead of a plan.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +38,9 @@ pub struct RunbookPlanner {
     services: Vec<String>,
     envs: Vec<String>,
     aliases: BTreeMap<String, String>,
+    estate: crate::estate::Estate,
+    /// Where single tool calls come from; none plans from runbooks only.
+    servers: Option<crate::mcp::Servers>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +70,15 @@ impl RunbookPlanner {
             services: config.estate.services.clone(),
             envs: config.estate.envs.clone(),
             aliases: config.estate.aliases.clone(),
+            estate: crate::estate::Estate::new(config),
+            servers: None,
         }
+    }
+
+    /// Plan single tool calls from these servers' catalog too.
+    pub fn with_servers(mut self, servers: crate::mcp::Servers) -> Self {
+        self.servers = Some(servers);
+        self
     }
 
     fn known(&self, slot: &str) -> &[String] {
@@ -95,9 +110,14 @@ impl RunbookPlanner {
                     .iter()
                     .zip(request)
                     .all(|(p, w)| match slot_name(p) {
+                        // Word for word, a slot takes only what it names: an
+                        // unknown or misspelt value is for the verb matcher,
+                        // which asks about it.
                         Some(slot) => {
-                            slots.insert(slot.to_string(), self.canonical(w));
-                            true
+                            let value = self.canonical(w);
+                            let known = self.known(slot).contains(&value);
+                            slots.insert(slot.to_string(), value);
+                            known
                         }
                         None => p == w,
                     });
@@ -130,7 +150,8 @@ impl RunbookPlanner {
                 .map(|c| format!(" Did you mean `{c}`?"))
                 .unwrap_or_default();
             Some(format!(
-                "I don't know a {what} called `{value}`.{hint} Known {what}s: {}.",
+                "I don't know {} {what} called `{value}`.{hint} Known {what}s: {}.",
+                if what == "environment" { "an" } else { "a" },
                 known.join(", ")
             ))
         })
@@ -206,8 +227,10 @@ impl RunbookPlanner {
 
     fn build(&self, m: &Match) -> Plan {
         let rb = &self.runbooks[&m.runbook];
+        let mut slots = rb.defaults.clone();
+        slots.extend(m.slots.clone());
         let fill = |s: &str| {
-            m.slots.iter().fold(s.to_string(), |acc, (k, v)| {
+            slots.iter().fold(s.to_string(), |acc, (k, v)| {
                 acc.replace(&format!("{{{k}}}"), v)
             })
         };
@@ -232,7 +255,7 @@ impl RunbookPlanner {
                 }),
             })
             .collect();
-        let target = match (m.slots.get("service"), m.slots.get("env")) {
+        let target = match (slots.get("service"), slots.get("env")) {
             (Some(s), Some(e)) => format!("{s} → {e}"),
             (Some(s), None) => s.clone(),
             (None, Some(e)) => e.clone(),
@@ -319,10 +342,20 @@ impl RunbookPlanner {
         }
     }
 
-    /// Plan synchronously: the runbook planner needs no I/O.
+    /// Plan from the runbooks only (no catalog): a phrase that matches
+    /// word for word, else one asked for by its verbs.
     pub fn propose(&self, request: &str) -> Proposal {
-        let request = words(request);
-        if let Some((services, single)) = self.fan_out(&request)
+        match self.match_runbooks(request) {
+            Ok(p) => p,
+            Err(fallback) => fallback,
+        }
+    }
+
+    /// A runbook plan or question; else the question to ask if no tool
+    /// fits either.
+    fn match_runbooks(&self, request: &str) -> Result<Proposal, Proposal> {
+        let words_ = words(request);
+        if let Some((services, single)) = self.fan_out(&words_)
             && let [m] = self.matches(&single).as_slice()
             && m.slots.contains_key("service")
         {
@@ -330,56 +363,202 @@ impl RunbookPlanner {
             for service in &services {
                 probe.slots.insert("service".into(), service.clone());
                 if let Some(question) = self.unknown_slot(&probe) {
-                    return Proposal::Clarify { question };
+                    return Ok(Proposal::Clarify { question });
                 }
             }
-            return Proposal::Plan(self.build_fanned(m, &services));
+            return Ok(Proposal::Plan(self.build_fanned(m, &services)));
         }
-        let found = self.matches(&request);
+        let found = self.matches(&words_);
         match found.as_slice() {
-            [] => {
-                if let Some(q) = self.partial(&request) {
-                    return Proposal::Clarify { question: q };
-                }
-                let hint = self
-                    .nearest(&request)
-                    .map(|p| format!(" Did you mean \"{p}\"?"))
-                    .unwrap_or_default();
-                Proposal::Clarify {
+            [] => {}
+            [m] => {
+                return Ok(match self.unknown_slot(m) {
+                    Some(question) => Proposal::Clarify { question },
+                    None => Proposal::Plan(self.build(m)),
+                });
+            }
+            many => {
+                return Ok(Proposal::Clarify {
                     question: format!(
-                        "I have no runbook for that.{hint} I can: {}.",
-                        self.runbooks
-                            .iter()
-                            .filter_map(|(name, rb)| rb
-                                .phrases
-                                .first()
-                                .map(|p| format!("{name} (\"{p}\")")))
+                        "That could mean several things: {}. Which one?",
+                        many.iter()
+                            .map(|m| format!(
+                                "{} ({})",
+                                m.runbook,
+                                m.slots
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))
                             .collect::<Vec<_>>()
-                            .join(", ")
+                            .join("; ")
                     ),
+                });
+            }
+        }
+        let u = super::understand::understand(request, &self.estate);
+        if let Some(found) = self.by_verb(&u) {
+            return Ok(found);
+        }
+        Err(self.no_match(&words_))
+    }
+
+    /// The question when nothing matches.
+    fn no_match(&self, request: &[String]) -> Proposal {
+        if let Some(q) = self.partial(request) {
+            return Proposal::Clarify { question: q };
+        }
+        let hint = self
+            .nearest(request)
+            .map(|p| format!(" Did you mean \"{p}\"?"))
+            .unwrap_or_default();
+        Proposal::Clarify {
+            question: format!(
+                "I don't know how to do that.{hint} I can run {}, or call any tool (`/tools` lists them; name one, e.g. \"k8s.status service=checkout env=dev\").",
+                self.runbooks
+                    .iter()
+                    .filter_map(|(name, rb)| rb
+                        .phrases
+                        .first()
+                        .map(|p| format!("{name} (\"{p}\")")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// A runbook asked for by one of its verbs, in any word order: the
+    /// earliest verb in the request decides ("revert the last deploy" is a
+    /// rollback). Its slots come from the request's parts.
+    fn by_verb(&self, u: &super::understand::Understood) -> Option<Proposal> {
+        let (name, rb) = self
+            .runbooks
+            .iter()
+            .filter_map(|(name, rb)| {
+                rb.verbs
+                    .iter()
+                    .filter_map(|v| u.position(v))
+                    .min()
+                    .map(|at| (at, name, rb))
+            })
+            .min_by_key(|(at, name, _)| (*at, name.len()))
+            .map(|(_, name, rb)| (name, rb))?;
+        let needs: std::collections::BTreeSet<&str> = rb
+            .phrases
+            .iter()
+            .flat_map(|p| crate::config::phrase_slots(p))
+            .collect();
+        if let Some(bad) = u.unknown_envs.first() {
+            return Some(Proposal::Clarify {
+                question: format!(
+                    "I don't know an environment called `{bad}`.{} Known environments: {}.",
+                    closest(bad, self.envs.iter().map(String::as_str))
+                        .map(|c| format!(" Did you mean `{c}`?"))
+                        .unwrap_or_default(),
+                    self.envs.join(", ")
+                ),
+            });
+        }
+        let mut slots = BTreeMap::new();
+        if let Some(r) = &u.git_ref {
+            slots.insert("ref".to_string(), r.clone());
+        }
+        if needs.contains("env") {
+            match u.env() {
+                Some(env) => {
+                    slots.insert("env".to_string(), env.to_string());
+                }
+                None => {
+                    return Some(Proposal::Clarify {
+                        question: if u.envs.len() > 1 {
+                            format!("Which environment for {name}: {}?", u.envs.join(" or "))
+                        } else {
+                            format!(
+                                "Which environment? {name} needs one of: {}.",
+                                self.envs.join(", ")
+                            )
+                        },
+                    });
                 }
             }
-            [m] => match self.unknown_slot(m) {
-                Some(question) => Proposal::Clarify { question },
-                None => Proposal::Plan(self.build(m)),
+        }
+        let m = |service: Option<&String>| Match {
+            runbook: name.clone(),
+            slots: {
+                let mut s = slots.clone();
+                if let Some(service) = service {
+                    s.insert("service".into(), service.clone());
+                }
+                s
             },
-            many => Proposal::Clarify {
+        };
+        if !needs.contains("service") {
+            return Some(Proposal::Plan(self.build(&m(None))));
+        }
+        // A misspelt service beside a known one is asked about, not dropped.
+        if let Some(bad) = u
+            .unknown_services
+            .first()
+            .filter(|_| !u.services.is_empty())
+        {
+            return Some(Proposal::Clarify {
                 question: format!(
-                    "That could mean several things: {}. Which one?",
-                    many.iter()
-                        .map(|m| format!(
-                            "{} ({})",
-                            m.runbook,
-                            m.slots
-                                .iter()
-                                .map(|(k, v)| format!("{k}={v}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    "I don't know a service called `{bad}`.{} Known services: {}.",
+                    closest(bad, self.services.iter().map(String::as_str))
+                        .map(|c| format!(" Did you mean `{c}`?"))
+                        .unwrap_or_default(),
+                    self.services.join(", ")
                 ),
-            },
+            });
+        }
+        match u.services.as_slice() {
+            [] => Some(Proposal::Clarify {
+                question: match u.unknown_services.first() {
+                    Some(bad) => format!(
+                        "I don't know a service called `{bad}`.{} Known services: {}.",
+                        closest(bad, self.services.iter().map(String::as_str))
+                            .map(|c| format!(" Did you mean `{c}`?"))
+                            .unwrap_or_default(),
+                        self.services.join(", ")
+                    ),
+                    None => format!(
+                        "Which service? {name} needs one of: {}.",
+                        self.services.join(", ")
+                    ),
+                },
+            }),
+            [one] => Some(Proposal::Plan(self.build(&m(Some(one))))),
+            many => Some(Proposal::Plan(self.build_fanned(&m(None), many))),
+        }
+    }
+
+    /// With the catalog: runbooks first, then one tool call.
+    pub async fn plan_request(&self, request: &str) -> Proposal {
+        let u = super::understand::understand(request, &self.estate);
+        // A runbook's verb in a request about none of its services or
+        // environments ("git status of /srv/app"): a tool that fits the
+        // request wins over the runbook's question.
+        let (fallback, asked_by_verb) = match self.match_runbooks(request) {
+            Ok(q @ Proposal::Clarify { .. }) if u.services.is_empty() && u.envs.is_empty() => {
+                (q, true)
+            }
+            Ok(p) => return p,
+            Err(question) => (question, false),
+        };
+        let Some(servers) = &self.servers else {
+            return fallback;
+        };
+        servers.wait_settled().await;
+        match super::single::plan_single(&u, &servers.catalog(), &self.estate) {
+            super::single::Single::Plan(p) => Proposal::Plan(p),
+            super::single::Single::Ask(question) if u.tool.is_some() => {
+                Proposal::Clarify { question }
+            }
+            // Both only ask: the runbook's question is the one meant.
+            super::single::Single::Ask(_) if asked_by_verb => fallback,
+            super::single::Single::Ask(question) => Proposal::Clarify { question },
+            super::single::Single::Nothing => fallback,
         }
     }
 }
@@ -409,8 +588,7 @@ impl Planner for RunbookPlanner {
         input: &'a super::PlanInput,
         _sink: &'a dyn super::PlanSink,
     ) -> futures::future::BoxFuture<'a, Result<Proposal, PlannerError>> {
-        let proposal = self.propose(&input.request());
-        Box::pin(async move { Ok(proposal) })
+        Box::pin(async move { Ok(self.plan_request(&input.request()).await) })
     }
 }
 
@@ -501,7 +679,7 @@ mod tests {
         let q = question("deploy checkout");
         assert!(q.starts_with("Which environment?"), "{q}");
         let q = question("make me a sandwich");
-        assert!(q.starts_with("I have no runbook for that."), "{q}");
+        assert!(q.starts_with("I don't know how to do that."), "{q}");
         let q = question("deplyo checkout to staging");
         assert!(
             q.contains("Did you mean \"deploy {service} to {env}\""),

@@ -51,7 +51,9 @@ fn build_planner(
     profile: Option<&str>,
 ) -> Result<Arc<dyn Planner>, RuntimeError> {
     let Some(name) = profile else {
-        return Ok(Arc::new(RunbookPlanner::new(config)));
+        return Ok(Arc::new(
+            RunbookPlanner::new(config).with_servers(servers.clone()),
+        ));
     };
     let Some(profile) = config.llm.profiles.get(name).cloned() else {
         let known: Vec<&str> = config.llm.profiles.keys().map(String::as_str).collect();

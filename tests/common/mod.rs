@@ -288,3 +288,18 @@ pub fn first_hostile_byte(bytes: &[u8]) -> Option<usize> {
         })
         .map(|(i, _)| i)
 }
+
+/// A Python MCP server from PyPI (git, time), installed on first use by
+/// .ci/peers.sh into a venv of its own.
+pub fn py_peer(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join(".ci/peers/venv/bin").join(name);
+    if !bin.exists() {
+        let status = Command::new("bash")
+            .arg(root.join(".ci/peers.sh"))
+            .status()
+            .expect("run .ci/peers.sh (needs python3 and pip)");
+        assert!(status.success(), ".ci/peers.sh failed to install {name}");
+    }
+    bin
+}
