@@ -38,11 +38,13 @@ struct Cli {
 enum Command {
     /// Plan a request, ask for approvals, run it, and print what happened.
     Run(cli::run::RunArgs),
-    /// List every server's tools and health.
-    Tools {
-        #[arg(long)]
-        json: bool,
-    },
+    /// Call one tool by name, e.g. `opsbot call k8s.scale service=checkout
+    /// env=staging replicas=3`: decided by policy, approved, run and
+    /// recorded like any plan. Same exit codes as `run`.
+    Call(cli::call::CallArgs),
+    /// List every server's tools and health. Servers not started are shown
+    /// from their cached tool list, without starting them.
+    Tools(cli::tools::ToolsArgs),
     /// Past sessions, read from the store (works offline): list, search,
     /// show, export. With no subcommand at a terminal: the app's history
     /// browser.
@@ -123,6 +125,9 @@ fn main() -> ExitCode {
             Some(Command::Run(args)) => {
                 cli::run::run(paths, cli.config.as_deref(), args, cli.as_user.as_deref()).await
             }
+            Some(Command::Call(args)) => {
+                cli::call::run(paths, cli.config.as_deref(), args, cli.as_user.as_deref()).await
+            }
             Some(Command::Policy { command }) => {
                 cli::policy::run(
                     paths,
@@ -135,9 +140,7 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => {
                 cli::serve::run(paths, cli.config.as_deref(), args, cli.as_user.as_deref()).await
             }
-            Some(Command::Tools { json }) => {
-                cli::tools::run(paths, cli.config.as_deref(), json).await
-            }
+            Some(Command::Tools(args)) => cli::tools::run(paths, cli.config.as_deref(), args).await,
             Some(Command::History { command: None }) if browse => {
                 cli::app(
                     paths,

@@ -402,7 +402,10 @@ fn a_session_report_reads_as_markdown() {
         Event::UserMessage {
             text: "deploy checkout to production".into(),
         },
-        Event::PlanProposed { plan },
+        Event::PlanProposed {
+            plan,
+            defs: Default::default(),
+        },
         Event::PolicyDecision {
             step: opsbot::plan::StepId::new("deploy"),
             decision,

@@ -251,10 +251,10 @@ async fn a_failed_deploy_proposes_its_undo_which_runs_once_confirmed() {
     let proposed = next(
         &mut rx,
         "the undo plan",
-        |e| matches!(e, Event::PlanProposed { plan } if plan.title.starts_with("undo: ")),
+        |e| matches!(e, Event::PlanProposed { plan, .. } if plan.title.starts_with("undo: ")),
     )
     .await;
-    let Event::PlanProposed { plan } = proposed else {
+    let Event::PlanProposed { plan, .. } = proposed else {
         unreachable!()
     };
     assert_eq!(plan.steps.len(), 1);

@@ -287,7 +287,7 @@ fn history_browser_searches_replays_and_re_runs() {
     );
     let plan_of = |records: &[opsbot::session::Record]| {
         records.iter().find_map(|r| match &r.event {
-            Event::PlanProposed { plan } => Some(plan.clone()),
+            Event::PlanProposed { plan, .. } => Some(plan.clone()),
             _ => None,
         })
     };

@@ -84,7 +84,10 @@ fn app() -> App {
         Event::UserMessage {
             text: "deploy checkout to production".into(),
         },
-        Event::PlanProposed { plan: plan.clone() },
+        Event::PlanProposed {
+            plan: plan.clone(),
+            defs: Default::default(),
+        },
     ];
     for step in &plan.steps {
         let decision = match step.id.as_str() {

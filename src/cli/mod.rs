@@ -18,6 +18,7 @@ macro_rules! err {
 
 pub mod audit;
 pub mod auth;
+pub mod call;
 pub mod history;
 pub mod policy;
 pub mod print;
@@ -228,6 +229,7 @@ pub async fn app(
 
     let mut rt = Runtime::start(paths, config)?;
     rt.driver = "app".into();
+    rt.servers.launch_eager();
     let rt = Arc::new(rt);
     let cfg = &rt.config.config;
     let theme = theme.unwrap_or_else(|| cfg.tui.theme.clone());

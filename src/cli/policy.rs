@@ -180,7 +180,7 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
             out!("decision: {}", line("", &tool, &d).trim_start());
             Ok(ExitCode::from(if d.is_denied() { 3 } else { 0 }))
         }
-        PolicyCommand::Pins { command } => pins_command(rt, actor, command),
+        PolicyCommand::Pins { command } => pins_command(rt, actor, command).await,
     }
 }
 
@@ -192,7 +192,15 @@ fn roles_text(roles: &[String]) -> String {
     }
 }
 
-fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Result<ExitCode> {
+async fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Result<ExitCode> {
+    // Reviewing or accepting a definition is about what the server serves
+    // now, not its cached list: that one server is started.
+    if let PinsCommand::Diff { tool } | PinsCommand::Accept { tool } = &command
+        && let Some((server, _)) = tool.split_once('.')
+    {
+        rt.servers.ensure([server]);
+        rt.servers.wait_for([server]).await;
+    }
     let catalog = rt.servers.catalog();
     match command {
         PinsCommand::List => {

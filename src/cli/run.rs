@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Print one JSON object describing the run instead of text.
     #[arg(long)]
     pub json: bool,
+    /// One tool called by name instead of a request (`opsbot call`).
+    #[arg(skip)]
+    pub call: Option<super::call::CallSpec>,
 }
 
 /// Questions answered on a terminal before giving up on a request.
@@ -72,11 +75,12 @@ pub async fn run(
     args: RunArgs,
     as_user: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(request) = &args.request {
+    if let (Some(request), None) = (&args.request, &args.call) {
         opsbot::runtime::check_request(request)?;
     }
     let mut rt = Runtime::start(paths, config)?;
     rt.driver = "run".into();
+    rt.servers.launch_eager();
     let say = |s: &str| {
         if !args.json {
             out!("{s}");
@@ -133,7 +137,14 @@ pub async fn run(
             }
         }
     };
-    let Some(mut planned) = plan(request).await? else {
+    let first = match &args.call {
+        Some(call) => tokio::select! {
+            planned = rt.propose_call(&session, &call.tool, &call.pairs, call.args.as_deref()) => planned.map(Some)?,
+            () = stop.cancelled() => None,
+        },
+        None => plan(request).await?,
+    };
+    let Some(mut planned) = first else {
         return cancelled_before_running(&rt, &session, &args).await;
     };
     // On a terminal a question is answered in place, and the answer

@@ -24,6 +24,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let mut rt = Runtime::start(paths, config)?;
     rt.driver = "serve".into();
+    rt.servers.launch_eager();
     let rt = Arc::new(rt);
     let actor = rt.actor(as_user)?;
     let serving = async {

@@ -1,19 +1,48 @@
-//! `opsbot tools`: every server's health and tools.
+//! `opsbot tools`: every server's health and tools, from the cached lists
+//! unless asked to refresh them.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use opsbot::mcp::ServerStatus;
+use opsbot::mcp::{ServerStatus, ToolInfo};
 use opsbot::paths::Paths;
 use opsbot::runtime::Runtime;
 
-pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct ToolsArgs {
+    /// Only tools whose name or description has all these words.
+    pub words: Vec<String>,
+    /// Start every server and list its tools afresh (the list is cached).
+    #[arg(long)]
+    pub refresh: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Whether `tool` has every word (case-insensitive) in its name or description.
+pub fn matches(tool: &ToolInfo, words: &[String]) -> bool {
+    let hay = format!("{} {}", tool.qualified(), tool.description).to_lowercase();
+    words.iter().all(|w| hay.contains(&w.to_lowercase()))
+}
+
+pub async fn run(paths: Paths, config: Option<&Path>, args: ToolsArgs) -> anyhow::Result<ExitCode> {
     let rt = Runtime::start(paths, config)?;
-    rt.servers.wait_settled().await;
+    if args.refresh {
+        rt.servers.refresh().await;
+    } else {
+        rt.servers.wait_settled().await;
+    }
     let statuses = rt.servers.statuses();
     let breakers: std::collections::HashMap<String, opsbot::mcp::BreakerState> =
         rt.servers.breakers().into_iter().collect();
-    if json {
+    let tools_of = |name: &str| -> Vec<ToolInfo> {
+        rt.servers
+            .tools_of(name)
+            .into_iter()
+            .filter(|t| matches(t, &args.words))
+            .collect()
+    };
+    if args.json {
         let out: Vec<_> = statuses
             .iter()
             .map(|(name, status)| {
@@ -21,15 +50,21 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                     "server": name,
                     "status": status,
                     "breaker": breakers.get(name),
-                    "tools": rt.servers.tools_of(name),
+                    "cached_at": rt.servers.cached_at(name),
+                    "tools": tools_of(name),
                 })
             })
             .collect();
         super::json_out(&out)?;
     } else {
         for (name, status) in &statuses {
+            let tools = tools_of(name);
+            if !args.words.is_empty() && tools.is_empty() {
+                continue;
+            }
             let glyph = match status {
                 ServerStatus::Ready { .. } => "●",
+                ServerStatus::Idle { .. } => "◌",
                 ServerStatus::Disabled => "○",
                 _ => "✗",
             };
@@ -46,7 +81,7 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                     out!("    stderr: {line}");
                 }
             }
-            for tool in rt.servers.tools_of(name) {
+            for tool in tools {
                 let a = tool.annotations;
                 let flags = if a.read_only {
                     "read-only"
@@ -64,11 +99,20 @@ pub async fn run(paths: Paths, config: Option<&Path>, json: bool) -> anyhow::Res
                 );
             }
         }
+        if statuses
+            .iter()
+            .any(|(_, s)| matches!(s, ServerStatus::Idle { .. }))
+        {
+            out!("(◌ cached lists: `opsbot tools --refresh` starts every server and lists afresh)");
+        }
     }
     rt.servers.shutdown().await;
-    let all_up = statuses
-        .iter()
-        .all(|(_, s)| matches!(s, ServerStatus::Ready { .. } | ServerStatus::Disabled));
+    let all_up = statuses.iter().all(|(_, s)| {
+        matches!(
+            s,
+            ServerStatus::Ready { .. } | ServerStatus::Idle { .. } | ServerStatus::Disabled
+        )
+    });
     Ok(if all_up {
         ExitCode::SUCCESS
     } else {

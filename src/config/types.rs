@@ -105,6 +105,20 @@ pub struct ServerConfig {
     pub breaker_cooldown_ms: u64,
     /// Another server with the same tools, used while this one is down or its breaker is open.
     pub fallback: Option<String>,
+    /// When the server starts: on first use (its cached tool list serves
+    /// planning until then), or with the app.
+    pub start: StartMode,
+}
+
+/// When a server's process (or connection) is started.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    /// When a plan or call first uses it, or when nothing is cached yet.
+    #[default]
+    Lazy,
+    /// As soon as the app, `run`, `call` or `serve` starts.
+    Eager,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +141,7 @@ impl Default for ServerConfig {
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
             fallback: None,
+            start: StartMode::Lazy,
         }
     }
 }

@@ -19,12 +19,14 @@ pub(super) async fn call_with_progress(
     args: Map<String, Value>,
     timeout: Option<Duration>,
     cancel: CancellationToken,
+    expect_def: Option<String>,
 ) -> Result<ToolOutput, CallError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let opts = CallOptions {
         timeout,
         progress: Some(tx),
         cancel: Some(cancel),
+        expect_def,
     };
     let call = servers.call(tool, args, opts);
     tokio::pin!(call);

@@ -122,6 +122,8 @@ struct Run<'a> {
     decisions: &'a HashMap<StepId, Decision>,
     approvals: &'a Approvals,
     catalog: Catalog,
+    /// The definitions the plan was decided against (from its proposal).
+    planned_defs: std::collections::BTreeMap<String, String>,
     state: HashMap<StepId, State>,
     outputs: HashMap<StepId, Value>,
     /// Steps in flight, polled by the run itself: a finished call wakes the
@@ -205,12 +207,22 @@ impl Engine {
         cancel: CancellationToken,
         done: HashMap<StepId, Value>,
     ) -> Result<Outcome, StoreError> {
+        // Servers not started yet (lazy) start now, side by side, while
+        // the steps that do not need them go ahead.
+        let used: std::collections::BTreeSet<&str> = plan
+            .steps
+            .iter()
+            .filter(|s| !done.contains_key(&s.id))
+            .filter_map(|s| s.tool.split_once('.').map(|(server, _)| server))
+            .collect();
+        self.servers.ensure(used);
         let mut run = Run {
             session,
             plan,
             decisions,
             approvals,
             catalog: self.servers.catalog(),
+            planned_defs: session.with_state(|s| s.plan_defs.clone()),
             state: plan
                 .steps
                 .iter()
@@ -672,6 +684,11 @@ impl Engine {
             timeout: step.timeout_ms.map(Duration::from_millis),
             cancel,
             retry,
+            expect_def: run
+                .planned_defs
+                .get(&step.tool)
+                .or_else(|| run.catalog.get(&step.tool).map(|t| &t.def_hash))
+                .cloned(),
         };
         run.running.push(
             std::panic::AssertUnwindSafe(call.run())
@@ -708,6 +725,8 @@ struct StepCall {
     timeout: Option<Duration>,
     cancel: CancellationToken,
     retry: RetryPolicy,
+    /// The definition the run was planned against (maybe a cached one).
+    expect_def: Option<String>,
 }
 
 impl StepCall {
@@ -721,6 +740,7 @@ impl StepCall {
             timeout,
             cancel,
             retry,
+            expect_def,
         } = self;
         let began = Instant::now();
         let mut attempt = 0;
@@ -733,6 +753,7 @@ impl StepCall {
                 args.clone(),
                 timeout,
                 cancel.clone(),
+                expect_def.clone(),
             )
             .await;
             let Some(why) = retry::transient(&result) else {

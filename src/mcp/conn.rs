@@ -30,6 +30,10 @@ pub struct CallOptions {
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
     /// Cancelling sends MCP `notifications/cancelled` and stops waiting.
     pub cancel: Option<CancellationToken>,
+    /// The definition hash the call was planned and decided against: when
+    /// the server (started for this call) lists something else, the call
+    /// is not made.
+    pub expect_def: Option<String>,
 }
 
 /// What a tool answered. `is_error` results are failures reported by the
@@ -161,6 +165,10 @@ pub enum CallError {
         failures: u32,
         retry_in_ms: u64,
     },
+    #[error(
+        "`{tool}` was not called: its definition changed since {since} (the server lists it differently now that it has started). Plan again to use the new definition; `opsbot tools {tool}` shows it"
+    )]
+    DefinitionChanged { tool: String, since: String },
     #[error("opsbot failed while making the call ({0}); this is a bug in opsbot, please report it")]
     Internal(String),
 }
@@ -176,6 +184,7 @@ impl CallError {
                 | CallError::BadName(_)
                 | CallError::Unavailable { .. }
                 | CallError::BreakerOpen { .. }
+                | CallError::DefinitionChanged { .. }
         )
     }
 

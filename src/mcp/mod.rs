@@ -6,6 +6,7 @@
 //! keep working.
 
 mod breaker;
+mod cache;
 mod catalog;
 mod child;
 mod client;
@@ -14,6 +15,7 @@ mod frames;
 mod servers;
 
 pub use breaker::BreakerState;
+pub use cache::{CachedTools, CatalogCache, age, fingerprint};
 pub use catalog::{Annotations, Catalog, ToolInfo, definition_hash};
 pub use conn::{CallError, CallOptions, Progress, ToolOutput, Truncation};
 pub use servers::{ServerEvent, ServerStatus, Servers, SpawnContext};

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, BreakerState};
+use super::cache::{CatalogCache, fingerprint};
 use super::catalog::{Catalog, ToolInfo};
 use super::child::spawn_child;
 use super::client::OpsbotClient;
@@ -46,6 +47,12 @@ impl SpawnContext {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ServerStatus {
     Disabled,
+    /// Not started (lazy): its tools as listed `listed_at` (Unix seconds)
+    /// serve planning until a plan or call uses it.
+    Idle {
+        tools: usize,
+        listed_at: i64,
+    },
     Starting,
     Ready {
         tools: usize,
@@ -69,10 +76,18 @@ impl ServerStatus {
     pub fn is_settled(&self) -> bool {
         !matches!(self, ServerStatus::Starting)
     }
+    /// Whether its tools can be planned with: live, or cached and not started.
+    pub fn has_tools(&self) -> bool {
+        matches!(self, ServerStatus::Ready { .. } | ServerStatus::Idle { .. })
+    }
     /// One line for lists and status bars.
     pub fn summary(&self) -> String {
         match self {
             ServerStatus::Disabled => "disabled".into(),
+            ServerStatus::Idle { tools, listed_at } => format!(
+                "not started, {tools} tools cached {}",
+                super::cache::age(*listed_at)
+            ),
             ServerStatus::Starting => "starting".into(),
             ServerStatus::Ready { tools, .. } => format!("ready, {tools} tools"),
             ServerStatus::Failed { error, .. } => format!("failed: {error}"),
@@ -105,6 +120,15 @@ pub(super) struct Entry {
     pub(super) this: Mutex<std::sync::Weak<Entry>>,
     /// The last reply that could not be used and named no request: when.
     pub(super) bad_reply: Mutex<Option<(std::time::Instant, String)>>,
+    /// Where its tool list is kept between runs, and under which key.
+    pub(super) cache: CatalogCache,
+    pub(super) fingerprint: String,
+    /// When the tools in `tools` were listed, if they came from the cache
+    /// and the server has not been ready since.
+    pub(super) cached_at: Mutex<Option<i64>>,
+    /// Whether it has been ready in this process: a call waits for a first
+    /// start, but fails fast while a server that was up restarts.
+    pub(super) ever_ready: std::sync::atomic::AtomicBool,
 }
 
 /// One process of a server: how it exited, and when its stderr ended.
@@ -179,6 +203,13 @@ pub enum ServerEvent {
     Garbage { server: String, line: String },
     /// The server's circuit breaker opened or closed.
     Breaker { server: String, state: BreakerState },
+    /// Started after planning from its cached list, the server lists some
+    /// tools differently: calls planned against the old ones are refused.
+    ToolsChanged {
+        server: String,
+        since: String,
+        tools: Vec<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -188,18 +219,30 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Start every enabled server in the background and return at once;
-    /// `wait_settled` waits for all of them to be ready or failed.
+    /// Set up every configured server and return at once. A server whose
+    /// tool list is cached waits, not started, until something uses it
+    /// (`ensure`, a call) or `launch_eager` starts it; the others start
+    /// now, concurrently, in the background. `wait_settled` waits for the
+    /// starting ones to be ready or failed.
     pub fn start(config: &Config, ctx: &SpawnContext) -> Self {
         let (events, _) = broadcast::channel::<ServerEvent>(256);
+        let cache = CatalogCache::new(&ctx.data_dir);
         let entries: BTreeMap<String, Arc<Entry>> = config
             .servers
             .iter()
             .map(|(name, cfg)| {
-                let status = if cfg.enabled {
-                    ServerStatus::Starting
-                } else {
-                    ServerStatus::Disabled
+                let fingerprint = fingerprint(cfg);
+                let cached = cfg
+                    .enabled
+                    .then(|| cache.load(name, &fingerprint))
+                    .flatten();
+                let status = match &cached {
+                    _ if !cfg.enabled => ServerStatus::Disabled,
+                    Some(c) => ServerStatus::Idle {
+                        tools: c.tools.len(),
+                        listed_at: c.listed_at,
+                    },
+                    None => ServerStatus::Starting,
                 };
                 let entry = Entry {
                     name: name.clone(),
@@ -207,7 +250,8 @@ impl Servers {
                     status: watch::Sender::new(status),
                     conn: RwLock::new(None),
                     service: tokio::sync::Mutex::new(None),
-                    tools: RwLock::new(Vec::new()),
+                    cached_at: Mutex::new(cached.as_ref().map(|c| c.listed_at)),
+                    tools: RwLock::new(cached.map(|c| c.tools).unwrap_or_default()),
                     stderr: Arc::new(Mutex::new(VecDeque::new())),
                     life: Mutex::new(Arc::new(Life::default())),
                     stopping: CancellationToken::new(),
@@ -220,6 +264,9 @@ impl Servers {
                         cfg.breaker_failures,
                         Duration::from_millis(cfg.breaker_cooldown_ms),
                     ),
+                    cache: cache.clone(),
+                    fingerprint,
+                    ever_ready: std::sync::atomic::AtomicBool::new(false),
                 };
                 let entry = Arc::new(entry);
                 if let Ok(mut this) = entry.this.lock() {
@@ -232,25 +279,79 @@ impl Servers {
             entries: Arc::new(entries),
             events,
         };
-        for entry in servers.entries.values().filter(|e| e.config.enabled) {
-            let entry = Arc::clone(entry);
-            let events = servers.events.clone();
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let status = match connect(&entry, &ctx, &events).await {
-                    Ok(status) => status,
-                    Err(error) => {
-                        tracing::warn!(server = %entry.name, %error, "server failed to start");
-                        ServerStatus::Failed {
-                            error,
-                            stderr: entry.stderr_tail(),
-                        }
-                    }
-                };
-                set_status(&entry, &events, status);
-            });
+        for entry in servers.entries.values() {
+            if matches!(*entry.status.borrow(), ServerStatus::Starting) {
+                spawn_connect(Arc::clone(entry));
+            }
         }
         servers
+    }
+
+    /// Start the named servers that are waiting unstarted (lazy, cached);
+    /// returns at once. Servers starting, ready or failed are left alone.
+    pub fn ensure<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            let Some(entry) = self.entries.get(name) else {
+                continue;
+            };
+            let woke = entry.status.send_if_modified(|s| {
+                if matches!(s, ServerStatus::Idle { .. }) {
+                    *s = ServerStatus::Starting;
+                    true
+                } else {
+                    false
+                }
+            });
+            if woke {
+                let _ = self.events.send(ServerEvent::Status {
+                    server: entry.name.clone(),
+                    status: ServerStatus::Starting,
+                });
+                spawn_connect(Arc::clone(entry));
+            }
+        }
+    }
+
+    /// Start the servers configured `start = "eager"`: the app, `run`,
+    /// `call` and `serve` do, commands that only read definitions do not.
+    pub fn launch_eager(&self) {
+        let eager: Vec<&str> = self
+            .entries
+            .values()
+            .filter(|e| e.config.start == crate::config::StartMode::Eager)
+            .map(|e| e.name.as_str())
+            .collect();
+        self.ensure(eager);
+    }
+
+    /// Start every server not started yet and wait until each is ready or
+    /// failed: a fresh list from all of them (`tools --refresh`).
+    pub async fn refresh(&self) {
+        let all: Vec<&str> = self.names().collect();
+        self.ensure(all);
+        self.wait_settled().await;
+    }
+
+    /// Start `server` if it waits unstarted, then wait until it is ready or
+    /// failed, unless `cancel` comes first (false then).
+    async fn started(&self, entry: &Entry, cancel: Option<&CancellationToken>) -> bool {
+        self.ensure([entry.name.as_str()]);
+        let mut rx = entry.status.subscribe();
+        let settled = async {
+            let _ = rx
+                .wait_for(|s| s.is_settled() && !matches!(s, ServerStatus::Idle { .. }))
+                .await;
+        };
+        match cancel {
+            Some(cancel) => tokio::select! {
+                () = settled => true,
+                () = cancel.cancelled() => false,
+            },
+            None => {
+                settled.await;
+                true
+            }
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
@@ -294,12 +395,13 @@ impl Servers {
         self.entries.keys().map(String::as_str)
     }
 
-    /// The tools of every ready server.
+    /// The tools of every ready server, and the cached tools of every
+    /// server not started yet.
     pub fn catalog(&self) -> Catalog {
         Catalog::new(
             self.entries
                 .values()
-                .filter(|e| e.status.borrow().is_ready())
+                .filter(|e| e.status.borrow().has_tools())
                 .flat_map(|e| e.tools.read().map(|t| t.clone()).unwrap_or_default()),
         )
     }
@@ -328,6 +430,14 @@ impl Servers {
     /// A server's configuration.
     pub fn config_of(&self, server: &str) -> Option<&ServerConfig> {
         self.entries.get(server).map(|e| &e.config)
+    }
+
+    /// When `server`'s tools were listed, if they come from the cache (it
+    /// has not been started in this process).
+    pub fn cached_at(&self, server: &str) -> Option<i64> {
+        self.entries
+            .get(server)
+            .and_then(|e| e.cached_at.lock().ok().and_then(|c| *c))
     }
 
     pub fn tools_of(&self, server: &str) -> Vec<ToolInfo> {
@@ -429,6 +539,19 @@ impl Servers {
                 server: server.to_string(),
                 suggestion: closest(server, self.names()).map(str::to_string),
             })?;
+        // A first start (lazy, or still coming up at launch) is waited for;
+        // a server that was up and is restarting fails fast (retries and
+        // the fallback deal with that).
+        let first = !entry.ever_ready.load(std::sync::atomic::Ordering::Acquire);
+        let waiting = matches!(
+            *entry.status.borrow(),
+            ServerStatus::Idle { .. } | ServerStatus::Starting
+        );
+        if first && waiting && !self.started(entry, opts.cancel.as_ref()).await {
+            return Err(CallError::Cancelled {
+                tool: qualified.to_string(),
+            });
+        }
         let conn = entry.conn.read().ok().and_then(|c| c.clone());
         let Some(conn) = conn.filter(|_| entry.status.borrow().is_ready()) else {
             return Err(CallError::Unavailable {
@@ -436,11 +559,20 @@ impl Servers {
                 reason: entry.status.borrow().summary(),
             });
         };
-        let known = entry
-            .tools
-            .read()
-            .is_ok_and(|t| t.iter().any(|t| t.name == tool));
-        if !known {
+        let live = entry.tools.read().ok().and_then(|t| {
+            t.iter()
+                .find(|t| t.name == tool)
+                .map(|t| t.def_hash.clone())
+        });
+        if let (Some(live), Some(expected)) = (&live, &opts.expect_def)
+            && live != expected
+        {
+            return Err(CallError::DefinitionChanged {
+                tool: qualified.to_string(),
+                since: "the plan was made".into(),
+            });
+        }
+        if live.is_none() {
             let known = entry
                 .tools
                 .read()
@@ -520,7 +652,71 @@ impl Servers {
     }
 }
 
+/// Connect in the background and publish how it went.
+fn spawn_connect(entry: Arc<Entry>) {
+    tokio::spawn(async move {
+        let events = entry.events.clone();
+        let ctx = entry.ctx.clone();
+        let status = match connect(&entry, &ctx, &events).await {
+            Ok(status) => status,
+            Err(error) => {
+                tracing::warn!(server = %entry.name, %error, "server failed to start");
+                ServerStatus::Failed {
+                    error,
+                    stderr: entry.stderr_tail(),
+                }
+            }
+        };
+        set_status(&entry, &events, status);
+    });
+}
+
+/// Take a fresh list as the server's tools and keep it in the cache; when
+/// it replaces a cached list, say which tools changed.
+fn take_tools(entry: &Entry, infos: Vec<ToolInfo>, events: &broadcast::Sender<ServerEvent>) {
+    let cached_at = entry.cached_at.lock().ok().and_then(|mut c| c.take());
+    let changed: Vec<String> = match (cached_at, entry.tools.read()) {
+        (Some(_), Ok(old)) => {
+            let hash_of = |list: &[ToolInfo], name: &str| {
+                list.iter()
+                    .find(|t| t.name == name)
+                    .map(|t| t.def_hash.clone())
+            };
+            let mut names: Vec<&str> = old
+                .iter()
+                .chain(infos.iter())
+                .map(|t| t.name.as_str())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+                .into_iter()
+                .filter(|n| hash_of(&old, n) != hash_of(&infos, n))
+                .map(|n| format!("{}.{n}", entry.name))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    entry.cache.save(&entry.name, &entry.fingerprint, &infos);
+    if let Ok(mut t) = entry.tools.write() {
+        *t = infos;
+    }
+    if let (Some(at), false) = (cached_at, changed.is_empty()) {
+        tracing::warn!(server = %entry.name, ?changed, "tools changed since they were cached");
+        let _ = events.send(ServerEvent::ToolsChanged {
+            server: entry.name.clone(),
+            since: format!("it was listed {}", super::cache::age(at)),
+            tools: changed,
+        });
+    }
+}
+
 fn set_status(entry: &Entry, events: &broadcast::Sender<ServerEvent>, status: ServerStatus) {
+    if status.is_ready() {
+        entry
+            .ever_ready
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
     entry.status.send_replace(status.clone());
     let _ = events.send(ServerEvent::Status {
         server: entry.name.clone(),
@@ -676,9 +872,7 @@ async fn connect(
         .map(|t| ToolInfo::from_mcp(&entry.name, t))
         .collect();
     let count = infos.len();
-    if let Ok(mut t) = entry.tools.write() {
-        *t = infos;
-    }
+    take_tools(entry, infos, events);
     if let Ok(mut c) = entry.conn.write() {
         *c = Some(Arc::new(Connection {
             peer: peer.clone(),
@@ -713,9 +907,7 @@ fn watch_tool_list(
                         .map(|t| ToolInfo::from_mcp(&entry.name, t))
                         .collect();
                     let count = infos.len();
-                    if let Ok(mut t) = entry.tools.write() {
-                        *t = infos;
-                    }
+                    take_tools(&entry, infos, &events);
                     let status = match &*entry.status.borrow() {
                         ServerStatus::Ready {
                             server_info,

@@ -5,6 +5,7 @@
 //! (`${build.image}`); such a reference also makes the step depend on the one
 //! it names.
 
+pub mod call;
 mod template;
 pub mod validate;
 

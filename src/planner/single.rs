@@ -344,29 +344,10 @@ fn fill<'a>(
     (args, missing)
 }
 
-fn types(spec: &Value) -> Vec<&str> {
-    match spec.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The value the request gives argument `name`, typed by its schema.
 fn value_for(name: &str, spec: &Value, u: &Understood, estate: &Estate) -> Option<Value> {
     let lower = name.to_lowercase();
-    let t = types(spec);
-    let typed = |raw: &str| -> Option<Value> {
-        if t.contains(&"integer") {
-            raw.parse::<i64>().ok().map(Value::from)
-        } else if t.contains(&"number") {
-            raw.parse::<f64>().ok().map(Value::from)
-        } else if t.contains(&"boolean") {
-            raw.parse::<bool>().ok().map(Value::from)
-        } else {
-            Some(Value::String(raw.to_string()))
-        }
-    };
+    let typed = |raw: &str| crate::plan::call::typed(spec, raw).ok();
     if let Some((_, v)) = u.pairs.iter().find(|(k, _)| k == name) {
         return typed(v);
     }
@@ -413,7 +394,10 @@ fn value_for(name: &str, spec: &Value, u: &Understood, estate: &Estate) -> Optio
             })
             .map(Value::String);
     }
-    if t.iter().any(|t| matches!(*t, "integer" | "number")) {
+    if crate::plan::call::types(spec)
+        .iter()
+        .any(|t| matches!(*t, "integer" | "number"))
+    {
         return match u.numbers.as_slice() {
             [one] => typed(&one.to_string()),
             _ => None,

@@ -17,6 +17,7 @@ use crate::planner::runbook::RunbookPlanner;
 use crate::planner::{PlanInput, Planner, Proposal, Turn};
 use crate::policy::{Decision, Policy, args_hash};
 
+mod call;
 mod guard;
 mod remote;
 mod sink;
@@ -488,6 +489,17 @@ impl Runtime {
                     ServerEvent::Breaker { server, state } => {
                         (server, format!("circuit breaker {}", state.summary()))
                     }
+                    ServerEvent::ToolsChanged {
+                        server,
+                        since,
+                        tools,
+                    } => (
+                        server,
+                        format!(
+                            "lists these tools differently than when {since}: {}; a call planned against the old definition is not made (plan again)",
+                            tools.join(", ")
+                        ),
+                    ),
                     ServerEvent::Status { .. } => continue,
                 };
                 if let Err(e) = session.record(Event::ServerProblem { server, message }) {
@@ -616,7 +628,8 @@ impl Runtime {
             .iter()
             .filter_map(|s| s.tool.split_once('.').map(|(server, _)| server))
             .collect();
-        self.servers.wait_for(used).await;
+        let used: Vec<&str> = used.into_iter().collect();
+        self.servers.wait_for(used.clone()).await;
         let catalog = self.servers.catalog();
         let mut events = before;
         let policy_errors = self.policy_errors(&catalog);
@@ -661,6 +674,9 @@ impl Runtime {
             session.record_all(&events)?;
             return Ok(Planned::Invalid(errors));
         }
+        // Servers the plan uses that are not started yet start now, while
+        // the plan is reviewed; their live tools are checked before a call.
+        self.servers.ensure(used);
         let decisions = self.decide_plan(session, &plan, &catalog);
         let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
         let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
@@ -674,7 +690,10 @@ impl Runtime {
         if denied > 0 {
             text.push_str(&format!(" {denied} denied."));
         }
-        events.push(Event::PlanProposed { plan: plan.clone() });
+        events.push(Event::PlanProposed {
+            plan: plan.clone(),
+            defs: defs_of(&plan, &catalog),
+        });
         events.extend(
             decisions
                 .iter()
@@ -824,7 +843,10 @@ impl Runtime {
                 lines.join("\n- ")
             ),
         })?;
-        session.record(Event::PlanProposed { plan: undo.clone() })?;
+        session.record(Event::PlanProposed {
+            plan: undo.clone(),
+            defs: defs_of(&undo, &catalog),
+        })?;
         let decisions = self.decide_plan(session, &undo, &catalog);
         for (step, decision) in &decisions {
             session.record(Event::PolicyDecision {
@@ -866,4 +888,15 @@ impl Runtime {
             .run(session, plan, &decisions, approvals, cancel)
             .await
     }
+}
+
+/// The definition hash of each tool `plan` uses, as `catalog` has it.
+fn defs_of(
+    plan: &Plan,
+    catalog: &crate::mcp::Catalog,
+) -> std::collections::BTreeMap<String, String> {
+    plan.steps
+        .iter()
+        .filter_map(|s| Some((s.tool.clone(), catalog.get(&s.tool)?.def_hash.clone())))
+        .collect()
 }

@@ -17,7 +17,7 @@ pub fn compensation_plan(config: &Config, plan: &Plan, records: &[Record]) -> Op
     // Only this plan's latest run counts.
     let start = records
         .iter()
-        .rposition(|r| matches!(&r.event, Event::PlanProposed { plan: p } if p == plan))
+        .rposition(|r| matches!(&r.event, Event::PlanProposed { plan: p, .. } if p == plan))
         .unwrap_or(0);
     let mut finished: Vec<(&StepId, Value, Value)> = Vec::new();
     let mut sent: HashMap<&StepId, Value> = HashMap::new();
@@ -156,7 +156,13 @@ mod tests {
             title: "t".into(),
             steps: vec![deploy.clone(), down.clone(), status.clone()],
         };
-        let mut records = vec![record(1, Event::PlanProposed { plan: plan.clone() })];
+        let mut records = vec![record(
+            1,
+            Event::PlanProposed {
+                plan: plan.clone(),
+                defs: Default::default(),
+            },
+        )];
         records.extend(done(
             2,
             &deploy,

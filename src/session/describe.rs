@@ -27,7 +27,7 @@ pub fn describe(event: &Event) -> (&'static str, String) {
         Event::UserMessage { text } => ("you", text.clone()),
         Event::AssistantMessage { text } => ("opsbot", text.clone()),
         Event::ClarificationAsked { question } => ("question", question.clone()),
-        Event::PlanProposed { plan } => (
+        Event::PlanProposed { plan, .. } => (
             "plan",
             format!("{} ({} steps)", plan.title, plan.steps.len()),
         ),

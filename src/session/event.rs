@@ -54,6 +54,11 @@ pub enum Event {
     },
     PlanProposed {
         plan: Plan,
+        /// The definition hash of each tool the plan uses, as it was
+        /// decided and shown (maybe from a cached list): a server that
+        /// lists something else by the time of the call is not called.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        defs: std::collections::BTreeMap<String, String>,
     },
     PlanInvalid {
         errors: Vec<String>,

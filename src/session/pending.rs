@@ -60,7 +60,7 @@ pub fn pending_in(records: &[Record]) -> Vec<Pending> {
             continue;
         };
         let step = records.iter().rev().find_map(|r| match &r.event {
-            Event::PlanProposed { plan } => plan.step(id).cloned(),
+            Event::PlanProposed { plan, .. } => plan.step(id).cloned(),
             _ => None,
         });
         let since = records.iter().rev().find_map(|r| match &r.event {

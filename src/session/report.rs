@@ -79,7 +79,7 @@ pub fn markdown(records: &[Record]) -> String {
     }
     for r in records {
         match &r.event {
-            Event::PlanProposed { plan } => {
+            Event::PlanProposed { plan, .. } => {
                 plan_title = Some(plan.title.clone());
                 for s in &plan.steps {
                     let line = at(&mut steps, s.id.as_str());

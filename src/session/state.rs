@@ -81,6 +81,8 @@ pub struct SessionState {
     pub awaiting_answer: bool,
     /// Language-model use in this session.
     pub llm: Spend,
+    /// The definitions the current plan was decided against, by tool.
+    pub plan_defs: BTreeMap<String, String>,
 }
 
 /// Tokens and money spent on model calls.
@@ -154,7 +156,8 @@ impl SessionState {
             } => self.llm.add(*prompt_tokens, *completion_tokens, *cost_usd),
             Event::PlannerChanged { planner } => self.planner = planner.clone(),
             Event::Effect { .. } => {}
-            Event::PlanProposed { plan } => {
+            Event::PlanProposed { plan, defs } => {
+                self.plan_defs = defs.clone();
                 self.steps = plan
                     .steps
                     .iter()

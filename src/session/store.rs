@@ -617,7 +617,7 @@ impl Store {
                 hash
             ])?;
             match &event {
-                Event::PlanProposed { plan } => {
+                Event::PlanProposed { plan, .. } => {
                     tx.execute(
                         "UPDATE sessions SET title = ?2 WHERE id = ?1",
                         params![session.as_str(), plan.title],

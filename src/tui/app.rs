@@ -294,7 +294,7 @@ impl App {
             Event::SessionStarted { planner, .. } | Event::PlannerChanged { planner } => {
                 self.planner = planner.clone();
             }
-            Event::PlanProposed { plan } => {
+            Event::PlanProposed { plan, .. } => {
                 self.depths = super::widgets::plan::depths(plan);
                 self.selected = 0;
                 self.narrow_pane = Pane::Plan;

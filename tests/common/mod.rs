@@ -196,7 +196,10 @@ pub async fn run_approved(
     rt.servers.wait_settled().await;
     let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
     session
-        .record(Event::PlanProposed { plan: plan.clone() })
+        .record(Event::PlanProposed {
+            plan: plan.clone(),
+            defs: Default::default(),
+        })
         .expect("record");
     let mut approvals = std::collections::HashMap::new();
     for (id, d) in &decisions {

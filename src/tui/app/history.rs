@@ -340,7 +340,13 @@ mod tests {
                     text: "deploy checkout to staging".into(),
                 },
             ),
-            record(2, Event::PlanProposed { plan }),
+            record(
+                2,
+                Event::PlanProposed {
+                    plan,
+                    defs: Default::default(),
+                },
+            ),
             record(
                 3,
                 Event::StepStarted {

@@ -438,6 +438,7 @@ mod tests {
                     title: "t".into(),
                     steps: vec![step],
                 },
+                defs: Default::default(),
             },
         ));
         app.apply(&record(

@@ -199,7 +199,7 @@ pub fn older_entries(records: &[Record]) -> Vec<ChatEntry> {
     let mut tools = std::collections::HashMap::new();
     for r in records {
         match &r.event {
-            Event::PlanProposed { plan } => {
+            Event::PlanProposed { plan, .. } => {
                 for s in &plan.steps {
                     tools.insert(s.id.clone(), s.tool.clone());
                 }

@@ -119,7 +119,9 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
             for (name, status) in &app.servers {
                 let style = match status {
                     ServerStatus::Ready { .. } => theme.ok,
-                    ServerStatus::Disabled | ServerStatus::Starting => theme.muted,
+                    ServerStatus::Disabled | ServerStatus::Starting | ServerStatus::Idle { .. } => {
+                        theme.muted
+                    }
                     _ => theme.error,
                 };
                 lines.push(Line::from(Span::styled(

@@ -18,7 +18,9 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .values()
         .filter(|s| !matches!(s, ServerStatus::Disabled))
         .collect();
-    let ready = enabled.iter().filter(|s| s.is_ready()).count();
+    // A server not started yet (its tools cached) is as good as ready: it
+    // starts when a plan uses it.
+    let ready = enabled.iter().filter(|s| s.has_tools()).count();
     let starting = enabled
         .iter()
         .filter(|s| matches!(s, ServerStatus::Starting))
