@@ -67,6 +67,7 @@ fn big_session(dir: &Path) -> String {
             title: "bench".into(),
             steps,
         },
+        defs: Default::default(),
     });
     for i in 0..250 {
         batch.push(Event::StepSucceeded {

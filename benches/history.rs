@@ -55,6 +55,7 @@ fn session_events(i: usize) -> Vec<Event> {
                 title: format!("deploy {svc} → {env}"),
                 steps: plan_steps,
             },
+            defs: Default::default(),
         },
         Event::Approved {
             step: step("deploy"),

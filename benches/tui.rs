@@ -91,6 +91,7 @@ fn big_app() -> App {
                 title: "bench".into(),
                 steps,
             },
+            defs: Default::default(),
         },
     );
     for i in 0..250 {

@@ -480,7 +480,10 @@ async fn a_past_plan_is_re_run_only_from_real_arguments() {
         )],
     };
     secretive
-        .record(Event::PlanProposed { plan: with_secret })
+        .record(Event::PlanProposed {
+            plan: with_secret,
+            defs: Default::default(),
+        })
         .expect("record");
     let refused = rt.past_plan(secretive.id.as_str()).expect_err("redacted");
     assert!(
@@ -497,8 +500,11 @@ async fn a_past_plan_is_re_run_only_from_real_arguments() {
             args(serde_json::json!({"channel": "#ops", "text": "deploy done"})),
         )],
     };
-    past.record(Event::PlanProposed { plan: plan.clone() })
-        .expect("record");
+    past.record(Event::PlanProposed {
+        plan: plan.clone(),
+        defs: Default::default(),
+    })
+    .expect("record");
     // The shortest prefix no other session of this test shares (ids made
     // in the same second differ only in their last four characters).
     let id = past.id.as_str();

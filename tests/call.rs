@@ -14,7 +14,13 @@ fn a_named_call_is_typed_governed_and_recorded() {
 
     // Not approved: nothing runs (exit 4, as `run`).
     let unapproved = home.run(
-        &["call", "k8s.scale", "service=checkout", "env=dev", "replicas=4"],
+        &[
+            "call",
+            "k8s.scale",
+            "service=checkout",
+            "env=dev",
+            "replicas=4",
+        ],
         &[],
     );
     assert_exit(&unapproved, 4);
@@ -41,7 +47,11 @@ fn a_named_call_is_typed_governed_and_recorded() {
     });
     let (tool, args) = started.expect("the call was recorded");
     assert_eq!(tool, "k8s.scale");
-    assert_eq!(args["replicas"], serde_json::json!(4), "typed as an integer");
+    assert_eq!(
+        args["replicas"],
+        serde_json::json!(4),
+        "typed as an integer"
+    );
     assert!(records.iter().any(|r| matches!(
         &r.event,
         Event::UserMessage { text } if text == "/call k8s.scale service=checkout env=dev replicas=4"
@@ -75,15 +85,28 @@ fn a_call_that_cannot_be_made_says_what_to_write() {
             "takes no argument `servce` (did you mean `service`?)",
         ),
         (
-            &["call", "k8s.scale", "service=checkout", "env=dev", "replicas=many"],
+            &[
+                "call",
+                "k8s.scale",
+                "service=checkout",
+                "env=dev",
+                "replicas=many",
+            ],
             "`replicas` expects integer, not `many`",
         ),
-        (&["call", "k8s.scale", "service=checkout"], "k8s.scale needs `env`"),
+        (
+            &["call", "k8s.scale", "service=checkout"],
+            "k8s.scale needs `env`",
+        ),
     ];
     for (args, expected) in cases {
         let out = home.run(args, &[]);
         assert_exit(&out, 6);
-        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
     // Nothing was called, and each refusal is on record.
     assert!(home.sandbox_state("k8s.json").is_null());

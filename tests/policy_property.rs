@@ -196,7 +196,10 @@ fn no_call_reaches_a_server_without_an_allow_recorded_before_it() {
             let session = rt.new_session("dev").expect("session");
             // Record the plan and its decisions as the runtime does.
             session
-                .record(Event::PlanProposed { plan: plan.clone() })
+                .record(Event::PlanProposed {
+                    plan: plan.clone(),
+                    defs: Default::default(),
+                })
                 .expect("record");
             let decisions = rt.decide_plan(&session, &plan, &rt.servers.catalog());
             for (step, decision) in &decisions {

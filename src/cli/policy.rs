@@ -109,6 +109,16 @@ pub fn refuse_broken_policy(rt: &Runtime) -> anyhow::Result<()> {
 
 async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::Result<ExitCode> {
     rt.servers.wait_settled().await;
+    // Reviewing or accepting a definition is about what the server serves
+    // now, not its cached list: that one server is started.
+    if let PolicyCommand::Pins {
+        command: PinsCommand::Diff { tool } | PinsCommand::Accept { tool },
+    } = &command
+        && let Some((server, _)) = tool.split_once('.')
+    {
+        rt.servers.ensure([server]);
+        rt.servers.wait_for([server]).await;
+    }
     if !matches!(command, PolicyCommand::Pins { .. }) {
         refuse_broken_policy(rt)?;
     }
@@ -180,7 +190,7 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
             out!("decision: {}", line("", &tool, &d).trim_start());
             Ok(ExitCode::from(if d.is_denied() { 3 } else { 0 }))
         }
-        PolicyCommand::Pins { command } => pins_command(rt, actor, command).await,
+        PolicyCommand::Pins { command } => pins_command(rt, actor, command),
     }
 }
 
@@ -192,15 +202,7 @@ fn roles_text(roles: &[String]) -> String {
     }
 }
 
-async fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Result<ExitCode> {
-    // Reviewing or accepting a definition is about what the server serves
-    // now, not its cached list: that one server is started.
-    if let PinsCommand::Diff { tool } | PinsCommand::Accept { tool } = &command
-        && let Some((server, _)) = tool.split_once('.')
-    {
-        rt.servers.ensure([server]);
-        rt.servers.wait_for([server]).await;
-    }
+fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Result<ExitCode> {
     let catalog = rt.servers.catalog();
     match command {
         PinsCommand::List => {

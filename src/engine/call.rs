@@ -1,11 +1,9 @@
 //! One tool call, with its progress reports recorded as they arrive.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::mcp::{CallError, CallOptions, Servers, ToolOutput};
 use crate::plan::StepId;
@@ -17,17 +15,10 @@ pub(super) async fn call_with_progress(
     id: &StepId,
     tool: &str,
     args: Map<String, Value>,
-    timeout: Option<Duration>,
-    cancel: CancellationToken,
-    expect_def: Option<String>,
+    mut opts: CallOptions,
 ) -> Result<ToolOutput, CallError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let opts = CallOptions {
-        timeout,
-        progress: Some(tx),
-        cancel: Some(cancel),
-        expect_def,
-    };
+    opts.progress = Some(tx);
     let call = servers.call(tool, args, opts);
     tokio::pin!(call);
     let record = |progress| {

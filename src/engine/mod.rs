@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use desk::{ApprovalDesk, Verdict};
 pub use retry::RetryPolicy;
 
-use crate::mcp::{CallError, Catalog, Servers, ToolOutput};
+use crate::mcp::{CallError, CallOptions, Catalog, Servers, ToolOutput};
 use crate::plan::validate::check_args;
 use crate::plan::{Plan, Step, StepId, resolve};
 use crate::policy::{Decision, args_hash};
@@ -751,9 +751,12 @@ impl StepCall {
                 &id,
                 &tool,
                 args.clone(),
-                timeout,
-                cancel.clone(),
-                expect_def.clone(),
+                CallOptions {
+                    timeout,
+                    progress: None,
+                    cancel: Some(cancel.clone()),
+                    expect_def: expect_def.clone(),
+                },
             )
             .await;
             let Some(why) = retry::transient(&result) else {
