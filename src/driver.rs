@@ -150,6 +150,26 @@ impl Driver {
         Ok(())
     }
 
+    /// Call one tool by name (the app's `/call server.tool key=value …`):
+    /// its one-step plan is proposed, decided and approved like any other.
+    pub fn call(self: &Arc<Self>, line: &str) -> Result<(), DriverError> {
+        let words = crate::plan::call::split_words(line)
+            .map_err(|e| DriverError::Planner(e.to_string()))?;
+        let Some((tool, pairs)) = words.split_first() else {
+            return Err(DriverError::Planner(
+                "write /call server.tool key=value …; /tools lists the tools".into(),
+            ));
+        };
+        let (tool, pairs) = (tool.clone(), pairs.to_vec());
+        self.claim()?;
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let planned = me.rt.propose_call(&me.session, &tool, &pairs, None).await;
+            me.finish_turn(planned).await;
+        });
+        Ok(())
+    }
+
     /// Propose a past session's plan (from `Runtime::past_plan`) again in
     /// this session and run it as any new plan: policy decides afresh and
     /// every approval is asked for again.

@@ -426,3 +426,34 @@ fn a_megabyte_paste_keeps_the_app_responsive() {
     t.keys(&["C-c"]);
     t.wait_until_quit();
 }
+
+#[test]
+fn tools_are_found_with_slash_tools_and_called_with_slash_call() {
+    let home = Home::new();
+    // A first deploy, so the call below has something to read.
+    assert_exit(&home.run(&["run", "-y", "deploy checkout to dev"], &[]), 0);
+    let t = Tmux::start(&home);
+    t.wait_for("6/6 servers", None);
+    t.type_text("/tools what runs");
+    t.keys(&["Enter"]);
+    let list = t.wait_for("1 of 14 tools", None);
+    assert!(list.contains("k8s.status"), "{list}");
+    assert!(list.contains("args: service* env*"), "{list}");
+    // Enter starts a /call in the input box; the arguments are typed after it.
+    t.keys(&["Enter"]);
+    t.type_text("service=checkout env=dev");
+    t.keys(&["Enter"]);
+    t.wait_for("Plan: call k8s.status with 1 steps", None);
+    t.wait_for("Run succeeded", Some("A"));
+    t.keys(&["q"]);
+    t.wait_until_quit();
+    let records = home.last_session();
+    assert!(records.iter().any(|r| matches!(
+        &r.event,
+        Event::UserMessage { text } if text == "/call k8s.status service=checkout env=dev"
+    )));
+    assert!(records.iter().any(|r| matches!(
+        &r.event,
+        Event::StepSucceeded { step, .. } if step.as_str() == "call"
+    )));
+}

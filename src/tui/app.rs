@@ -6,9 +6,11 @@ mod history;
 mod keys;
 pub mod log;
 mod pending;
+mod tools;
 
 pub use history::{HistoryBrowser, LIST_LIMIT};
 pub use log::{AuditLine, ChatEntry, Tone, Who};
+pub use tools::{ToolList, ToolRow};
 
 use std::collections::BTreeMap;
 
@@ -108,6 +110,8 @@ pub enum Modal {
         typed: TextArea<'static>,
         error: Option<String>,
     },
+    /// The tools, filtered as you type (`/tools`).
+    Tools(ToolList),
 }
 
 /// One planner the user can switch to.
@@ -131,6 +135,10 @@ pub struct PlanningView {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Intent {
     Submit(String),
+    /// `/call server.tool key=value …`: the text after `/call`.
+    Call(String),
+    /// `/tools [words]`: open the tool list, filtered by these words.
+    Tools(String),
     Approve {
         step: StepId,
         remember: bool,

@@ -104,9 +104,11 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
             .switch_planner(profile.as_deref())
             .map(|name| format!("planning with {name}"))
             .map_err(e),
+        Intent::Call(line) => driver.call(line).map(|()| String::new()).map_err(e),
         Intent::Quit => Ok(String::new()),
         // The screen handles these itself; they never reach the driver.
-        Intent::SearchHistory(_)
+        Intent::Tools(_)
+        | Intent::SearchHistory(_)
         | Intent::OpenSession(_)
         | Intent::CloseReplay
         | Intent::Rerun(_)
@@ -170,6 +172,10 @@ impl Screen {
     fn handle(&mut self, intent: Intent) {
         match intent {
             Intent::SearchHistory(text) => self.search(text),
+            Intent::Tools(words) => {
+                let catalog = self.driver.runtime().servers.catalog();
+                self.live.open_tools(app::ToolRow::all(&catalog), &words);
+            }
             Intent::OpenSession(id) => self.open(&id),
             Intent::CloseReplay => self.replay = None,
             Intent::Rerun(id) => self.rerun(&id),

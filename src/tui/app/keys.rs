@@ -104,6 +104,11 @@ impl App {
                 typed.insert_str(one_line());
                 None
             }
+            Some(Modal::Tools(list)) => {
+                list.query.push_str(&one_line());
+                list.selected = 0;
+                None
+            }
             Some(Modal::History(browser)) => {
                 browser.query.insert_str(one_line());
                 Some(Intent::SearchHistory(browser.text()))
@@ -167,6 +172,12 @@ impl App {
                 let text = self.input.lines().join("\n").trim().to_string();
                 if text.is_empty() {
                     return None;
+                }
+                if let Some(intent) = slash_command(&text) {
+                    self.history.push(text.clone());
+                    self.history_pos = None;
+                    self.input = new_input();
+                    return Some(intent);
                 }
                 // Refused before it leaves the box, so nothing typed is lost.
                 if let Err(e) = crate::runtime::check_request(&text) {
@@ -341,6 +352,7 @@ impl App {
                 None
             }
             Modal::History(_) => self.on_history_key(key),
+            Modal::Tools(_) => self.on_tools_key(key),
             Modal::Pending { .. } => self.on_pending_key(key),
             Modal::QuitConfirm => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
@@ -410,6 +422,18 @@ fn scroll(current: usize, code: KeyCode) -> usize {
         KeyCode::Home => usize::MAX / 2,
         KeyCode::End => 0,
         _ => current,
+    }
+}
+
+/// `/call …` and `/tools …` typed in the input box; anything else is a
+/// request.
+fn slash_command(text: &str) -> Option<Intent> {
+    let text = text.trim();
+    let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    match word {
+        "/call" => Some(Intent::Call(rest.trim().to_string())),
+        "/tools" => Some(Intent::Tools(rest.trim().to_string())),
+        _ => None,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod modal;
 pub mod pending;
 pub mod plan;
 pub mod status;
+pub mod tools;
 
 use ratatui::widgets::{Block, BorderType, Borders};
 

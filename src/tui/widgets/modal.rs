@@ -52,6 +52,10 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
             let rows: Vec<(String, &str)> = vec![
                 ("enter".into(), "send the request (in the input box)"),
                 ("alt-enter".into(), "new line in the input box"),
+                (
+                    "/tools".into(),
+                    "find tools [words]; /call server.tool k=v calls one",
+                ),
                 ("↑ ↓".into(), "recall earlier requests; move in lists"),
                 (
                     keys.label("next_pane"),
@@ -189,6 +193,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
             );
         }
         Modal::History(browser) => super::history::draw(f, area, browser, theme),
+        Modal::Tools(list) => super::tools::draw(f, area, list, theme),
         Modal::Pending {
             selected,
             typed,
