@@ -66,6 +66,19 @@ enum Command {
     /// HTTP with --http), each call governed by policy, approvals and the
     /// audit log.
     Serve(cli::serve::ServeArgs),
+    /// Your MCP servers: import them from other clients, list, enable,
+    /// disable, remove.
+    Servers {
+        #[command(subcommand)]
+        command: cli::servers::ServersCommand,
+    },
+    /// Check the configuration and show where each value comes from.
+    Config {
+        #[command(subcommand)]
+        command: cli::config::ConfigCommand,
+    },
+    /// Print shell completions: opsbot completions bash > ~/.local/share/bash-completion/completions/opsbot
+    Completions { shell: clap_complete::Shell },
     /// Store or remove an LLM profile's API key in the OS keyring.
     Auth {
         #[command(subcommand)]
@@ -80,6 +93,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Sandbox { name }) = &cli.command {
         return cli::sandbox(name);
+    }
+    if let Some(Command::Completions { shell }) = cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "opsbot", &mut out);
+        // Completion scripts are opsbot's own text: printed as they are.
+        use std::io::Write;
+        let _ = std::io::stdout().lock().write_all(&out);
+        return ExitCode::SUCCESS;
     }
     // The app draws on a terminal; without one it would start a session it
     // can never show. Say what works instead, before anything is created.
@@ -104,11 +126,14 @@ fn main() -> ExitCode {
     let browse = matches!(cli.command, Some(Command::History { command: None }))
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::io::IsTerminal::is_terminal(&std::io::stdin());
-    // Only the commands that may need an API key look for the OS keyring.
+    // Only the commands that may need a secret (an API key, a server's
+    // token) look for the OS keyring.
     if browse
-        || matches!(
+        || !matches!(
             cli.command,
-            None | Some(Command::Run(_)) | Some(Command::Auth { .. }) | Some(Command::Serve(_))
+            Some(Command::History { .. })
+                | Some(Command::Audit { .. })
+                | Some(Command::Config { .. })
         )
     {
         opsbot::secrets::use_platform_store();
@@ -156,6 +181,13 @@ fn main() -> ExitCode {
             Some(Command::Audit { command }) => {
                 cli::audit::run(&paths, cli.config.as_deref(), command)
             }
+            Some(Command::Servers { command }) => {
+                cli::servers::run(&paths, cli.config.as_deref(), command)
+            }
+            Some(Command::Config { command }) => {
+                cli::config::run(&paths, cli.config.as_deref(), command)
+            }
+            Some(Command::Completions { .. }) => unreachable!("handled above"),
             Some(Command::Auth { command }) => {
                 cli::auth::run(&paths, cli.config.as_deref(), command)
             }

@@ -96,6 +96,82 @@ pub fn serve_token() -> Option<String> {
     api_key("serve", Some("OPSBOT_SERVE_TOKEN")).0
 }
 
+/// Whether secrets can be kept in an OS keyring on this machine.
+pub fn keyring_available() -> bool {
+    match entry("probe").and_then(|e| e.get_password().map_err(classify)) {
+        Ok(_) => true,
+        Err(SecretError::NoKeyring(_)) => false,
+        Err(SecretError::Keyring(_)) => true,
+    }
+}
+
+/// The keyring account of a server's secret (`opsbot auth set server:NAME KEY`).
+fn server_account(server: &str, key: &str) -> String {
+    format!("server:{server}/{key}")
+}
+
+/// Keep a server's secret (an environment variable's or a header's value).
+pub fn store_server_secret(server: &str, key: &str, value: &str) -> Result<(), SecretError> {
+    store_key(&server_account(server, key), value)
+}
+
+/// Remove a server's secret; true if there was one.
+pub fn remove_server_secret(server: &str, key: &str) -> Result<bool, SecretError> {
+    remove_key(&server_account(server, key))
+}
+
+/// A server's `env` or `headers` value with its references filled in:
+/// `${keyring}` is the keyring's secret for this server and key,
+/// `${env:VAR}` opsbot's own environment variable `VAR`. Whatever is
+/// filled in is remembered for redaction. The error says how to provide
+/// what is missing.
+pub fn resolve(server: &str, key: &str, raw: &str) -> Result<String, String> {
+    if !raw.contains("${") {
+        return Ok(raw.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!(
+                "`{key}` of server `{server}` has an unclosed `${{`; write ${{keyring}} or ${{env:VAR}}"
+            ));
+        };
+        let what = &after[..end];
+        let value = if what == "keyring" {
+            let account = server_account(server, key);
+            match entry(&account).and_then(|e| e.get_password().map_err(classify)) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err(format!(
+                        "`{key}` of server `{server}` comes from the keyring, which has none ({e}): run `opsbot auth set server:{server} {key}`, or write ${{env:VAR}} to take it from an environment variable"
+                    ));
+                }
+            }
+        } else if let Some(var) = what.strip_prefix("env:") {
+            match std::env::var(var) {
+                Ok(v) if !v.is_empty() => v,
+                _ => {
+                    return Err(format!(
+                        "`{key}` of server `{server}` comes from the environment variable {var}, which is not set: export {var} before starting opsbot"
+                    ));
+                }
+            }
+        } else {
+            return Err(format!(
+                "`{key}` of server `{server}`: unknown reference `${{{what}}}`; write ${{keyring}} or ${{env:VAR}}"
+            ));
+        };
+        remember(&value);
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Secret values this process has read: redacted wherever they would be
 /// stored or shown.
 static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
@@ -126,6 +202,29 @@ pub fn with_known<R>(f: impl FnOnce(&[String]) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_values_fill_keyring_and_environment_references() {
+        keyring_core::set_default_store(keyring_core::mock::Store::new().expect("mock store"));
+        assert_eq!(resolve("gh", "X-Org", "acme").as_deref(), Ok("acme"));
+        let missing = resolve("gh", "GITHUB_TOKEN", "${keyring}").expect_err("none yet");
+        assert!(
+            missing.contains("opsbot auth set server:gh GITHUB_TOKEN"),
+            "{missing}"
+        );
+        store_server_secret("gh", "GITHUB_TOKEN", "ghp_secret_value_1").expect("store");
+        assert_eq!(
+            resolve("gh", "GITHUB_TOKEN", "${keyring}").as_deref(),
+            Ok("ghp_secret_value_1")
+        );
+        assert!(with_known(|k| k.iter().any(|s| s == "ghp_secret_value_1")));
+        let var = "OPSBOT_TEST_RESOLVE_9c1d";
+        let unset =
+            resolve("gh", "Authorization", &format!("Bearer ${{env:{var}}}")).expect_err("unset");
+        assert!(unset.contains(&format!("export {var}")), "{unset}");
+        assert!(resolve("gh", "k", "${vault:x}").is_err());
+        assert!(remove_server_secret("gh", "GITHUB_TOKEN").expect("remove"));
+    }
 
     #[test]
     fn keyring_first_then_environment_and_never_the_key_in_messages() {

@@ -1,4 +1,6 @@
-//! `opsbot auth set|rm PROFILE`: an LLM profile's API key in the OS keyring.
+//! `opsbot auth set|rm PROFILE`: an LLM profile's API key in the OS keyring;
+//! `opsbot auth set|rm server:NAME KEY`: a server's secret (an environment
+//! variable or header its config takes from `${keyring}`).
 
 use std::io::{IsTerminal, Read};
 use std::path::Path;
@@ -11,9 +13,17 @@ use opsbot::paths::Paths;
 #[derive(Subcommand)]
 pub enum AuthCommand {
     /// Read a key (without echo on a terminal, else from stdin) and store it.
-    Set { profile: String },
-    /// Remove a profile's key from the keyring.
-    Rm { profile: String },
+    Set {
+        /// An LLM profile, `serve`, or `server:NAME` with the KEY it is for.
+        profile: String,
+        /// For `server:NAME`: the environment variable or header name.
+        key: Option<String>,
+    },
+    /// Remove a profile's (or a server's) key from the keyring.
+    Rm {
+        profile: String,
+        key: Option<String>,
+    },
 }
 
 /// Read a line without showing it.
@@ -54,7 +64,35 @@ pub fn run(paths: &Paths, config: Option<&Path>, command: AuthCommand) -> anyhow
     // loopback; every other name is an LLM profile.
     let known = |p: &str| p == "serve" || loaded.config.llm.profiles.contains_key(p);
     match command {
-        AuthCommand::Set { profile } => {
+        AuthCommand::Set { profile, key: name } if profile.starts_with("server:") => {
+            let server = profile.trim_start_matches("server:");
+            let Some(name) = name else {
+                anyhow::bail!("say which value: `opsbot auth set server:{server} GITHUB_TOKEN`");
+            };
+            if !loaded.config.servers.contains_key(server) {
+                anyhow::bail!("no server `{server}` is configured (`opsbot servers list`)");
+            }
+            let value = read_hidden(&format!("{name} for server `{server}` (not shown): "))?;
+            if value.is_empty() {
+                anyhow::bail!("no value given; nothing stored");
+            }
+            opsbot::secrets::store_server_secret(server, &name, &value)?;
+            out!(
+                "stored {name} for server `{server}` in the OS keyring; its config takes it with \"${{keyring}}\""
+            );
+        }
+        AuthCommand::Rm {
+            profile,
+            key: Some(name),
+        } if profile.starts_with("server:") => {
+            let server = profile.trim_start_matches("server:");
+            if opsbot::secrets::remove_server_secret(server, &name)? {
+                out!("removed {name} of server `{server}` from the OS keyring");
+            } else {
+                out!("the OS keyring had no {name} for server `{server}`");
+            }
+        }
+        AuthCommand::Set { profile, .. } => {
             if !known(&profile) {
                 anyhow::bail!(
                     "no LLM profile `{profile}`: add [llm.profiles.{profile}] to your config first (or use `serve` for the token of opsbot serve --http)"
@@ -67,7 +105,7 @@ pub fn run(paths: &Paths, config: Option<&Path>, command: AuthCommand) -> anyhow
             opsbot::secrets::store_key(&profile, &key)?;
             out!("stored the key for `{profile}` in the OS keyring");
         }
-        AuthCommand::Rm { profile } => {
+        AuthCommand::Rm { profile, .. } => {
             if opsbot::secrets::remove_key(&profile)? {
                 out!("removed the key for `{profile}` from the OS keyring");
             } else {

@@ -19,11 +19,13 @@ macro_rules! err {
 pub mod audit;
 pub mod auth;
 pub mod call;
+pub mod config;
 pub mod history;
 pub mod policy;
 pub mod print;
 pub mod run;
 pub mod serve;
+pub mod servers;
 pub mod tools;
 
 use std::path::Path;

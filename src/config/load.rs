@@ -1,5 +1,6 @@
 //! Reading, layering and validating configuration files.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -173,6 +174,33 @@ fn explain(message: &str) -> String {
     }
     if !expected.is_empty() {
         out.push_str(&format!(" (expected one of: {})", expected.join(", ")));
+    }
+    out
+}
+
+/// Where each value of the merged config comes from: its dotted path (a
+/// leaf, or an array as a whole) → the name of the last layer that set it.
+pub fn provenance(layers: &[ConfigSource]) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, table: &toml::Table, layer: &str, out: &mut BTreeMap<String, String>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => walk(&path, t, layer, out),
+                _ => {
+                    out.insert(path, layer.to_string());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for layer in layers {
+        if let Ok(table) = toml::from_str::<toml::Table>(&layer.text) {
+            walk("", &table, &layer.name, &mut out);
+        }
     }
     out
 }

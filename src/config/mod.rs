@@ -4,13 +4,15 @@
 //! planner, no LLM) → the user's `config.toml` → `--config PATH`. Each layer is
 //! checked on its own so an error points at the file and line that caused it.
 
+pub mod edit;
+pub mod import;
 pub mod keys;
 mod llm_checks;
 mod load;
 mod policy;
 mod types;
 
-pub use load::{ConfigError, ConfigSource, LoadedConfig, Located, load, load_layers};
+pub use load::{ConfigError, ConfigSource, LoadedConfig, Located, load, load_layers, provenance};
 
 /// The `{slot}` names in a runbook phrase.
 pub fn phrase_slots(phrase: &str) -> impl Iterator<Item = &str> {

@@ -83,6 +83,10 @@ pub struct ServerConfig {
     pub cwd: Option<PathBuf>,
     /// Streamable HTTP endpoint, instead of `command`.
     pub url: Option<String>,
+    /// HTTP headers sent to a `url` server. Values (like `env` values) may
+    /// hold `${keyring}` (`opsbot auth set server:NAME HEADER`) or
+    /// `${env:VAR}`, so secrets never sit in the file.
+    pub headers: BTreeMap<String, String>,
     pub enabled: bool,
     /// Per-call timeout.
     pub timeout_ms: u64,
@@ -129,6 +133,7 @@ impl Default for ServerConfig {
             env: BTreeMap::new(),
             cwd: None,
             url: None,
+            headers: BTreeMap::new(),
             enabled: true,
             timeout_ms: 30_000,
             startup_timeout_ms: 20_000,

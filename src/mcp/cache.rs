@@ -65,6 +65,7 @@ pub fn fingerprint(cfg: &ServerConfig) -> String {
         "env": cfg.env,
         "cwd": cfg.cwd,
         "url": cfg.url,
+        "headers": cfg.headers,
     });
     crate::text::hex(&Sha256::digest(key.to_string().as_bytes()))
 }

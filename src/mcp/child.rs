@@ -65,7 +65,7 @@ pub(super) fn spawn_child(
         }
     }
     for (k, v) in &cfg.env {
-        cmd.env(k, ctx.expand(v));
+        cmd.env(k, crate::secrets::resolve(&entry.name, k, &ctx.expand(v))?);
     }
     if let Some(cwd) = &cfg.cwd {
         cmd.current_dir(ctx.expand(&cwd.to_string_lossy()));

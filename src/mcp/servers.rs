@@ -809,6 +809,30 @@ fn restart_later(entry: &Entry) {
     });
 }
 
+/// A streamable HTTP connection with the server's configured headers
+/// (their `${keyring}` and `${env:VAR}` references filled in).
+fn http_transport(
+    entry: &Entry,
+    url: &str,
+) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut headers = std::collections::HashMap::new();
+    for (name, raw) in &entry.config.headers {
+        let value = crate::secrets::resolve(&entry.name, name, raw)?;
+        let name_ok = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!(
+                "header `{name}` of server `{}` is not a valid header name",
+                entry.name
+            )
+        })?;
+        let value_ok = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| format!("header `{name}` of server `{}` has a value that cannot be sent (control characters?)", entry.name))?;
+        headers.insert(name_ok, value_ok);
+    }
+    let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
+    Ok(StreamableHttpClientTransport::from_config(config))
+}
+
 async fn connect(
     entry: &Arc<Entry>,
     ctx: &SpawnContext,
@@ -818,7 +842,7 @@ async fn connect(
     let startup = Duration::from_millis(entry.config.startup_timeout_ms);
     let serving = async {
         if let Some(url) = &entry.config.url {
-            let transport = StreamableHttpClientTransport::from_uri(ctx.expand(url));
+            let transport = http_transport(entry, &ctx.expand(url)).map_err(Startup::Spawn)?;
             client
                 .clone()
                 .serve(transport)
