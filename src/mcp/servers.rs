@@ -640,7 +640,13 @@ impl Servers {
                 if let Some(mut service) = entry.service.lock().await.take() {
                     let _ = service.close_with_timeout(SHUTDOWN_GRACE).await;
                 }
-                if entry.exit_status().is_none() && entry.config.command.is_some() {
+                // A server never started (lazy, disabled) has no process to wait for.
+                let never_started = matches!(
+                    *entry.status.borrow(),
+                    ServerStatus::Idle { .. } | ServerStatus::Disabled
+                );
+                if !never_started && entry.exit_status().is_none() && entry.config.command.is_some()
+                {
                     let life = entry.life();
                     let reaped = life.exited.cancelled();
                     let _ =

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::{Planner, PlannerError, Proposal};
 use crate::config::{Config, Runbook};
+use crate::mcp::Catalog;
 use crate::plan::{Plan, Step, StepId};
 use crate::text::{closest, edit_distance};
 
@@ -535,6 +536,17 @@ impl RunbookPlanner {
 
     /// With the catalog: runbooks first, then one tool call.
     pub async fn plan_request(&self, request: &str) -> Proposal {
+        match &self.servers {
+            Some(servers) => {
+                servers.wait_settled().await;
+                self.plan_with_catalog(request, Some(&servers.catalog()))
+            }
+            None => self.plan_with_catalog(request, None),
+        }
+    }
+
+    /// `plan_request` over a given catalog (none: runbooks only).
+    pub fn plan_with_catalog(&self, request: &str, catalog: Option<&Catalog>) -> Proposal {
         let u = super::understand::understand(request, &self.estate);
         // A runbook's verb in a request about none of its services or
         // environments ("git status of /srv/app"): a tool that fits the
@@ -546,11 +558,10 @@ impl RunbookPlanner {
             Ok(p) => return p,
             Err(question) => (question, false),
         };
-        let Some(servers) = &self.servers else {
+        let Some(catalog) = catalog else {
             return fallback;
         };
-        servers.wait_settled().await;
-        match super::single::plan_single(&u, &servers.catalog(), &self.estate) {
+        match super::single::plan_single(&u, catalog, &self.estate) {
             super::single::Single::Plan(p) => Proposal::Plan(p),
             super::single::Single::Ask(question) if u.tool.is_some() => {
                 Proposal::Clarify { question }

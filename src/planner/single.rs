@@ -153,38 +153,81 @@ fn expand(words: &[&str]) -> Vec<String> {
     query
 }
 
+/// The BM25 index of a catalog: each tool's term counts and length, and
+/// in how many tools each term occurs. Built once per catalog (the last
+/// one is kept): requests are planned against the same catalog many times.
+struct Index {
+    key: u64,
+    docs: Vec<(HashMap<String, u32>, f64)>,
+    df: HashMap<String, usize>,
+    avg: f64,
+}
+
+static INDEX: std::sync::Mutex<Option<std::sync::Arc<Index>>> = std::sync::Mutex::new(None);
+
+/// What identifies a catalog's contents: every tool's name and definition.
+fn catalog_key(tools: &[&ToolInfo]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in tools {
+        t.server.hash(&mut h);
+        t.name.hash(&mut h);
+        t.def_hash.hash(&mut h);
+        t.description.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn index_for(tools: &[&ToolInfo]) -> std::sync::Arc<Index> {
+    let key = catalog_key(tools);
+    let mut cached = INDEX.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(index) = cached.as_ref().filter(|i| i.key == key) {
+        return std::sync::Arc::clone(index);
+    }
+    let mut df: HashMap<String, usize> = HashMap::new();
+    let docs: Vec<(HashMap<String, u32>, f64)> = tools
+        .iter()
+        .map(|t| {
+            let words = document(t);
+            let len = words.len() as f64;
+            let mut tf: HashMap<String, u32> = HashMap::new();
+            for w in words {
+                *tf.entry(w).or_default() += 1;
+            }
+            for term in tf.keys() {
+                *df.entry(term.clone()).or_default() += 1;
+            }
+            (tf, len)
+        })
+        .collect();
+    let n = docs.len().max(1) as f64;
+    let avg = docs.iter().map(|(_, len)| len).sum::<f64>() / n;
+    let index = std::sync::Arc::new(Index { key, docs, df, avg });
+    *cached = Some(std::sync::Arc::clone(&index));
+    index
+}
+
 /// Each tool's BM25 score for the request's words and their synonyms.
 fn scores<'a>(u: &Understood, catalog: &'a Catalog) -> Vec<(f64, &'a ToolInfo)> {
     let tools: Vec<&ToolInfo> = catalog.iter().collect();
-    let docs: Vec<Vec<String>> = tools.iter().map(|t| document(t)).collect();
-    let n = docs.len().max(1) as f64;
-    let avg = docs.iter().map(Vec::len).sum::<usize>() as f64 / n;
-    let mut df: HashMap<&str, usize> = HashMap::new();
-    for doc in &docs {
-        let mut seen: Vec<&str> = doc.iter().map(String::as_str).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for t in seen {
-            *df.entry(t).or_default() += 1;
-        }
-    }
+    let index = index_for(&tools);
+    let n = index.docs.len().max(1) as f64;
     let query = expand(&u.words());
     let (k1, b) = (1.2, 0.75);
     tools
         .iter()
-        .zip(&docs)
-        .map(|(tool, doc)| {
-            let len = doc.len() as f64;
+        .zip(&index.docs)
+        .map(|(tool, (tf_of, len))| {
             let score: f64 = query
                 .iter()
                 .map(|q| {
-                    let tf = doc.iter().filter(|t| *t == q).count() as f64;
+                    let tf = tf_of.get(q.as_str()).copied().unwrap_or(0) as f64;
                     if tf == 0.0 {
                         return 0.0;
                     }
-                    let d = df.get(q.as_str()).copied().unwrap_or(0) as f64;
+                    let d = index.df.get(q.as_str()).copied().unwrap_or(0) as f64;
                     let idf = ((n - d + 0.5) / (d + 0.5) + 1.0).ln();
-                    idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * len / avg.max(1.0)))
+                    idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * len / index.avg.max(1.0)))
                 })
                 .sum();
             (score, *tool)
