@@ -14,7 +14,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// One scripted answer: HTTP status, body, and how long to wait first.
+/// A body `event-stream:["…", …]` is streamed as server-sent events; one
+/// `html:…` is served as an HTML page.
 struct Answer(u16, String, u64);
+
+/// Opened by a test to let a streamed answer go on past its `<gate>`.
+static GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// `content` streamed in `pieces` chunks, then the usage and `[DONE]`;
+/// `<gate>` after the chunk that completes the first step.
+fn streamed(content: &str, finish: &str, gate_after_first_step: bool) -> Answer {
+    let mut events = Vec::new();
+    let first_step_end = content.find("},{\"").map(|i| i + 1);
+    let mut at = 0;
+    let bytes: Vec<char> = content.chars().collect();
+    let mut gated = false;
+    while at < bytes.len() {
+        let end = (at + 17).min(bytes.len());
+        let piece: String = bytes[at..end].iter().collect();
+        events.push(
+            json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+                .to_string(),
+        );
+        if gate_after_first_step && !gated && first_step_end.is_some_and(|f| end >= f) {
+            events.push("<gate>".to_string());
+            gated = true;
+        }
+        at = end;
+    }
+    events
+        .push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}).to_string());
+    events.push(
+        json!({"choices": [], "usage": {"prompt_tokens": 950, "completion_tokens": 140}})
+            .to_string(),
+    );
+    events.push("[DONE]".to_string());
+    Answer(200, format!("event-stream:{}", json!(events)), 0)
+}
 
 fn completion(content: &str) -> Answer {
     Answer(
@@ -100,8 +136,28 @@ async fn fake_llm_with_heads(
             } else {
                 ""
             };
+            // A streamed answer: each event written on its own; `<gate>`
+            // waits until the test opens the gate.
+            if let Some(events) = reply.strip_prefix("event-stream:") {
+                let events: Vec<String> = serde_json::from_str(events).expect("events");
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                let _ = sock.write_all(head.as_bytes()).await;
+                for e in events {
+                    if e == "<gate>" {
+                        GATE.notified().await;
+                        continue;
+                    }
+                    let _ = sock.write_all(format!("data: {e}\n\n").as_bytes()).await;
+                    let _ = sock.flush().await;
+                }
+                continue;
+            }
+            let (content_type, reply) = match reply.strip_prefix("html:") {
+                Some(page) => ("text/html; charset=utf-8", page.to_string()),
+                None => ("application/json", reply),
+            };
             let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{retry_after}content-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n{retry_after}content-length: {}\r\nconnection: close\r\n\r\n",
                 reply.len()
             );
             let _ = sock.write_all(head.as_bytes()).await;
@@ -367,16 +423,18 @@ async fn a_server_without_json_schema_gets_json_object_and_the_schema_in_the_pro
     let (planned, seen, _home) = plan(
         vec![
             error(400, "response_format.type json_schema is not supported"),
+            error(400, "tools are not supported by this model"),
             completion(&good()),
         ],
         "check checkout",
     )
     .await;
     assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.len(), 3);
     assert_eq!(seen[0]["response_format"]["type"], "json_schema");
-    assert_eq!(seen[1]["response_format"]["type"], "json_object");
-    let system = seen[1]["messages"][0]["content"]
+    assert_eq!(seen[1]["tool_choice"]["function"]["name"], "propose_plan");
+    assert_eq!(seen[2]["response_format"]["type"], "json_object");
+    let system = seen[2]["messages"][0]["content"]
         .as_str()
         .unwrap_or_default();
     assert!(
@@ -642,6 +700,7 @@ async fn opt_in_a_real_llm_plans_or_refuses_cleanly() {
         Planned::Ready { plan, .. } => assert!(!plan.steps.is_empty()),
         Planned::Clarify(q) => assert!(!q.is_empty()),
         Planned::Invalid(errors) => assert!(!errors.is_empty()),
+        Planned::Cancelled => panic!("nothing cancelled this planning"),
     }
 }
 
@@ -720,4 +779,198 @@ async fn oversized_plans_and_requests_are_refused_not_stored() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Tool-call mode: a server with function calling but no json_schema
+/// returns the plan as the arguments of one forced `propose_plan` call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_call_mode_reads_the_plan_from_the_function_call() {
+    let call = Answer(
+        200,
+        json!({
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "propose_plan", "arguments": good()}}]}}],
+            "usage": {"prompt_tokens": 700, "completion_tokens": 90}
+        })
+        .to_string(),
+        0,
+    );
+    let (planned, seen, home) = plan(
+        vec![
+            error(400, "response_format json_schema is not supported"),
+            call,
+        ],
+        "check checkout",
+    )
+    .await;
+    assert!(matches!(planned, Planned::Ready { .. }), "{planned:?}");
+    assert!(seen[1].get("response_format").is_none(), "{}", seen[1]);
+    assert_eq!(seen[1]["tools"][0]["function"]["name"], "propose_plan");
+    let calls = llm_calls(&home);
+    assert_eq!(calls[1]["prompt_tokens"], 700, "{calls:?}");
+}
+
+/// A streamed plan: its first step is shown while the model still writes
+/// (the server holds the rest back until the test has seen it), the usage
+/// the server reports is recorded, and `max_tokens` is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_plan_shows_its_steps_before_the_answer_ends() {
+    let (port, seen) = fake_llm(vec![streamed(&good(), "stop", true)]).await;
+    let home = Home::new();
+    let rt = std::sync::Arc::new(runtime(&home, port));
+    let session = rt.new_session("tester").expect("session");
+    let mut planning = rt.planning();
+    let planner = {
+        let rt = std::sync::Arc::clone(&rt);
+        let session = std::sync::Arc::clone(&session);
+        tokio::spawn(async move { rt.plan_request(&session, "check checkout").await })
+    };
+    let first = tokio::time::timeout(
+        Duration::from_secs(30),
+        planning.wait_for(|p| p.as_ref().is_some_and(|p| !p.draft.is_empty())),
+    )
+    .await
+    .expect("a step was drafted before the answer ended")
+    .expect("planning watch")
+    .clone()
+    .expect("planning");
+    assert_eq!(first.draft.len(), 1);
+    assert_eq!(first.draft[0].tool, "k8s.status");
+    assert!(first.tokens > 0);
+    GATE.notify_one();
+    let planned = planner.await.expect("join").expect("plan");
+    assert!(
+        matches!(planned, Planned::Ready { ref plan, .. } if plan.steps.len() == 2),
+        "{planned:?}"
+    );
+    let sent = seen.lock().expect("seen").clone();
+    assert_eq!(sent[0]["stream"], true);
+    assert_eq!(sent[0]["max_tokens"], 8192);
+    let calls = llm_calls(&home);
+    assert_eq!(calls[0]["prompt_tokens"], 950, "{calls:?}");
+    assert_eq!(calls[0]["completion_tokens"], 140, "{calls:?}");
+    rt.servers.shutdown().await;
+}
+
+/// A cut-off answer is named with what to change, and not repaired; a
+/// refusal and a content filter likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_offs_and_refusals_are_named_not_repaired() {
+    let half = &good()[..60];
+    let (planned, seen, home) = plan(vec![streamed(half, "length", false)], "check checkout").await;
+    let Planned::Invalid(errors) = planned else {
+        panic!("{planned:?}");
+    };
+    assert!(errors[0].contains("cut off after"), "{errors:?}");
+    assert!(
+        errors[0].contains("raise max_output_tokens for profile fake"),
+        "{errors:?}"
+    );
+    assert_eq!(seen.len(), 1, "no repair of a cut-off answer");
+    // The reason is the plan's error in the session, which is finished.
+    let state = opsbot::session::SessionState::replay(&home.last_session());
+    assert_eq!(state.plan_errors, errors);
+    assert_eq!(state.outcome, Some(opsbot::session::Outcome::InvalidPlan));
+
+    let refusal = Answer(
+        200,
+        json!({"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."}}]}).to_string(),
+        0,
+    );
+    let (planned, seen, _) = plan(vec![refusal], "check checkout").await;
+    assert!(
+        matches!(&planned, Planned::Invalid(e) if e[0].contains("the model refused: I can't help with that.")),
+        "{planned:?}"
+    );
+    assert_eq!(seen.len(), 1);
+    let filtered = Answer(
+        200,
+        json!({"choices": [{"index": 0, "finish_reason": "content_filter", "message": {"role": "assistant", "content": ""}}]}).to_string(),
+        0,
+    );
+    let (planned, _, _) = plan(vec![filtered], "check checkout").await;
+    assert!(
+        matches!(&planned, Planned::Invalid(e) if e[0].contains("content filter")),
+        "{planned:?}"
+    );
+}
+
+/// Errors as llama.cpp, vLLM and a wrong base URL send them: a numeric
+/// code, a context overflow told from an unsupported format, an HTML page
+/// named as "not an OpenAI-compatible endpoint" with one line of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_read_as_each_server_sends_them() {
+    let overflow = Answer(
+        400,
+        json!({"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it", "type": "exceed_context_size_error"}}).to_string(),
+        0,
+    );
+    let (planned, seen, _) = plan(vec![overflow], "check checkout").await;
+    assert!(
+        matches!(&planned, Planned::Invalid(e) if e[0].contains("more than the model's context holds") && e[0].contains("lower max_tools")),
+        "{planned:?}"
+    );
+    assert_eq!(
+        seen.len(),
+        1,
+        "an overflow is not mistaken for json_schema being unsupported"
+    );
+    let missing = Answer(
+        404,
+        json!({"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+            .to_string(),
+        0,
+    );
+    let (planned, _, _) = plan(vec![missing], "check checkout").await;
+    assert!(
+        matches!(&planned, Planned::Invalid(e) if e[0].contains("File Not Found") && e[0].contains("check model and base_url")),
+        "{planned:?}"
+    );
+    let page = format!(
+        "html:<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head><body>{}</body></html>",
+        "x".repeat(5000)
+    );
+    let (planned, _, home) = plan(vec![Answer(200, page, 0)], "check checkout").await;
+    let Planned::Invalid(e) = &planned else {
+        panic!("{planned:?}");
+    };
+    assert!(
+        e[0].contains("is not an OpenAI-compatible endpoint (got text/html"),
+        "{e:?}"
+    );
+    assert!(e[0].contains("check base_url"), "{e:?}");
+    assert!(e[0].len() < 400, "at most a line of the page: {e:?}");
+    let calls = llm_calls(&home);
+    assert_eq!(calls[0]["status"], "not an OpenAI-compatible endpoint");
+}
+
+/// Cancelling planning closes the model's request and is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planning_is_cancelled_by_closing_the_request() {
+    let (port, _) = fake_llm(vec![Answer(200, completion(&good()).1, 60_000)]).await;
+    let home = Home::new();
+    let extra = format!(
+        "[llm]\nprofile = \"fake\"\n[llm.profiles.fake]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"m\"\ntimeout_ms = 120000\n"
+    );
+    let rt = std::sync::Arc::new(runtime_with(&home, &extra));
+    let session = rt.new_session("tester").expect("session");
+    let mut planning = rt.planning();
+    let planner = {
+        let rt = std::sync::Arc::clone(&rt);
+        let session = std::sync::Arc::clone(&session);
+        tokio::spawn(async move { rt.plan_request(&session, "check checkout").await })
+    };
+    let _ = planning
+        .wait_for(|p| p.as_ref().is_some_and(|p| p.phase.is_some()))
+        .await;
+    assert!(rt.cancel_planning());
+    let planned = tokio::time::timeout(Duration::from_secs(30), planner)
+        .await
+        .expect("cancelled at once, not after the model's minute")
+        .expect("join")
+        .expect("plan");
+    assert!(matches!(planned, Planned::Cancelled), "{planned:?}");
+    let state = opsbot::session::SessionState::replay(&home.last_session());
+    assert_eq!(state.outcome, Some(opsbot::session::Outcome::Cancelled));
+    rt.servers.shutdown().await;
 }

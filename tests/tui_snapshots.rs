@@ -298,8 +298,23 @@ fn planning_shows_a_live_line_and_usage_in_the_status() {
         planner: "llm:work".into(),
         elapsed: std::time::Duration::from_millis(3400),
         phase: Some(Phase::Calling { call: 1, repair: 1 }),
+        tokens: 57,
+        draft: vec![
+            (
+                "build".into(),
+                "ci.build".into(),
+                "Build checkout from main".into(),
+            ),
+            ("test".into(), "ci.run_tests".into(), "Run the suite".into()),
+        ],
     });
     let screen = render(&mut app, 120, 32);
+    assert!(
+        screen.contains("plan: being written · 2 steps so far"),
+        "{screen}"
+    );
+    assert!(screen.contains("◌ planning  build"), "{screen}");
+    assert!(screen.contains("57 tokens"), "{screen}");
     assert!(
         screen.contains("planning with llm:work · 3.4s · fixing an invalid")
             && screen.contains("plan (round 1)"),

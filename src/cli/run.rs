@@ -128,12 +128,48 @@ pub async fn run(
         }
     }
 
+    // A streamed plan's steps are printed as the model finishes each.
+    if !args.json {
+        let mut planning = rt.planning();
+        tokio::spawn(async move {
+            let mut shown = 0;
+            while planning.changed().await.is_ok() {
+                let draft: Vec<String> = match planning.borrow_and_update().as_ref() {
+                    Some(p) => p
+                        .draft
+                        .iter()
+                        .skip(shown)
+                        .map(|s| {
+                            format!(
+                                "  planning… {} {} {}",
+                                s.id,
+                                s.tool,
+                                serde_json::Value::Object(s.args.clone())
+                            )
+                        })
+                        .collect(),
+                    None => {
+                        shown = 0;
+                        continue;
+                    }
+                };
+                shown += draft.len();
+                for line in draft {
+                    out!("{line}");
+                }
+            }
+        });
+    }
     let plan = |text: String| {
         let (rt, session, stop) = (&rt, &session, &stop);
         async move {
             tokio::select! {
                 planned = rt.plan_request(session, &text) => planned.map(Some),
-                () = stop.cancelled() => Ok(None),
+                () = stop.cancelled() => {
+                    // Closing the request is what cancels a model's answer.
+                    rt.cancel_planning();
+                    Ok(None)
+                }
             }
         }
     };
@@ -177,6 +213,7 @@ pub async fn run(
             say(&format!("? {question}"));
             Outcome::NeedsClarification
         }
+        Planned::Cancelled => Outcome::Cancelled,
         Planned::Invalid(errors) => {
             err!("the plan is not valid, so nothing ran:");
             for e in &errors {

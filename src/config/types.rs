@@ -277,6 +277,29 @@ pub struct LlmProfile {
     /// Send the key in this header instead of `Authorization: Bearer`
     /// (Azure OpenAI uses `api-key`).
     pub api_key_header: Option<String>,
+    /// The most the model may write in one answer, sent as `max_tokens`
+    /// (`max_completion_tokens` to api.openai.com). The default leaves room
+    /// for the largest plan the schema allows.
+    pub max_output_tokens: u32,
+    /// Stream the answer, so steps appear as they are written. An
+    /// endpoint that cannot stream answers whole and that is read too.
+    pub stream: bool,
+    /// How the plan comes back: `json_schema` (structured output),
+    /// `tool_call` (one forced function call, for servers with function
+    /// calling but no json_schema), or `auto` (json_schema, falling back to
+    /// tool_call and then json_object as the server refuses each).
+    pub mode: LlmMode,
+}
+
+/// How an LLM returns its plan.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmMode {
+    #[default]
+    Auto,
+    JsonSchema,
+    ToolCall,
+    JsonObject,
 }
 
 impl Default for LlmProfile {
@@ -294,6 +317,9 @@ impl Default for LlmProfile {
             headers: BTreeMap::new(),
             query: BTreeMap::new(),
             api_key_header: None,
+            max_output_tokens: 8192,
+            stream: true,
+            mode: LlmMode::Auto,
         }
     }
 }

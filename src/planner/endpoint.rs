@@ -6,11 +6,7 @@
 //! Built from a profile that config loading has already checked, so nothing
 //! here can fail when a request is made.
 
-use std::time::Duration;
-
 use async_openai::config::Config;
-use async_openai::error::OpenAIError;
-use async_openai::middleware::HttpRequestFactory;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 
@@ -101,64 +97,6 @@ impl Config for Endpoint {
 
     fn api_key(&self) -> &SecretString {
         &self.key
-    }
-}
-
-/// The HTTP transport: plain reqwest, no hidden retries (async-openai's
-/// default client retries 429s and 5xxs on its own, which would make calls
-/// neither visible nor accountable). It notes a 429's `Retry-After` so the
-/// planner's own retry can honour it.
-#[derive(Clone)]
-pub struct Transport {
-    inner: async_openai::middleware::ReqwestService,
-    retry_after: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
-}
-
-impl Transport {
-    pub fn new(http: reqwest::Client) -> Self {
-        Self {
-            inner: async_openai::middleware::ReqwestService::new(http),
-            retry_after: Default::default(),
-        }
-    }
-
-    /// The wait the last 429 asked for, if it said; taken once.
-    pub fn take_retry_after(&self) -> Option<Duration> {
-        self.retry_after.lock().ok().and_then(|mut r| r.take())
-    }
-}
-
-impl tower::Service<HttpRequestFactory> for Transport {
-    type Response = reqwest::Response;
-    type Error = OpenAIError;
-    type Future = futures::future::BoxFuture<'static, Result<reqwest::Response, OpenAIError>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
-        let call = self.inner.call(request);
-        let slot = std::sync::Arc::clone(&self.retry_after);
-        Box::pin(async move {
-            let response = call.await?;
-            if response.status().as_u16() == 429 {
-                let wait = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64);
-                if let Ok(mut s) = slot.lock() {
-                    *s = wait;
-                }
-            }
-            Ok(response)
-        })
     }
 }
 

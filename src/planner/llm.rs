@@ -7,17 +7,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_openai::Client;
-use async_openai::error::OpenAIError;
-use async_openai::types::chat::CreateChatCompletionRequest;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::endpoint::{Endpoint, Transport};
+use super::chat::{ChatClient, ChatError, Completion, ErrorKind};
+use super::endpoint::Endpoint;
 use super::prompt::{Budget, tool_section};
 use super::runbook::RunbookPlanner;
 use super::{ModelCall, Phase, PlanInput, PlanSink, Planner, PlannerError, Proposal};
-use crate::config::{LlmProfile, Runbook};
+use crate::config::{LlmMode, LlmProfile, Runbook};
 use crate::mcp::Servers;
 use crate::plan::{Plan, Step, StepId, validate};
 use crate::session::Role;
@@ -79,21 +77,33 @@ pub struct LlmPlanner {
     name: String,
     profile_name: String,
     profile: LlmProfile,
-    client: Client<Endpoint>,
-    transport: Transport,
+    chat: ChatClient,
     servers: Servers,
     runbooks: Vec<(String, Runbook)>,
     fallback: RunbookPlanner,
-    /// Cleared when the server rejects `json_schema`: from then on the
-    /// schema goes in the prompt with `json_object`.
-    structured: AtomicBool,
+    /// How the plan comes back; a server that refuses one way is asked the
+    /// next way from then on (remembered for the profile while it is used).
+    wire: std::sync::Mutex<Wire>,
+    /// Cleared when the endpoint refuses to stream.
+    stream: AtomicBool,
 }
 
-/// Why a model call produced no reply.
+/// How the model is asked to return its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// `response_format: json_schema`.
+    Schema,
+    /// One forced function call, `propose_plan`, whose parameters are the plan.
+    ToolCall,
+    /// `response_format: json_object`, the schema in the prompt.
+    Object,
+}
+
+/// Why a model call produced no usable reply.
 enum CallError {
     /// The sink refused the call (a budget); the message says why.
     Refused(String),
-    Api(OpenAIError),
+    Chat(ChatError),
 }
 
 /// A rate limit asking for a longer wait than this is reported, not waited out.
@@ -110,19 +120,21 @@ impl LlmPlanner {
         servers: Servers,
         config: &crate::config::Config,
     ) -> Result<Self, PlannerError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(profile.timeout_ms))
-            .build()
-            .map_err(|e| PlannerError::Failed(format!("cannot build the HTTP client: {e}")))?;
-        let transport = Transport::new(http);
+        let endpoint = Endpoint::new(&profile, api_key);
+        let chat = ChatClient::new(&endpoint, profile.timeout_ms).map_err(PlannerError::Failed)?;
         let fallback_servers = servers.clone();
+        let wire = match profile.mode {
+            LlmMode::ToolCall => Wire::ToolCall,
+            LlmMode::JsonObject => Wire::Object,
+            LlmMode::JsonSchema | LlmMode::Auto if profile.structured => Wire::Schema,
+            LlmMode::JsonSchema | LlmMode::Auto => Wire::Object,
+        };
         Ok(Self {
             name: format!("llm:{name}"),
             profile_name: name.to_string(),
-            client: Client::with_config(Endpoint::new(&profile, api_key))
-                .with_http_service(transport.clone()),
-            transport,
-            structured: AtomicBool::new(profile.structured),
+            chat,
+            wire: std::sync::Mutex::new(wire),
+            stream: AtomicBool::new(profile.stream),
             profile,
             servers: servers.clone(),
             runbooks: config
@@ -134,8 +146,12 @@ impl LlmPlanner {
         })
     }
 
-    fn is_structured(&self) -> bool {
-        self.structured.load(Ordering::Relaxed)
+    fn wire(&self) -> Wire {
+        *self.wire.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_wire(&self, wire: Wire) {
+        *self.wire.lock().unwrap_or_else(|p| p.into_inner()) = wire;
     }
 
     fn system_prompt(&self, input: &PlanInput) -> String {
@@ -181,7 +197,7 @@ impl LlmPlanner {
                 ));
             }
         }
-        if !self.is_structured() {
+        if self.wire() == Wire::Object {
             prompt.push_str(&format!(
                 "\nAnswer with one JSON object matching this schema, and nothing else:\n{}\n",
                 plan_schema()
@@ -217,25 +233,43 @@ impl LlmPlanner {
         });
     }
 
+    /// The request body for `messages`, asking for the plan the current way.
+    fn body(&self, messages: &[Value]) -> Value {
+        let mut body = json!({"model": self.profile.model, "messages": messages});
+        // OpenAI's own API wants the newer name; every other server the old one.
+        let limit_key = if self.profile.base_url.contains("api.openai.com") {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        body[limit_key] = json!(self.profile.max_output_tokens);
+        match self.wire() {
+            Wire::Schema => {
+                body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "plan", "schema": plan_schema(), "strict": false}});
+            }
+            Wire::ToolCall => {
+                body["tools"] = json!([{"type": "function", "function": {
+                    "name": "propose_plan",
+                    "description": "Propose the plan for the request, or ask one question.",
+                    "parameters": plan_schema(),
+                }}]);
+                body["tool_choice"] =
+                    json!({"type": "function", "function": {"name": "propose_plan"}});
+            }
+            Wire::Object => body["response_format"] = json!({"type": "json_object"}),
+        }
+        body
+    }
+
     async fn complete(
         &self,
         messages: &[Value],
         sink: &dyn PlanSink,
         repair: u32,
-    ) -> Result<String, CallError> {
-        let response_format = if self.is_structured() {
-            json!({"type": "json_schema", "json_schema": {"name": "plan", "schema": plan_schema(), "strict": false}})
-        } else {
-            json!({"type": "json_object"})
-        };
-        let request: CreateChatCompletionRequest = serde_json::from_value(json!({
-            "model": self.profile.model,
-            "messages": messages,
-            "response_format": response_format,
-        }))
-        .map_err(|e| CallError::Api(OpenAIError::InvalidArgument(e.to_string())))?;
+    ) -> Result<Completion, CallError> {
         let mut wait = Duration::from_millis(500);
         let mut attempt = 0;
+        let cancel = sink.cancel_token();
         loop {
             sink.before_call().map_err(CallError::Refused)?;
             sink.phase(Phase::Calling {
@@ -243,45 +277,74 @@ impl LlmPlanner {
                 repair,
             });
             let started = Instant::now();
-            match self.client.chat().create(request.clone()).await {
-                Ok(response) => {
-                    let usage = response.usage.as_ref().map_or((0, 0), |u| {
-                        (u64::from(u.prompt_tokens), u64::from(u.completion_tokens))
-                    });
-                    self.report(sink, started, usage, "ok".into());
-                    return Ok(response
-                        .choices
+            let mut drafted = 0;
+            let mut on_text = |text: &str, tokens: u64| {
+                let steps = super::partial::complete_steps(text);
+                sink.progress(tokens);
+                if steps.len() > drafted {
+                    drafted = steps.len();
+                    let draft: Vec<Step> = steps
                         .into_iter()
-                        .next()
-                        .and_then(|c| c.message.content)
-                        .unwrap_or_default());
+                        .filter_map(|v| serde_json::from_value::<ReplyStep>(v).ok())
+                        .map(to_step)
+                        .collect();
+                    sink.draft(&draft);
+                }
+            };
+            let stream = self.stream.load(Ordering::Relaxed);
+            let result = self
+                .chat
+                .complete(self.body(messages), stream, &cancel, &mut on_text)
+                .await;
+            match result {
+                Ok(c) => {
+                    self.report(
+                        sink,
+                        started,
+                        (c.prompt_tokens, c.completion_tokens),
+                        "ok".into(),
+                    );
+                    return Ok(c);
                 }
                 Err(e) => {
-                    self.report(sink, started, (0, 0), call_status(&e));
-                    let asked = self.transport.take_retry_after();
+                    let used = match &e {
+                        ChatError::Api { prompt_tokens, .. } => *prompt_tokens,
+                        _ => 0,
+                    };
+                    self.report(sink, started, (used, 0), e.status());
                     match e {
-                        // Out of quota is not a rate limit: waiting will not help.
-                        OpenAIError::ApiError(e)
-                            if e.status_code.as_u16() == 429
-                                && e.api_error.code.as_deref() == Some("insufficient_quota") =>
-                        {
-                            return Err(CallError::Api(OpenAIError::ApiError(e)));
-                        }
                         // Rate limited: wait as asked (or back off) and try
                         // again, twice at most, unless the wait is unreasonable.
-                        OpenAIError::ApiError(e)
-                            if e.status_code.as_u16() == 429
-                                && attempt < 2
-                                && asked.unwrap_or_default() <= MAX_RATE_LIMIT_WAIT =>
+                        ChatError::Api {
+                            kind: ErrorKind::RateLimited,
+                            retry_after,
+                            ..
+                        } if attempt < 2
+                            && retry_after.unwrap_or_default() <= MAX_RATE_LIMIT_WAIT =>
                         {
                             attempt += 1;
-                            let pause = asked.unwrap_or(wait);
+                            let pause = retry_after.unwrap_or(wait);
                             tracing::warn!("LLM rate limited; retrying in {pause:?}");
                             sink.phase(Phase::RateLimited { wait: pause });
-                            tokio::time::sleep(pause).await;
+                            tokio::select! {
+                                () = tokio::time::sleep(pause) => {}
+                                () = cancel.cancelled() => return Err(CallError::Chat(ChatError::Cancelled)),
+                            }
                             wait *= 2;
                         }
-                        e => return Err(CallError::Api(e)),
+                        // An endpoint that will not stream is asked again, whole.
+                        ChatError::Api {
+                            kind: ErrorKind::Other,
+                            ref message,
+                            status: 400,
+                            ..
+                        } if stream && message.to_lowercase().contains("stream") => {
+                            tracing::warn!(
+                                "the LLM endpoint refused to stream ({message}); asking for whole answers"
+                            );
+                            self.stream.store(false, Ordering::Relaxed);
+                        }
+                        e => return Err(CallError::Chat(e)),
                     }
                 }
             }
@@ -297,43 +360,48 @@ impl LlmPlanner {
         let mut last_problem = String::new();
         let mut round = 0;
         while round <= self.profile.max_repairs {
-            let content = match self.complete(&messages, sink, u32::from(round)).await {
+            let completion = match self.complete(&messages, sink, u32::from(round)).await {
                 Ok(c) => c,
                 Err(CallError::Refused(why)) => {
                     sink.notice(&format!("{why}. The runbook planner answers instead."));
                     return Ok(self.fallback.plan_request(&input.request()).await);
                 }
-                // A server without structured output says so with a 400: ask
-                // again with json_object and the schema in the prompt.
-                Err(CallError::Api(OpenAIError::ApiError(e)))
-                    if e.status_code.as_u16() == 400 && self.is_structured() =>
-                {
-                    tracing::warn!("the LLM server rejected json_schema ({e}); using json_object");
-                    self.structured.store(false, Ordering::Relaxed);
-                    messages[0] = json!({"role": "system", "content": self.system_prompt(input)});
-                    continue;
-                }
-                Err(CallError::Api(OpenAIError::Reqwest(e))) if e.is_connect() => {
-                    tracing::warn!("LLM endpoint unreachable ({e}); using the runbook planner");
-                    sink.notice(&format!(
-                        "The LLM endpoint {} cannot be reached, so the runbook planner answers instead.",
-                        self.profile.base_url
-                    ));
-                    return Ok(self.fallback.plan_request(&input.request()).await);
-                }
-                Err(CallError::Api(OpenAIError::Reqwest(e))) if e.is_timeout() => {
-                    return Err(PlannerError::Failed(format!(
-                        "the model did not answer within {} ms; nothing will run (raise timeout_ms for a slow model)",
-                        self.profile.timeout_ms
-                    )));
-                }
-                Err(CallError::Api(e)) => {
-                    return Err(PlannerError::Failed(format!(
-                        "the LLM endpoint refused the request: {e}"
-                    )));
-                }
+                Err(CallError::Chat(e)) => match self.after_error(e, input, &mut messages, sink) {
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(fallback)) => return Ok(fallback.await),
+                    None => continue,
+                },
             };
-            let problems = match serde_json::from_str::<Reply>(&content) {
+            // An answer cut off, filtered or refused is named, not repaired:
+            // asking again would meet the same limit.
+            match completion.finish_reason.as_deref() {
+                Some("length") => {
+                    return Err(PlannerError::Failed(format!(
+                        "the model's answer was cut off after {} tokens (its output limit); raise max_output_tokens for profile {}, or ask for less at once",
+                        completion
+                            .completion_tokens
+                            .max(u64::from(self.profile.max_output_tokens)),
+                        self.profile_name
+                    )));
+                }
+                Some("content_filter") => {
+                    return Err(PlannerError::Failed(
+                        "the endpoint's content filter stopped the model's answer; nothing will run (rephrase the request)".into(),
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(refusal) = &completion.refusal {
+                return Err(PlannerError::Failed(format!(
+                    "the model refused: {}",
+                    crate::text::truncate(refusal, 300)
+                )));
+            }
+            let content = completion
+                .tool_arguments
+                .clone()
+                .unwrap_or_else(|| completion.content.clone());
+            let problems = match serde_json::from_str::<Reply>(strip_fences(&content)) {
                 Err(e) => vec![format!("the reply is not the JSON object asked for: {e}")],
                 Ok(reply) if reply.needs_clarification => {
                     return Ok(Proposal::Clarify {
@@ -348,7 +416,12 @@ impl LlmPlanner {
                     let plan = to_plan(reply, &input.request());
                     match validate(&plan, &self.servers.catalog()) {
                         Ok(()) => return Ok(Proposal::Plan(plan)),
-                        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+                        Err(errors) => {
+                            let mut e: Vec<String> =
+                                errors.iter().map(ToString::to_string).collect();
+                            e.dedup();
+                            e
+                        }
                     }
                 }
             };
@@ -366,21 +439,103 @@ impl LlmPlanner {
             self.profile.max_repairs
         )))
     }
+
+    /// What a failed call means: try again another way (`None`), fall back
+    /// to the runbooks, or give up with a message saying what to do.
+    #[allow(clippy::type_complexity)]
+    fn after_error<'a>(
+        &'a self,
+        e: ChatError,
+        input: &'a PlanInput,
+        messages: &mut [Value],
+        sink: &dyn PlanSink,
+    ) -> Option<Result<futures::future::BoxFuture<'a, Proposal>, PlannerError>> {
+        let profile = &self.profile_name;
+        let next_wire = match (self.wire(), self.profile.mode) {
+            (Wire::Schema, LlmMode::Auto) => Some(Wire::ToolCall),
+            (Wire::Schema, _) | (Wire::ToolCall, LlmMode::Auto) => Some(Wire::Object),
+            _ => None,
+        };
+        let failed = |text: String| Some(Err(PlannerError::Failed(text)));
+        match e {
+            ChatError::Api {
+                kind: ErrorKind::FormatUnsupported | ErrorKind::ToolsUnsupported,
+                ref message,
+                ..
+            } if next_wire.is_some() => {
+                let next = next_wire.unwrap_or(Wire::Object);
+                tracing::warn!(
+                    "the LLM server refused {:?} ({message}); asking with {next:?}",
+                    self.wire()
+                );
+                self.set_wire(next);
+                messages[0] = json!({"role": "system", "content": self.system_prompt(input)});
+                None
+            }
+            ChatError::Api {
+                kind: ErrorKind::ContextOverflow,
+                message,
+                ..
+            } => failed(format!(
+                "the prompt is more than the model's context holds ({message}); lower max_tools or max_output_tokens for profile {profile}, or use a model with a larger context"
+            )),
+            ChatError::Api {
+                kind: ErrorKind::QuotaExhausted,
+                message,
+                ..
+            } => failed(format!(
+                "the endpoint's quota is used up ({message}); nothing will run"
+            )),
+            ChatError::Api {
+                kind: ErrorKind::Auth,
+                message,
+                ..
+            } => failed(format!(
+                "the endpoint refused the key ({message}); store one with `opsbot auth set {profile}` or set api_key_env"
+            )),
+            ChatError::Api {
+                kind: ErrorKind::NotFound,
+                message,
+                ..
+            } => failed(format!(
+                "the endpoint has no such model or path ({message}); check model and base_url for profile {profile}"
+            )),
+            ChatError::Unreachable { url, reason } => {
+                tracing::warn!(
+                    "LLM endpoint {url} unreachable ({reason}); using the runbook planner"
+                );
+                sink.notice(&format!(
+                    "The LLM endpoint {} cannot be reached, so the runbook planner answers instead ({reason}).",
+                    self.profile.base_url
+                ));
+                let request = input.request();
+                Some(Ok(Box::pin(async move {
+                    self.fallback.plan_request(&request).await
+                })))
+            }
+            ChatError::Timeout(ms) => failed(format!(
+                "the model did not answer within {ms} ms; nothing will run (raise timeout_ms for a slow model)"
+            )),
+            ChatError::Cancelled => Some(Err(PlannerError::Cancelled)),
+            e => failed(format!("the LLM endpoint refused the request: {e}")),
+        }
+    }
 }
 
-/// How a failed call is recorded: a status word, never the response body
-/// (which could echo the prompt).
-fn call_status(e: &OpenAIError) -> String {
-    match e {
-        OpenAIError::ApiError(e) => format!("http {}", e.status_code.as_u16()),
-        OpenAIError::Reqwest(e) if e.is_timeout() => "timeout".into(),
-        OpenAIError::Reqwest(e) if e.is_connect() => "unreachable".into(),
-        OpenAIError::Reqwest(e) => match e.status() {
-            Some(code) => format!("http {}", code.as_u16()),
-            None => "transport error".into(),
-        },
-        OpenAIError::JSONDeserialize(..) => "unreadable response".into(),
-        _ => "error".into(),
+/// A JSON answer some models wrap in a Markdown code fence.
+fn strip_fences(text: &str) -> &str {
+    let t = text.trim();
+    t.strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|r| r.strip_suffix("```"))
+        .map_or(t, str::trim)
+}
+
+fn to_step(s: ReplyStep) -> Step {
+    Step {
+        depends_on: s.depends_on.into_iter().map(StepId::new).collect(),
+        description: s.rationale,
+        ..Step::new(s.id, s.tool, s.args)
     }
 }
 
@@ -391,15 +546,7 @@ fn to_plan(reply: Reply, request: &str) -> Plan {
         } else {
             reply.title
         },
-        steps: reply
-            .steps
-            .into_iter()
-            .map(|s| Step {
-                depends_on: s.depends_on.into_iter().map(StepId::new).collect(),
-                description: s.rationale,
-                ..Step::new(s.id, s.tool, s.args)
-            })
-            .collect(),
+        steps: reply.steps.into_iter().map(to_step).collect(),
     }
     .with_implied_dependencies()
 }

@@ -2,8 +2,10 @@
 //! is ambiguous. A plan is only a proposal: it is validated and governed
 //! like any other before anything runs.
 
+pub mod chat;
 pub mod endpoint;
 pub mod llm;
+pub mod partial;
 pub mod prompt;
 pub mod rank;
 pub mod runbook;
@@ -28,6 +30,8 @@ pub enum Proposal {
 pub enum PlannerError {
     #[error("planner failed: {0}")]
     Failed(String),
+    #[error("planning was cancelled")]
+    Cancelled,
 }
 
 /// One message of the conversation.
@@ -104,6 +108,15 @@ pub trait PlanSink: Send + Sync {
     fn phase(&self, _phase: Phase) {}
     /// Something the user should read, such as a fallback to runbooks.
     fn notice(&self, _text: &str) {}
+    /// The answer so far has this many tokens (or chunks, until the server
+    /// counts them).
+    fn progress(&self, _tokens: u64) {}
+    /// The steps of the plan complete so far, while the model still writes.
+    fn draft(&self, _steps: &[crate::plan::Step]) {}
+    /// Cancelled when the user cancels planning.
+    fn cancel_token(&self) -> tokio_util::sync::CancellationToken {
+        tokio_util::sync::CancellationToken::new()
+    }
 }
 
 pub struct NoSink;

@@ -114,6 +114,13 @@ pub struct Planning {
     pub since: std::time::Instant,
     pub planner: String,
     pub phase: Option<crate::planner::Phase>,
+    /// Tokens of the answer so far (streamed).
+    pub tokens: u64,
+    /// The steps complete so far, shown before the plan is whole; nothing
+    /// here can be approved.
+    pub draft: Vec<crate::plan::Step>,
+    /// Cancels this planning turn.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 pub struct Runtime {
@@ -179,6 +186,8 @@ pub enum Planned {
     },
     Clarify(String),
     Invalid(Vec<String>),
+    /// The user cancelled planning.
+    Cancelled,
 }
 
 impl Runtime {
@@ -304,6 +313,17 @@ impl Runtime {
     /// The planner in use now.
     pub fn planner(&self) -> Arc<dyn Planner> {
         Arc::clone(&self.planner.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Cancel the planning under way, if any; true if there was one.
+    pub fn cancel_planning(&self) -> bool {
+        match self.planning.borrow().as_ref() {
+            Some(p) => {
+                p.cancel.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Follow what the planner is doing: `None` when it is idle.
@@ -537,10 +557,14 @@ impl Runtime {
             session,
             problem: std::sync::Mutex::new(None),
         };
+        let cancel = self.stopping.child_token();
         self.planning.send_replace(Some(Planning {
             since: std::time::Instant::now(),
             planner: planner.name().to_string(),
             phase: None,
+            tokens: 0,
+            draft: Vec::new(),
+            cancel: cancel.clone(),
         }));
         let result = planner.plan(&input, &sink).await;
         self.planning.send_replace(None);
@@ -549,9 +573,32 @@ impl Runtime {
         }
         let proposal = match result {
             Ok(p) => p,
+            Err(crate::planner::PlannerError::Cancelled) => {
+                session.record_all(&[
+                    Event::AssistantMessage {
+                        text: "Planning was cancelled; nothing was planned or run.".into(),
+                    },
+                    Event::RunFinished {
+                        outcome: Outcome::Cancelled,
+                        summary: "planning cancelled".into(),
+                    },
+                ])?;
+                return Ok(Planned::Cancelled);
+            }
             Err(e) => {
+                // The planner's reason is the plan's error: `--json` and
+                // history show it, and the session ends (not "interrupted").
                 let text = format!("{e}");
-                session.record(Event::AssistantMessage { text: text.clone() })?;
+                session.record_all(&[
+                    Event::PlanInvalid {
+                        errors: vec![text.clone()],
+                    },
+                    Event::AssistantMessage { text: text.clone() },
+                    Event::RunFinished {
+                        outcome: Outcome::InvalidPlan,
+                        summary: text.clone(),
+                    },
+                ])?;
                 return Ok(Planned::Invalid(vec![text]));
             }
         };

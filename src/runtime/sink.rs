@@ -70,6 +70,33 @@ impl PlanSink for SessionSink<'_> {
         });
     }
 
+    fn progress(&self, tokens: u64) {
+        self.rt.planning.send_if_modified(|p| match p {
+            Some(p) if p.tokens != tokens => {
+                p.tokens = tokens;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    fn draft(&self, steps: &[crate::plan::Step]) {
+        self.rt.planning.send_modify(|p| {
+            if let Some(p) = p {
+                p.draft = steps.to_vec();
+            }
+        });
+    }
+
+    fn cancel_token(&self) -> tokio_util::sync::CancellationToken {
+        self.rt
+            .planning
+            .borrow()
+            .as_ref()
+            .map(|p| p.cancel.clone())
+            .unwrap_or_default()
+    }
+
     fn notice(&self, text: &str) {
         self.keep(self.session.record(Event::Note {
             text: text.to_string(),

@@ -177,6 +177,7 @@ impl Proxy {
                 )));
             }
             Planned::Clarify(q) => return Ok(refusal(q)),
+            Planned::Cancelled => return Ok(refusal("cancelled".into())),
         };
         let Some(step) = plan.step(&id).cloned() else {
             return Err(internal("the proposed plan lost its step"));

@@ -129,12 +129,18 @@ pub struct PlanningView {
     pub planner: String,
     pub elapsed: std::time::Duration,
     pub phase: Option<crate::planner::Phase>,
+    /// Tokens of the answer so far.
+    pub tokens: u64,
+    /// Steps written so far: (id, tool, description); none can be approved.
+    pub draft: Vec<(String, String, String)>,
 }
 
 /// What the user asked for; the event loop hands these to the driver.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Intent {
     Submit(String),
+    /// Stop the planner (closes the model's request).
+    CancelPlanning,
     /// `/call server.tool key=value …`: the text after `/call`.
     Call(String),
     /// `/tools [words]`: open the tool list, filtered by these words.

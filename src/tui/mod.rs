@@ -92,6 +92,13 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
                 Err(format!("{step} is not running"))
             }
         }
+        Intent::CancelPlanning => {
+            if driver.runtime().cancel_planning() {
+                Ok("cancelling planning".to_string())
+            } else {
+                Err("nothing is being planned".to_string())
+            }
+        }
         Intent::CancelRunning => {
             driver.cancel_running();
             Ok(String::new())
@@ -610,6 +617,18 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                     planner: p.planner.clone(),
                     elapsed: p.since.elapsed(),
                     phase: p.phase.clone(),
+                    tokens: p.tokens,
+                    draft: p
+                        .draft
+                        .iter()
+                        .map(|s| {
+                            crate::sanitize::scrub((
+                                s.id.to_string(),
+                                s.tool.clone(),
+                                s.description.clone(),
+                            ))
+                        })
+                        .collect(),
                 });
                 if screen.live.tick.is_multiple_of(8) {
                     screen.look_for_waiting_calls();

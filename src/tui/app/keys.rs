@@ -27,6 +27,10 @@ impl App {
             return self.on_input_key(key);
         }
         let k = &self.keys;
+        if self.planning.is_some() && k.is("cancel_run", &key) {
+            self.flash = Some(("cancelling planning".into(), false));
+            return Some(Intent::CancelPlanning);
+        }
         if k.is("help", &key) {
             self.modal = Some(Modal::Help);
         } else if k.is("servers", &key) {
@@ -144,6 +148,10 @@ impl App {
         self.ctrl_c_armed = true;
         if self.modal.take().is_some() {
             return None;
+        }
+        if self.planning.is_some() {
+            self.flash = Some(("cancelling planning · Ctrl-C again to quit".into(), false));
+            return Some(Intent::CancelPlanning);
         }
         if self.running() {
             self.flash = Some((

@@ -174,7 +174,18 @@ fn thinking_line(p: &PlanningView, tick: u64, theme: &Theme) -> Line<'static> {
             theme.running,
         ),
         Span::styled(
-            format!("· {:.1}s · {phase}", p.elapsed.as_secs_f64()),
+            if p.tokens > 0 {
+                format!(
+                    "· {:.1}s · {phase} · {} tokens · ctrl-c cancels",
+                    p.elapsed.as_secs_f64(),
+                    p.tokens
+                )
+            } else {
+                format!(
+                    "· {:.1}s · {phase} · ctrl-c cancels",
+                    p.elapsed.as_secs_f64()
+                )
+            },
             theme.muted,
         ),
     ])

@@ -201,6 +201,11 @@ fn detail(app: &App, id: &StepId, width: usize, theme: &Theme) -> Vec<Line<'stat
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme, focused: bool) {
+    if let Some(p) = &app.planning
+        && !p.draft.is_empty()
+    {
+        return draw_draft(f, area, &p.draft, theme, focused);
+    }
     let Some(plan) = &app.state.plan else {
         let block = super::pane(" plan ".into(), focused, theme);
         let inner = block.inner(area);
@@ -283,5 +288,40 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme, focused: bool) 
         }
     }
     lines.truncate(height);
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// A plan still being written: its finished steps, none approvable yet.
+fn draw_draft(
+    f: &mut Frame,
+    area: Rect,
+    draft: &[(String, String, String)],
+    theme: &Theme,
+    focused: bool,
+) {
+    let block = super::pane(
+        format!(" plan: being written · {} steps so far ", draft.len()),
+        focused,
+        theme,
+    );
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let width = inner.width as usize;
+    let lines: Vec<Line> = draft
+        .iter()
+        .take(inner.height as usize)
+        .map(|(id, tool, description)| {
+            Line::from(vec![
+                Span::styled("◌ planning  ", theme.muted),
+                Span::styled(
+                    crate::text::truncate(
+                        &format!("{id:<18} {tool:<22} {description}"),
+                        width.saturating_sub(12),
+                    ),
+                    theme.base,
+                ),
+            ])
+        })
+        .collect();
     f.render_widget(Paragraph::new(lines), inner);
 }
