@@ -252,9 +252,28 @@ async fn a_good_plan_is_validated_and_governed() {
     assert_eq!(req["response_format"]["type"], "json_schema");
     let system = req["messages"][0]["content"].as_str().unwrap_or_default();
     assert!(
-        system.contains("\"k8s.status\"") && system.contains("RUNBOOKS"),
-        "the prompt carries tools and runbooks"
+        system.contains("k8s.status(env: string, service: string) — ")
+            && system.contains("RUNBOOKS")
+            && system.contains("gated (a person confirms each step): production"),
+        "the prompt carries tools, runbooks and the estate: {system}"
     );
+    // Lean: the sandbox estate's first call, measured with OpenAI's tokenizer.
+    let (tokens, exact) =
+        opsbot::planner::prompt::count_tokens("gpt-4o", &req["messages"].to_string());
+    assert!(exact);
+    assert!(tokens < 1_200, "{tokens} prompt tokens:\n{system}");
+    assert!(system.len() < 4_800, "{} chars", system.len());
+}
+
+/// Two different requests share the whole system prompt: the static part
+/// comes first and the sandbox's tools all fit, so a provider's prompt
+/// cache applies across requests and repairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_prompt_is_the_same_for_every_request() {
+    let (_, first, _h1) = plan(vec![completion(&good())], "check checkout").await;
+    let (_, second, _h2) = plan(vec![completion(&good())], "roll back payments on prod").await;
+    assert_eq!(first[0]["messages"][0], second[0]["messages"][0]);
+    assert_ne!(first[0]["messages"][1], second[0]["messages"][1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::chat::{ChatClient, ChatError, Completion, ErrorKind};
 use super::endpoint::Endpoint;
-use super::prompt::{Budget, tool_section};
+use super::prompt::{self, PromptInput};
 use super::runbook::RunbookPlanner;
 use super::{ModelCall, Phase, PlanInput, PlanSink, Planner, PlannerError, Proposal};
 use crate::config::{LlmMode, LlmProfile, Runbook};
@@ -28,20 +28,21 @@ fn plan_schema() -> Value {
         "required": ["needs_clarification", "question", "title", "steps"],
         "properties": {
             "needs_clarification": {"type": "boolean"},
-            "question": {"type": "string"},
-            "title": {"type": "string"},
+            "question": {"type": "string", "maxLength": 500},
+            "title": {"type": "string", "maxLength": 120},
             "steps": {
                 "type": "array",
+                "maxItems": 40,
                 "items": {
                     "type": "object",
                     "additionalProperties": false,
                     "required": ["id", "tool", "args", "depends_on", "rationale"],
                     "properties": {
-                        "id": {"type": "string"},
-                        "tool": {"type": "string"},
+                        "id": {"type": "string", "maxLength": 40},
+                        "tool": {"type": "string", "maxLength": 128},
                         "args": {"type": "object"},
-                        "depends_on": {"type": "array", "items": {"type": "string"}},
-                        "rationale": {"type": "string"}
+                        "depends_on": {"type": "array", "items": {"type": "string"}, "maxItems": 40},
+                        "rationale": {"type": "string", "maxLength": 200}
                     }
                 }
             }
@@ -80,6 +81,8 @@ pub struct LlmPlanner {
     chat: ChatClient,
     servers: Servers,
     runbooks: Vec<(String, Runbook)>,
+    /// The estate part of the prompt (services, environments, gates, aliases).
+    estate: String,
     fallback: RunbookPlanner,
     /// How the plan comes back; a server that refuses one way is asked the
     /// next way from then on (remembered for the profile while it is used).
@@ -142,6 +145,7 @@ impl LlmPlanner {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            estate: prompt::estate_section(config),
             fallback: RunbookPlanner::new(config).with_servers(fallback_servers),
         })
     }
@@ -156,31 +160,15 @@ impl LlmPlanner {
 
     fn system_prompt(&self, input: &PlanInput) -> String {
         let catalog: Vec<_> = self.servers.catalog().iter().cloned().collect();
-        let budget = Budget {
-            max_tools: self.profile.max_tools,
-            ..Budget::default()
-        };
-        let (tools, _) = tool_section(&input.request(), &catalog, budget);
-        let runbooks: Vec<Value> = self
-            .runbooks
-            .iter()
-            .map(|(name, rb)| {
-                json!({
-                    "name": name,
-                    "description": rb.description,
-                    "phrases": rb.phrases,
-                    "steps": rb.steps.iter().map(|s| json!({"id": s.id, "tool": s.tool, "args": s.args, "depends_on": s.depends_on})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        let mut prompt = format!(
-            "You plan infrastructure operations as a graph of MCP tool calls. Use only the tools listed below, \
-             addressed as server.tool, with arguments that match each tool's input_schema. A step may use an \
-             earlier step's output as \"${{step_id.field}}\" and must then list that step in depends_on. \
-             If the request is ambiguous or names something unknown, set needs_clarification and ask one \
-             question instead of guessing. Runbooks are known-good templates ({{service}} and {{env}} are slots).\n\n\
-             TOOLS (one JSON object per line):\n{tools}\nRUNBOOKS:\n{}\n",
-            serde_json::to_string(&runbooks).unwrap_or_default()
+        let request = input.request();
+        let (mut prompt, _) = prompt::system_prompt(
+            &self.estate,
+            &PromptInput {
+                request: &request,
+                tools: &catalog,
+                runbooks: &self.runbooks,
+                max_tools: self.profile.max_tools,
+            },
         );
         if !input.history.is_empty() {
             prompt.push_str(
