@@ -9,6 +9,7 @@ pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod estate;
+pub mod eval;
 pub mod mcp;
 pub mod paths;
 pub mod plan;

@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::servers::ServersCommand,
     },
+    /// Measure a planner on your own estate: opsbot eval planner [CASES.toml] --profile P
+    Eval {
+        #[command(subcommand)]
+        command: cli::eval::EvalCommand,
+    },
     /// Check the configuration and show where each value comes from.
     Config {
         #[command(subcommand)]
@@ -180,6 +185,9 @@ fn main() -> ExitCode {
             Some(Command::History { command }) => cli::history::run(&paths, command),
             Some(Command::Audit { command }) => {
                 cli::audit::run(&paths, cli.config.as_deref(), command)
+            }
+            Some(Command::Eval { command }) => {
+                cli::eval::run(paths, cli.config.as_deref(), command).await
             }
             Some(Command::Servers { command }) => {
                 cli::servers::run(&paths, cli.config.as_deref(), command)

@@ -721,6 +721,35 @@ async fn opt_in_a_real_llm_plans_or_refuses_cleanly() {
         Planned::Invalid(errors) => assert!(!errors.is_empty()),
         Planned::Cancelled => panic!("nothing cancelled this planning"),
     }
+    // The eval on three of the shipped cases: it reports, whatever it scores.
+    let cases = home.write_config(
+        "three.toml",
+        &opsbot::eval::SANDBOX_CASES
+            .split("\n[[case]]")
+            .take(4)
+            .collect::<Vec<_>>()
+            .join("\n[[case]]"),
+    );
+    let config = home.write_config("real.toml", &extra);
+    let out = home.run(
+        &[
+            "--config",
+            &config.to_string_lossy(),
+            "eval",
+            "planner",
+            &cases.to_string_lossy(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(
+        report["cases"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
+    eprintln!("{report}");
 }
 
 /// A model's runaway answer is not stored: a plan with a 5 MB text or
@@ -992,4 +1021,68 @@ async fn planning_is_cancelled_by_closing_the_request() {
     let state = opsbot::session::SessionState::replay(&home.last_session());
     assert_eq!(state.outcome, Some(opsbot::session::Outcome::Cancelled));
     rt.servers.shutdown().await;
+}
+
+/// `opsbot eval planner` scores a profile on a case file (tokens from the
+/// server's usage, a question expected but a plan given counted wrong),
+/// and the offline planner on the same cases, side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_scores_a_profile_and_the_offline_planner() {
+    let (port, seen) = fake_llm(vec![completion(&good()), completion(&good())]).await;
+    let home = Home::new();
+    let config = home.write_config(
+        "llm.toml",
+        &format!("[llm]\nprofile = \"fake\"\n{}", profile(port)),
+    );
+    let cases = home.write_config(
+        "cases.toml",
+        "[[case]]\nrequest = \"check checkout in staging and tell #oncall\"\ntools = [\"k8s.status\", \"chat.notify\"]\nargs = { \"k8s.status\" = { service = \"checkout\", env = \"staging\" } }\n\n[[case]]\nrequest = \"do the thing\"\nasks = true\n",
+    );
+    let run = |args: Vec<String>| {
+        let mut cmd = home.cmd(&[]);
+        cmd.args(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+    };
+    let path = |p: &std::path::Path| p.to_string_lossy().to_string();
+    let out = run(vec![
+        "--config".into(),
+        path(&config),
+        "eval".into(),
+        "planner".into(),
+        path(&cases),
+        "--json".into(),
+    ])
+    .await
+    .expect("join");
+    assert_exit(&out, 0);
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(report["planner"], "llm:fake");
+    assert_eq!(report["tool_accuracy"], 0.5, "{report}");
+    assert_eq!(report["arg_accuracy"], 1.0, "{report}");
+    assert_eq!(report["prompt_tokens_per_request"], 1200.0, "{report}");
+    assert!(
+        report["cases"][1]["last_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("instead of asking")),
+        "{report}"
+    );
+    assert_eq!(seen.lock().expect("seen").len(), 2);
+    // Nothing was recorded: eval plans, it does not run or log.
+    assert!(home.store().list_sessions(10).expect("list").is_empty());
+
+    let offline = run(vec![
+        "--config".into(),
+        path(&config),
+        "eval".into(),
+        "planner".into(),
+        path(&cases),
+        "--profile".into(),
+        "runbook".into(),
+    ])
+    .await
+    .expect("join");
+    assert_exit(&offline, 0);
+    let table = stdout(&offline);
+    assert!(table.contains("runbook: tool selection"), "{table}");
+    assert!(table.contains("0 in + 0 out tokens/request"), "{table}");
 }

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 pub mod call;
 pub mod config;
+pub mod eval;
 pub mod history;
 pub mod policy;
 pub mod print;

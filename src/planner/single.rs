@@ -52,6 +52,7 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ("pods", &["scale"]),
     ("instances", &["scale"]),
     ("running", &["status"]),
+    ("runs", &["status"]),
     ("live", &["status"]),
     ("version", &["status"]),
     ("revision", &["status"]),

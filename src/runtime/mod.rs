@@ -310,6 +310,12 @@ impl Runtime {
         true
     }
 
+    /// A planner for an LLM profile, or the offline one (`None`), over
+    /// this runtime's servers; the session's planner is not changed.
+    pub fn planner_for(&self, profile: Option<&str>) -> Result<Arc<dyn Planner>, RuntimeError> {
+        build_planner(&self.config.config, &self.servers, profile)
+    }
+
     /// The planner in use now.
     pub fn planner(&self) -> Arc<dyn Planner> {
         Arc::clone(&self.planner.read().unwrap_or_else(|p| p.into_inner()))
