@@ -19,9 +19,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
-use opsbot::mcp::{Annotations, Catalog, Servers, SpawnContext, ToolInfo};
+use opsbot::mcp::{Catalog, Servers, SpawnContext, ToolInfo};
 use opsbot::planner::runbook::RunbookPlanner;
-use serde_json::json;
 use support::{percentile, versus};
 
 const REQUESTS: [&str; 16] = [
@@ -42,79 +41,6 @@ const REQUESTS: [&str; 16] = [
     "purge the cdn cache for catalog",
     "page the on-call engineer for search",
 ];
-
-const VERBS: [&str; 18] = [
-    "list", "get", "create", "delete", "update", "restart", "rotate", "search", "describe",
-    "purge", "page", "show", "sync", "tag", "archive", "resize", "export", "lock",
-];
-const NOUNS: [&str; 27] = [
-    "issue",
-    "pull_request",
-    "ticket",
-    "bucket",
-    "queue",
-    "cache",
-    "dns_record",
-    "certificate",
-    "secret",
-    "user",
-    "team",
-    "incident",
-    "runbook",
-    "dashboard",
-    "alert_rule",
-    "database",
-    "snapshot",
-    "volume",
-    "node",
-    "pod",
-    "repo",
-    "branch",
-    "release",
-    "budget",
-    "trace",
-    "log",
-    "worker",
-];
-
-/// 486 made-up tools with realistic names, descriptions and schemas.
-fn synthetic() -> Vec<ToolInfo> {
-    let mut out = Vec::new();
-    for (i, noun) in NOUNS.iter().enumerate() {
-        let server = format!("svc{i:02}");
-        for verb in VERBS {
-            let read_only = matches!(
-                verb,
-                "list" | "get" | "search" | "describe" | "show" | "export"
-            );
-            out.push(ToolInfo {
-                server: server.clone(),
-                name: format!("{verb}_{noun}"),
-                description: format!(
-                    "{} a {} in the {server} system. Use it when an engineer asks to {verb} one.",
-                    verb,
-                    noun.replace('_', " ")
-                ),
-                input_schema: json!({
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string", "description": format!("Which {noun}")},
-                        "env": {"type": "string", "description": "Environment"},
-                        "limit": {"type": "integer", "description": "At most this many"},
-                    },
-                    "required": ["name"],
-                }),
-                annotations: Annotations {
-                    read_only,
-                    destructive: !read_only,
-                    ..Annotations::default()
-                },
-                def_hash: format!("h{i}{verb}"),
-            });
-        }
-    }
-    out
-}
 
 fn per_request(planner: &RunbookPlanner, catalog: &Catalog, n: usize) -> Vec<Duration> {
     (0..n)
@@ -148,7 +74,7 @@ fn planner_part(full: bool) {
         catalog
     });
     let mut all: Vec<ToolInfo> = sandbox.iter().cloned().collect();
-    all.extend(synthetic());
+    all.extend(support::synthetic_tools());
     let big = Catalog::new(all);
     let planner = RunbookPlanner::new(&config.config);
     let n = if full { 4_000 } else { 32 };

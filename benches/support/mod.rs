@@ -7,6 +7,9 @@ pub mod pty;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use opsbot::mcp::{Annotations, ToolInfo};
+use serde_json::json;
+
 pub fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -44,4 +47,77 @@ pub fn opsbot_exe() -> PathBuf {
             p.push("opsbot");
             p
         })
+}
+
+const VERBS: [&str; 18] = [
+    "list", "get", "create", "delete", "update", "restart", "rotate", "search", "describe",
+    "purge", "page", "show", "sync", "tag", "archive", "resize", "export", "lock",
+];
+const NOUNS: [&str; 27] = [
+    "issue",
+    "pull_request",
+    "ticket",
+    "bucket",
+    "queue",
+    "cache",
+    "dns_record",
+    "certificate",
+    "secret",
+    "user",
+    "team",
+    "incident",
+    "runbook",
+    "dashboard",
+    "alert_rule",
+    "database",
+    "snapshot",
+    "volume",
+    "node",
+    "pod",
+    "repo",
+    "branch",
+    "release",
+    "budget",
+    "trace",
+    "log",
+    "worker",
+];
+
+/// 486 made-up tools with realistic names, descriptions and schemas.
+pub fn synthetic_tools() -> Vec<ToolInfo> {
+    let mut out = Vec::new();
+    for (i, noun) in NOUNS.iter().enumerate() {
+        let server = format!("svc{i:02}");
+        for verb in VERBS {
+            let read_only = matches!(
+                verb,
+                "list" | "get" | "search" | "describe" | "show" | "export"
+            );
+            out.push(ToolInfo {
+                server: server.clone(),
+                name: format!("{verb}_{noun}"),
+                description: format!(
+                    "{} a {} in the {server} system. Use it when an engineer asks to {verb} one.",
+                    verb,
+                    noun.replace('_', " ")
+                ),
+                input_schema: json!({
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "description": format!("Which {noun}")},
+                        "env": {"type": "string", "description": "Environment"},
+                        "limit": {"type": "integer", "description": "At most this many"},
+                    },
+                    "required": ["name"],
+                }),
+                annotations: Annotations {
+                    read_only,
+                    destructive: !read_only,
+                    ..Annotations::default()
+                },
+                def_hash: format!("h{i}{verb}"),
+            });
+        }
+    }
+    out
 }

@@ -95,6 +95,16 @@ impl PtyApp {
         }
     }
 
+    /// How much output has been read so far: a mark to wait from.
+    pub fn mark(&self) -> usize {
+        self.len()
+    }
+
+    /// Wait for text in the output after `mark`; false on timeout.
+    pub fn wait_text_after(&self, mark: usize, text: &str, timeout: Duration) -> bool {
+        self.wait_from(mark, text.as_bytes(), timeout)
+    }
+
     /// Wait for text anywhere in the output so far (or to come).
     pub fn wait_text(&self, text: &str, timeout: Duration) -> bool {
         self.wait_from(0, text.as_bytes(), timeout)

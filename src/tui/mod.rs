@@ -124,6 +124,23 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
     }
 }
 
+/// The planner's state as the chat and plan pane show it, cleaned.
+fn planning_view(p: &crate::runtime::Planning) -> app::PlanningView {
+    app::PlanningView {
+        planner: p.planner.clone(),
+        elapsed: p.since.elapsed(),
+        phase: p.phase.clone(),
+        tokens: p.tokens,
+        draft: p
+            .draft
+            .iter()
+            .map(|s| {
+                crate::sanitize::scrub((s.id.to_string(), s.tool.clone(), s.description.clone()))
+            })
+            .collect(),
+    }
+}
+
 /// What the loop hears from background searches: the query and its answer.
 type SearchAnswer = (String, Result<Vec<crate::session::Found>, String>);
 
@@ -459,7 +476,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     for (name, status) in rt.servers.statuses() {
         live.servers.insert(name, scrub(status));
     }
-    let planning = rt.planning();
+    let mut planning = rt.planning();
     let mut screen_fault_at_start = None;
     let records = driver.session().subscribe();
     let mut server_events = rt.servers.subscribe();
@@ -562,6 +579,16 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                     break;
                 }
             },
+            // A step the model has just finished writing is drawn at once,
+            // not at the next tick; token counts wait for the tick.
+            Ok(()) = planning.changed() => {
+                let view = planning.borrow_and_update().as_ref().map(planning_view);
+                let drafted = |v: &Option<app::PlanningView>| v.as_ref().map_or(0, |p| p.draft.len());
+                dirty = screen.replay.is_none() && drafted(&view) != drafted(&screen.live.planning);
+                if dirty {
+                    screen.live.planning = view;
+                }
+            }
             rec = screen.records.recv() => match rec {
                 Ok(record) => {
                     screen.live.apply(&record);
@@ -613,23 +640,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             }
             _ = ticker.tick() => {
                 let busy = screen.driver.is_busy();
-                let view = planning.borrow().as_ref().map(|p| app::PlanningView {
-                    planner: p.planner.clone(),
-                    elapsed: p.since.elapsed(),
-                    phase: p.phase.clone(),
-                    tokens: p.tokens,
-                    draft: p
-                        .draft
-                        .iter()
-                        .map(|s| {
-                            crate::sanitize::scrub((
-                                s.id.to_string(),
-                                s.tool.clone(),
-                                s.description.clone(),
-                            ))
-                        })
-                        .collect(),
-                });
+                let view = planning.borrow().as_ref().map(planning_view);
                 if screen.live.tick.is_multiple_of(8) {
                     screen.look_for_waiting_calls();
                 }
