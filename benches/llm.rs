@@ -164,8 +164,7 @@ fn streaming_server() -> (u16, mpsc::Receiver<Instant>, mpsc::Sender<()>) {
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
             );
             let _ = conn.flush();
-            let first: String = plan[..split]
-                .as_bytes()
+            let first: String = plan.as_bytes()[..split]
                 .chunks(16)
                 .map(|c| event(&String::from_utf8_lossy(c)))
                 .collect();
