@@ -405,10 +405,13 @@ impl LlmPlanner {
                     match validate(&plan, &self.servers.catalog()) {
                         Ok(()) => return Ok(Proposal::Plan(plan)),
                         Err(errors) => {
-                            let mut e: Vec<String> =
-                                errors.iter().map(ToString::to_string).collect();
-                            e.dedup();
-                            e
+                            // Each problem once, in the order found.
+                            let mut seen = std::collections::HashSet::new();
+                            errors
+                                .iter()
+                                .map(ToString::to_string)
+                                .filter(|e| seen.insert(e.clone()))
+                                .collect()
                         }
                     }
                 }
