@@ -191,10 +191,15 @@ fn streaming_part(full: bool) {
     .expect("config");
     let args = format!("--config {}", config.display());
     let mut app = support::pty::PtyApp::start(&support::opsbot_exe(), home.path(), &args, 160, 48);
-    assert!(
-        app.wait_text("/6 servers", Duration::from_secs(120)),
-        "the app did not start"
-    );
+    if !app.wait_text("Type a request", Duration::from_secs(120)) {
+        let _ = std::fs::write(
+            std::env::temp_dir().join("opsbot-llm-bench-screen.txt"),
+            app.text(),
+        );
+        panic!(
+            "the app did not start; its output is in opsbot-llm-bench-screen.txt in the temp dir"
+        );
+    }
     let n = if full { 30 } else { 2 };
     let mut took = Vec::new();
     for i in 0..n {

@@ -95,6 +95,11 @@ impl PtyApp {
         }
     }
 
+    /// Everything read so far, for a failure message.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.0.lock().expect("output")).into_owned()
+    }
+
     /// How much output has been read so far: a mark to wait from.
     pub fn mark(&self) -> usize {
         self.len()
