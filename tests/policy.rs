@@ -391,6 +391,14 @@ async fn a_changed_tool_definition_is_quarantined_until_re_pinned() {
     let home = Home::new();
     let rt = rt(&home, &wire(&home, None));
     let s = rt.new_session("dev").expect("session");
+    // echo comes with no annotations: said as it is, not as the server's word.
+    let d = decide(&rt, &s, &echo_plan()).await;
+    expect(
+        &d["echo"],
+        "gated",
+        "builtin.destructive",
+        "has no hints from its server, so it is assumed to change state",
+    );
     assert_eq!(
         run_approved(&rt, &s, &echo_plan()).await,
         Outcome::Succeeded

@@ -327,6 +327,8 @@ async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
         .await
         .expect("initialize");
     let store = Arc::new(home.store());
+    // An opsbot app open on this data directory (it holds its session's lease).
+    let app_open = Session::start(Arc::clone(&store), "sam", "runbook", "app").expect("app");
     let approver = {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
@@ -377,6 +379,49 @@ async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
         .position(|r| matches!(r.event, Event::StepStarted { .. }))
         .expect("started");
     assert!(approved < started);
+    drop(app_open);
+}
+
+/// With no way to ask anyone (no elicitation, no app open on the data
+/// directory) a call that needs a person is refused at once, saying what
+/// to do, and its session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_one_to_ask_a_call_is_refused_at_once() {
+    let home = Home::new();
+    let config = home.write_config("serve.toml", CONFIG);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let started = std::time::Instant::now();
+    let built = call(
+        &client,
+        "ci.build",
+        json!({"service": "checkout", "ref": "main"}),
+    )
+    .await;
+    assert_eq!(built.is_error, Some(true), "{}", text(&built));
+    assert!(
+        text(&built).contains("no opsbot app is open on this data directory"),
+        "{}",
+        text(&built)
+    );
+    // Not the 120 s approval timeout: refused without waiting for it.
+    assert!(started.elapsed() < Duration::from_secs(100));
+    client.cancel().await.expect("close");
+    let (_, records) = served_session(&home);
+    assert!(records.iter().any(|r| matches!(
+        r.event,
+        Event::RunFinished {
+            outcome: opsbot::session::Outcome::Rejected,
+            ..
+        }
+    )));
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(r.event, Event::StepStarted { .. }))
+    );
 }
 
 /// `opsbot serve --http ADDR` as a child; the address it bound, read from

@@ -242,6 +242,7 @@ pub async fn app(
     let options = opsbot::tui::Options {
         theme,
         mouse: cfg.tui.mouse,
+        notify: cfg.tui.notify,
         keys: cfg.keys.clone(),
         mode: serde_json::to_value(cfg.approval.mode)
             .ok()

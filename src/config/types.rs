@@ -46,6 +46,9 @@ pub struct TuiConfig {
     /// Capture the mouse for wheel scrolling; off leaves the terminal's own
     /// text selection alone.
     pub mouse: bool,
+    /// Ring (terminal bell and an OSC 9 desktop notification) when a call
+    /// served to another AI client starts waiting for your approval.
+    pub notify: bool,
 }
 
 impl Default for TuiConfig {
@@ -53,6 +56,7 @@ impl Default for TuiConfig {
         Self {
             theme: "dark".into(),
             mouse: true,
+            notify: true,
         }
     }
 }

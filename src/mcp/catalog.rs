@@ -16,6 +16,10 @@ pub struct Annotations {
     pub destructive: bool,
     pub idempotent: bool,
     pub open_world: bool,
+    /// `destructive` is MCP's default for a tool whose server gave no
+    /// destructive hint, not the server's word.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub assumed_destructive: bool,
 }
 
 impl Annotations {
@@ -23,9 +27,11 @@ impl Annotations {
     /// not idempotent, open world.
     pub fn from_mcp(a: Option<&rmcp::model::ToolAnnotations>) -> Self {
         let read_only = a.and_then(|a| a.read_only_hint).unwrap_or(false);
+        let hint = a.and_then(|a| a.destructive_hint);
         Self {
             read_only,
-            destructive: !read_only && a.and_then(|a| a.destructive_hint).unwrap_or(true),
+            assumed_destructive: !read_only && hint.is_none(),
+            destructive: !read_only && hint.unwrap_or(true),
             idempotent: read_only || a.and_then(|a| a.idempotent_hint).unwrap_or(false),
             open_world: a.and_then(|a| a.open_world_hint).unwrap_or(true),
         }

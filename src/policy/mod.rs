@@ -479,7 +479,14 @@ impl Policy {
             } else if tool.annotations.destructive && self.config.gate_destructive {
                 Decision::NeedsApproval {
                     rule: "builtin.destructive".into(),
-                    reason: format!("{} is marked destructive by its server", call.tool),
+                    reason: if tool.annotations.assumed_destructive {
+                        format!(
+                            "{} has no hints from its server, so it is assumed to change state, possibly destructively (MCP's default)",
+                            call.tool
+                        )
+                    } else {
+                        format!("{} is marked destructive by its server", call.tool)
+                    },
                     gate: Some(Gate::typed(target(call))),
                 }
             } else {
@@ -536,6 +543,7 @@ mod tests {
                 destructive,
                 idempotent: false,
                 open_world: false,
+                assumed_destructive: false,
             },
             def_hash: "h".into(),
         }

@@ -50,6 +50,13 @@ pub enum Refused {
     TimedOut(u64),
     #[error("the call was cancelled while it waited for approval")]
     Cancelled,
+    #[error(
+        "no one can approve this call: the client cannot ask its user (no elicitation) and no opsbot app is open on this data directory. Open `opsbot` on it (W lists calls that wait), or allow the call by policy"
+    )]
+    NoOne,
+    /// The client answered the approval request, but not with an approval.
+    #[error("the client's answer is not an approval ({0}); the call is refused")]
+    NotAnApproval(String),
 }
 
 /// The message a client shows its user: what will run, and why it needs a
@@ -93,10 +100,15 @@ pub async fn elicit(
         Err(ElicitationError::Service(rmcp::ServiceError::Timeout { .. })) => {
             Err(Refused::TimedOut(timeout.as_secs()))
         }
-        Err(e) => {
-            tracing::warn!("elicitation failed: {e}");
-            return None;
-        }
+        // Anything but a clear yes is a no: an answer that does not fit
+        // the form, an empty one, or an error from the client.
+        Err(ElicitationError::ParseError { error, .. }) => Err(Refused::NotAnApproval(format!(
+            "it does not fit the approval form: {error}"
+        ))),
+        Err(ElicitationError::NoContent) => Err(Refused::NotAnApproval("it was empty".into())),
+        Err(e) => Err(Refused::NotAnApproval(format!(
+            "the client answered with an error: {e}"
+        ))),
         Ok(None) => Err(declined()),
         Ok(Some(a)) => check(a, decision).map(|reason| Granted {
             by: format!("{actor} (via {client})"),

@@ -213,7 +213,23 @@ impl Proxy {
                 .await;
                 match asked {
                     Some(answer) => answer,
-                    None => approval::wait_in_app(&session, &step, timeout, &cancel).await,
+                    // Someone can answer in an app on this data directory:
+                    // the client hears that it waits, and for whom.
+                    None => match rt.store.live_drivers("app").first() {
+                        Some(app) => {
+                            if let Some(token) = ctx.meta.get_progress_token() {
+                                let mut note = ProgressNotificationParam::new(token, 0.0);
+                                note.message = Some(format!(
+                                    "waiting for approval in opsbot ({}); refused after {} s",
+                                    app.describe(),
+                                    timeout.as_secs()
+                                ));
+                                let _ = ctx.peer.notify_progress(note).await;
+                            }
+                            approval::wait_in_app(&session, &step, timeout, &cancel).await
+                        }
+                        None => Err(Refused::NoOne),
+                    },
                 }
                 .map_err(Some)
             }
@@ -243,8 +259,8 @@ impl Proxy {
             Err(Some(refused)) => {
                 // Nothing runs: close the step and the run in the log, so
                 // no one is left looking at a call that waits for nobody.
+                // A final outcome: nothing waits on this call any more.
                 let outcome = match refused {
-                    Refused::TimedOut(_) => Outcome::AwaitingApproval,
                     Refused::Cancelled => Outcome::Cancelled,
                     _ => Outcome::Rejected,
                 };

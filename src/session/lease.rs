@@ -131,6 +131,43 @@ impl Store {
         ))
     }
 
+    /// The live holders of `driver` kind (`app`) on any session of this
+    /// data directory: a lease file another process holds locked. Files
+    /// that name another kind of driver are not touched.
+    pub fn live_drivers(&self, driver: &str) -> Vec<LeaseHolder> {
+        let dir = self.path().with_file_name("leases");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "lock") {
+                continue;
+            }
+            let Ok(mut file) = std::fs::OpenOptions::new().read(true).open(&path) else {
+                continue;
+            };
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let Ok(holder) = serde_json::from_str::<LeaseHolder>(&text) else {
+                continue;
+            };
+            if holder.driver != driver {
+                continue;
+            }
+            // Held by a live process: our shared lock is refused.
+            match file.try_lock_shared() {
+                Err(TryLockError::WouldBlock) => out.push(holder),
+                Ok(()) => {
+                    let _ = file.unlock();
+                }
+                Err(TryLockError::Error(_)) => {}
+            }
+        }
+        out
+    }
+
     /// The last lease the log records on `session`, if it was never
     /// released: its holder ended without saying so.
     fn unreleased_lease(&self, session: &SessionId) -> Result<Option<LeaseHolder>, StoreError> {

@@ -27,6 +27,8 @@ use app::{App, Intent};
 pub struct Options {
     pub theme: String,
     pub mouse: bool,
+    /// Ring when a served call starts waiting for approval.
+    pub notify: bool,
     pub keys: std::collections::BTreeMap<String, String>,
     pub mode: String,
     /// Open on the history browser (`opsbot history` at a terminal).
@@ -612,8 +614,20 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 screen.paging = false;
             }
             Some(calls) = waiting_calls.recv() => {
+                let calls = scrub(calls);
+                // A call that started waiting rings: bell, and a desktop
+                // notification where the terminal shows OSC 9.
+                let new = calls.iter().any(|c| !screen.live.pending.contains(c));
+                if new && options.notify {
+                    use std::io::Write;
+                    let _ = write!(
+                        std::io::stdout(),
+                        "\x07\x1b]9;opsbot: a call from another AI client waits for your approval (W)\x07"
+                    );
+                    let _ = std::io::stdout().flush();
+                }
                 dirty = screen.live.pending != calls;
-                screen.live.pending = scrub(calls);
+                screen.live.pending = calls;
             }
             se = server_events.recv() => match se {
                 Ok(ServerEvent::Status { server, status }) => {
