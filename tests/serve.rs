@@ -778,3 +778,70 @@ async fn progress_and_cancellation_pass_through() {
     );
     client.cancel().await.expect("close");
 }
+
+/// `[serve] namespace = "none"` serves tools under their own names and
+/// `--only` a subset of servers; two exposed servers with a tool of the same
+/// name are refused before serving, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_names_for_a_subset_and_clashes_refused() {
+    let home = Home::new();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
+    let config = home.write_config(
+        "bare.toml",
+        &format!(
+            "{}\n[servers.one]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\n\n[servers.two]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\n",
+            CONFIG.replace(
+                "[serve]\napproval_timeout_secs = 20\n",
+                "[serve]\napproval_timeout_secs = 20\nnamespace = \"none\"\n"
+            )
+        ),
+    );
+    let mut only = serve_command(&home, &config);
+    only.args(["--only", "k8s,monitor,one"]);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(only).expect("spawn"))
+        .await
+        .expect("initialize");
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(names.contains(&"status"), "{names:?}");
+    assert!(names.contains(&"alerts"), "{names:?}");
+    assert!(names.contains(&"echo"), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains('.')), "{names:?}");
+    assert!(!names.contains(&"build"), "ci is not served: {names:?}");
+    let alerts = call(&client, "alerts", json!({})).await;
+    assert_ne!(alerts.is_error, Some(true), "{}", text(&alerts));
+    let not_served = call(
+        &client,
+        "build",
+        json!({"service": "checkout", "ref": "main"}),
+    )
+    .await;
+    assert_eq!(not_served.is_error, Some(true));
+    client.cancel().await.expect("close");
+
+    // Both fixture servers have `echo`: without a namespace that is a clash.
+    let all = serve_command(&home, &config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("serve");
+    assert_exit(&all, 2);
+    assert!(
+        stderr(&all).contains("tool `echo` is served by both `one` and `two`"),
+        "{}",
+        stderr(&all)
+    );
+    let mut typo = serve_command(&home, &config);
+    typo.args(["--only", "k8z"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let typo = typo.output().await.expect("serve");
+    assert_exit(&typo, 2);
+    assert!(
+        stderr(&typo).contains("did you mean `k8s`"),
+        "{}",
+        stderr(&typo)
+    );
+}

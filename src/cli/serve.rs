@@ -14,6 +14,9 @@ pub struct ServeArgs {
     /// of stdio. Any address but loopback needs a bearer token.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Serve only these servers' tools (comma-separated names).
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 pub async fn run(
@@ -27,12 +30,18 @@ pub async fn run(
     rt.servers.launch_eager();
     let rt = Arc::new(rt);
     let actor = rt.actor(as_user)?;
+    let serve_cfg = &rt.config.config.serve;
+    let naming = opsbot::serve::Naming {
+        namespace: serve_cfg.namespace,
+        separator: serve_cfg.separator.clone(),
+        only: (!args.only.is_empty()).then(|| args.only.clone()),
+    };
     let serving = async {
         match &args.http {
-            None => opsbot::serve::stdio(Arc::clone(&rt), actor).await,
+            None => opsbot::serve::stdio(Arc::clone(&rt), actor, naming).await,
             Some(addr) => {
                 let token = opsbot::secrets::serve_token();
-                opsbot::serve::http(Arc::clone(&rt), actor, addr, token, |bound| {
+                opsbot::serve::http(Arc::clone(&rt), actor, naming, addr, token, |bound| {
                     err!("opsbot serves MCP at http://{bound}/mcp");
                 })
                 .await

@@ -374,6 +374,10 @@ pub struct ServeConfig {
     /// (`k8s.deploy`); some clients accept only letters, digits, `_` and
     /// `-` in tool names: use `__` for them.
     pub separator: String,
+    /// `server`: tools are served as `server{separator}tool`; `none`: under
+    /// their own names (two exposed servers with a tool of the same name
+    /// are then an error naming both).
+    pub namespace: Namespace,
     /// How long a call that needs approval waits for one, in seconds: from
     /// the client (elicitation) or from an opsbot app on the same data
     /// directory. Then it is refused.
@@ -384,9 +388,19 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             separator: ".".into(),
+            namespace: Namespace::Server,
             approval_timeout_secs: 120,
         }
     }
+}
+
+/// How served tool names are made.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Namespace {
+    #[default]
+    Server,
+    None,
 }
 
 /// How to undo one tool's effect. `args` values may use `${args.NAME}` (the

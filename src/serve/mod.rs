@@ -3,7 +3,7 @@
 //! approvals, engine and audit log as in the app.
 
 mod approval;
-mod names;
+pub mod names;
 mod proxy;
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::response::IntoResponse;
 use rmcp::ServiceExt;
 
+pub use names::Naming;
 pub use proxy::Proxy;
 
 use crate::runtime::Runtime;
@@ -33,11 +34,37 @@ pub enum ServeError {
         "{0} is not a loopback address: serving beyond this machine needs a bearer token; store one with `opsbot auth set serve` (or set OPSBOT_SERVE_TOKEN), and clients send it as `Authorization: Bearer …`"
     )]
     NeedsToken(String),
+    #[error("{}", .0.join("\n"))]
+    Names(Vec<String>),
+}
+
+/// Check what is to be served before serving it: every `--only` server
+/// exists, and without a namespace no two tools share a name.
+pub async fn check_names(rt: &Runtime, naming: &Naming) -> Result<(), ServeError> {
+    let mut problems = Vec::new();
+    for name in naming.only.iter().flatten() {
+        if !rt.servers.names().any(|n| n == name) {
+            let hint = crate::text::closest(name, rt.servers.names())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            problems.push(format!("--only: there is no server `{name}`{hint}"));
+        }
+    }
+    if naming.namespace == crate::config::Namespace::None {
+        rt.servers.wait_settled().await;
+        problems.extend(naming.collisions(&rt.servers.catalog()));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ServeError::Names(problems))
+    }
 }
 
 /// Serve one client on stdin/stdout until it disconnects.
-pub async fn stdio(rt: Arc<Runtime>, actor: String) -> Result<(), ServeError> {
-    let running = Proxy::new(rt, actor, "stdio")
+pub async fn stdio(rt: Arc<Runtime>, actor: String, naming: Naming) -> Result<(), ServeError> {
+    check_names(&rt, &naming).await?;
+    let running = Proxy::new(rt, actor, naming, "stdio")
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| ServeError::Start(e.to_string()))?;
@@ -55,6 +82,7 @@ pub async fn stdio(rt: Arc<Runtime>, actor: String) -> Result<(), ServeError> {
 pub async fn http(
     rt: Arc<Runtime>,
     actor: String,
+    naming: Naming,
     addr: &str,
     token: Option<String>,
     bound: impl FnOnce(std::net::SocketAddr),
@@ -69,6 +97,7 @@ pub async fn http(
     let socket: std::net::SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
         ServeError::BadAddress(addr.into(), e.to_string())
     })?;
+    check_names(&rt, &naming).await?;
     let loopback = socket.ip().is_loopback();
     if !loopback && token.is_none() {
         return Err(ServeError::NeedsToken(addr.to_string()));
@@ -84,6 +113,7 @@ pub async fn http(
             Ok(Proxy::new(
                 Arc::clone(&rt),
                 actor.clone(),
+                naming.clone(),
                 "streamable HTTP",
             ))
         },

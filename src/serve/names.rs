@@ -5,37 +5,75 @@ use std::sync::Arc;
 
 use rmcp::model::{Tool, ToolAnnotations};
 
+use crate::config::Namespace;
 use crate::mcp::{Catalog, ToolInfo};
 
-/// The name a client sees for a tool.
-pub fn served(tool: &ToolInfo, separator: &str) -> String {
-    format!("{}{separator}{}", tool.server, tool.name)
+/// How names are served: which servers, and with or without their name.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    pub namespace: Namespace,
+    pub separator: String,
+    /// Only these servers' tools are served (`--only`); none: all.
+    pub only: Option<Vec<String>>,
 }
 
-/// The tool a served name stands for. Looked up in the catalog rather than
-/// split, so a separator that also occurs in tool names still works.
-pub fn resolve<'a>(name: &str, catalog: &'a Catalog, separator: &str) -> Option<&'a ToolInfo> {
-    catalog.iter().find(|t| {
-        name.strip_prefix(t.server.as_str())
-            .and_then(|rest| rest.strip_prefix(separator))
-            == Some(t.name.as_str())
-    })
+impl Naming {
+    pub fn exposes(&self, tool: &ToolInfo) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|s| *s == tool.server))
+    }
+
+    /// The name a client sees for a tool.
+    pub fn served(&self, tool: &ToolInfo) -> String {
+        match self.namespace {
+            Namespace::Server => format!("{}{}{}", tool.server, self.separator, tool.name),
+            Namespace::None => tool.name.clone(),
+        }
+    }
+
+    /// The tool a served name stands for, among the exposed ones. Looked
+    /// up in the catalog rather than split, so a separator that also
+    /// occurs in tool names still works.
+    pub fn resolve<'a>(&self, name: &str, catalog: &'a Catalog) -> Option<&'a ToolInfo> {
+        catalog
+            .iter()
+            .filter(|t| self.exposes(t))
+            .find(|t| self.served(t) == name)
+    }
+
+    /// Two exposed tools served under one name (possible without a
+    /// namespace): each clash names both servers.
+    pub fn collisions(&self, catalog: &Catalog) -> Vec<String> {
+        let mut seen: std::collections::BTreeMap<String, &str> = Default::default();
+        let mut out = Vec::new();
+        for t in catalog.iter().filter(|t| self.exposes(t)) {
+            if let Some(first) = seen.insert(self.served(t), t.server.as_str()) {
+                out.push(format!(
+                    "tool `{}` is served by both `{first}` and `{}`: with [serve] namespace = \"none\" every served name must be unique; serve fewer servers (--only) or use namespace = \"server\"",
+                    t.name, t.server
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// The definition a client sees: the downstream one under its served name,
-/// with the hints opsbot read from it.
-pub fn definition(tool: &ToolInfo, separator: &str) -> Tool {
+/// with the hints opsbot read from it (none where its server gave none).
+pub fn definition(tool: &ToolInfo, naming: &Naming) -> Tool {
     let schema = match &tool.input_schema {
         serde_json::Value::Object(o) => o.clone(),
         _ => serde_json::Map::new(),
     };
     let mut hints = ToolAnnotations::default();
     hints.read_only_hint = Some(tool.annotations.read_only);
-    hints.destructive_hint = Some(tool.annotations.destructive);
+    hints.destructive_hint =
+        (!tool.annotations.assumed_destructive).then_some(tool.annotations.destructive);
     hints.idempotent_hint = Some(tool.annotations.idempotent);
     hints.open_world_hint = Some(tool.annotations.open_world);
     Tool::new(
-        served(tool, separator),
+        naming.served(tool),
         tool.description.clone(),
         Arc::new(schema),
     )
@@ -58,20 +96,52 @@ mod tests {
         }
     }
 
+    fn naming(namespace: Namespace, sep: &str, only: Option<&[&str]>) -> Naming {
+        Naming {
+            namespace,
+            separator: sep.into(),
+            only: only.map(|o| o.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
     #[test]
     fn served_names_resolve_back_whatever_the_separator() {
         let catalog = Catalog::new([tool("k8s", "deploy"), tool("fs", "read__file")]);
         for sep in [".", "__", "-"] {
+            let n = naming(Namespace::Server, sep, None);
             for t in catalog.iter() {
-                let name = served(t, sep);
+                let name = n.served(t);
                 assert_eq!(
-                    resolve(&name, &catalog, sep).map(ToolInfo::qualified),
+                    n.resolve(&name, &catalog).map(ToolInfo::qualified),
                     Some(t.qualified()),
                     "{name}"
                 );
             }
         }
-        assert!(resolve("k8s.nope", &catalog, ".").is_none());
-        assert!(resolve("k8sdeploy", &catalog, ".").is_none());
+        let n = naming(Namespace::Server, ".", None);
+        assert!(n.resolve("k8s.nope", &catalog).is_none());
+        assert!(n.resolve("k8sdeploy", &catalog).is_none());
+    }
+
+    #[test]
+    fn bare_names_and_only_some_servers() {
+        let catalog = Catalog::new([
+            tool("k8s", "status"),
+            tool("git", "status"),
+            tool("fs", "read"),
+        ]);
+        let bare = naming(Namespace::None, ".", None);
+        let clashes = bare.collisions(&catalog);
+        assert_eq!(clashes.len(), 1);
+        assert!(clashes[0].contains("`git` and `k8s`"), "{clashes:?}");
+        let some = naming(Namespace::None, ".", Some(&["k8s", "fs"]));
+        assert!(some.collisions(&catalog).is_empty());
+        assert_eq!(
+            some.resolve("status", &catalog)
+                .map(ToolInfo::qualified)
+                .as_deref(),
+            Some("k8s.status")
+        );
+        assert!(some.resolve("git.status", &catalog).is_none());
     }
 }

@@ -34,6 +34,7 @@ struct Inner {
     rt: Arc<Runtime>,
     actor: String,
     transport: &'static str,
+    naming: names::Naming,
     session: Mutex<Option<Arc<Session>>>,
     calls: AtomicU64,
 }
@@ -47,20 +48,26 @@ fn refusal(text: String) -> CallToolResponse {
 }
 
 impl Proxy {
-    pub fn new(rt: Arc<Runtime>, actor: String, transport: &'static str) -> Self {
+    pub fn new(
+        rt: Arc<Runtime>,
+        actor: String,
+        naming: names::Naming,
+        transport: &'static str,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 rt,
                 actor,
                 transport,
+                naming,
                 session: Mutex::new(None),
                 calls: AtomicU64::new(0),
             }),
         }
     }
 
-    fn separator(&self) -> &str {
-        &self.inner.rt.config.config.serve.separator
+    fn naming(&self) -> &names::Naming {
+        &self.inner.naming
     }
 
     /// "name version" of the client, as it introduced itself.
@@ -106,8 +113,8 @@ impl Proxy {
         let denied = rt.denied_outright(session, &catalog);
         catalog
             .iter()
-            .filter(|t| !denied.contains(&t.qualified()))
-            .map(|t| names::definition(t, self.separator()))
+            .filter(|t| self.naming().exposes(t) && !denied.contains(&t.qualified()))
+            .map(|t| names::definition(t, self.naming()))
             .collect()
     }
 
@@ -140,7 +147,7 @@ impl Proxy {
         }
         rt.servers.wait_settled().await;
         let catalog = rt.servers.catalog();
-        let Some(tool) = names::resolve(&request.name, &catalog, self.separator()) else {
+        let Some(tool) = self.naming().resolve(&request.name, &catalog) else {
             return Ok(refusal(format!(
                 "opsbot has no tool `{}`; tools/list shows the tools you may use",
                 request.name
