@@ -19,9 +19,7 @@ pub struct Naming {
 
 impl Naming {
     pub fn exposes(&self, tool: &ToolInfo) -> bool {
-        self.only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|s| *s == tool.server))
+        self.only.as_ref().is_none_or(|o| o.contains(&tool.server))
     }
 
     /// The name a client sees for a tool.
