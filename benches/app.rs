@@ -77,6 +77,8 @@ fn big_session(dir: &Path) -> String {
                 text: "{}".into(),
                 structured: Some(serde_json::json!({"ok": true})),
                 truncated: None,
+                content: None,
+                meta: None,
             },
             duration_ms: 10,
         });

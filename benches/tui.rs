@@ -104,6 +104,8 @@ fn big_app() -> App {
                     text: "{}".into(),
                     structured: Some(serde_json::json!({"ok": true})),
                     truncated: None,
+                    content: None,
+                    meta: None,
                 },
                 duration_ms: 10,
             },

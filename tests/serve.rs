@@ -845,3 +845,49 @@ async fn bare_names_for_a_subset_and_clashes_refused() {
         stderr(&typo)
     );
 }
+
+/// Everything a result carries passes through `opsbot serve` as the server
+/// sent it: text with annotations, image, audio, resource link, embedded
+/// resource, structured content and `_meta`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_content_passes_through() {
+    let home = Home::new();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
+    let config = home.write_config(
+        "rich.toml",
+        &format!(
+            "{CONFIG}\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_RICH = \"1\" }}\n"
+        ),
+    );
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let result = call(&client, "fx.echo", json!({"text": "hi"})).await;
+    client.cancel().await.expect("close");
+    let got = serde_json::to_value(&result).expect("json");
+    let types: Vec<&str> = got["content"]
+        .as_array()
+        .expect("content")
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        ["text", "image", "audio", "resource_link", "resource"],
+        "{got}"
+    );
+    assert_eq!(
+        got["content"][0]["annotations"]["audience"],
+        json!(["user"]),
+        "{got}"
+    );
+    assert_eq!(got["content"][1]["data"], "iVBORw0KGgo=", "{got}");
+    assert_eq!(got["content"][4]["resource"]["text"], "inline", "{got}");
+    assert_eq!(
+        got["structuredContent"],
+        json!({"echoed": "hi", "n": 1}),
+        "{got}"
+    );
+    assert_eq!(got["_meta"]["fixture/trace"], "t-1", "{got}");
+}

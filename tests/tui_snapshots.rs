@@ -133,6 +133,8 @@ fn app() -> App {
                     json!({"build_id": "b-401", "image": "registry.local/checkout:401-cdcb87b"}),
                 ),
                 truncated: None,
+                content: None,
+                meta: None,
             },
             duration_ms: 1234,
         },

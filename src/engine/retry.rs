@@ -100,6 +100,8 @@ mod tests {
             text: "x".into(),
             structured: Some(structured),
             truncated: None,
+            content: None,
+            meta: None,
         };
         assert!(transient(&Ok(out(true, serde_json::json!({"retryable": true})))).is_some());
         assert!(transient(&Ok(out(true, serde_json::json!({"error": "bad"})))).is_none());

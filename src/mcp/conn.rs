@@ -47,6 +47,14 @@ pub struct ToolOutput {
     /// the start of the text, and this says how big the whole was and its hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Truncation>,
+    /// The content blocks as the server sent them, when text cannot say
+    /// them (images, audio, resources, links, annotations): what a served
+    /// client gets back, byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<Value>>,
+    /// The result's `_meta`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,11 +79,28 @@ impl ToolOutput {
             })
             .collect::<Vec<_>>()
             .join("\n");
+        // Plain text blocks are all `text` says; anything more is kept whole.
+        let plain = result.content.iter().all(|b| {
+            matches!(b, ContentBlock::Text(_))
+                && serde_json::to_value(b).is_ok_and(|v| {
+                    v.as_object()
+                        .is_some_and(|o| o.keys().all(|k| k == "type" || k == "text"))
+                })
+        });
+        let content = (!plain).then(|| {
+            result
+                .content
+                .iter()
+                .filter_map(|b| serde_json::to_value(b).ok())
+                .collect()
+        });
         Self {
             is_error: result.is_error.unwrap_or(false),
             text,
             structured: result.structured_content,
             truncated: None,
+            content,
+            meta: result.meta.and_then(|m| serde_json::to_value(m).ok()),
         }
     }
 
@@ -87,10 +112,19 @@ impl ToolOutput {
             .as_ref()
             .map(|v| v.to_string())
             .unwrap_or_default();
-        let size = self.text.len() + structured.len();
+        let extra: usize = self
+            .content
+            .iter()
+            .flatten()
+            .chain(self.meta.iter())
+            .map(|v| v.to_string().len())
+            .sum();
+        let size = self.text.len() + structured.len() + extra;
         if size <= cap {
             return self;
         }
+        self.content = None;
+        self.meta = None;
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(self.text.as_bytes());

@@ -114,6 +114,8 @@ mod tests {
                         text: String::new(),
                         structured: Some(output),
                         truncated: None,
+                        content: None,
+                        meta: None,
                     },
                     duration_ms: 1,
                 },

@@ -382,13 +382,28 @@ impl Proxy {
             };
             match (&st.output, &st.error) {
                 (Some(out), _) => {
-                    let content = vec![ContentBlock::text(out.text.clone())];
+                    // The blocks as the server sent them (redacted like the
+                    // log), else the text.
+                    let content = out
+                        .content
+                        .as_ref()
+                        .and_then(|c| {
+                            serde_json::from_value::<Vec<ContentBlock>>(serde_json::Value::Array(
+                                c.clone(),
+                            ))
+                            .ok()
+                        })
+                        .unwrap_or_else(|| vec![ContentBlock::text(out.text.clone())]);
                     let mut result = if out.is_error {
                         CallToolResult::error(content)
                     } else {
                         CallToolResult::success(content)
                     };
                     result.structured_content = out.structured.clone();
+                    result.meta = out
+                        .meta
+                        .as_ref()
+                        .and_then(|m| serde_json::from_value(m.clone()).ok());
                     result.into()
                 }
                 (None, Some(e)) => refusal(format!("{} failed: {e}", step.tool)),
