@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::frames::{Frame, MAX_MESSAGE, next_frame};
-use super::servers::{Entry, SHUTDOWN_GRACE, STDERR_LINES, ServerEvent, SpawnContext, mark_exited};
+use super::lifecycle::mark_exited;
+use super::servers::{Entry, SHUTDOWN_GRACE, STDERR_LINES, ServerEvent, SpawnContext};
 
 /// The JSON-RPC error code opsbot's pump answers a bad reply with, so the
 /// call can tell it from the server's own errors.

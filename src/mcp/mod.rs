@@ -12,6 +12,7 @@ mod child;
 mod client;
 mod conn;
 mod frames;
+mod lifecycle;
 mod servers;
 
 pub use breaker::BreakerState;

@@ -1,0 +1,324 @@
+//! A server's life: connecting (spawned or over HTTP), listing its tools
+//! (and keeping the list in the cache), watching the list change, and
+//! starting it again after it exits on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+use tokio::sync::broadcast;
+
+use super::catalog::ToolInfo;
+use super::child::spawn_child;
+use super::client::OpsbotClient;
+use super::conn::Connection;
+use super::servers::{Entry, MAX_RESTARTS, ServerEvent, ServerStatus, SpawnContext};
+
+/// Connect in the background and publish how it went.
+pub(super) fn spawn_connect(entry: Arc<Entry>) {
+    tokio::spawn(async move {
+        let events = entry.events.clone();
+        let ctx = entry.ctx.clone();
+        let status = match connect(&entry, &ctx, &events).await {
+            Ok(status) => status,
+            Err(error) => {
+                tracing::warn!(server = %entry.name, %error, "server failed to start");
+                ServerStatus::Failed {
+                    error,
+                    stderr: entry.stderr_tail(),
+                }
+            }
+        };
+        set_status(&entry, &events, status);
+    });
+}
+
+/// Take a fresh list as the server's tools and keep it in the cache; when
+/// it replaces a cached list, say which tools changed.
+fn take_tools(entry: &Entry, infos: Vec<ToolInfo>, events: &broadcast::Sender<ServerEvent>) {
+    let cached_at = entry.cached_at.lock().ok().and_then(|mut c| c.take());
+    let changed: Vec<String> = match (cached_at, entry.tools.read()) {
+        (Some(_), Ok(old)) => {
+            let hash_of = |list: &[ToolInfo], name: &str| {
+                list.iter()
+                    .find(|t| t.name == name)
+                    .map(|t| t.def_hash.clone())
+            };
+            let mut names: Vec<&str> = old
+                .iter()
+                .chain(infos.iter())
+                .map(|t| t.name.as_str())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+                .into_iter()
+                .filter(|n| hash_of(&old, n) != hash_of(&infos, n))
+                .map(|n| format!("{}.{n}", entry.name))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    entry.cache.save(&entry.name, &entry.fingerprint, &infos);
+    if let Ok(mut t) = entry.tools.write() {
+        *t = infos;
+    }
+    if let (Some(at), false) = (cached_at, changed.is_empty()) {
+        tracing::warn!(server = %entry.name, ?changed, "tools changed since they were cached");
+        let _ = events.send(ServerEvent::ToolsChanged {
+            server: entry.name.clone(),
+            since: format!("it was listed {}", super::cache::age(at)),
+            tools: changed,
+        });
+    }
+}
+
+pub(super) fn set_status(
+    entry: &Entry,
+    events: &broadcast::Sender<ServerEvent>,
+    status: ServerStatus,
+) {
+    if status.is_ready() {
+        entry
+            .ever_ready
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+    entry.status.send_replace(status.clone());
+    let _ = events.send(ServerEvent::Status {
+        server: entry.name.clone(),
+        status,
+    });
+}
+
+enum Startup {
+    Spawn(String),
+    Init(String),
+}
+
+impl From<String> for Startup {
+    fn from(e: String) -> Self {
+        Startup::Init(e)
+    }
+}
+
+/// Ready → exited, once: the call that saw the connection close and the
+/// watcher that saw the process end may both get here.
+pub(super) fn mark_exited(entry: &Entry, how: String) {
+    let status = ServerStatus::Exited {
+        how,
+        stderr: entry.stderr_tail(),
+    };
+    let changed = entry.status.send_if_modified(|s| {
+        if s.is_ready() {
+            *s = status.clone();
+            true
+        } else {
+            false
+        }
+    });
+    if changed {
+        let _ = entry.events.send(ServerEvent::Status {
+            server: entry.name.clone(),
+            status,
+        });
+        restart_later(entry);
+    }
+}
+
+/// A server that exited on its own is started again, after 0.5 s, then
+/// 1 s, 2 s, ... up to `MAX_RESTARTS` times in a row; a start that stays up
+/// for a minute resets the count.
+fn restart_later(entry: &Entry) {
+    if entry.stopping.is_cancelled() || entry.config.command.is_none() {
+        return;
+    }
+    let attempt = {
+        let mut n = entry.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    };
+    if attempt > MAX_RESTARTS {
+        tracing::warn!(server = %entry.name, "exited {MAX_RESTARTS} times in a row; not restarting it");
+        return;
+    }
+    let Some(entry) = entry.this.lock().ok().and_then(|w| w.upgrade()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let wait = Duration::from_millis(500) * 2u32.pow(attempt - 1);
+        tracing::info!(server = %entry.name, "restarting in {wait:?} (restart {attempt})");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = entry.stopping.cancelled() => return,
+        }
+        set_status(&entry, &entry.events, ServerStatus::Starting);
+        let status = match connect(&entry, &entry.ctx, &entry.events).await {
+            Ok(status) => status,
+            Err(error) => ServerStatus::Failed {
+                error: format!("restart {attempt} failed: {error}"),
+                stderr: entry.stderr_tail(),
+            },
+        };
+        let ready = status.is_ready();
+        set_status(&entry, &entry.events, status);
+        if ready {
+            let stable = Arc::clone(&entry);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if stable.status.borrow().is_ready() {
+                    *stable.restarts.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+                }
+            });
+        } else {
+            restart_later(&entry);
+        }
+    });
+}
+
+/// A streamable HTTP connection with the server's configured headers
+/// (their `${keyring}` and `${env:VAR}` references filled in).
+fn http_transport(
+    entry: &Entry,
+    url: &str,
+) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut headers = std::collections::HashMap::new();
+    for (name, raw) in &entry.config.headers {
+        let value = crate::secrets::resolve(&entry.name, name, raw)?;
+        let name_ok = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!(
+                "header `{name}` of server `{}` is not a valid header name",
+                entry.name
+            )
+        })?;
+        let value_ok = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| format!("header `{name}` of server `{}` has a value that cannot be sent (control characters?)", entry.name))?;
+        headers.insert(name_ok, value_ok);
+    }
+    let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
+    Ok(StreamableHttpClientTransport::from_config(config))
+}
+
+async fn connect(
+    entry: &Arc<Entry>,
+    ctx: &SpawnContext,
+    events: &broadcast::Sender<ServerEvent>,
+) -> Result<ServerStatus, String> {
+    let client = OpsbotClient::default();
+    let startup = Duration::from_millis(entry.config.startup_timeout_ms);
+    let serving = async {
+        if let Some(url) = &entry.config.url {
+            let transport = http_transport(entry, &ctx.expand(url)).map_err(Startup::Spawn)?;
+            client
+                .clone()
+                .serve(transport)
+                .await
+                .map_err(|e| Startup::Init(e.to_string()))
+        } else {
+            let transport = spawn_child(entry, ctx).map_err(Startup::Spawn)?;
+            client
+                .clone()
+                .serve(transport)
+                .await
+                .map_err(|e| Startup::Init(e.to_string()))
+        }
+    };
+    let service = match tokio::time::timeout(startup, serving).await {
+        Err(_) => {
+            return Err(format!(
+                "no answer to initialize within {} ms (raise startup_timeout_ms if it is just slow)",
+                startup.as_millis()
+            ));
+        }
+        Ok(Err(Startup::Spawn(e))) => return Err(e),
+        Ok(Err(Startup::Init(e))) => {
+            entry.settle_exit().await;
+            return Err(match entry.exit_status() {
+                Some(how) => format!("exited before it finished starting ({how})"),
+                None => format!("initialize failed: {e}"),
+            });
+        }
+        Ok(Ok(service)) => service,
+    };
+    let peer = service.peer().clone();
+    let (server_info, protocol) = peer
+        .peer_info()
+        .map(|i| {
+            (
+                i.server_info
+                    .as_ref()
+                    .map(|s| format!("{} {}", s.name, s.version))
+                    .unwrap_or_default(),
+                i.protocol_version.to_string(),
+            )
+        })
+        .unwrap_or_default();
+    let tools = tokio::time::timeout(startup, peer.list_all_tools())
+        .await
+        .map_err(|_| "no answer to tools/list".to_string())?
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    let infos: Vec<ToolInfo> = tools
+        .iter()
+        .map(|t| ToolInfo::from_mcp(&entry.name, t))
+        .collect();
+    let count = infos.len();
+    take_tools(entry, infos, events);
+    if let Ok(mut c) = entry.conn.write() {
+        *c = Some(Arc::new(Connection {
+            peer: peer.clone(),
+            routes: client.progress.clone(),
+            timeout: Duration::from_millis(entry.config.timeout_ms),
+        }));
+    }
+    *entry.service.lock().await = Some(service);
+    watch_tool_list(Arc::clone(entry), client, events.clone());
+    Ok(ServerStatus::Ready {
+        tools: count,
+        server_info,
+        protocol,
+    })
+}
+
+/// Re-list a server's tools whenever it announces `tools/list_changed`.
+fn watch_tool_list(
+    entry: Arc<Entry>,
+    client: OpsbotClient,
+    events: broadcast::Sender<ServerEvent>,
+) {
+    tokio::spawn(async move {
+        loop {
+            client.tools_changed.notified().await;
+            let conn = entry.conn.read().ok().and_then(|c| c.clone());
+            let Some(conn) = conn else { return };
+            match conn.peer.list_all_tools().await {
+                Ok(tools) => {
+                    let infos: Vec<ToolInfo> = tools
+                        .iter()
+                        .map(|t| ToolInfo::from_mcp(&entry.name, t))
+                        .collect();
+                    let count = infos.len();
+                    take_tools(&entry, infos, &events);
+                    let status = match &*entry.status.borrow() {
+                        ServerStatus::Ready {
+                            server_info,
+                            protocol,
+                            ..
+                        } => ServerStatus::Ready {
+                            tools: count,
+                            server_info: server_info.clone(),
+                            protocol: protocol.clone(),
+                        },
+                        other => other.clone(),
+                    };
+                    tracing::info!(server = %entry.name, count, "tool list changed");
+                    set_status(&entry, &events, status);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %entry.name, "re-listing tools failed: {e}");
+                    return;
+                }
+            }
+        }
+    });
+}
