@@ -50,6 +50,8 @@ struct Person {
     answer: Arc<Mutex<Option<Value>>>,
     shown: Arc<Mutex<Vec<String>>>,
     progress: Arc<Mutex<Vec<Seen>>>,
+    /// Log messages relayed to the client: (logger, data).
+    logs: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
 /// A progress notification as the client saw it: progress and total.
@@ -62,6 +64,7 @@ impl Person {
             answer: Arc::new(Mutex::new(None)),
             shown: Arc::new(Mutex::new(Vec::new())),
             progress: Arc::new(Mutex::new(Vec::new())),
+            logs: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -71,6 +74,18 @@ impl Person {
 }
 
 impl ClientHandler for Person {
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.logs
+            .lock()
+            .expect("lock")
+            .push((params.logger.unwrap_or_default(), params.data));
+    }
+
     async fn on_progress(
         &self,
         params: rmcp::model::ProgressNotificationParam,
@@ -890,4 +905,57 @@ async fn every_kind_of_content_passes_through() {
         "{got}"
     );
     assert_eq!(got["_meta"]["fixture/trace"], "t-1", "{got}");
+}
+
+/// `logging/setLevel` reaches the servers, and what they log reaches the
+/// client, named by server and redacted like the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)]
+async fn logging_is_forwarded_and_relayed_redacted() {
+    let home = Home::new();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
+    let levels = home.path().join("levels");
+    let config = home.write_config(
+        "log.toml",
+        &format!(
+            "{CONFIG}\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_LOG = {:?} }}\n",
+            levels.display().to_string()
+        ),
+    );
+    let person = Person::new(false);
+    let logs = Arc::clone(&person.logs);
+    let client = person
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    // The first call starts the server; then the level reaches it.
+    let first = call(&client, "fx.echo", json!({"text": "one"})).await;
+    assert_ne!(first.is_error, Some(true), "{}", text(&first));
+    client
+        .peer()
+        .set_level(rmcp::model::SetLevelRequestParams::new(
+            rmcp::model::LoggingLevel::Debug,
+        ))
+        .await
+        .expect("setLevel");
+    let second = call(&client, "fx.echo", json!({"text": "two"})).await;
+    assert_ne!(second.is_error, Some(true), "{}", text(&second));
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = logs.lock().expect("logs").clone();
+        if seen.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.cancel().await.expect("close");
+    assert_eq!(
+        std::fs::read_to_string(&levels).expect("levels").trim(),
+        "debug"
+    );
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert_eq!(seen[0].0, "fx/fixture", "{seen:?}");
+    let all = format!("{seen:?}");
+    assert!(all.contains("calling echo"), "{all}");
+    assert!(!all.contains("hunter2-secret"), "redacted: {all}");
 }

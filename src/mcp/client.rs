@@ -4,6 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+// MCP logging is deprecated from the 2026-07-28 revision (SEP-2577), but
+// clients and servers on earlier versions still use it: it is relayed.
+#[allow(deprecated)]
+use rmcp::model::LoggingMessageNotificationParam;
 use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProgressToken,
 };
@@ -20,6 +24,8 @@ pub(crate) type ProgressRoutes =
 pub(crate) struct OpsbotClient {
     pub progress: ProgressRoutes,
     pub tools_changed: Arc<Notify>,
+    /// Where the server's log messages go: its name and the servers' events.
+    pub logs: Option<(String, tokio::sync::broadcast::Sender<super::ServerEvent>)>,
 }
 
 impl ClientHandler for OpsbotClient {
@@ -38,6 +44,20 @@ impl ClientHandler for OpsbotClient {
                 progress: params.progress,
                 total: params.total,
                 message: params.message,
+            });
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some((server, events)) = &self.logs {
+            let _ = events.send(super::ServerEvent::Log {
+                server: server.clone(),
+                message: params,
             });
         }
     }

@@ -205,7 +205,10 @@ async fn connect(
     ctx: &SpawnContext,
     events: &broadcast::Sender<ServerEvent>,
 ) -> Result<ServerStatus, String> {
-    let client = OpsbotClient::default();
+    let client = OpsbotClient {
+        logs: Some((entry.name.clone(), events.clone())),
+        ..OpsbotClient::default()
+    };
     let startup = Duration::from_millis(entry.config.startup_timeout_ms);
     let serving = async {
         if let Some(url) = &entry.config.url {

@@ -202,6 +202,13 @@ pub enum ServerEvent {
     Garbage { server: String, line: String },
     /// The server's circuit breaker opened or closed.
     Breaker { server: String, state: BreakerState },
+    /// A log message the server sent (`notifications/message`), as sent.
+    /// (Logging is deprecated from MCP 2026-07-28; earlier peers use it.)
+    #[allow(deprecated)]
+    Log {
+        server: String,
+        message: rmcp::model::LoggingMessageNotificationParam,
+    },
     /// Started after planning from its cached list, the server lists some
     /// tools differently: calls planned against the old ones are refused.
     ToolsChanged {
@@ -621,6 +628,32 @@ impl Servers {
                 message,
             }),
         }
+    }
+
+    /// Ask every started server that logs to send messages from `level` up
+    /// (an upstream client's `logging/setLevel`); servers started later
+    /// keep their own default. Returns how many accepted.
+    #[allow(deprecated)]
+    pub async fn set_log_level(&self, level: rmcp::model::LoggingLevel) -> usize {
+        let mut accepted = 0;
+        for entry in self.entries.values() {
+            let conn = entry.conn.read().ok().and_then(|c| c.clone());
+            let Some(conn) = conn else { continue };
+            let logs = conn
+                .peer
+                .peer_info()
+                .is_some_and(|i| i.capabilities.logging.is_some());
+            if logs
+                && conn
+                    .peer
+                    .set_level(rmcp::model::SetLevelRequestParams::new(level))
+                    .await
+                    .is_ok()
+            {
+                accepted += 1;
+            }
+        }
+        accepted
     }
 
     /// Close every server's stdin, then kill what has not exited after a

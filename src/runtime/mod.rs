@@ -526,7 +526,7 @@ impl Runtime {
                             tools.join(", ")
                         ),
                     ),
-                    ServerEvent::Status { .. } => continue,
+                    ServerEvent::Status { .. } | ServerEvent::Log { .. } => continue,
                 };
                 if let Err(e) = session.record(Event::ServerProblem { server, message }) {
                     tracing::error!("cannot record a server problem: {e}");

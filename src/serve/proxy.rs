@@ -418,11 +418,15 @@ impl Proxy {
 }
 
 impl ServerHandler for Proxy {
+    // Logging is deprecated from MCP 2026-07-28; clients on earlier
+    // versions still set levels and read messages.
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("opsbot", env!("CARGO_PKG_VERSION")))
@@ -455,6 +459,34 @@ impl ServerHandler for Proxy {
             me.inner.rt.servers.wait_settled().await;
             let mut last = names(&me);
             while let Ok(event) = events.recv().await {
+                #[allow(deprecated)]
+                if let ServerEvent::Log {
+                    server,
+                    mut message,
+                } = event
+                {
+                    // Only what the client is served, redacted like the log.
+                    if me
+                        .inner
+                        .naming
+                        .only
+                        .as_ref()
+                        .is_some_and(|o| !o.contains(&server))
+                    {
+                        continue;
+                    }
+                    me.inner.rt.store.redactor().value(&mut message.data);
+                    let logger = message.logger.take().unwrap_or_default();
+                    message.logger = Some(if logger.is_empty() {
+                        server
+                    } else {
+                        format!("{server}/{logger}")
+                    });
+                    if peer.notify_logging_message(message).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 if !matches!(event, ServerEvent::Status { .. }) {
                     continue;
                 }
@@ -467,6 +499,17 @@ impl ServerHandler for Proxy {
                 }
             }
         });
+    }
+
+    /// Forwarded to every started server that logs.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.inner.rt.servers.set_log_level(request.level).await;
+        Ok(())
     }
 
     async fn list_tools(
