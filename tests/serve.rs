@@ -959,3 +959,41 @@ async fn logging_is_forwarded_and_relayed_redacted() {
     assert!(all.contains("calling echo"), "{all}");
     assert!(!all.contains("hunter2-secret"), "redacted: {all}");
 }
+
+/// A downstream server asking opsbot for sampling, elicitation or roots in
+/// the middle of a call gets a clean answer (a refusal, a decline, no
+/// roots), never "method not found"; the sampling request is on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_requests_are_declined_cleanly() {
+    let home = Home::new();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
+    let config = home.write_config(
+        "ask.toml",
+        &format!(
+            "{CONFIG}\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_ASK = \"1\" }}\n"
+        ),
+    );
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let result = call(&client, "fx.echo", json!({"text": "hi"})).await;
+    client.cancel().await.expect("close");
+    let replies: Value = serde_json::from_str(&text(&result)).expect("the fixture's JSON");
+    let all = replies.to_string();
+    assert!(!all.contains("-32601"), "{all}");
+    assert_eq!(replies[0]["sampling/createMessage"]["code"], -1, "{all}");
+    assert_eq!(
+        replies[1]["elicitation/create"]["action"], "decline",
+        "{all}"
+    );
+    assert_eq!(replies[2]["roots/list"]["roots"], json!([]), "{all}");
+    let (_, records) = served_session(&home);
+    assert!(
+        records.iter().any(|r| matches!(
+            &r.event,
+            Event::ServerProblem { server, message } if server == "fx" && message.contains("sampling")
+        )),
+        "{records:?}"
+    );
+}

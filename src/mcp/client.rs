@@ -62,6 +62,29 @@ impl ClientHandler for OpsbotClient {
         }
     }
 
+    /// opsbot does not lend its model to servers: a server's sampling
+    /// request gets a clear refusal (the code MCP uses for a user's no),
+    /// not "method not found". (Sampling is deprecated from MCP 2026-07-28;
+    /// earlier servers may still ask.)
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        if let Some((server, events)) = &self.logs {
+            let _ = events.send(super::ServerEvent::Declined {
+                server: server.clone(),
+                what: "a sampling request (opsbot does not let servers use a model)".into(),
+            });
+        }
+        Err(rmcp::ErrorData::new(
+            rmcp::model::ErrorCode(-1),
+            "opsbot declined the sampling request: it does not let MCP servers use a model",
+            None,
+        ))
+    }
+
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.tools_changed.notify_one();
     }

@@ -202,6 +202,9 @@ pub enum ServerEvent {
     Garbage { server: String, line: String },
     /// The server's circuit breaker opened or closed.
     Breaker { server: String, state: BreakerState },
+    /// The server asked opsbot for something it does not give servers
+    /// (sampling): declined, and said so in the session.
+    Declined { server: String, what: String },
     /// A log message the server sent (`notifications/message`), as sent.
     /// (Logging is deprecated from MCP 2026-07-28; earlier peers use it.)
     #[allow(deprecated)]

@@ -526,6 +526,9 @@ impl Runtime {
                             tools.join(", ")
                         ),
                     ),
+                    ServerEvent::Declined { server, what } => {
+                        (server, format!("asked for {what}; declined"))
+                    }
                     ServerEvent::Status { .. } | ServerEvent::Log { .. } => continue,
                 };
                 if let Err(e) = session.record(Event::ServerProblem { server, message }) {

@@ -101,6 +101,8 @@ impl Proxy {
                 transport: self.inner.transport.into(),
             })
             .map_err(internal)?;
+        // Server trouble (exits, declined requests) goes on this session's record.
+        self.inner.rt.watch_servers(&session);
         *slot = Some(Arc::clone(&session));
         Ok(session)
     }
