@@ -259,11 +259,14 @@ impl Engine {
             if !cancelled {
                 self.schedule(&mut run)?;
             }
-            run.flush()?;
             let at_desk = run.state.values().any(|s| *s == State::AtDesk);
+            // The run ends here: what is pending is recorded with its end,
+            // in one commit (nothing more is called).
             if run.running.is_empty() && (cancelled || !at_desk) {
                 break;
             }
+            // Before anything started here is called, it is on record.
+            run.flush()?;
             let desk_wait = async {
                 match desk_changed {
                     Some(n) => n.await,

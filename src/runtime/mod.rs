@@ -675,8 +675,20 @@ impl Runtime {
     pub async fn propose(
         &self,
         session: &Session,
+        plan: Plan,
+        before: Vec<Event>,
+    ) -> Result<Planned, StoreError> {
+        self.propose_approving(session, plan, before, None).await
+    }
+
+    /// As `propose`; with `approve_as`, steps policy allows are approved in
+    /// the same commit, by that name (a served call: one commit fewer).
+    pub async fn propose_approving(
+        &self,
+        session: &Session,
         mut plan: Plan,
         before: Vec<Event>,
+        approve_as: Option<&str>,
     ) -> Result<Planned, StoreError> {
         let renamed = self.canonicalize(&mut plan);
         let used: std::collections::BTreeSet<&str> = plan
@@ -759,6 +771,19 @@ impl Runtime {
                 }),
         );
         events.push(Event::AssistantMessage { text });
+        if let Some(by) = approve_as {
+            for (step, decision) in &decisions {
+                if let (Decision::Allow { rule, .. }, Some(s)) = (decision, plan.step(step)) {
+                    events.push(Event::Approved {
+                        step: step.clone(),
+                        by: format!("{by} ({rule})"),
+                        args_hash: args_hash(&s.tool, &s.args),
+                        gated: false,
+                        reason: None,
+                    });
+                }
+            }
+        }
         session.record_all(&events)?;
         Ok(Planned::Ready { plan, decisions })
     }

@@ -174,7 +174,7 @@ impl Proxy {
             steps: vec![step],
         };
         let (plan, decisions) = match rt
-            .propose(&session, plan, vec![asked])
+            .propose_approving(&session, plan, vec![asked], Some("policy"))
             .await
             .map_err(internal)?
         {
@@ -247,11 +247,13 @@ impl Proxy {
         match &granted {
             Ok(g) => {
                 let hash = args_hash(&step.tool, &step.args);
-                // An approval given in the app is in the log already.
-                let logged =
-                    session.state().steps.get(&id).is_some_and(|s| {
+                // An approval given by policy (with the proposal) or in the
+                // app is in the log already.
+                let logged = session.with_state(|st| {
+                    st.steps.get(&id).is_some_and(|s| {
                         s.approved_by.is_some() && s.status() == StepStatus::Approved
-                    });
+                    })
+                });
                 if !logged {
                     session
                         .record(Event::Approved {
