@@ -83,6 +83,9 @@ struct Finished {
     result: Result<ToolOutput, CallError>,
     took: Duration,
     note: Option<String>,
+    /// Whether some try reached the server: then a last try that did not
+    /// (the server restarting) still leaves a step that may have acted.
+    reached: bool,
 }
 
 /// Stored outputs are capped at this many bytes by default (1 MiB).
@@ -298,6 +301,7 @@ impl Engine {
             result,
             took,
             note,
+            reached,
         } = done;
         if let Some(desk) = run.approvals.desk() {
             desk.finished(&id);
@@ -343,7 +347,7 @@ impl Engine {
                     duration_ms,
                 }
             }
-            Err(e) if e.never_sent() => {
+            Err(e) if e.never_sent() && !reached => {
                 run.state.insert(id.clone(), State::NotStarted);
                 run.pending.push(Event::StepNotStarted {
                     step: id,
@@ -709,6 +713,7 @@ impl Engine {
                             result: Err(CallError::Internal(what)),
                             took: Duration::ZERO,
                             note: None,
+                            reached: true,
                         }
                     })
                 })
@@ -747,6 +752,7 @@ impl StepCall {
         } = self;
         let began = Instant::now();
         let mut attempt = 0;
+        let mut reached = false;
         loop {
             let result = call::call_with_progress(
                 &servers,
@@ -762,12 +768,14 @@ impl StepCall {
                 },
             )
             .await;
+            reached |= !matches!(&result, Err(e) if e.never_sent());
             let Some(why) = retry::transient(&result) else {
                 return Finished {
                     id,
                     result,
                     took: began.elapsed(),
                     note: None,
+                    reached,
                 };
             };
             if !retry.idempotent {
@@ -781,6 +789,7 @@ impl StepCall {
                     result,
                     took: began.elapsed(),
                     note,
+                    reached,
                 };
             }
             if attempt >= retry.max || cancel.is_cancelled() {
@@ -790,6 +799,7 @@ impl StepCall {
                     result,
                     took: began.elapsed(),
                     note,
+                    reached,
                 };
             }
             attempt += 1;
@@ -806,6 +816,7 @@ impl StepCall {
                     result,
                     took: began.elapsed(),
                     note: Some(format!("not retried: the retry could not be recorded: {e}")),
+                    reached,
                 };
             }
             tokio::select! {
@@ -816,6 +827,7 @@ impl StepCall {
                         result,
                         took: began.elapsed(),
                         note: Some("cancelled before retrying".into()),
+                        reached,
                     };
                 }
             }
