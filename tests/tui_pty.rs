@@ -356,6 +356,10 @@ fn a_served_call_waits_and_is_approved_in_the_app() {
                 .await
         })
         .expect("initialize");
+    // The app is open on the data directory first: a call that needs a
+    // person waits for it only while one is (else it is refused at once).
+    let t = Tmux::start_with(&home, "", "", "pending");
+    t.wait_for("servers", None);
     let args = serde_json::json!({"service": "checkout", "ref": "main"});
     let serde_json::Value::Object(args) = args else {
         unreachable!()
@@ -365,8 +369,6 @@ fn a_served_call_waits_and_is_approved_in_the_app() {
         peer.call_tool(CallToolRequestParams::new("ci.build").with_arguments(args))
             .await
     });
-
-    let t = Tmux::start_with(&home, "", "", "pending");
     t.wait_for("served call waiting for approval (W)", None);
     // ESC then W at once would read as alt-W: wait for the plan pane.
     t.keys(&["Escape"]);
