@@ -408,7 +408,6 @@ async fn with_no_one_to_ask_a_call_is_refused_at_once() {
         .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
         .await
         .expect("initialize");
-    let started = std::time::Instant::now();
     let built = call(
         &client,
         "ci.build",
@@ -421,8 +420,8 @@ async fn with_no_one_to_ask_a_call_is_refused_at_once() {
         "{}",
         text(&built)
     );
-    // Not the 120 s approval timeout: refused without waiting for it.
-    assert!(started.elapsed() < Duration::from_secs(100));
+    // Refused for having no one to ask, not after the approval timeout.
+    assert!(!text(&built).contains("within"), "{}", text(&built));
     client.cancel().await.expect("close");
     let (_, records) = served_session(&home);
     assert!(records.iter().any(|r| matches!(
