@@ -142,6 +142,10 @@ pub struct Runtime {
     pub stopping: tokio_util::sync::CancellationToken,
     stop_reason: std::sync::Mutex<Option<String>>,
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The policy's problems against the last catalog it was checked with
+    /// (by the catalog's definitions): every proposal asks, the catalog
+    /// rarely changes.
+    lint: std::sync::Mutex<Option<(u64, Vec<String>)>>,
 }
 
 /// A call in progress, counted while it lives: stopping waits for these.
@@ -271,6 +275,7 @@ impl Runtime {
             stopping: tokio_util::sync::CancellationToken::new(),
             stop_reason: std::sync::Mutex::new(None),
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            lint: std::sync::Mutex::new(None),
         })
     }
 
@@ -410,7 +415,24 @@ impl Runtime {
         if !self.servers.all_settled() {
             return Vec::new();
         }
-        self.policy
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for t in catalog.iter() {
+                t.server.hash(&mut h);
+                t.name.hash(&mut h);
+                t.def_hash.hash(&mut h);
+            }
+            h.finish()
+        };
+        let mut cached = self.lint.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, errors)) = cached.as_ref()
+            && *k == key
+        {
+            return errors.clone();
+        }
+        let errors: Vec<String> = self
+            .policy
             .check_against(catalog)
             .into_iter()
             .map(|p| {
@@ -422,7 +444,9 @@ impl Runtime {
                 };
                 self.config.error_at(&p.table, what).to_string()
             })
-            .collect()
+            .collect();
+        *cached = Some((key, errors.clone()));
+        errors
     }
 
     /// Put a plan in canonical terms (aliases → names): what policy
