@@ -40,6 +40,16 @@ pub fn truncate(s: &str, max: usize) -> String {
     out
 }
 
+/// A text's first sentence: its first line, up to and including the first
+/// ". " (descriptions often go on for paragraphs).
+pub fn first_sentence(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    match line.find(". ") {
+        Some(i) => line[..=i].to_string(),
+        None => line.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,18 @@ fn serve_command(home: &Home, config: &std::path::Path) -> tokio::process::Comma
     cmd
 }
 
+/// The serve test config plus our fixture server as `fx`, with one
+/// variable of its environment set (what the fixture does: see its doc).
+fn with_fixture(home: &Home, file: &str, var: &str, value: &str) -> std::path::PathBuf {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
+    home.write_config(
+        file,
+        &format!(
+            "{CONFIG}\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ {var} = {value:?} }}\n"
+        ),
+    )
+}
+
 async fn call(
     client: &RunningService<RoleClient, Person>,
     name: &str,
@@ -866,13 +878,7 @@ async fn bare_names_for_a_subset_and_clashes_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_content_passes_through() {
     let home = Home::new();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
-    let config = home.write_config(
-        "rich.toml",
-        &format!(
-            "{CONFIG}\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_RICH = \"1\" }}\n"
-        ),
-    );
+    let config = with_fixture(&home, "rich.toml", "FIXTURE_RICH", "1");
     let client = Person::new(false)
         .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
         .await
@@ -912,14 +918,12 @@ async fn every_kind_of_content_passes_through() {
 #[allow(deprecated)]
 async fn logging_is_forwarded_and_relayed_redacted() {
     let home = Home::new();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
     let levels = home.path().join("levels");
-    let config = home.write_config(
+    let config = with_fixture(
+        &home,
         "log.toml",
-        &format!(
-            "{CONFIG}\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_LOG = {:?} }}\n",
-            levels.display().to_string()
-        ),
+        "FIXTURE_LOG",
+        &levels.display().to_string(),
     );
     let person = Person::new(false);
     let logs = Arc::clone(&person.logs);
@@ -965,13 +969,7 @@ async fn logging_is_forwarded_and_relayed_redacted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_requests_are_declined_cleanly() {
     let home = Home::new();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
-    let config = home.write_config(
-        "ask.toml",
-        &format!(
-            "{CONFIG}\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_ASK = \"1\" }}\n"
-        ),
-    );
+    let config = with_fixture(&home, "ask.toml", "FIXTURE_ASK", "1");
     let client = Person::new(false)
         .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
         .await

@@ -106,6 +106,19 @@ impl Catalog {
         self.tools.is_empty()
     }
 
+    /// What identifies the catalog's contents (every tool's name and
+    /// definition hash): work derived from a catalog is kept under it.
+    pub fn key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for t in self.tools.values() {
+            t.server.hash(&mut h);
+            t.name.hash(&mut h);
+            t.def_hash.hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// The closest known tool name, for "did you mean".
     pub fn suggest(&self, qualified: &str) -> Option<&str> {
         closest(qualified, self.tools.keys().map(String::as_str))

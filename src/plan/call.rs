@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{Plan, Step};
 use crate::mcp::{Catalog, ToolInfo};
-use crate::text::closest;
+use crate::text::{closest, first_sentence};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallSpecError {
@@ -208,14 +208,6 @@ pub fn describe_arg(name: &str, spec: Option<&Value>) -> String {
         (false, true) => format!("`{name}` ({ty})"),
         (true, false) => format!("`{name}` ({desc})"),
         (false, false) => format!("`{name}` ({ty}: {desc})"),
-    }
-}
-
-fn first_sentence(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default().trim();
-    match line.find(". ") {
-        Some(i) => line[..=i].to_string(),
-        None => line.to_string(),
     }
 }
 

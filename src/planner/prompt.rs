@@ -109,7 +109,7 @@ pub fn signature(tool: &ToolInfo) -> String {
     } else {
         "changes state"
     };
-    let description = first_sentence(&tool.description);
+    let description = crate::text::truncate(&crate::text::first_sentence(&tool.description), 120);
     format!(
         "{}({}) — {description} [{effect}]",
         tool.qualified(),
@@ -168,15 +168,6 @@ fn strip_noise(v: &mut Value) {
             strip_noise(child);
         }
     }
-}
-
-fn first_sentence(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default().trim();
-    let cut = match line.find(". ") {
-        Some(i) => &line[..=i],
-        None => line,
-    };
-    crate::text::truncate(cut, 120)
 }
 
 /// Runbooks as one-liners: name, a phrase, the step tools in order.

@@ -9,7 +9,7 @@ const K1: f64 = 1.2;
 const B: f64 = 0.75;
 
 /// Lowercase word pieces; `server.tool_name` splits into its parts.
-fn terms(text: &str) -> Vec<String> {
+pub(super) fn terms(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.len() > 1)

@@ -5,6 +5,7 @@
 //! and a missing required argument is asked for by name. Below a clear
 //! winner it asks which tool was meant; it never guesses.
 
+use super::rank::terms;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
@@ -102,14 +103,6 @@ const PATH_ARGS: &[&str] = &[
 /// Argument names that take a git ref.
 const REF_ARGS: &[&str] = &["ref", "git_ref", "branch", "commit", "sha"];
 
-fn terms(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() > 1)
-        .map(str::to_string)
-        .collect()
-}
-
 /// What a tool is, as words: its name (twice: the strongest signal), its
 /// description, and its arguments' names and descriptions.
 fn document(tool: &ToolInfo) -> Vec<String> {
@@ -166,21 +159,7 @@ struct Index {
 
 static INDEX: std::sync::Mutex<Option<std::sync::Arc<Index>>> = std::sync::Mutex::new(None);
 
-/// What identifies a catalog's contents: every tool's name and definition.
-fn catalog_key(tools: &[&ToolInfo]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for t in tools {
-        t.server.hash(&mut h);
-        t.name.hash(&mut h);
-        t.def_hash.hash(&mut h);
-        t.description.hash(&mut h);
-    }
-    h.finish()
-}
-
-fn index_for(tools: &[&ToolInfo]) -> std::sync::Arc<Index> {
-    let key = catalog_key(tools);
+fn index_for(key: u64, tools: &[&ToolInfo]) -> std::sync::Arc<Index> {
     let mut cached = INDEX.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(index) = cached.as_ref().filter(|i| i.key == key) {
         return std::sync::Arc::clone(index);
@@ -211,7 +190,7 @@ fn index_for(tools: &[&ToolInfo]) -> std::sync::Arc<Index> {
 /// Each tool's BM25 score for the request's words and their synonyms.
 fn scores<'a>(u: &Understood, catalog: &'a Catalog) -> Vec<(f64, &'a ToolInfo)> {
     let tools: Vec<&ToolInfo> = catalog.iter().collect();
-    let index = index_for(&tools);
+    let index = index_for(catalog.key(), &tools);
     let n = index.docs.len().max(1) as f64;
     let query = expand(&u.words());
     let (k1, b) = (1.2, 0.75);

@@ -415,16 +415,7 @@ impl Runtime {
         if !self.servers.all_settled() {
             return Vec::new();
         }
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            for t in catalog.iter() {
-                t.server.hash(&mut h);
-                t.name.hash(&mut h);
-                t.def_hash.hash(&mut h);
-            }
-            h.finish()
-        };
+        let key = catalog.key();
         let mut cached = self.lint.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, errors)) = cached.as_ref()
             && *k == key
