@@ -66,6 +66,7 @@ fn planner_part(full: bool) {
             exe: support::opsbot_exe(),
             data_dir: dir.path().join("data"),
             config_dir: dir.path().join("config"),
+            relay: None,
         };
         let servers = Servers::start(&config.config, &ctx);
         servers.wait_settled().await;

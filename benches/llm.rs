@@ -75,6 +75,7 @@ fn prompt_part() {
             exe: support::opsbot_exe(),
             data_dir: dir.path().join("data"),
             config_dir: dir.path().join("config"),
+            relay: None,
         };
         let servers = Servers::start(&config, &ctx);
         servers.wait_settled().await;

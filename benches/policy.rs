@@ -144,6 +144,7 @@ fn tool(server: &str, name: &str) -> ToolInfo {
         input_schema: json!({"type": "object"}),
         annotations: Annotations::default(),
         def_hash: "h".into(),
+        sent: None,
     }
 }
 

@@ -964,8 +964,10 @@ async fn logging_is_forwarded_and_relayed_redacted() {
 }
 
 /// A downstream server asking opsbot for sampling, elicitation or roots in
-/// the middle of a call gets a clean answer (a refusal, a decline, no
-/// roots), never "method not found"; the sampling request is on record.
+/// the middle of a call, for a client that can do none of them, gets a
+/// clean answer (a refusal, a decline, no roots), never "method not
+/// found"; each request is on record. A policy rule can deny one server's
+/// sampling whatever the client can do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_requests_are_declined_cleanly() {
     let home = Home::new();
@@ -986,11 +988,177 @@ async fn a_servers_requests_are_declined_cleanly() {
     );
     assert_eq!(replies[2]["roots/list"]["roots"], json!([]), "{all}");
     let (_, records) = served_session(&home);
+    let exchanged = |want: &str, starts: &str| {
+        records.iter().any(|r| {
+            matches!(
+                &r.event,
+                Event::Exchanged { server, method, outcome, .. }
+                    if server == "fx" && method == want && outcome.starts_with(starts)
+            )
+        })
+    };
+    assert!(
+        exchanged("sampling/createMessage", "declined"),
+        "{records:?}"
+    );
+    assert!(exchanged("elicitation/create", "declined"), "{records:?}");
+
+    // Denied by policy for this server.
+    let home = Home::new();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_fixture.py");
+    let config = home.write_config(
+        "deny.toml",
+        &format!(
+            "{CONFIG}\n[policy.rules.no-sampling-for-fx]\ntools = \"fx.sampling/*\"\nverdict = \"deny\"\nreason = \"fx may not use our model\"\n\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_ASK = \"1\" }}\n"
+        ),
+    );
+    let client = Person::new(true)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let result = call(&client, "fx.echo", json!({"text": "hi"})).await;
+    client.cancel().await.expect("close");
+    let all = text(&result);
+    assert!(all.contains("fx may not use our model"), "{all}");
+    let (_, records) = served_session(&home);
     assert!(
         records.iter().any(|r| matches!(
             &r.event,
-            Event::ServerProblem { server, message } if server == "fx" && message.contains("sampling")
+            Event::Exchanged { method, rule: Some(rule), outcome, .. }
+                if method == "sampling/createMessage" && rule == "rule.no-sampling-for-fx" && outcome.starts_with("refused")
         )),
         "{records:?}"
+    );
+}
+
+/// Resources and prompts of a served server, named like its tools: the
+/// lists carry `server.name`, URIs stay as the server wrote them, reads and
+/// prompts are decided by policy (a rule on `SERVER.resources/read` with a
+/// condition on the URI) and recorded, and what passes is what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_and_prompts_pass_through_governed() {
+    let home = Home::new();
+    let fixture = common::conformance_fixture();
+    let config = home.write_config(
+        "resources.toml",
+        &format!(
+            r#"{CONFIG}
+[policy.rules.no-binary]
+tools = "docs.resources/read"
+when = 'uri == "test://static-binary"'
+verdict = "deny"
+reason = "binary resources stay inside"
+
+[servers.docs]
+command = {:?}
+"#,
+            fixture.to_string_lossy()
+        ),
+    );
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let peer = client.peer().clone();
+    let resources = peer.list_all_resources().await.expect("resources/list");
+    let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&"docs.static-text"), "{names:?}");
+    assert!(
+        resources.iter().any(|r| r.uri == "test://static-text"),
+        "URIs pass as sent"
+    );
+    let templates = peer
+        .list_all_resource_templates()
+        .await
+        .expect("resources/templates/list");
+    assert_eq!(templates[0].uri_template, "test://template/{id}/data");
+
+    let read = |uri: &str| {
+        let peer = peer.clone();
+        let uri = uri.to_string();
+        async move {
+            peer.read_resource(rmcp::model::ReadResourceRequestParams::new(uri))
+                .await
+        }
+    };
+    let text = read("test://static-text").await.expect("read");
+    let body = serde_json::to_value(&text.contents).expect("json");
+    assert_eq!(
+        body[0]["text"], "This is the content of the static text resource.",
+        "{body}"
+    );
+    let from_template = read("test://template/7/data").await.expect("template read");
+    assert!(
+        serde_json::to_string(&from_template.contents)
+            .expect("json")
+            .contains("Data for ID: 7")
+    );
+    let denied = read("test://static-binary").await.expect_err("denied");
+    assert!(
+        denied.to_string().contains("binary resources stay inside"),
+        "{denied}"
+    );
+
+    let prompts = peer.list_all_prompts().await.expect("prompts/list");
+    assert!(
+        prompts.iter().any(|p| p.name == "docs.test_simple_prompt"),
+        "{prompts:?}"
+    );
+    let mut args = serde_json::Map::new();
+    args.insert("arg1".into(), json!("hello"));
+    args.insert("arg2".into(), json!("world"));
+    let got = peer
+        .get_prompt(
+            rmcp::model::GetPromptRequestParams::new("docs.test_prompt_with_arguments")
+                .with_arguments(args),
+        )
+        .await
+        .expect("prompts/get");
+    assert!(
+        serde_json::to_string(&got.messages)
+            .expect("json")
+            .contains("arg1='hello', arg2='world'")
+    );
+    let completed = peer
+        .complete(rmcp::model::CompleteRequestParams::new(
+            rmcp::model::Reference::for_prompt("docs.test_prompt_with_arguments"),
+            rmcp::model::ArgumentInfo::new("arg1", "par"),
+        ))
+        .await
+        .expect("completion/complete");
+    assert_eq!(completed.completion.values, vec!["paris", "park", "party"]);
+    client.cancel().await.expect("close");
+
+    let (_, records) = served_session(&home);
+    let outcomes: Vec<(String, String, String)> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Exchanged {
+                method,
+                subject,
+                outcome,
+                ..
+            } => Some((method.clone(), subject.clone(), outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    let find = |m: &str, s: &str| {
+        outcomes
+            .iter()
+            .find(|(method, subject, _)| method == m && subject.starts_with(s))
+            .map(|(_, _, o)| o.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        find("resources/read", "test://static-text").starts_with("ok"),
+        "{outcomes:?}"
+    );
+    assert!(
+        find("resources/read", "test://static-binary").starts_with("refused"),
+        "{outcomes:?}"
+    );
+    assert!(
+        find("prompts/get", "test_prompt_with_arguments").starts_with("ok"),
+        "{outcomes:?}"
     );
 }

@@ -116,6 +116,7 @@ pub fn synthetic_tools() -> Vec<ToolInfo> {
                     ..Annotations::default()
                 },
                 def_hash: format!("h{i}{verb}"),
+                sent: None,
             });
         }
     }

@@ -25,7 +25,7 @@ pub async fn run(
     args: ServeArgs,
     as_user: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let mut rt = Runtime::start(paths, config)?;
+    let mut rt = Runtime::start_serving(paths, config)?;
     rt.driver = "serve".into();
     rt.servers.launch_eager();
     let rt = Arc::new(rt);

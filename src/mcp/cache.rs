@@ -152,6 +152,7 @@ mod tests {
             input_schema: serde_json::json!({"type": "object"}),
             annotations: Default::default(),
             def_hash: format!("h-{name}"),
+            sent: None,
         }
     }
 

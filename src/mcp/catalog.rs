@@ -48,6 +48,10 @@ pub struct ToolInfo {
     /// Hash of the definition as the server sent it: a change of
     /// description or schema changes it.
     pub def_hash: String,
+    /// The whole definition as the server sent it (title, output schema,
+    /// hints, `_meta`, …): what `opsbot serve` hands on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<Box<Value>>,
 }
 
 impl ToolInfo {
@@ -60,6 +64,7 @@ impl ToolInfo {
             annotations: Annotations::from_mcp(tool.annotations.as_ref()),
             def_hash: definition_hash(tool),
             input_schema,
+            sent: serde_json::to_value(tool).ok().map(Box::new),
         }
     }
 

@@ -207,6 +207,7 @@ async fn connect(
 ) -> Result<ServerStatus, String> {
     let client = OpsbotClient {
         logs: Some((entry.name.clone(), events.clone())),
+        relay: ctx.relay.clone(),
         ..OpsbotClient::default()
     };
     let startup = Duration::from_millis(entry.config.startup_timeout_ms);

@@ -13,10 +13,12 @@ mod client;
 mod conn;
 mod frames;
 mod lifecycle;
+mod passthrough;
+pub mod relay;
 mod servers;
 
 pub use breaker::BreakerState;
 pub use cache::{CachedTools, CatalogCache, age, fingerprint};
 pub use catalog::{Annotations, Catalog, ToolInfo, definition_hash};
 pub use conn::{CallError, CallOptions, Progress, ToolOutput, Truncation};
-pub use servers::{ServerEvent, ServerStatus, Servers, SpawnContext};
+pub use servers::{Listing, ServerEvent, ServerStatus, Servers, SpawnContext};

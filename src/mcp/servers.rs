@@ -32,6 +32,8 @@ pub struct SpawnContext {
     pub exe: PathBuf,
     pub data_dir: PathBuf,
     pub config_dir: PathBuf,
+    /// Serving: servers' requests of their client go to upstream clients.
+    pub relay: Option<super::relay::Relay>,
 }
 
 impl SpawnContext {
@@ -212,6 +214,10 @@ pub enum ServerEvent {
         server: String,
         message: rmcp::model::LoggingMessageNotificationParam,
     },
+    /// The server's resource or prompt list changed.
+    ListChanged { server: String, list: Listing },
+    /// A resource a client subscribed to changed.
+    ResourceUpdated { server: String, uri: String },
     /// Started after planning from its cached list, the server lists some
     /// tools differently: calls planned against the old ones are refused.
     ToolsChanged {
@@ -221,9 +227,16 @@ pub enum ServerEvent {
     },
 }
 
+/// Lists besides tools that a server can say have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Resources,
+    Prompts,
+}
+
 #[derive(Clone)]
 pub struct Servers {
-    entries: Arc<BTreeMap<String, Arc<Entry>>>,
+    pub(super) entries: Arc<BTreeMap<String, Arc<Entry>>>,
     events: broadcast::Sender<ServerEvent>,
 }
 
@@ -343,7 +356,7 @@ impl Servers {
 
     /// Start `server` if it waits unstarted, then wait until it is ready or
     /// failed, unless `cancel` comes first (false then).
-    async fn started(&self, entry: &Entry, cancel: Option<&CancellationToken>) -> bool {
+    pub(super) async fn started(&self, entry: &Entry, cancel: Option<&CancellationToken>) -> bool {
         self.ensure([entry.name.as_str()]);
         let mut rx = entry.status.subscribe();
         let settled = async {

@@ -299,6 +299,7 @@ mod tests {
             }),
             annotations: Default::default(),
             def_hash: "h".into(),
+            sent: None,
         }])
     }
 

@@ -363,6 +363,7 @@ mod tests {
             input_schema: schema,
             annotations: Annotations::default(),
             def_hash: String::new(),
+            sent: None,
         };
         Catalog::new([
             tool(

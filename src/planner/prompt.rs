@@ -282,6 +282,7 @@ mod tests {
             input_schema: schema,
             annotations: Annotations::default(),
             def_hash: String::new(),
+            sent: None,
         }
     }
 

@@ -86,6 +86,7 @@ mod tests {
             input_schema: serde_json::json!({"type": "object"}),
             annotations: Annotations::default(),
             def_hash: String::new(),
+            sent: None,
         }
     }
 

@@ -546,6 +546,7 @@ mod tests {
                 assumed_destructive: false,
             },
             def_hash: "h".into(),
+            sent: None,
         }
     }
 

@@ -1,5 +1,8 @@
 //! Tool patterns: `k8s.deploy`, `k8s.*`, `*.delete_*`. `*` matches any run
-//! of characters (dots included); everything else matches itself.
+//! of characters (dots included); everything else matches itself. `/` is
+//! allowed for what a served client does besides calling tools
+//! (`github.resources/read`, `*.sampling/createMessage`): MCP tool names
+//! never contain it.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
@@ -18,7 +21,7 @@ impl Pattern {
         }
         if let Some(bad) = text
             .chars()
-            .find(|c| !(c.is_alphanumeric() || matches!(c, '*' | '.' | '_' | '-')))
+            .find(|c| !(c.is_alphanumeric() || matches!(c, '*' | '.' | '_' | '-' | '/')))
         {
             return Err(format!(
                 "tool pattern `{text}` has `{bad}`; patterns are server.tool names with `*` as a wildcard"
@@ -100,6 +103,8 @@ mod tests {
         assert!(m("*.delete_*", "fs.delete_file"));
         assert!(!m("*.delete_*", "fs.undelete"));
         assert!(m("*", "anything.at_all"));
+        assert!(m("github.resources/*", "github.resources/read"));
+        assert!(!m("github.resources/*", "github.prompts/get"));
         assert!(m("*.status", "k8s.status"));
         assert!(!m("*.status", "k8s.status_all"));
         assert!(m("k*.d*y", "k8s.deploy"));

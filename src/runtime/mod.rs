@@ -18,6 +18,7 @@ use crate::planner::{PlanInput, Planner, Proposal, Turn};
 use crate::policy::{Decision, Policy, args_hash};
 
 mod call;
+mod exchange;
 mod guard;
 mod remote;
 mod sink;
@@ -213,6 +214,28 @@ impl Runtime {
         config: LoadedConfig,
         exe: std::path::PathBuf,
     ) -> Result<Self, RuntimeError> {
+        Self::build(paths, config, exe, None)
+    }
+
+    /// `start` for `opsbot serve`: servers are told opsbot can sample,
+    /// elicit and list roots, and their requests go to the serving clients.
+    pub fn start_serving(paths: Paths, config_file: Option<&Path>) -> Result<Self, RuntimeError> {
+        let config = config::load(&paths, config_file)?;
+        let exe = std::env::current_exe().map_err(RuntimeError::Exe)?;
+        Self::build(
+            paths,
+            config,
+            exe,
+            Some(crate::mcp::relay::Relay::default()),
+        )
+    }
+
+    fn build(
+        paths: Paths,
+        config: LoadedConfig,
+        exe: std::path::PathBuf,
+        relay: Option<crate::mcp::relay::Relay>,
+    ) -> Result<Self, RuntimeError> {
         let store = Arc::new(Store::open(&paths.database())?);
         let audit = &config.config.audit;
         match crate::session::Redactor::new(&audit.redact_keys, &audit.redact_patterns) {
@@ -244,6 +267,7 @@ impl Runtime {
             exe,
             data_dir: paths.data_dir.clone(),
             config_dir: paths.config_dir.clone(),
+            relay,
         };
         let _ = std::fs::create_dir_all(paths.sandbox_state());
         let servers = Servers::start(&config.config, &ctx);
@@ -544,7 +568,10 @@ impl Runtime {
                     ServerEvent::Declined { server, what } => {
                         (server, format!("asked for {what}; declined"))
                     }
-                    ServerEvent::Status { .. } | ServerEvent::Log { .. } => continue,
+                    ServerEvent::Status { .. }
+                    | ServerEvent::Log { .. }
+                    | ServerEvent::ListChanged { .. }
+                    | ServerEvent::ResourceUpdated { .. } => continue,
                 };
                 if let Err(e) = session.record(Event::ServerProblem { server, message }) {
                     tracing::error!("cannot record a server problem: {e}");

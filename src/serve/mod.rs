@@ -3,8 +3,10 @@
 //! approvals, engine and audit log as in the app.
 
 mod approval;
+mod features;
 pub mod names;
 mod proxy;
+mod upstream;
 
 use std::sync::Arc;
 

@@ -57,9 +57,19 @@ impl Naming {
     }
 }
 
-/// The definition a client sees: the downstream one under its served name,
-/// with the hints opsbot read from it (none where its server gave none).
+/// The definition a client sees: the downstream one as sent (title, output
+/// schema, hints, `_meta`) under its served name; for a tool known only by
+/// what opsbot keeps, the hints opsbot read (none where its server gave none).
 pub fn definition(tool: &ToolInfo, naming: &Naming) -> Tool {
+    if let Some(sent) = &tool.sent {
+        let mut sent = (**sent).clone();
+        if let Some(o) = sent.as_object_mut() {
+            o.insert("name".into(), naming.served(tool).into());
+        }
+        if let Ok(t) = serde_json::from_value::<Tool>(sent) {
+            return t;
+        }
+    }
     let schema = match &tool.input_schema {
         serde_json::Value::Object(o) => o.clone(),
         _ => serde_json::Map::new(),
@@ -91,6 +101,7 @@ mod tests {
             input_schema: serde_json::json!({"type": "object"}),
             annotations: Annotations::default(),
             def_hash: String::new(),
+            sent: None,
         }
     }
 

@@ -37,6 +37,11 @@ struct Inner {
     naming: names::Naming,
     session: Mutex<Option<Arc<Session>>>,
     calls: AtomicU64,
+    routes: Mutex<super::features::Routes>,
+    /// The (server, URI) pairs this client subscribed to.
+    follows: Mutex<std::collections::HashSet<(String, String)>>,
+    /// This client answers servers' requests while no call is in flight.
+    lend: Mutex<Option<crate::mcp::relay::Lend>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> McpError {
@@ -62,16 +67,63 @@ impl Proxy {
                 naming,
                 session: Mutex::new(None),
                 calls: AtomicU64::new(0),
+                routes: Mutex::default(),
+                follows: Mutex::default(),
+                lend: Mutex::new(None),
             }),
         }
     }
 
-    fn naming(&self) -> &names::Naming {
+    pub(super) fn naming(&self) -> &names::Naming {
         &self.inner.naming
     }
 
+    pub(super) fn rt(&self) -> &Arc<Runtime> {
+        &self.inner.rt
+    }
+
+    pub(super) fn actor(&self) -> &str {
+        &self.inner.actor
+    }
+
+    pub(super) fn routes(&self) -> std::sync::MutexGuard<'_, super::features::Routes> {
+        self.inner.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn follows(&self, server: &str, uri: &str, on: bool) {
+        let mut f = self.inner.follows.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (server.to_string(), uri.to_string());
+        if on {
+            f.insert(key);
+        } else {
+            f.remove(&key);
+        }
+    }
+
+    fn following(&self, server: &str, uri: &str) -> bool {
+        self.inner
+            .follows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(server.to_string(), uri.to_string()))
+    }
+
+    /// Who answers the servers' requests on this client's behalf.
+    fn asker(
+        &self,
+        peer: &Peer<RoleServer>,
+        session: &Arc<Session>,
+    ) -> Arc<dyn crate::mcp::relay::Upstream> {
+        Arc::new(super::upstream::Asker::new(
+            Arc::clone(&self.inner.rt),
+            peer.clone(),
+            Arc::clone(session),
+            self.inner.naming.clone(),
+        ))
+    }
+
     /// "name version" of the client, as it introduced itself.
-    fn client(peer: &Peer<RoleServer>) -> (String, String) {
+    pub(super) fn client(peer: &Peer<RoleServer>) -> (String, String) {
         peer.peer_info()
             .map(|i| {
                 (
@@ -83,7 +135,7 @@ impl Proxy {
     }
 
     /// The connection's session, started the first time it is needed.
-    fn session(&self, peer: &Peer<RoleServer>) -> Result<Arc<Session>, McpError> {
+    pub(super) fn session(&self, peer: &Peer<RoleServer>) -> Result<Arc<Session>, McpError> {
         let mut slot = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = slot.as_ref() {
             return Ok(Arc::clone(s));
@@ -155,6 +207,12 @@ impl Proxy {
                 request.name
             )));
         };
+        // While the call runs, its server's requests (sampling,
+        // elicitation, roots) go to this client.
+        let _lend = rt
+            .servers
+            .relay()
+            .map(|relay| relay.lend(Some(&tool.server), self.asker(&ctx.peer, &session)));
         let n = self.inner.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let step = Step::new(
             format!("call-{n}"),
@@ -430,6 +488,12 @@ impl ServerHandler for Proxy {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_tool_list_changed()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .enable_resources_list_changed()
+                .enable_prompts()
+                .enable_prompts_list_changed()
+                .enable_completions()
                 .enable_logging()
                 .build(),
         )
@@ -440,8 +504,14 @@ impl ServerHandler for Proxy {
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
-        if let Err(e) = self.session(&ctx.peer) {
-            tracing::error!("cannot start the session for a client: {e:?}");
+        match self.session(&ctx.peer) {
+            Ok(session) => {
+                if let Some(relay) = self.inner.rt.servers.relay() {
+                    let lend = relay.lend(None, self.asker(&ctx.peer, &session));
+                    *self.inner.lend.lock().unwrap_or_else(|p| p.into_inner()) = Some(lend);
+                }
+            }
+            Err(e) => tracing::error!("cannot start the session for a client: {e:?}"),
         }
         // Forward catalog changes: a server that (re)connects may bring
         // other tools.
@@ -491,6 +561,30 @@ impl ServerHandler for Proxy {
                     }
                     continue;
                 }
+                let exposed = |server: &str| {
+                    me.inner
+                        .naming
+                        .only
+                        .as_ref()
+                        .is_none_or(|o| o.iter().any(|x| x == server))
+                };
+                let sent = match &event {
+                    ServerEvent::ListChanged { server, list } if exposed(server) => match list {
+                        crate::mcp::Listing::Resources => peer.notify_resource_list_changed().await,
+                        crate::mcp::Listing::Prompts => peer.notify_prompt_list_changed().await,
+                    },
+                    ServerEvent::ResourceUpdated { server, uri } if me.following(server, uri) => {
+                        match serde_json::from_value(serde_json::json!({ "uri": uri })) {
+                            Ok(note) => peer.notify_resource_updated(note).await,
+                            Err(_) => Ok(()),
+                        }
+                    }
+                    ServerEvent::Status { .. } => Ok(()),
+                    _ => continue,
+                };
+                if sent.is_err() {
+                    return;
+                }
                 if !matches!(event, ServerEvent::Status { .. }) {
                     continue;
                 }
@@ -532,5 +626,75 @@ impl ServerHandler for Proxy {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         self.call(request, ctx).await
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, McpError> {
+        self.session(&ctx.peer)?;
+        self.all_resources().await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        self.session(&ctx.peer)?;
+        self.all_templates().await
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        self.read(request, ctx).await.map(Into::into)
+    }
+
+    // Subscriptions are legacy from MCP 2026-07-28; earlier clients use them.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.follow(&request.uri, true).await
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.follow(&request.uri, false).await
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, McpError> {
+        self.session(&ctx.peer)?;
+        self.all_prompts().await
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
+        self.prompt(request, ctx).await.map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, McpError> {
+        self.completion(request).await
     }
 }

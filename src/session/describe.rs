@@ -181,6 +181,19 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             ),
         ),
         Event::PlannerChanged { planner } => ("planner", format!("now planning with {planner}")),
+        Event::Exchanged {
+            server,
+            method,
+            subject,
+            rule,
+            outcome,
+        } => (
+            "exchange",
+            format!(
+                "{server} {method} {subject}: {outcome}{}",
+                rule.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default()
+            ),
+        ),
     }
 }
 

@@ -192,6 +192,21 @@ pub enum Event {
     PlannerChanged {
         planner: String,
     },
+    /// Something other than a tool call that passed through `opsbot serve`:
+    /// a resource read or a prompt (decided by policy like a call), or a
+    /// request a server made of the client (sampling, elicitation, roots).
+    Exchanged {
+        server: String,
+        /// The MCP method, e.g. `resources/read`, `sampling/createMessage`.
+        method: String,
+        /// What was asked: a URI, a prompt and its arguments, a message.
+        subject: String,
+        /// The policy rule that let it through or refused it, when policy decided.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// `ok`, or why not: `denied: …`, `declined: …`, `failed: …`.
+        outcome: String,
+    },
 }
 
 /// The longest chat text (a request, an answer, a note) the log keeps, in
@@ -221,6 +236,22 @@ impl Event {
                 text(t).map(|text| Event::AssistantMessage { text })
             }
             Event::Note { text: t } => text(t).map(|text| Event::Note { text }),
+            Event::Exchanged {
+                server,
+                method,
+                subject,
+                rule,
+                outcome,
+            } => {
+                let (s, o) = (text(subject), text(outcome));
+                (s.is_some() || o.is_some()).then(|| Event::Exchanged {
+                    server: server.clone(),
+                    method: method.clone(),
+                    subject: s.unwrap_or_else(|| subject.clone()),
+                    rule: rule.clone(),
+                    outcome: o.unwrap_or_else(|| outcome.clone()),
+                })
+            }
             Event::ClarificationAsked { question } => {
                 text(question).map(|question| Event::ClarificationAsked { question })
             }
@@ -275,6 +306,7 @@ impl Event {
             Event::PlannerChanged { .. } => "planner_changed",
             Event::Effect { .. } => "effect",
             Event::PolicyRecheck { .. } => "policy_recheck",
+            Event::Exchanged { .. } => "exchanged",
         }
     }
 }

@@ -261,6 +261,7 @@ impl SessionState {
             }
             Event::RunFinished { outcome, .. } => self.outcome = Some(*outcome),
             Event::ServerProblem { .. }
+            | Event::Exchanged { .. }
             | Event::Note { .. }
             | Event::ClientConnected { .. }
             | Event::SessionLeased { .. }

@@ -172,6 +172,7 @@ pub fn start_servers(home: &Home, extra: &str, only: &[&str]) -> Servers {
             exe: BIN.into(),
             data_dir: home.path().join("data"),
             config_dir: home.path().into(),
+            relay: None,
         },
     )
 }
@@ -305,4 +306,21 @@ pub fn py_peer(name: &str) -> PathBuf {
         assert!(status.success(), ".ci/peers.sh failed to install {name}");
     }
     bin
+}
+
+/// The conformance fixture server (tests/conformance/server.rs): built with
+/// the tests (`cargo test --all-targets`), or now when only one test runs.
+pub fn conformance_fixture() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let target = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = target.join("examples/conformance_server");
+    if !path.exists() {
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "--example", "conformance_server"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo");
+        assert!(built.success(), "could not build the conformance fixture");
+    }
+    path
 }

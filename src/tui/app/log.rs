@@ -160,6 +160,13 @@ pub fn chat_entry(record: &Record, tool_of: &dyn Fn(&StepId) -> String) -> Optio
             entry(Who::Warn, format!("server {server}: {message}"))
         }
         Event::Note { text } => entry(Who::Warn, text.clone()),
+        Event::Exchanged {
+            server,
+            method,
+            subject,
+            outcome,
+            ..
+        } => entry(Who::Bot, format!("{server} {method} {subject}: {outcome}")),
         Event::ClientConnected {
             name,
             version,
@@ -188,6 +195,7 @@ pub const CHAT_KINDS: &[&str] = &[
     "note",
     "client_connected",
     "planner_changed",
+    "exchanged",
     // Not entries themselves, but they name the tools of later steps.
     "plan_proposed",
     "step_started",

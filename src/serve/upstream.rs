@@ -1,0 +1,214 @@
+//! A served client answering its servers' requests: sampling (decided by
+//! policy as `SERVER.sampling/createMessage`, so a rule can deny it per
+//! server), elicitation and roots. Each request and its outcome is recorded
+//! in the client's session; a client that cannot answer gets none sent,
+//! and the server gets a clean decline, never "method not found".
+
+use std::sync::Arc;
+
+// Sampling and roots are deprecated from MCP 2026-07-28 (SEP-2577); servers
+// and clients on earlier versions still use them.
+#[allow(deprecated)]
+use rmcp::model::{CreateMessageRequestParams, CreateMessageResult, ListRootsResult};
+use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction, ErrorCode};
+use rmcp::{ErrorData, Peer, RoleServer};
+use serde_json::{Map, Value};
+
+use super::names::Naming;
+use crate::mcp::relay::{Answer, Upstream};
+use crate::runtime::Runtime;
+use crate::session::{Event, Session};
+
+pub(super) struct Asker {
+    rt: Arc<Runtime>,
+    peer: Peer<RoleServer>,
+    session: Arc<Session>,
+    naming: Naming,
+}
+
+/// The code MCP uses for a user's refusal.
+fn declined(text: String) -> ErrorData {
+    ErrorData::new(ErrorCode(-1), text, None)
+}
+
+impl Asker {
+    pub(super) fn new(
+        rt: Arc<Runtime>,
+        peer: Peer<RoleServer>,
+        session: Arc<Session>,
+        naming: Naming,
+    ) -> Self {
+        Self {
+            rt,
+            peer,
+            session,
+            naming,
+        }
+    }
+
+    fn record(
+        &self,
+        server: &str,
+        method: &str,
+        subject: &str,
+        rule: Option<String>,
+        outcome: String,
+    ) {
+        if let Err(e) = self.session.record(Event::Exchanged {
+            server: server.to_string(),
+            method: method.to_string(),
+            subject: subject.chars().take(200).collect(),
+            rule,
+            outcome,
+        }) {
+            tracing::error!("cannot record {server}'s {method}: {e}");
+        }
+    }
+
+    fn served(&self, server: &str) -> bool {
+        self.naming
+            .only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == server))
+    }
+
+    fn caps(&self) -> Option<rmcp::model::ClientCapabilities> {
+        self.peer.peer_info().map(|i| i.capabilities.clone())
+    }
+}
+
+#[allow(deprecated)]
+impl Upstream for Asker {
+    fn sample(
+        &self,
+        server: &str,
+        params: CreateMessageRequestParams,
+    ) -> Answer<'_, CreateMessageResult> {
+        let server = server.to_string();
+        Box::pin(async move {
+            const METHOD: &str = "sampling/createMessage";
+            let subject = serde_json::to_value(&params.messages)
+                .ok()
+                .and_then(|m| m.as_array().and_then(|a| a.last().cloned()))
+                .and_then(|m| {
+                    m.pointer("/content/text")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| format!("{} message(s)", params.messages.len()));
+            let mut args = Map::new();
+            args.insert("max_tokens".into(), params.max_tokens.into());
+            args.insert("messages".into(), params.messages.len().into());
+            let decision = self
+                .rt
+                .decide_exchange(&self.session, &server, METHOD, &args);
+            if decision.is_denied() || !self.served(&server) {
+                let why = format!(
+                    "denied by policy rule `{}`: {}",
+                    decision.rule(),
+                    decision.reason()
+                );
+                self.record(
+                    &server,
+                    METHOD,
+                    &subject,
+                    Some(decision.rule().into()),
+                    format!("refused: {why}"),
+                );
+                return Err(declined(format!(
+                    "opsbot declined the sampling request: {why}"
+                )));
+            }
+            if self.caps().is_none_or(|c| c.sampling.is_none()) {
+                self.record(
+                    &server,
+                    METHOD,
+                    &subject,
+                    None,
+                    "declined: the client cannot sample".into(),
+                );
+                return Err(declined(
+                    "opsbot declined the sampling request: its client does not sample".into(),
+                ));
+            }
+            match self.peer.create_message(params).await {
+                Ok(r) => {
+                    self.record(
+                        &server,
+                        METHOD,
+                        &subject,
+                        Some(decision.rule().into()),
+                        format!("ok: model {}", r.model),
+                    );
+                    Ok(r)
+                }
+                Err(e) => {
+                    self.record(
+                        &server,
+                        METHOD,
+                        &subject,
+                        Some(decision.rule().into()),
+                        format!("failed: {e}"),
+                    );
+                    Err(super::features::passed_error(e))
+                }
+            }
+        })
+    }
+
+    fn elicit(&self, server: &str, params: ElicitRequestParams) -> Answer<'_, ElicitResult> {
+        let server = server.to_string();
+        Box::pin(async move {
+            const METHOD: &str = "elicitation/create";
+            let subject = serde_json::to_value(&params)
+                .ok()
+                .and_then(|p| p.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            if self.caps().is_none_or(|c| c.elicitation.is_none()) || !self.served(&server) {
+                self.record(
+                    &server,
+                    METHOD,
+                    &subject,
+                    None,
+                    "declined: the client cannot ask its user".into(),
+                );
+                return Ok(ElicitResult::new(ElicitationAction::Decline));
+            }
+            match self.peer.create_elicitation(params).await {
+                Ok(r) => {
+                    let action = serde_json::to_value(&r.action)
+                        .ok()
+                        .and_then(|a| a.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    self.record(&server, METHOD, &subject, None, format!("ok: {action}"));
+                    Ok(r)
+                }
+                Err(e) => {
+                    self.record(&server, METHOD, &subject, None, format!("failed: {e}"));
+                    Err(super::features::passed_error(e))
+                }
+            }
+        })
+    }
+
+    fn roots(&self, server: &str) -> Answer<'_, ListRootsResult> {
+        let server = server.to_string();
+        Box::pin(async move {
+            const METHOD: &str = "roots/list";
+            if self.caps().is_none_or(|c| c.roots.is_none()) || !self.served(&server) {
+                return Ok(ListRootsResult::default());
+            }
+            match self.peer.list_roots().await {
+                Ok(r) => {
+                    let uris: Vec<&str> = r.roots.iter().map(|r| r.uri.as_str()).collect();
+                    self.record(&server, METHOD, &uris.join(" "), None, "ok".into());
+                    Ok(r)
+                }
+                Err(e) => {
+                    self.record(&server, METHOD, "", None, format!("failed: {e}"));
+                    Err(super::features::passed_error(e))
+                }
+            }
+        })
+    }
+}
