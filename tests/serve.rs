@@ -1162,3 +1162,120 @@ command = {:?}
         "{outcomes:?}"
     );
 }
+
+/// A client on MCP 2026-07-28 (no initialize; a server may not send it
+/// requests mid-call) is asked for approval by the call's answer:
+/// `input_required` with the form and a sealed `requestState`. rmcp's
+/// client fills it in through its user and calls again; the approval is
+/// recorded as the user's. A retry with edited arguments, with the state
+/// used twice, or with a forged state is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_client_approves_through_input_required() {
+    use rmcp::model::{CallToolResponse, ElicitationAction, ProtocolVersion};
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let home = Home::new();
+    let config = home.write_config("serve.toml", CONFIG);
+    let person = Person::new(true);
+    let client = person
+        .clone()
+        .serve_with_lifecycle(
+            TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("discover");
+
+    person.will_answer(Some(json!({"approve": true})));
+    let args = json!({"service": "checkout", "ref": "main"});
+    let built = call(&client, "ci.build", args.clone()).await;
+    assert_ne!(built.is_error, Some(true), "{}", text(&built));
+    assert!(
+        person
+            .shown
+            .lock()
+            .expect("lock")
+            .last()
+            .is_some_and(|m| m.contains("ci.build")),
+        "the user saw the call"
+    );
+    let (_, records) = served_session(&home);
+    assert!(
+        records.iter().any(|r| matches!(
+            &r.event,
+            Event::Approved { by, .. } if by.contains("via serve-test")
+        )),
+        "{records:?}"
+    );
+
+    // Driven by hand: the first answer is the form and the state.
+    let Value::Object(first_args) = args else {
+        unreachable!()
+    };
+    let first = client
+        .peer()
+        .call_tool_once(CallToolRequestParams::new("ci.build").with_arguments(first_args.clone()))
+        .await
+        .expect("first round");
+    let CallToolResponse::InputRequired(asked) = first else {
+        panic!("expected input_required, got {first:?}")
+    };
+    let state = asked.request_state.clone().expect("requestState");
+    let yes = serde_json::to_value(
+        rmcp::model::ElicitResult::new(ElicitationAction::Accept)
+            .with_content(json!({"approve": true})),
+    )
+    .expect("json");
+    let mut responses = rmcp::model::InputResponses::new();
+    responses.insert("approval".into(), yes);
+    let retry = |args: serde_json::Map<String, Value>, state: &str| {
+        CallToolRequestParams::new("ci.build")
+            .with_arguments(args)
+            .with_input_responses(responses.clone())
+            .with_request_state(state.to_string())
+    };
+    let refused_text = |r: CallToolResponse| match r {
+        CallToolResponse::Complete(r) => {
+            assert_eq!(r.is_error, Some(true), "{r:?}");
+            text(&r)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let mut edited = first_args.clone();
+    edited.insert("ref".into(), json!("evil"));
+    let swapped = client
+        .peer()
+        .call_tool_once(retry(edited, &state))
+        .await
+        .expect("edited retry");
+    assert!(
+        refused_text(swapped).contains("not one opsbot gave for this exact call"),
+        "edited arguments are refused"
+    );
+    let good = client
+        .peer()
+        .call_tool_once(retry(first_args.clone(), &state))
+        .await
+        .expect("retry");
+    let CallToolResponse::Complete(good) = good else {
+        panic!("expected the call's result")
+    };
+    assert_ne!(good.is_error, Some(true), "{}", text(&good));
+    let again = client
+        .peer()
+        .call_tool_once(retry(first_args.clone(), &state))
+        .await
+        .expect("replay");
+    assert!(
+        refused_text(again).contains("used already"),
+        "a replayed state is refused"
+    );
+    let forged = client
+        .peer()
+        .call_tool_once(retry(first_args, "rs1.forged.state"))
+        .await
+        .expect("forged");
+    assert!(refused_text(forged).contains("not one opsbot gave"));
+    client.cancel().await.expect("close");
+}

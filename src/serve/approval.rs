@@ -119,7 +119,7 @@ pub async fn elicit(
 
 /// A yes is only a yes with the gate's typed target and, for a freeze
 /// override, a reason.
-fn check(a: Answer, decision: &Decision) -> Result<Option<String>, Refused> {
+pub(super) fn check(a: Answer, decision: &Decision) -> Result<Option<String>, Refused> {
     if !a.approve {
         return Err(Refused::Declined("the client's user".into()));
     }

@@ -227,6 +227,7 @@ impl Proxy {
         subject: &str,
         args: Map<String, Value>,
     ) -> Result<String, McpError> {
+        self.introduced(ctx);
         let session = self.session(&ctx.peer)?;
         let rt = self.rt();
         let decision = rt.decide_exchange(&session, server, method, &args);
@@ -248,7 +249,7 @@ impl Proxy {
                 decision.reason()
             ))),
             Decision::NeedsApproval { rule, .. } => {
-                let (client, _) = Self::client(&ctx.peer);
+                let (client, _) = self.client(&ctx.peer);
                 let step = Step::new("exchange", format!("{server}.{method}"), args);
                 let timeout = Duration::from_secs(rt.config.config.serve.approval_timeout_secs);
                 let actor = self.actor().to_string();

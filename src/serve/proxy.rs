@@ -42,6 +42,7 @@ struct Inner {
     follows: Mutex<std::collections::HashSet<(String, String)>>,
     /// This client answers servers' requests while no call is in flight.
     lend: Mutex<Option<crate::mcp::relay::Lend>>,
+    introduced: Mutex<Option<Implementation>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> McpError {
@@ -70,6 +71,7 @@ impl Proxy {
                 routes: Mutex::default(),
                 follows: Mutex::default(),
                 lend: Mutex::new(None),
+                introduced: Mutex::new(None),
             }),
         }
     }
@@ -122,16 +124,25 @@ impl Proxy {
         ))
     }
 
-    /// "name version" of the client, as it introduced itself.
-    pub(super) fn client(peer: &Peer<RoleServer>) -> (String, String) {
+    /// "name version" of the client, as it introduced itself: at
+    /// initialize, or (MCP 2026-07-28, no initialize) in its requests.
+    pub(super) fn client(&self, peer: &Peer<RoleServer>) -> (String, String) {
         peer.peer_info()
-            .map(|i| {
-                (
-                    i.client_info.name.to_string(),
-                    i.client_info.version.to_string(),
-                )
-            })
+            .map(|i| i.client_info.clone())
+            .or_else(|| self.inner.introduced.lock().ok().and_then(|i| i.clone()))
+            .map(|i| (i.name.to_string(), i.version.to_string()))
             .unwrap_or_else(|| ("an MCP client".into(), String::new()))
+    }
+
+    /// Keep who a request says it comes from, for clients that never
+    /// initialise.
+    pub(super) fn introduced(&self, ctx: &RequestContext<RoleServer>) {
+        if let Some(info) = ctx.client_info()
+            && let Ok(mut slot) = self.inner.introduced.lock()
+            && slot.is_none()
+        {
+            *slot = Some(info);
+        }
     }
 
     /// The connection's session, started the first time it is needed.
@@ -145,7 +156,7 @@ impl Proxy {
             .rt
             .new_session(&self.inner.actor)
             .map_err(internal)?;
-        let (name, version) = Self::client(peer);
+        let (name, version) = self.client(peer);
         session
             .record(Event::ClientConnected {
                 name,
@@ -179,8 +190,9 @@ impl Proxy {
     ) -> Result<CallToolResponse, McpError> {
         let rt = Arc::clone(&self.inner.rt);
         let _flight = rt.in_flight();
+        self.introduced(&ctx);
         let session = self.session(&ctx.peer)?;
-        let (client, _) = Self::client(&ctx.peer);
+        let (client, _) = self.client(&ctx.peer);
         // The client's cancellation, or opsbot being asked to stop (which
         // the session records first), cancels the call.
         let cancel = ctx.ct.child_token();
@@ -231,6 +243,22 @@ impl Proxy {
             title: format!("{} for {client}", step.tool),
             steps: vec![step],
         };
+        // A client on MCP 2026-07-28 is asked for approval by the call's
+        // answer: the first call of one that needs a person is decided
+        // (not recorded yet) and answered with the form; the retry carrying
+        // the answer is proposed, approved or refused, and recorded.
+        let modern = super::mrtr::modern(&ctx);
+        if modern && request.request_state.is_none() {
+            let step = &plan.steps[0];
+            let decisions = rt.decide_plan(&session, &plan, &catalog);
+            if let Some((_, d @ Decision::NeedsApproval { .. })) = decisions.first() {
+                let timeout = Duration::from_secs(rt.config.config.serve.approval_timeout_secs);
+                let hash = args_hash(&step.tool, &step.args);
+                return super::mrtr::ask(step, d, &client, &hash, timeout)
+                    .map(Into::into)
+                    .map_err(internal);
+            }
+        }
         let (plan, decisions) = match rt
             .propose_approving(&session, plan, vec![asked], Some("policy"))
             .await
@@ -269,15 +297,24 @@ impl Proxy {
                         gated: decision.gate().is_some(),
                     })
                     .map_err(internal)?;
-                let asked = approval::elicit(
-                    &ctx.peer,
-                    &step,
-                    &decision,
-                    &client,
-                    &self.inner.actor,
-                    timeout,
-                )
-                .await;
+                let asked = if modern {
+                    super::mrtr::answer(
+                        &request,
+                        &args_hash(&step.tool, &step.args),
+                        &decision,
+                        format!("{} (via {client})", self.inner.actor),
+                    )
+                } else {
+                    approval::elicit(
+                        &ctx.peer,
+                        &step,
+                        &decision,
+                        &client,
+                        &self.inner.actor,
+                        timeout,
+                    )
+                    .await
+                };
                 match asked {
                     Some(answer) => answer,
                     // Someone can answer in an app on this data directory:
