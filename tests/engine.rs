@@ -242,11 +242,8 @@ async fn conditions_and_continue_on_error_choose_the_branch() {
         title: "check and tell".into(),
         steps: vec![health, on_fail, on_ok],
     };
-    opsbot::plan::validate(&plan, &{
-        rt.servers.wait_settled().await;
-        rt.servers.catalog()
-    })
-    .expect("valid");
+    rt.servers.wait_settled().await;
+    opsbot::plan::validate(&plan, &rt.servers.catalog()).expect("valid");
     assert_eq!(
         run_approved(&rt, &s, &plan).await,
         Outcome::Succeeded,

@@ -124,7 +124,7 @@ struct Run<'a> {
     plan: &'a Plan,
     decisions: &'a HashMap<StepId, Decision>,
     approvals: &'a Approvals,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     /// The definitions the plan was decided against (from its proposal).
     planned_defs: std::collections::BTreeMap<String, String>,
     state: HashMap<StepId, State>,
@@ -195,8 +195,31 @@ impl Engine {
         approvals: &Approvals,
         cancel: CancellationToken,
     ) -> Result<Outcome, StoreError> {
-        self.run_from(session, plan, decisions, approvals, cancel, HashMap::new())
+        self.run_after(session, plan, decisions, approvals, cancel, Vec::new())
             .await
+    }
+
+    /// As `run`, with events not recorded yet (the plan's proposal) that go
+    /// into the commit that starts the first step, ahead of it.
+    pub async fn run_after(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &HashMap<StepId, Decision>,
+        approvals: &Approvals,
+        cancel: CancellationToken,
+        before: Vec<Event>,
+    ) -> Result<Outcome, StoreError> {
+        self.run_inner(
+            session,
+            plan,
+            decisions,
+            approvals,
+            cancel,
+            HashMap::new(),
+            before,
+        )
+        .await
     }
 
     /// As `run`, for a resumed session: the steps in `done` finished before
@@ -210,6 +233,37 @@ impl Engine {
         cancel: CancellationToken,
         done: HashMap<StepId, Value>,
     ) -> Result<Outcome, StoreError> {
+        self.run_inner(
+            session,
+            plan,
+            decisions,
+            approvals,
+            cancel,
+            done,
+            Vec::new(),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_inner(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &HashMap<StepId, Decision>,
+        approvals: &Approvals,
+        cancel: CancellationToken,
+        done: HashMap<StepId, Value>,
+        before: Vec<Event>,
+    ) -> Result<Outcome, StoreError> {
+        // The proposal, when it is not on record yet, defines the plan.
+        let planned_defs = before
+            .iter()
+            .find_map(|e| match e {
+                Event::PlanProposed { defs, .. } => Some(defs.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| session.with_state(|s| s.plan_defs.clone()));
         // Servers not started yet (lazy) start now, side by side, while
         // the steps that do not need them go ahead.
         let used: std::collections::BTreeSet<&str> = plan
@@ -225,7 +279,7 @@ impl Engine {
             decisions,
             approvals,
             catalog: self.servers.catalog(),
-            planned_defs: session.with_state(|s| s.plan_defs.clone()),
+            planned_defs,
             state: plan
                 .steps
                 .iter()
@@ -240,7 +294,7 @@ impl Engine {
                 .collect(),
             outputs: done,
             running: FuturesUnordered::new(),
-            pending: Vec::new(),
+            pending: before,
             cancel,
             sent: HashMap::new(),
             per_server: HashMap::new(),

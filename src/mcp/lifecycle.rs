@@ -63,6 +63,9 @@ fn take_tools(entry: &Entry, infos: Vec<ToolInfo>, events: &broadcast::Sender<Se
     entry.cache.save(&entry.name, &entry.fingerprint, &infos);
     if let Ok(mut t) = entry.tools.write() {
         *t = infos;
+        entry
+            .tools_version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
     if let (Some(at), false) = (cached_at, changed.is_empty()) {
         tracing::warn!(server = %entry.name, ?changed, "tools changed since they were cached");

@@ -107,6 +107,8 @@ pub(super) struct Entry {
     pub(super) conn: RwLock<Option<Arc<Connection>>>,
     pub(super) service: tokio::sync::Mutex<Option<RunningService<RoleClient, OpsbotClient>>>,
     pub(super) tools: RwLock<Vec<ToolInfo>>,
+    /// Bumped whenever `tools` is replaced: the catalog is rebuilt only then.
+    pub(super) tools_version: std::sync::atomic::AtomicU64,
     pub(super) stderr: Arc<Mutex<VecDeque<String>>>,
     /// The current process's exit, reset for each (re)start.
     pub(super) life: Mutex<Arc<Life>>,
@@ -234,9 +236,16 @@ pub enum Listing {
     Prompts,
 }
 
+/// A catalog and what it was built from: per server, whether its tools
+/// count and their version.
+type BuiltCatalog = (Vec<(bool, u64)>, Arc<Catalog>);
+
 #[derive(Clone)]
 pub struct Servers {
     pub(super) entries: Arc<BTreeMap<String, Arc<Entry>>>,
+    /// The last catalog built, under what it was built from (each server's
+    /// tools' version and whether they count): most calls ask for the same.
+    catalog: Arc<Mutex<Option<BuiltCatalog>>>,
     events: broadcast::Sender<ServerEvent>,
 }
 
@@ -274,6 +283,7 @@ impl Servers {
                     service: tokio::sync::Mutex::new(None),
                     cached_at: Mutex::new(cached.as_ref().map(|c| c.listed_at)),
                     tools: RwLock::new(cached.map(|c| c.tools).unwrap_or_default()),
+                    tools_version: std::sync::atomic::AtomicU64::new(0),
                     stderr: Arc::new(Mutex::new(VecDeque::new())),
                     life: Mutex::new(Arc::new(Life::default())),
                     stopping: CancellationToken::new(),
@@ -299,6 +309,7 @@ impl Servers {
             .collect();
         let servers = Self {
             entries: Arc::new(entries),
+            catalog: Arc::default(),
             events,
         };
         for entry in servers.entries.values() {
@@ -419,13 +430,31 @@ impl Servers {
 
     /// The tools of every ready server, and the cached tools of every
     /// server not started yet.
-    pub fn catalog(&self) -> Catalog {
-        Catalog::new(
+    pub fn catalog(&self) -> Arc<Catalog> {
+        let key: Vec<(bool, u64)> = self
+            .entries
+            .values()
+            .map(|e| {
+                (
+                    e.status.borrow().has_tools(),
+                    e.tools_version.load(std::sync::atomic::Ordering::Acquire),
+                )
+            })
+            .collect();
+        let mut cached = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, c)) = cached.as_ref()
+            && *k == key
+        {
+            return Arc::clone(c);
+        }
+        let built = Arc::new(Catalog::new(
             self.entries
                 .values()
                 .filter(|e| e.status.borrow().has_tools())
                 .flat_map(|e| e.tools.read().map(|t| t.clone()).unwrap_or_default()),
-        )
+        ));
+        *cached = Some((key, Arc::clone(&built)));
+        built
     }
 
     /// A tool as its server last listed it, ready now or not (a server

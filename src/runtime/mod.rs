@@ -720,18 +720,23 @@ impl Runtime {
         plan: Plan,
         before: Vec<Event>,
     ) -> Result<Planned, StoreError> {
-        self.propose_approving(session, plan, before, None).await
+        self.propose_approving(session, plan, before, None)
+            .await
+            .map(|(planned, _)| planned)
     }
 
-    /// As `propose`; with `approve_as`, steps policy allows are approved in
-    /// the same commit, by that name (a served call: one commit fewer).
+    /// As `propose`; with `approve_as`, steps policy allows are approved by
+    /// that name (a served call). When policy allows every step, the
+    /// proposal is not recorded here but returned, for `run_after` to
+    /// record with the first step's start: one commit fewer, and still
+    /// nothing is called before it is on record.
     pub async fn propose_approving(
         &self,
         session: &Session,
         mut plan: Plan,
         before: Vec<Event>,
         approve_as: Option<&str>,
-    ) -> Result<Planned, StoreError> {
+    ) -> Result<(Planned, Vec<Event>), StoreError> {
         let renamed = self.canonicalize(&mut plan);
         let used: std::collections::BTreeSet<&str> = plan
             .steps
@@ -762,7 +767,7 @@ impl Runtime {
                 },
             ]);
             session.record_all(&events)?;
-            return Ok(Planned::Invalid(errors));
+            return Ok((Planned::Invalid(errors), Vec::new()));
         }
         if let Err(errors) = validate(&plan, &catalog) {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -782,7 +787,7 @@ impl Runtime {
                 },
             ]);
             session.record_all(&events)?;
-            return Ok(Planned::Invalid(errors));
+            return Ok((Planned::Invalid(errors), Vec::new()));
         }
         // Servers the plan uses that are not started yet start now, while
         // the plan is reviewed; their live tools are checked before a call.
@@ -826,8 +831,15 @@ impl Runtime {
                 }
             }
         }
+        let all_allowed = approve_as.is_some()
+            && decisions
+                .iter()
+                .all(|(_, d)| matches!(d, Decision::Allow { .. }));
+        if all_allowed {
+            return Ok((Planned::Ready { plan, decisions }, events));
+        }
         session.record_all(&events)?;
-        Ok(Planned::Ready { plan, decisions })
+        Ok((Planned::Ready { plan, decisions }, Vec::new()))
     }
 
     /// The open planning turn (the request, questions and answers) and the
@@ -1006,9 +1018,24 @@ impl Runtime {
         approvals: &Approvals,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<Outcome, StoreError> {
+        self.run_after(session, plan, decisions, approvals, cancel, Vec::new())
+            .await
+    }
+
+    /// `run`, recording `before` (a proposal `propose_approving` left
+    /// unrecorded) in the commit that starts the first step.
+    pub async fn run_after(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &[(StepId, Decision)],
+        approvals: &Approvals,
+        cancel: tokio_util::sync::CancellationToken,
+        before: Vec<Event>,
+    ) -> Result<Outcome, StoreError> {
         let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
         self.engine()
-            .run(session, plan, &decisions, approvals, cancel)
+            .run_after(session, plan, &decisions, approvals, cancel, before)
             .await
     }
 }

@@ -259,11 +259,11 @@ impl Proxy {
                     .map_err(internal);
             }
         }
-        let (plan, decisions) = match rt
+        let (proposed, unrecorded) = rt
             .propose_approving(&session, plan, vec![asked], Some("policy"))
             .await
-            .map_err(internal)?
-        {
+            .map_err(internal)?;
+        let (plan, decisions) = match proposed {
             Planned::Ready { plan, decisions } => (plan, decisions),
             Planned::Invalid(errors) => {
                 return Ok(refusal(format!(
@@ -344,11 +344,12 @@ impl Proxy {
                 let hash = args_hash(&step.tool, &step.args);
                 // An approval given by policy (with the proposal) or in the
                 // app is in the log already.
-                let logged = session.with_state(|st| {
-                    st.steps.get(&id).is_some_and(|s| {
-                        s.approved_by.is_some() && s.status() == StepStatus::Approved
-                    })
-                });
+                let logged = !unrecorded.is_empty()
+                    || session.with_state(|st| {
+                        st.steps.get(&id).is_some_and(|s| {
+                            s.approved_by.is_some() && s.status() == StepStatus::Approved
+                        })
+                    });
                 if !logged {
                     session
                         .record(Event::Approved {
@@ -419,12 +420,13 @@ impl Proxy {
             })
         });
         let outcome = rt
-            .run(
+            .run_after(
                 &session,
                 &plan,
                 &decisions,
                 &Approvals::Fixed(approved),
                 cancel.clone(),
+                unrecorded,
             )
             .await
             .map_err(internal);

@@ -618,22 +618,18 @@ impl Store {
             ])?;
             match &event {
                 Event::PlanProposed { plan, .. } => {
-                    tx.execute(
-                        "UPDATE sessions SET title = ?2 WHERE id = ?1",
-                        params![session.as_str(), plan.title],
-                    )?;
+                    tx.prepare_cached("UPDATE sessions SET title = ?2 WHERE id = ?1")?
+                        .execute(params![session.as_str(), plan.title])?;
                 }
                 Event::UserMessage { text } => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE sessions SET title = COALESCE(title, ?2) WHERE id = ?1",
-                        params![session.as_str(), text],
-                    )?;
+                    )?
+                    .execute(params![session.as_str(), text])?;
                 }
                 Event::RunFinished { outcome, .. } => {
-                    tx.execute(
-                        "UPDATE sessions SET outcome = ?2 WHERE id = ?1",
-                        params![session.as_str(), outcome_key(*outcome)],
-                    )?;
+                    tx.prepare_cached("UPDATE sessions SET outcome = ?2 WHERE id = ?1")?
+                        .execute(params![session.as_str(), outcome_key(*outcome)])?;
                 }
                 _ => {}
             }
