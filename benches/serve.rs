@@ -3,6 +3,10 @@
 //! `opsbot serve` (policy, the audit log's durable commits, the engine),
 //! interleaved in one run so both see the same machine.
 //!
+//! Then throughput: 8 clients calling at once, each straight to a server of
+//! its own, against 8 clients on one `opsbot serve --http` (one store, one
+//! k8s server for all).
+//!
 //! `cargo bench --bench serve`; under `cargo test` it runs a few calls as a
 //! smoke test.
 
@@ -78,4 +82,85 @@ fn main() {
         "per call, through opsbot serve vs straight to the server ({n} calls each, interleaved): {}",
         support::versus(&served, &direct)
     );
+    let per_client = if full { 100 } else { 3 };
+    let (direct_rate, served_rate) = tokio.block_on(throughput(dir.path(), per_client));
+    println!(
+        "8 clients at once, {per_client} calls each: straight to 8 servers {direct_rate:.0} calls/s, through one opsbot serve --http {served_rate:.0} calls/s (ratio {:.2}x)",
+        served_rate / direct_rate
+    );
+}
+
+/// Calls per second from 8 clients calling `name` as fast as they can.
+async fn rate(clients: &[RunningService<RoleClient, ()>], name: &str, per_client: usize) -> f64 {
+    let start = Instant::now();
+    let mut all = tokio::task::JoinSet::new();
+    for c in clients {
+        let peer = c.peer().clone();
+        let name = name.to_string();
+        all.spawn(async move {
+            for _ in 0..per_client {
+                let serde_json::Value::Object(args) = json!({"service": "checkout", "env": "dev"})
+                else {
+                    unreachable!()
+                };
+                let r = peer
+                    .call_tool(CallToolRequestParams::new(name.clone()).with_arguments(args))
+                    .await
+                    .expect("call");
+                assert!(!r.content.is_empty());
+            }
+        });
+    }
+    while let Some(done) = all.join_next().await {
+        done.expect("client");
+    }
+    (clients.len() * per_client) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn throughput(dir: &std::path::Path, per_client: usize) -> (f64, f64) {
+    let mut direct = Vec::new();
+    for _ in 0..8 {
+        direct.push(client(&["sandbox", "k8s"], dir).await);
+    }
+    let config = dir.join("bench.toml").to_string_lossy().into_owned();
+    let mut serve = std::process::Command::new(support::opsbot_exe())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--config", &config, "serve", "--http", "127.0.0.1:0"])
+        .env("OPSBOT_SANDBOX_LATENCY", "0")
+        .env("OPSBOT_SANDBOX_DIR", dir.join("data/sandbox"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve --http");
+    let url = {
+        use std::io::BufRead;
+        let err = serve.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(err).lines();
+        let url = loop {
+            let line = lines.next().expect("serve said where").expect("read");
+            if let Some(at) = line.find("http://") {
+                break line[at..].trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        url
+    };
+    let mut served = Vec::new();
+    for _ in 0..8 {
+        let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone());
+        served.push(().serve(transport).await.expect("connect over HTTP"));
+    }
+    // Warm both.
+    rate(&direct, "status", 1).await;
+    rate(&served, "k8s.status", 1).await;
+    let direct_rate = rate(&direct, "status", per_client).await;
+    let served_rate = rate(&served, "k8s.status", per_client).await;
+    for c in direct.into_iter().chain(served) {
+        let _ = c.cancel().await;
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    (direct_rate, served_rate)
 }
