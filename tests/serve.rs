@@ -1043,6 +1043,11 @@ async fn resources_and_prompts_pass_through_governed() {
         "resources.toml",
         &format!(
             r#"{CONFIG}
+[policy.rules.structured-is-harmless]
+tools = "docs.test_structured"
+verdict = "allow"
+reason = "it only answers"
+
 [policy.rules.no-binary]
 tools = "docs.resources/read"
 when = 'uri == "test://static-binary"'
@@ -1060,6 +1065,21 @@ command = {:?}
         .await
         .expect("initialize");
     let peer = client.peer().clone();
+    // Tools pass as defined (title, output schema) and answer as sent
+    // (structured content, _meta).
+    let tools = peer.list_all_tools().await.expect("tools/list");
+    let structured = tools
+        .iter()
+        .find(|t| t.name == "docs.test_structured")
+        .expect("served");
+    assert_eq!(structured.title.as_deref(), Some("Structured output"));
+    assert!(structured.output_schema.is_some(), "{structured:?}");
+    let answered = call(&client, "docs.test_structured", json!({})).await;
+    assert_eq!(answered.structured_content, Some(json!({"value": 42})));
+    assert_eq!(
+        serde_json::to_value(&answered.meta).expect("json"),
+        json!({"fixture": "structured"})
+    );
     let resources = peer.list_all_resources().await.expect("resources/list");
     let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
     assert!(names.contains(&"docs.static-text"), "{names:?}");

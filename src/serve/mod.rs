@@ -4,6 +4,7 @@
 
 mod approval;
 mod features;
+mod forward;
 mod mrtr;
 pub mod names;
 mod proxy;

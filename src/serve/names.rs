@@ -19,7 +19,14 @@ pub struct Naming {
 
 impl Naming {
     pub fn exposes(&self, tool: &ToolInfo) -> bool {
-        self.only.as_ref().is_none_or(|o| o.contains(&tool.server))
+        self.serves(&tool.server)
+    }
+
+    /// Whether `server` is one of those served (`--only`).
+    pub fn serves(&self, server: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|s| s == server))
     }
 
     /// The name a client sees for a tool.

@@ -18,7 +18,6 @@ use rmcp::{ErrorData as McpError, ServerHandler};
 use super::approval::{self, Granted, Refused};
 use super::names;
 use crate::engine::Approvals;
-use crate::mcp::ServerEvent;
 use crate::plan::{Plan, Step};
 use crate::policy::{Decision, args_hash};
 use crate::runtime::{Planned, Runtime};
@@ -102,7 +101,7 @@ impl Proxy {
         }
     }
 
-    fn following(&self, server: &str, uri: &str) -> bool {
+    pub(super) fn following(&self, server: &str, uri: &str) -> bool {
         self.inner
             .follows
             .lock()
@@ -552,90 +551,7 @@ impl ServerHandler for Proxy {
             }
             Err(e) => tracing::error!("cannot start the session for a client: {e:?}"),
         }
-        // Forward catalog changes: a server that (re)connects may bring
-        // other tools.
-        let mut events = self.inner.rt.servers.subscribe();
-        let me = self.clone();
-        let peer = ctx.peer.clone();
-        tokio::spawn(async move {
-            let names = |me: &Proxy| -> Vec<String> {
-                me.inner
-                    .rt
-                    .servers
-                    .catalog()
-                    .iter()
-                    .map(|t| format!("{}#{}", t.qualified(), t.def_hash))
-                    .collect()
-            };
-            // Servers still starting are not news: a client lists tools
-            // once they have settled.
-            me.inner.rt.servers.wait_settled().await;
-            let mut last = names(&me);
-            while let Ok(event) = events.recv().await {
-                #[allow(deprecated)]
-                if let ServerEvent::Log {
-                    server,
-                    mut message,
-                } = event
-                {
-                    // Only what the client is served, redacted like the log.
-                    if me
-                        .inner
-                        .naming
-                        .only
-                        .as_ref()
-                        .is_some_and(|o| !o.contains(&server))
-                    {
-                        continue;
-                    }
-                    me.inner.rt.store.redactor().value(&mut message.data);
-                    let logger = message.logger.take().unwrap_or_default();
-                    message.logger = Some(if logger.is_empty() {
-                        server
-                    } else {
-                        format!("{server}/{logger}")
-                    });
-                    if peer.notify_logging_message(message).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                let exposed = |server: &str| {
-                    me.inner
-                        .naming
-                        .only
-                        .as_ref()
-                        .is_none_or(|o| o.iter().any(|x| x == server))
-                };
-                let sent = match &event {
-                    ServerEvent::ListChanged { server, list } if exposed(server) => match list {
-                        crate::mcp::Listing::Resources => peer.notify_resource_list_changed().await,
-                        crate::mcp::Listing::Prompts => peer.notify_prompt_list_changed().await,
-                    },
-                    ServerEvent::ResourceUpdated { server, uri } if me.following(server, uri) => {
-                        match serde_json::from_value(serde_json::json!({ "uri": uri })) {
-                            Ok(note) => peer.notify_resource_updated(note).await,
-                            Err(_) => Ok(()),
-                        }
-                    }
-                    ServerEvent::Status { .. } => Ok(()),
-                    _ => continue,
-                };
-                if sent.is_err() {
-                    return;
-                }
-                if !matches!(event, ServerEvent::Status { .. }) {
-                    continue;
-                }
-                let now = names(&me);
-                if now != last {
-                    last = now;
-                    if peer.notify_tool_list_changed().await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        self.forward(ctx.peer.clone());
     }
 
     /// Forwarded to every started server that logs.

@@ -66,10 +66,7 @@ impl Asker {
     }
 
     fn served(&self, server: &str) -> bool {
-        self.naming
-            .only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|x| x == server))
+        self.naming.serves(server)
     }
 
     fn caps(&self) -> Option<rmcp::model::ClientCapabilities> {
