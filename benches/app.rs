@@ -79,6 +79,7 @@ fn big_session(dir: &Path) -> String {
                 truncated: None,
                 content: None,
                 meta: None,
+                task: None,
             },
             duration_ms: 10,
         });

@@ -106,6 +106,7 @@ fn big_app() -> App {
                     truncated: None,
                     content: None,
                     meta: None,
+                    task: None,
                 },
                 duration_ms: 10,
             },

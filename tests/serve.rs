@@ -1299,3 +1299,147 @@ async fn a_2026_client_approves_through_input_required() {
     assert!(refused_text(forged).contains("not one opsbot gave"));
     client.cancel().await.expect("close");
 }
+
+/// A client that takes MCP tasks and nothing else.
+#[derive(Clone)]
+struct TaskTaker;
+
+impl ClientHandler for TaskTaker {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_tasks().build(),
+            Implementation::new("task-taker", "1.0"),
+        )
+    }
+}
+
+/// A tool its server runs as a task passes as a task to a client that
+/// takes tasks (polled and cancelled through opsbot, routed to the server
+/// that made it), and as its final result to a client that does not
+/// (opsbot follows the task). The call is governed like any other, and the
+/// task's end is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_pass_through_or_are_followed() {
+    use rmcp::model::{CallToolResponse, CancelTaskParams, GetTaskParams, TaskStatus};
+    let home = Home::new();
+    let fixture = common::conformance_fixture();
+    let config = home.write_config(
+        "tasks.toml",
+        &format!(
+            r#"{CONFIG}
+[policy.rules.tasks-are-fine]
+tools = "docs.test_task"
+verdict = "allow"
+reason = "it only works"
+
+[servers.docs]
+command = {:?}
+"#,
+            fixture.to_string_lossy()
+        ),
+    );
+    let taker = TaskTaker
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let peer = taker.peer().clone();
+    let run_task = || async {
+        match peer
+            .call_tool_once(CallToolRequestParams::new("docs.test_task"))
+            .await
+            .expect("tools/call")
+        {
+            CallToolResponse::Task(t) => t.task.task_id,
+            other => panic!("expected a task, got {other:?}"),
+        }
+    };
+    let id = run_task().await;
+    let mut last = None;
+    for _ in 0..200 {
+        let now = peer
+            .get_task(GetTaskParams::new(id.clone()))
+            .await
+            .expect("tasks/get");
+        if now.task.status() == TaskStatus::Completed {
+            last = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = serde_json::to_value(last.expect("the task completed")).expect("json");
+    assert_eq!(done["result"]["content"][0]["text"], "task done", "{done}");
+    // Polled again after its end: still known, recorded once.
+    peer.get_task(GetTaskParams::new(id.clone()))
+        .await
+        .expect("tasks/get after the end");
+
+    let second = run_task().await;
+    peer.cancel_task(CancelTaskParams::new(second.clone()))
+        .await
+        .expect("tasks/cancel");
+    let now = peer
+        .get_task(GetTaskParams::new(second.clone()))
+        .await
+        .expect("tasks/get");
+    assert_eq!(now.task.status(), TaskStatus::Cancelled);
+    let unknown = peer.get_task(GetTaskParams::new("nope")).await;
+    assert!(unknown.is_err(), "an unknown task is an error");
+    taker.cancel().await.expect("close");
+
+    let (_, records) = served_session(&home);
+    let exchanged: Vec<(String, String, String)> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Exchanged {
+                method,
+                subject,
+                outcome,
+                ..
+            } => Some((method.clone(), subject.clone(), outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    let ends: Vec<_> = exchanged
+        .iter()
+        .filter(|(m, s, _)| m == "tasks/get" && *s == id)
+        .collect();
+    assert_eq!(ends.len(), 1, "{exchanged:?}");
+    assert_eq!(ends[0].2, "completed");
+    assert!(
+        exchanged
+            .iter()
+            .any(|(m, s, o)| m == "tasks/cancel" && *s == second && o == "ok"),
+        "{exchanged:?}"
+    );
+    assert!(
+        records.iter().any(|r| matches!(
+            &r.event,
+            Event::StepSucceeded { output, .. } if output.task.is_some() && output.text.contains("created")
+        )),
+        "the step's output is the task as created"
+    );
+
+    // A client that does not take tasks gets the result: opsbot follows it.
+    let home2 = Home::new();
+    let config2 = home2.write_config(
+        "tasks.toml",
+        &std::fs::read_to_string(&config).expect("config"),
+    );
+    let person = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home2, &config2)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let result = call(&person, "docs.test_task", json!({})).await;
+    person.cancel().await.expect("close");
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    assert_eq!(text(&result), "task done");
+    assert_eq!(result.structured_content, Some(json!({"done": true})));
+    let (_, records) = served_session(&home2);
+    assert!(
+        records.iter().any(|r| matches!(
+            &r.event,
+            Event::Exchanged { method, outcome, .. } if method == "tasks/get" && outcome == "completed"
+        )),
+        "{records:?}"
+    );
+}

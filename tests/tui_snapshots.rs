@@ -135,6 +135,7 @@ fn app() -> App {
                 truncated: None,
                 content: None,
                 meta: None,
+                task: None,
             },
             duration_ms: 1234,
         },

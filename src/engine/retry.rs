@@ -102,6 +102,7 @@ mod tests {
             truncated: None,
             content: None,
             meta: None,
+            task: None,
         };
         assert!(transient(&Ok(out(true, serde_json::json!({"retryable": true})))).is_some());
         assert!(transient(&Ok(out(true, serde_json::json!({"error": "bad"})))).is_none());

@@ -141,14 +141,16 @@ impl ClientHandler for OpsbotClient {
     }
 
     /// Serving, opsbot can pass a server's requests up to its clients, so
-    /// it says it can sample, elicit and list roots; otherwise it claims
-    /// nothing it would only decline.
+    /// it says it can sample, elicit and list roots, and take tasks (it
+    /// hands them on, or follows them for a client that cannot); otherwise
+    /// it claims nothing it would only decline.
     fn get_info(&self) -> ClientConfig {
         let capabilities = if self.relay.is_some() {
             serde_json::from_value(serde_json::json!({
                 "sampling": {},
                 "elicitation": { "form": {}, "url": {} },
-                "roots": { "listChanged": true }
+                "roots": { "listChanged": true },
+                "extensions": { (rmcp::model::TASKS_EXTENSION_ID): {} }
             }))
             .unwrap_or_default()
         } else {

@@ -55,6 +55,11 @@ pub struct ToolOutput {
     /// The result's `_meta`, as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,
+    /// The server answered with a task (MCP tasks extension) instead of a
+    /// result: the task as it was created. Only servers told opsbot takes
+    /// tasks (when serving) answer so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +106,24 @@ impl ToolOutput {
             truncated: None,
             content,
             meta: result.meta.and_then(|m| serde_json::to_value(m).ok()),
+            task: None,
+        }
+    }
+
+    fn from_task(created: rmcp::model::CreateTaskResult) -> Self {
+        let task = serde_json::to_value(&created).ok();
+        let status = serde_json::to_value(created.task.status)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Self {
+            is_error: false,
+            text: format!("task {} created ({status})", created.task.task_id),
+            structured: None,
+            truncated: None,
+            content: None,
+            meta: None,
+            task,
         }
     }
 
@@ -318,6 +341,7 @@ impl Connection {
         }
         match outcome? {
             ServerResult::CallToolResult(result) => Ok(ToolOutput::from_result(result)),
+            ServerResult::CreateTaskResult(created) => Ok(ToolOutput::from_task(created)),
             other => Err(RawCallError::Other(format!(
                 "unexpected answer to tools/call: {}",
                 crate::text::truncate(&format!("{other:?}"), 200)

@@ -116,6 +116,7 @@ mod tests {
                         truncated: None,
                         content: None,
                         meta: None,
+                        task: None,
                     },
                     duration_ms: 1,
                 },

@@ -267,7 +267,7 @@ impl Proxy {
         }
     }
 
-    fn record(
+    pub(super) fn record(
         &self,
         ctx: &RequestContext<RoleServer>,
         server: &str,

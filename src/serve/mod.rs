@@ -8,6 +8,7 @@ mod forward;
 mod mrtr;
 pub mod names;
 mod proxy;
+mod tasks;
 mod upstream;
 
 use std::sync::Arc;

@@ -42,6 +42,9 @@ struct Inner {
     /// This client answers servers' requests while no call is in flight.
     lend: Mutex<Option<crate::mcp::relay::Lend>>,
     introduced: Mutex<Option<Implementation>>,
+    /// Tasks this client was handed: task id → the server that made it,
+    /// and whether its end is on record.
+    tasks: Mutex<HashMap<String, (String, bool)>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> McpError {
@@ -71,6 +74,7 @@ impl Proxy {
                 follows: Mutex::default(),
                 lend: Mutex::new(None),
                 introduced: Mutex::new(None),
+                tasks: Mutex::default(),
             }),
         }
     }
@@ -85,6 +89,10 @@ impl Proxy {
 
     pub(super) fn actor(&self) -> &str {
         &self.inner.actor
+    }
+
+    pub(super) fn task_routes(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, bool)>> {
+        self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn routes(&self) -> std::sync::MutexGuard<'_, super::features::Routes> {
@@ -450,6 +458,15 @@ impl Proxy {
             }
         }
         outcome?;
+        let task = session.with_state(|st| {
+            st.steps
+                .get(&id)
+                .and_then(|s| s.output.as_ref())
+                .and_then(|o| o.task.clone())
+        });
+        if let Some(task) = task {
+            return self.task_answer(&ctx, &tool.server, task, &cancel).await;
+        }
         Ok(self.answer(&session, &step, &decision, granted.err().flatten()))
     }
 
@@ -533,6 +550,7 @@ impl ServerHandler for Proxy {
                 .enable_prompts_list_changed()
                 .enable_completions()
                 .enable_logging()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("opsbot", env!("CARGO_PKG_VERSION")))
@@ -643,6 +661,22 @@ impl ServerHandler for Proxy {
         ctx: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, McpError> {
         self.prompt(request, ctx).await.map(Into::into)
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, McpError> {
+        self.task_status(request, &ctx).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.task_cancel(request, &ctx).await
     }
 
     async fn complete(

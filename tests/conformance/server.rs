@@ -32,7 +32,12 @@ const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA="
 #[derive(Clone, Default)]
 struct Fixture {
     subscribed: Arc<Mutex<HashSet<String>>>,
+    /// Tasks made by `test_task`: id → when, and whether cancelled.
+    tasks: Arc<Mutex<std::collections::HashMap<String, (std::time::Instant, bool)>>>,
 }
+
+/// How long a `test_task` task works before it completes.
+const TASK_WORK: Duration = Duration::from_millis(150);
 
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ErrorData> {
     serde_json::from_value(v).map_err(|e| ErrorData::internal_error(e.to_string(), None))
@@ -56,6 +61,7 @@ fn tools() -> Value {
         simple("test_tool_with_progress", "Reports progress 0, 50 and 100 of 100"),
         simple("test_error_handling", "Always fails"),
         simple("test_reconnection", "Answers after a short while"),
+        simple("test_task", "Works as a task (MCP tasks extension) for a client that takes tasks"),
         simple("test_elicitation_sep1034_defaults", "Asks for input with defaults"),
         simple("test_elicitation_sep1330_enums", "Asks for input with every kind of enum"),
         { "name": "test_sampling", "description": "Asks the client's model", "inputSchema": string("prompt", "The prompt to send to the LLM") },
@@ -218,7 +224,78 @@ impl Fixture {
     }
 }
 
+fn task_json(id: &str, status: &str) -> Value {
+    json!({ "taskId": id, "status": status, "createdAt": "2026-12-01T00:00:00Z",
+            "lastUpdatedAt": "2026-12-01T00:00:00Z", "ttlMs": null, "pollIntervalMs": 20 })
+}
+
+impl Fixture {
+    fn task(&self, ctx: &RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        if !ctx
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks())
+        {
+            let result: CallToolResult =
+                parse(json!({ "isError": true, "content": [{ "type": "text",
+                "text": "test_task needs a client that takes tasks" }] }))?;
+            return Ok(result.into());
+        }
+        let mut tasks = self
+            .tasks
+            .lock()
+            .map_err(|_| ErrorData::internal_error("lock", None))?;
+        let id = format!("task-{}", tasks.len() + 1);
+        tasks.insert(id.clone(), (std::time::Instant::now(), false));
+        let mut created = task_json(&id, "working");
+        created["resultType"] = json!("task");
+        Ok(CallToolResponse::Task(parse(created)?))
+    }
+}
+
 impl ServerHandler for Fixture {
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        let known = self
+            .tasks
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&request.task_id).copied());
+        let Some((began, cancelled)) = known else {
+            return Err(ErrorData::invalid_params(
+                format!("no task {}", request.task_id),
+                None,
+            ));
+        };
+        let mut now = if cancelled {
+            task_json(&request.task_id, "cancelled")
+        } else if began.elapsed() < TASK_WORK {
+            task_json(&request.task_id, "working")
+        } else {
+            let mut done = task_json(&request.task_id, "completed");
+            done["result"] = json!({ "content": [{ "type": "text", "text": "task done" }],
+                                     "structuredContent": { "done": true } });
+            done
+        };
+        now["resultType"] = json!("complete");
+        parse(now)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if let Ok(mut t) = self.tasks.lock()
+            && let Some(task) = t.get_mut(&request.task_id)
+        {
+            task.1 = true;
+        }
+        Ok(())
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -231,6 +308,7 @@ impl ServerHandler for Fixture {
                 .enable_prompts_list_changed()
                 .enable_completions()
                 .enable_logging()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("opsbot-conformance-fixture", "1.0.0"))
@@ -249,6 +327,9 @@ impl ServerHandler for Fixture {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if request.name == "test_task" {
+            return self.task(&ctx);
+        }
         let args = request.arguments.clone().unwrap_or_default();
         let result: CallToolResult = parse(self.run(&request.name, &args, &ctx).await)?;
         Ok(result.into())
