@@ -47,7 +47,8 @@ impl std::fmt::Debug for Relay {
 }
 
 /// A client lent to one server's requests (or, with no server, to any
-/// server with no call in flight) until it is dropped.
+/// server with no call in flight while it is the only client) until it is
+/// dropped.
 pub struct Lend {
     relay: Relay,
     id: u64,
@@ -73,16 +74,82 @@ impl Relay {
         }
     }
 
-    /// Who answers `server` now: the newest client with a call on it, else
-    /// the newest client at all.
+    /// Who answers `server` now: the newest client with a call on it; with
+    /// none, the one client connected, if only one is (with several, a
+    /// request made outside any call could reach the wrong person, so it is
+    /// declined).
     pub fn upstream(&self, server: &str) -> Option<Arc<dyn Upstream>> {
         let l = self.lenders.lock().ok()?;
-        let on = |want: Option<&str>| {
-            l.iter()
-                .rev()
-                .find(|(_, s, _)| s.as_deref() == want)
-                .map(|(_, _, u)| Arc::clone(u))
-        };
-        on(Some(server)).or_else(|| on(None))
+        if let Some((_, _, u)) = l
+            .iter()
+            .rev()
+            .find(|(_, s, _)| s.as_deref() == Some(server))
+        {
+            return Some(Arc::clone(u));
+        }
+        let mut idle = l.iter().filter(|(_, s, _)| s.is_none());
+        match (idle.next(), idle.next()) {
+            (Some((_, _, u)), None) => Some(Arc::clone(u)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(&'static str);
+
+    #[allow(deprecated)]
+    impl Upstream for Named {
+        fn sample(
+            &self,
+            _: &str,
+            _: CreateMessageRequestParams,
+        ) -> Answer<'_, CreateMessageResult> {
+            Box::pin(async { Err(rmcp::ErrorData::internal_error(self.0, None)) })
+        }
+        fn elicit(&self, _: &str, _: ElicitRequestParams) -> Answer<'_, ElicitResult> {
+            Box::pin(async { Err(rmcp::ErrorData::internal_error(self.0, None)) })
+        }
+        fn roots(&self, _: &str) -> Answer<'_, ListRootsResult> {
+            Box::pin(async { Err(rmcp::ErrorData::internal_error(self.0, None)) })
+        }
+    }
+
+    async fn who(relay: &Relay, server: &str) -> Option<String> {
+        let up = relay.upstream(server)?;
+        Some(up.roots(server).await.err()?.message.to_string())
+    }
+
+    #[tokio::test]
+    async fn requests_go_to_the_client_whose_call_it_is_and_never_to_a_guess() {
+        let relay = Relay::default();
+        assert_eq!(who(&relay, "fx").await, None, "no client: declined");
+        let alice = relay.lend(None, Arc::new(Named("alice")));
+        assert_eq!(
+            who(&relay, "fx").await.as_deref(),
+            Some("alice"),
+            "the only client"
+        );
+        let bob = relay.lend(None, Arc::new(Named("bob")));
+        assert_eq!(
+            who(&relay, "fx").await,
+            None,
+            "two clients, no call: declined"
+        );
+        let call = relay.lend(Some("fx"), Arc::new(Named("bob")));
+        assert_eq!(
+            who(&relay, "fx").await.as_deref(),
+            Some("bob"),
+            "bob's call on fx"
+        );
+        assert_eq!(who(&relay, "other").await, None);
+        drop(call);
+        drop(bob);
+        assert_eq!(who(&relay, "fx").await.as_deref(), Some("alice"));
+        drop(alice);
+        assert_eq!(who(&relay, "fx").await, None);
     }
 }
