@@ -308,19 +308,22 @@ pub fn py_peer(name: &str) -> PathBuf {
     bin
 }
 
-/// The conformance fixture server (tests/conformance/server.rs): built with
-/// the tests (`cargo test --all-targets`), or now when only one test runs.
+/// The conformance fixture server (tests/conformance/server.rs), built (or
+/// found up to date) by cargo once per test process: `cargo test` compiles
+/// examples only as test harnesses, so the runnable binary is built here.
 pub fn conformance_fixture() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let target = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = target.join("examples/conformance_server");
-    if !path.exists() {
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--example", "conformance_server"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo");
-        assert!(built.success(), "could not build the conformance fixture");
-    }
-    path
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test exe");
+            let target = exe.parent().and_then(Path::parent).expect("target dir");
+            let built = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "--example", "conformance_server"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo");
+            assert!(built.success(), "could not build the conformance fixture");
+            target.join("examples/conformance_server")
+        })
+        .clone()
 }
