@@ -272,7 +272,17 @@ impl Driver {
         let approvals = Approvals::Live(desk);
         self.rt
             .engine()
-            .run_from(&self.session, &plan, &decisions, &approvals, cancel, done)
+            .run_from(
+                &self.session,
+                &plan,
+                &decisions,
+                &approvals,
+                cancel,
+                crate::engine::Start {
+                    done,
+                    unrecorded: Vec::new(),
+                },
+            )
             .await
     }
 

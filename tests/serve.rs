@@ -145,6 +145,18 @@ fn with_fixture(home: &Home, file: &str, var: &str, value: &str) -> std::path::P
     )
 }
 
+/// A config with `rules` and the conformance fixture as server `docs`.
+fn with_docs(home: &Home, file: &str, rules: &str) -> std::path::PathBuf {
+    let fixture = common::conformance_fixture();
+    home.write_config(
+        file,
+        &format!(
+            "{CONFIG}{rules}\n[servers.docs]\ncommand = {:?}\n",
+            fixture.to_string_lossy()
+        ),
+    )
+}
+
 async fn call(
     client: &RunningService<RoleClient, Person>,
     name: &str,
@@ -1038,11 +1050,10 @@ async fn a_servers_requests_are_declined_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_and_prompts_pass_through_governed() {
     let home = Home::new();
-    let fixture = common::conformance_fixture();
-    let config = home.write_config(
+    let config = with_docs(
+        &home,
         "resources.toml",
-        &format!(
-            r#"{CONFIG}
+        r#"
 [policy.rules.structured-is-harmless]
 tools = "docs.test_structured"
 verdict = "allow"
@@ -1053,12 +1064,7 @@ tools = "docs.resources/read"
 when = 'uri == "test://static-binary"'
 verdict = "deny"
 reason = "binary resources stay inside"
-
-[servers.docs]
-command = {:?}
 "#,
-            fixture.to_string_lossy()
-        ),
     );
     let client = Person::new(false)
         .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
@@ -1322,21 +1328,15 @@ impl ClientHandler for TaskTaker {
 async fn tasks_pass_through_or_are_followed() {
     use rmcp::model::{CallToolResponse, CancelTaskParams, GetTaskParams, TaskStatus};
     let home = Home::new();
-    let fixture = common::conformance_fixture();
-    let config = home.write_config(
+    let config = with_docs(
+        &home,
         "tasks.toml",
-        &format!(
-            r#"{CONFIG}
+        r#"
 [policy.rules.tasks-are-fine]
 tools = "docs.test_task"
 verdict = "allow"
 reason = "it only works"
-
-[servers.docs]
-command = {:?}
 "#,
-            fixture.to_string_lossy()
-        ),
     );
     let taker = TaskTaker
         .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))

@@ -483,7 +483,17 @@ async fn approve_and_run(
     });
     let approvals = Approvals::Fixed(approvals);
     let outcome = rt
-        .run_from(session, plan, decisions, &approvals, cancel.clone(), done)
+        .run_from(
+            session,
+            plan,
+            decisions,
+            &approvals,
+            cancel.clone(),
+            opsbot::engine::Start {
+                done,
+                unrecorded: Vec::new(),
+            },
+        )
         .await?;
     if let Some(printer) = printer {
         let _ = printer.await;

@@ -156,6 +156,17 @@ impl Run<'_> {
     }
 }
 
+/// Where a run starts.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// Steps of a resumed session that finished before the interruption,
+    /// with their outputs: they do not run again.
+    pub done: HashMap<StepId, Value>,
+    /// Events not on record yet (a proposal), recorded in the commit that
+    /// starts the first step, ahead of it.
+    pub unrecorded: Vec<Event>,
+}
+
 pub struct Engine {
     servers: Servers,
     max_parallel: usize,
@@ -195,35 +206,19 @@ impl Engine {
         approvals: &Approvals,
         cancel: CancellationToken,
     ) -> Result<Outcome, StoreError> {
-        self.run_after(session, plan, decisions, approvals, cancel, Vec::new())
-            .await
-    }
-
-    /// As `run`, with events not recorded yet (the plan's proposal) that go
-    /// into the commit that starts the first step, ahead of it.
-    pub async fn run_after(
-        &self,
-        session: &Arc<Session>,
-        plan: &Plan,
-        decisions: &HashMap<StepId, Decision>,
-        approvals: &Approvals,
-        cancel: CancellationToken,
-        before: Vec<Event>,
-    ) -> Result<Outcome, StoreError> {
-        self.run_inner(
+        self.run_from(
             session,
             plan,
             decisions,
             approvals,
             cancel,
-            HashMap::new(),
-            before,
+            Start::default(),
         )
         .await
     }
 
-    /// As `run`, for a resumed session: the steps in `done` finished before
-    /// the interruption, with these outputs, and do not run again.
+    /// As `run`, from `start`: steps that finished before, and events not
+    /// on record yet.
     pub async fn run_from(
         &self,
         session: &Arc<Session>,
@@ -231,31 +226,12 @@ impl Engine {
         decisions: &HashMap<StepId, Decision>,
         approvals: &Approvals,
         cancel: CancellationToken,
-        done: HashMap<StepId, Value>,
+        start: Start,
     ) -> Result<Outcome, StoreError> {
-        self.run_inner(
-            session,
-            plan,
-            decisions,
-            approvals,
-            cancel,
+        let Start {
             done,
-            Vec::new(),
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_inner(
-        &self,
-        session: &Arc<Session>,
-        plan: &Plan,
-        decisions: &HashMap<StepId, Decision>,
-        approvals: &Approvals,
-        cancel: CancellationToken,
-        done: HashMap<StepId, Value>,
-        before: Vec<Event>,
-    ) -> Result<Outcome, StoreError> {
+            unrecorded: before,
+        } = start;
         // The proposal, when it is not on record yet, defines the plan.
         let planned_defs = before
             .iter()

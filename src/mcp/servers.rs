@@ -247,6 +247,8 @@ pub struct Servers {
     /// tools' version and whether they count): most calls ask for the same.
     catalog: Arc<Mutex<Option<BuiltCatalog>>>,
     events: broadcast::Sender<ServerEvent>,
+    /// Serving: where servers' requests of their client go.
+    pub(super) relay: Option<super::relay::Relay>,
 }
 
 impl Servers {
@@ -310,6 +312,7 @@ impl Servers {
         let servers = Self {
             entries: Arc::new(entries),
             catalog: Arc::default(),
+            relay: ctx.relay.clone(),
             events,
         };
         for entry in servers.entries.values() {

@@ -35,22 +35,13 @@ impl Runtime {
             def_hash: String::new(),
             sent: None,
         };
-        let roles = self.policy.roles_of(&session.actor);
-        let k = self.knowledge();
-        let ctx = crate::policy::Context {
-            actor: &session.actor,
-            roles: &roles,
-            session: session.id.as_str(),
-            now: time::OffsetDateTime::now_utc(),
-            history: &k.history,
-            pins: &k.pins,
-            planned: &[],
-        };
         let call = crate::policy::Call {
             tool: &name,
             args,
             gated: false,
         };
-        self.policy.decide(&call, Some(&read), &ctx, None)
+        self.with_policy(session, |ctx| {
+            self.policy.decide(&call, Some(&read), ctx, None)
+        })
     }
 }

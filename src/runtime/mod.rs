@@ -482,9 +482,25 @@ impl Runtime {
         session: &Session,
         catalog: &crate::mcp::Catalog,
     ) -> std::collections::HashSet<String> {
+        self.with_policy(session, |ctx| {
+            catalog
+                .iter()
+                .map(|t| t.qualified())
+                .filter(|name| self.policy.denies_outright(name, catalog.get(name), ctx))
+                .collect()
+        })
+    }
+
+    /// `f` with policy's context for this session's actor, now: roles, and
+    /// the history and pins opsbot knows.
+    pub(crate) fn with_policy<R>(
+        &self,
+        session: &Session,
+        f: impl FnOnce(&crate::policy::Context<'_>) -> R,
+    ) -> R {
         let roles = self.policy.roles_of(&session.actor);
         let k = self.knowledge.lock().unwrap_or_else(|p| p.into_inner());
-        let ctx = crate::policy::Context {
+        f(&crate::policy::Context {
             actor: &session.actor,
             roles: &roles,
             session: session.id.as_str(),
@@ -492,12 +508,7 @@ impl Runtime {
             history: &k.history,
             pins: &k.pins,
             planned: &[],
-        };
-        catalog
-            .iter()
-            .map(|t| t.qualified())
-            .filter(|name| self.policy.denies_outright(name, catalog.get(name), &ctx))
-            .collect()
+        })
     }
 
     /// Decide a plan's steps for this session's actor, now.
@@ -507,18 +518,7 @@ impl Runtime {
         plan: &Plan,
         catalog: &crate::mcp::Catalog,
     ) -> Vec<(StepId, Decision)> {
-        let roles = self.policy.roles_of(&session.actor);
-        let k = self.knowledge.lock().unwrap_or_else(|p| p.into_inner());
-        let ctx = crate::policy::Context {
-            actor: &session.actor,
-            roles: &roles,
-            session: session.id.as_str(),
-            now: time::OffsetDateTime::now_utc(),
-            history: &k.history,
-            pins: &k.pins,
-            planned: &[],
-        };
-        self.policy.decide_plan(plan, catalog, &ctx)
+        self.with_policy(session, |ctx| self.policy.decide_plan(plan, catalog, ctx))
     }
 
     pub fn new_session(&self, actor: &str) -> Result<Arc<Session>, StoreError> {
@@ -727,7 +727,7 @@ impl Runtime {
 
     /// As `propose`; with `approve_as`, steps policy allows are approved by
     /// that name (a served call). When policy allows every step, the
-    /// proposal is not recorded here but returned, for `run_after` to
+    /// proposal is not recorded here but returned, for `run_from` (as `Start::unrecorded`) to
     /// record with the first step's start: one commit fewer, and still
     /// nothing is called before it is on record.
     pub async fn propose_approving(
@@ -992,8 +992,10 @@ impl Runtime {
         Ok(Some((undo, decisions)))
     }
 
-    /// Run what is left of a plan: the steps in `done` finished earlier
-    /// (a resumed session) with these outputs, and do not run again.
+    /// Run what is left of a plan from `start`: steps that finished earlier
+    /// (a resumed session) do not run again, and events not on record yet
+    /// (a proposal `propose_approving` left unrecorded) go into the commit
+    /// that starts the first step.
     pub async fn run_from(
         &self,
         session: &Arc<Session>,
@@ -1001,11 +1003,11 @@ impl Runtime {
         decisions: &[(StepId, Decision)],
         approvals: &Approvals,
         cancel: tokio_util::sync::CancellationToken,
-        done: HashMap<StepId, serde_json::Value>,
+        start: crate::engine::Start,
     ) -> Result<Outcome, StoreError> {
         let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
         self.engine()
-            .run_from(session, plan, &decisions, approvals, cancel, done)
+            .run_from(session, plan, &decisions, approvals, cancel, start)
             .await
     }
 
@@ -1018,24 +1020,8 @@ impl Runtime {
         approvals: &Approvals,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<Outcome, StoreError> {
-        self.run_after(session, plan, decisions, approvals, cancel, Vec::new())
-            .await
-    }
-
-    /// `run`, recording `before` (a proposal `propose_approving` left
-    /// unrecorded) in the commit that starts the first step.
-    pub async fn run_after(
-        &self,
-        session: &Arc<Session>,
-        plan: &Plan,
-        decisions: &[(StepId, Decision)],
-        approvals: &Approvals,
-        cancel: tokio_util::sync::CancellationToken,
-        before: Vec<Event>,
-    ) -> Result<Outcome, StoreError> {
-        let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
-        self.engine()
-            .run_after(session, plan, &decisions, approvals, cancel, before)
+        let start = crate::engine::Start::default();
+        self.run_from(session, plan, decisions, approvals, cancel, start)
             .await
     }
 }

@@ -19,7 +19,6 @@ use serde_json::{Map, Value, json};
 
 use super::approval::{self, Refused};
 use super::proxy::Proxy;
-use crate::config::Namespace;
 use crate::plan::Step;
 use crate::policy::Decision;
 use crate::session::Event;
@@ -33,6 +32,19 @@ pub(super) struct Routes {
     templates: Vec<(String, String)>,
     /// Served prompt name → (server, its own name).
     prompts: HashMap<String, (String, String)>,
+}
+
+impl Routes {
+    /// The server of `uri`: the one that listed it, else the one whose
+    /// template fits it.
+    fn server_of(&self, uri: &str) -> Option<String> {
+        self.uris.get(uri).cloned().or_else(|| {
+            self.templates
+                .iter()
+                .find(|(_, t)| fits(t, uri))
+                .map(|(s, _)| s.clone())
+        })
+    }
 }
 
 /// Whether `uri` fits an RFC 6570 template's simple `{var}` expressions.
@@ -102,47 +114,21 @@ impl Proxy {
         out
     }
 
-    fn served_name(&self, server: &str, name: &str) -> String {
-        match self.naming().namespace {
-            Namespace::Server => format!("{server}{}{name}", self.naming().separator),
-            Namespace::None => name.to_string(),
-        }
-    }
-
-    /// The server that serves `uri`: the one that listed it, else the one
-    /// whose template fits it.
+    /// The server that serves `uri`, and a connection to it.
     async fn route_uri(&self, uri: &str) -> Result<(String, Peer<RoleClient>), McpError> {
-        let known = {
-            let r = self.routes();
-            r.uris.get(uri).cloned().or_else(|| {
-                r.templates
-                    .iter()
-                    .find(|(_, t)| fits(t, uri))
-                    .map(|(s, _)| s.clone())
-            })
-        };
+        let known = self.routes().server_of(uri);
         let server = match known {
             Some(s) => s,
             None => {
                 // Not listed yet in this connection: list, then look again.
                 let _ = self.all_resources().await;
                 let _ = self.all_templates().await;
-                let r = self.routes();
-                r.uris
-                    .get(uri)
-                    .cloned()
-                    .or_else(|| {
-                        r.templates
-                            .iter()
-                            .find(|(_, t)| fits(t, uri))
-                            .map(|(s, _)| s.clone())
-                    })
-                    .ok_or_else(|| {
-                        McpError::resource_not_found(
-                            format!("no served server lists the resource {uri}"),
-                            None,
-                        )
-                    })?
+                self.routes().server_of(uri).ok_or_else(|| {
+                    McpError::resource_not_found(
+                        format!("no served server lists the resource {uri}"),
+                        None,
+                    )
+                })?
             }
         };
         let peer = self.rt().servers.peer(&server).await.map_err(unavailable)?;
@@ -158,7 +144,7 @@ impl Proxy {
             let mut r = self.routes();
             for mut res in list {
                 r.uris.insert(res.uri.clone(), server.clone());
-                res.name = self.served_name(&server, &res.name);
+                res.name = self.naming().name_of(&server, &res.name);
                 all.push(res);
             }
         }
@@ -175,7 +161,7 @@ impl Proxy {
             r.templates.retain(|(s, _)| *s != server);
             for mut t in list {
                 r.templates.push((server.clone(), t.uri_template.clone()));
-                t.name = self.served_name(&server, &t.name);
+                t.name = self.naming().name_of(&server, &t.name);
                 all.push(t);
             }
         }
@@ -190,7 +176,7 @@ impl Proxy {
             };
             let mut r = self.routes();
             for mut p in list {
-                let served = self.served_name(&server, &p.name);
+                let served = self.naming().name_of(&server, &p.name);
                 // Without a namespace, the first server to list a name has it.
                 if r.prompts.get(&served).is_some_and(|(s, _)| *s != server) {
                     continue;
@@ -232,13 +218,14 @@ impl Proxy {
         let rt = self.rt();
         let decision = rt.decide_exchange(&session, server, method, &args);
         let refusal = |why: String| {
-            let _ = session.record(Event::Exchanged {
-                server: server.to_string(),
-                method: method.to_string(),
-                subject: subject.to_string(),
-                rule: Some(decision.rule().to_string()),
-                outcome: format!("refused: {why}"),
-            });
+            exchanged(
+                &session,
+                server,
+                method,
+                subject,
+                Some(decision.rule().to_string()),
+                format!("refused: {why}"),
+            );
             refused(format!("opsbot did not pass on {method} {subject}: {why}"))
         };
         match &decision {
@@ -276,16 +263,8 @@ impl Proxy {
         rule: Option<String>,
         outcome: String,
     ) {
-        if let Ok(session) = self.session(&ctx.peer)
-            && let Err(e) = session.record(Event::Exchanged {
-                server: server.to_string(),
-                method: method.to_string(),
-                subject: subject.to_string(),
-                rule,
-                outcome,
-            })
-        {
-            tracing::error!("cannot record {method} {subject}: {e}");
+        if let Ok(session) = self.session(&ctx.peer) {
+            exchanged(&session, server, method, subject, rule, outcome);
         }
     }
 
@@ -427,6 +406,27 @@ impl Proxy {
         sent.map_err(passed_error)?;
         self.follows(&server, uri, on);
         Ok(())
+    }
+}
+
+/// Record what passed through (or did not) besides a tool call; a record
+/// that cannot be written is logged, and the exchange goes on.
+pub(super) fn exchanged(
+    session: &crate::session::Session,
+    server: &str,
+    method: &str,
+    subject: &str,
+    rule: Option<String>,
+    outcome: String,
+) {
+    if let Err(e) = session.record(Event::Exchanged {
+        server: server.to_string(),
+        method: method.to_string(),
+        subject: subject.to_string(),
+        rule,
+        outcome,
+    }) {
+        tracing::error!("cannot record {server}'s {method} {subject}: {e}");
     }
 }
 

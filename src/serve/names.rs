@@ -31,9 +31,14 @@ impl Naming {
 
     /// The name a client sees for a tool.
     pub fn served(&self, tool: &ToolInfo) -> String {
+        self.name_of(&tool.server, &tool.name)
+    }
+
+    /// The name a client sees for `server`'s tool, resource or prompt `name`.
+    pub fn name_of(&self, server: &str, name: &str) -> String {
         match self.namespace {
-            Namespace::Server => format!("{}{}{}", tool.server, self.separator, tool.name),
-            Namespace::None => tool.name.clone(),
+            Namespace::Server => format!("{server}{}{name}", self.separator),
+            Namespace::None => name.to_string(),
         }
     }
 

@@ -427,13 +427,16 @@ impl Proxy {
             })
         });
         let outcome = rt
-            .run_after(
+            .run_from(
                 &session,
                 &plan,
                 &decisions,
                 &Approvals::Fixed(approved),
                 cancel.clone(),
-                unrecorded,
+                crate::engine::Start {
+                    done: HashMap::new(),
+                    unrecorded,
+                },
             )
             .await
             .map_err(internal);

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::names::Naming;
 use crate::mcp::relay::{Answer, Upstream};
 use crate::runtime::Runtime;
-use crate::session::{Event, Session};
+use crate::session::Session;
 
 pub(super) struct Asker {
     rt: Arc<Runtime>,
@@ -54,15 +54,8 @@ impl Asker {
         rule: Option<String>,
         outcome: String,
     ) {
-        if let Err(e) = self.session.record(Event::Exchanged {
-            server: server.to_string(),
-            method: method.to_string(),
-            subject: subject.chars().take(200).collect(),
-            rule,
-            outcome,
-        }) {
-            tracing::error!("cannot record {server}'s {method}: {e}");
-        }
+        let subject: String = subject.chars().take(200).collect();
+        super::features::exchanged(&self.session, server, method, &subject, rule, outcome);
     }
 
     fn served(&self, server: &str) -> bool {
