@@ -445,7 +445,7 @@ fn tools_are_found_with_slash_tools_and_called_with_slash_call() {
     t.keys(&["Enter"]);
     t.type_text("service=checkout env=dev");
     t.keys(&["Enter"]);
-    t.wait_for("Plan: call k8s.status with 1 steps", None);
+    t.wait_for("Plan: call k8s.status with 1 step.", None);
     t.wait_for("Run succeeded", Some("A"));
     t.keys(&["q"]);
     t.wait_until_quit();

@@ -795,7 +795,12 @@ impl Runtime {
         let decisions = self.decide_plan(session, &plan, &catalog);
         let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
         let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
-        let mut text = format!("Plan: {} with {} steps.", plan.title, plan.steps.len());
+        let n = plan.steps.len();
+        let mut text = format!(
+            "Plan: {} with {n} step{}.",
+            plan.title,
+            if n == 1 { "" } else { "s" }
+        );
         if !renamed.is_empty() {
             text.push_str(&format!(" Read as: {}.", renamed.join(", ")));
         }

@@ -25,43 +25,62 @@ pub struct Redactor {
     /// Normalized: lower case, `-` as `_`.
     keys: Vec<String>,
     patterns: Vec<Regex>,
+    /// All patterns as one alternation: most strings match none, and one
+    /// pass (led by the patterns' literals) says so.
+    any_pattern: Option<Regex>,
     /// `key=value`, `key: value` and `"key": "value"` inside free text,
     /// for the configured key names.
     inline: Option<Regex>,
+    /// Just the key names: `inline` has no literal to search for first and
+    /// costs a full scan, so it runs only on strings that name a key.
+    inline_hint: Option<Regex>,
 }
 
 impl Redactor {
     pub fn new(keys: &[String], patterns: &[String]) -> Result<Self, BadPattern> {
+        let compile = |p: &str| {
+            Regex::new(p).map_err(|e| BadPattern {
+                pattern: p.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let any_pattern = match patterns.len() {
+            0 => None,
+            _ => Some(compile(
+                &patterns
+                    .iter()
+                    .map(|p| format!("(?:{p})"))
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            )?),
+        };
         let patterns = patterns
             .iter()
-            .map(|p| {
-                Regex::new(p).map_err(|e| BadPattern {
-                    pattern: p.clone(),
-                    reason: e.to_string(),
-                })
-            })
+            .map(|p| compile(p))
             .collect::<Result<_, _>>()?;
         let names: Vec<String> = keys
             .iter()
             .filter(|k| !k.trim().is_empty())
             .map(|k| regex::escape(&normalize(k)).replace('_', "[_-]"))
             .collect();
-        let inline = if names.is_empty() {
-            None
+        let (inline, inline_hint) = if names.is_empty() {
+            (None, None)
         } else {
             let re = format!(
                 r#"(?i)((?:^|[^a-z0-9])"?(?:[a-z0-9]+[_-])*(?:{})"?\s*[:=]\s*"?)(\[redacted\]|[^"\s,;&}}\]]+)"#,
                 names.join("|")
             );
-            Some(Regex::new(&re).map_err(|e| BadPattern {
-                pattern: re.clone(),
-                reason: e.to_string(),
-            })?)
+            (
+                Some(compile(&re)?),
+                Some(compile(&format!("(?i){}", names.join("|")))?),
+            )
         };
         Ok(Self {
             keys: keys.iter().map(|k| normalize(k)).collect(),
             patterns,
+            any_pattern,
             inline,
+            inline_hint,
         })
     }
 
@@ -182,7 +201,8 @@ impl Redactor {
             *s = inner.to_string();
             changed = true;
         }
-        if let Some(inline) = &self.inline
+        if let (Some(inline), Some(hint)) = (&self.inline, &self.inline_hint)
+            && hint.is_match(s)
             && inline.is_match(s)
         {
             let replaced = inline.replace_all(s, |c: &regex::Captures<'_>| {
@@ -197,7 +217,8 @@ impl Redactor {
                 changed = true;
             }
         }
-        for p in &self.patterns {
+        let any = self.any_pattern.as_ref().is_some_and(|a| a.is_match(s));
+        for p in self.patterns.iter().filter(|_| any) {
             if p.is_match(s) {
                 *s = p.replace_all(s, REDACTED).into_owned();
                 changed = true;
