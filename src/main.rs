@@ -84,7 +84,7 @@ enum Command {
     },
     /// Print shell completions: opsbot completions bash > ~/.local/share/bash-completion/completions/opsbot
     Completions { shell: clap_complete::Shell },
-    /// Store or remove an LLM profile's API key in the OS keyring.
+    /// Log in to remote MCP servers (OAuth), and keep API keys in the OS keyring.
     Auth {
         #[command(subcommand)]
         command: cli::auth::AuthCommand,
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
             }
             Some(Command::Completions { .. }) => unreachable!("handled above"),
             Some(Command::Auth { command }) => {
-                cli::auth::run(&paths, cli.config.as_deref(), command)
+                cli::auth::run(&paths, cli.config.as_deref(), command).await
             }
             Some(Command::Sandbox { .. }) => unreachable!("handled above"),
             None => {

@@ -62,6 +62,15 @@ pub fn store_key(profile: &str, key: &str) -> Result<(), SecretError> {
     entry(profile)?.set_password(key).map_err(classify)
 }
 
+/// A keyring entry's value, if it has one.
+pub fn read_key(account: &str) -> Result<Option<String>, SecretError> {
+    match entry(account)?.get_password() {
+        Ok(v) => Ok(Some(v)),
+        Err(keyring_core::Error::NoEntry) => Ok(None),
+        Err(e) => Err(classify(e)),
+    }
+}
+
 /// Remove a profile's key; true if there was one.
 pub fn remove_key(profile: &str) -> Result<bool, SecretError> {
     match entry(profile)?.delete_credential() {

@@ -1,6 +1,8 @@
 //! `opsbot auth set|rm PROFILE`: an LLM profile's API key in the OS keyring;
 //! `opsbot auth set|rm server:NAME KEY`: a server's secret (an environment
-//! variable or header its config takes from `${keyring}`).
+//! variable or header its config takes from `${keyring}`);
+//! `opsbot auth login|logout SERVER` and `opsbot auth status`: OAuth logins
+//! to remote MCP servers.
 
 use std::io::{IsTerminal, Read};
 use std::path::Path;
@@ -24,6 +26,27 @@ pub enum AuthCommand {
         profile: String,
         key: Option<String>,
     },
+    /// Log in to a remote (streamable HTTP) server that asks for OAuth.
+    Login {
+        server: String,
+        /// Print the link instead of opening a browser (over SSH).
+        #[arg(long)]
+        no_browser: bool,
+        /// Ask for this scope too (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Seconds to wait for the browser to come back.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Unattended, for authorization servers on this machine only:
+        /// follow the authorization page's redirect instead of a browser.
+        #[arg(long, hide = true)]
+        follow_loopback: bool,
+    },
+    /// Forget a server's login.
+    Logout { server: String },
+    /// Which servers are logged in, with which scopes, until when (never a token).
+    Status,
 }
 
 /// Read a line without showing it.
@@ -58,8 +81,21 @@ fn read_hidden(prompt: &str) -> anyhow::Result<String> {
     result.map(|()| key.trim().to_string())
 }
 
-pub fn run(paths: &Paths, config: Option<&Path>, command: AuthCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    paths: &Paths,
+    config: Option<&Path>,
+    command: AuthCommand,
+) -> anyhow::Result<ExitCode> {
     let loaded = opsbot::config::load(paths, config)?;
+    let http_server = |name: &str| -> anyhow::Result<(String, opsbot::config::ServerConfig)> {
+        let Some(cfg) = loaded.config.servers.get(name) else {
+            anyhow::bail!("no server `{name}` is configured (`opsbot servers list`)");
+        };
+        let Some(url) = &cfg.url else {
+            anyhow::bail!("{}", opsbot::auth::LoginError::NotHttp(name.to_string()));
+        };
+        Ok((url.clone(), cfg.clone()))
+    };
     // `serve` is the bearer token `opsbot serve --http` asks for beyond
     // loopback; every other name is an LLM profile.
     let known = |p: &str| p == "serve" || loaded.config.llm.profiles.contains_key(p);
@@ -92,6 +128,56 @@ pub fn run(paths: &Paths, config: Option<&Path>, command: AuthCommand) -> anyhow
                 out!("the OS keyring had no {name} for server `{server}`");
             }
         }
+        AuthCommand::Login {
+            server,
+            no_browser,
+            scopes,
+            timeout,
+            follow_loopback,
+        } => {
+            let (url, cfg) = http_server(&server)?;
+            let store = opsbot::auth::TokenStore::for_server(&server, &paths.data_dir);
+            let opts = opsbot::auth::LoginOptions {
+                open_browser: !no_browser,
+                follow_loopback,
+                scopes,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            let say = |text: &str| err!("{text}");
+            let report = opsbot::auth::login(&server, &url, &cfg.oauth, store, &opts, &say).await?;
+            out!("logged in to `{server}`: {}", describe(&report));
+        }
+        AuthCommand::Logout { server } => {
+            http_server(&server)?;
+            let store = opsbot::auth::TokenStore::for_server(&server, &paths.data_dir);
+            if store.forget().map_err(anyhow::Error::msg)? {
+                out!("forgot the login of `{server}` ({})", store.backend());
+            } else {
+                out!("`{server}` had no login");
+            }
+        }
+        AuthCommand::Status => {
+            let mut any = false;
+            for (name, cfg) in &loaded.config.servers {
+                if cfg.url.is_none() {
+                    continue;
+                }
+                any = true;
+                let store = opsbot::auth::TokenStore::for_server(name, &paths.data_dir);
+                let line = match store.credentials() {
+                    Err(e) => format!("cannot read its login: {e}"),
+                    Ok(None) => "not logged in".to_string(),
+                    Ok(Some(_)) => match opsbot::auth::report(&store) {
+                        Ok(r) => describe(&r),
+                        Err(e) => e.to_string(),
+                    },
+                };
+                out!("{name}: {line}");
+            }
+            if !any {
+                out!("no remote (url) servers are configured");
+            }
+        }
         AuthCommand::Set { profile, .. } => {
             if !known(&profile) {
                 anyhow::bail!(
@@ -114,4 +200,27 @@ pub fn run(paths: &Paths, config: Option<&Path>, command: AuthCommand) -> anyhow
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A login as a person may see it: scopes, expiry, where it is kept.
+fn describe(r: &opsbot::auth::LoginReport) -> String {
+    let scopes = if r.scopes.is_empty() {
+        "no scopes named".to_string()
+    } else {
+        format!("scopes {}", r.scopes.join(" "))
+    };
+    let expiry = match r.expires_in {
+        Some(d) if d.is_zero() => "access token expired".to_string(),
+        Some(d) => format!(
+            "access token valid for {}",
+            opsbot::session::duration(d.as_millis() as u64)
+        ),
+        None => "no expiry given".to_string(),
+    };
+    let refresh = if r.refreshable {
+        "refreshed automatically"
+    } else {
+        "no refresh token: log in again when it expires"
+    };
+    format!("{scopes}; {expiry}, {refresh}; kept in {}", r.stored_in)
 }

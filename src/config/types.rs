@@ -116,6 +116,27 @@ pub struct ServerConfig {
     /// When the server starts: on first use (its cached tool list serves
     /// planning until then), or with the app.
     pub start: StartMode,
+    /// How opsbot identifies itself to the server's OAuth authorization
+    /// server (`opsbot auth login NAME`). Without it, opsbot registers
+    /// itself (dynamic client registration) where the server allows.
+    pub oauth: OAuthConfig,
+}
+
+/// A `url` server's OAuth client identity and the scopes to ask for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// A client registered with the authorization server beforehand.
+    pub client_id: Option<String>,
+    /// Its secret, for confidential clients: `${keyring}` (`opsbot auth set
+    /// server:NAME client_secret`) or `${env:VAR}`, never the secret itself.
+    pub client_secret: Option<String>,
+    /// An HTTPS URL of a Client ID Metadata Document describing opsbot,
+    /// used where the authorization server accepts them.
+    pub client_metadata_url: Option<String>,
+    /// Scopes to ask for; empty: what the server's challenge or metadata
+    /// names.
+    pub scopes: Vec<String>,
 }
 
 /// When a server's process (or connection) is started.
@@ -148,6 +169,7 @@ impl Default for ServerConfig {
             idempotent: Vec::new(),
             non_idempotent: Vec::new(),
             breaker_failures: 5,
+            oauth: OAuthConfig::default(),
             breaker_cooldown_ms: 30_000,
             fallback: None,
             start: StartMode::Lazy,

@@ -179,13 +179,14 @@ fn restart_later(entry: &Entry) {
     });
 }
 
-/// A streamable HTTP connection with the server's configured headers
-/// (their `${keyring}` and `${env:VAR}` references filled in).
-fn http_transport(
+/// The server's configured headers, their `${keyring}` and `${env:VAR}`
+/// references filled in.
+fn http_headers(
     entry: &Entry,
-    url: &str,
-) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+) -> Result<
+    std::collections::HashMap<reqwest::header::HeaderName, reqwest::header::HeaderValue>,
+    String,
+> {
     let mut headers = std::collections::HashMap::new();
     for (name, raw) in &entry.config.headers {
         let value = crate::secrets::resolve(&entry.name, name, raw)?;
@@ -199,8 +200,38 @@ fn http_transport(
             .map_err(|_| format!("header `{name}` of server `{}` has a value that cannot be sent (control characters?)", entry.name))?;
         headers.insert(name_ok, value_ok);
     }
+    Ok(headers)
+}
+
+/// Connect to a streamable HTTP server: with its stored login when it has
+/// one (`opsbot auth login`), its headers always.
+async fn serve_http(
+    entry: &Arc<Entry>,
+    ctx: &SpawnContext,
+    client: OpsbotClient,
+    url: &str,
+) -> Result<rmcp::service::RunningService<rmcp::RoleClient, OpsbotClient>, Startup> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let headers = http_headers(entry).map_err(Startup::Spawn)?;
     let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
-    Ok(StreamableHttpClientTransport::from_config(config))
+    let store = crate::auth::TokenStore::for_server(&entry.name, &ctx.data_dir);
+    let authorized = crate::auth::authorized_client(&entry.name, url, &entry.config.oauth, store)
+        .await
+        .map_err(Startup::Spawn)?;
+    let explain = |e: String| match crate::auth::advice(&entry.name, &e) {
+        Some(advice) => Startup::Spawn(advice),
+        None => Startup::Init(e),
+    };
+    match authorized {
+        Some(auth) => client
+            .serve(StreamableHttpClientTransport::with_client(auth, config))
+            .await
+            .map_err(|e| explain(format!("{e:#}"))),
+        None => client
+            .serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .map_err(|e| explain(format!("{e:#}"))),
+    }
 }
 
 async fn connect(
@@ -216,12 +247,7 @@ async fn connect(
     let startup = Duration::from_millis(entry.config.startup_timeout_ms);
     let serving = async {
         if let Some(url) = &entry.config.url {
-            let transport = http_transport(entry, &ctx.expand(url)).map_err(Startup::Spawn)?;
-            client
-                .clone()
-                .serve(transport)
-                .await
-                .map_err(|e| Startup::Init(e.to_string()))
+            serve_http(entry, ctx, client.clone(), &ctx.expand(url)).await
         } else {
             let transport = spawn_child(entry, ctx).map_err(Startup::Spawn)?;
             client

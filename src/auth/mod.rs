@@ -1,0 +1,69 @@
+//! Logging in to remote MCP servers (the MCP authorization spec, OAuth 2.1)
+//! and keeping their tokens: `opsbot auth login|logout|status`, and the
+//! authorized HTTP client a server's connection uses once logged in.
+
+pub mod login;
+pub mod tokens;
+
+pub use login::{LoginError, LoginOptions, LoginReport, login, report};
+pub use tokens::{Backend, TokenStore};
+
+use rmcp::transport::AuthClient;
+use rmcp::transport::auth::AuthorizationManager;
+
+use crate::config::OAuthConfig;
+
+/// An HTTP client that sends the server's access token, refreshing it
+/// before it expires (and once more if the server rejects it); None when
+/// the server has no stored login, so its requests go out as they are.
+pub async fn authorized_client(
+    server: &str,
+    url: &str,
+    oauth: &OAuthConfig,
+    store: TokenStore,
+) -> Result<Option<AuthClient<reqwest::Client>>, String> {
+    let has_tokens = store
+        .credentials()?
+        .is_some_and(|c| c.token_response.is_some());
+    if !has_tokens {
+        return Ok(None);
+    }
+    let mut manager = AuthorizationManager::new(url)
+        .await
+        .map_err(|e| format!("cannot prepare the login of `{server}`: {e}"))?;
+    manager.set_credential_store(store);
+    let ready = manager.initialize_from_store().await.map_err(|e| {
+        format!("cannot use the stored login of `{server}` ({e}); run `opsbot auth login {server}`")
+    })?;
+    if !ready {
+        return Ok(None);
+    }
+    if let (Some(id), Some(raw)) = (&oauth.client_id, &oauth.client_secret) {
+        let secret = crate::secrets::resolve(server, "client_secret", raw)?;
+        let current = manager.get_current_scopes().await;
+        let config =
+            rmcp::transport::auth::OAuthClientConfig::new(id.clone(), "http://127.0.0.1/callback")
+                .with_client_secret(secret)
+                .with_scopes(current);
+        manager
+            .configure_client(config)
+            .map_err(|e| format!("cannot use the client secret of `{server}`: {e}"))?;
+    }
+    Ok(Some(AuthClient::new(reqwest::Client::new(), manager)))
+}
+
+/// What a connection failure means for a person, when it is about
+/// authorization: the command that fixes it.
+pub fn advice(server: &str, error: &str) -> Option<String> {
+    if error.contains("Auth required") || error.contains("authorization required") {
+        Some(format!(
+            "`{server}` needs a login: run `opsbot auth login {server}`"
+        ))
+    } else if error.contains("Insufficient scope") || error.contains("insufficient scope") {
+        Some(format!(
+            "`{server}` needs more access than the login gave: run `opsbot auth login {server}` again"
+        ))
+    } else {
+        None
+    }
+}

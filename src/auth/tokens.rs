@@ -1,0 +1,206 @@
+//! Where a server's OAuth tokens are kept: the OS keyring (account
+//! `server:NAME/oauth`), or, on a machine with no keyring service
+//! (containers, CI, a bare SSH box), a file under the data directory that
+//! only its owner can read. Never the config, a log or the audit log.
+
+use std::path::{Path, PathBuf};
+
+use rmcp::transport::auth::{AuthError, CredentialStore, StoredCredentials};
+
+/// What a store holds for one server besides rmcp's credentials: the
+/// scopes a server asked for that the tokens lack (step-up), so the next
+/// login requests them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Extra {
+    #[serde(default)]
+    pub wanted_scopes: Vec<String>,
+    /// A client secret handed out by dynamic registration.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    credentials: Option<StoredCredentials>,
+    #[serde(default)]
+    extra: Extra,
+}
+
+/// Where tokens live on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Keyring,
+    /// A 0600 file: no keyring service here.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Keyring => write!(f, "the OS keyring"),
+            Backend::File(p) => write!(
+                f,
+                "{} (readable only by you; this machine has no keyring service)",
+                p.display()
+            ),
+        }
+    }
+}
+
+/// One server's tokens. Cheap to clone; every clone sees the same entry.
+#[derive(Debug, Clone)]
+pub struct TokenStore {
+    server: String,
+    backend: Backend,
+}
+
+impl TokenStore {
+    /// The store for `server`: the keyring when this machine has one, else
+    /// a file in `data_dir/credentials`.
+    pub fn for_server(server: &str, data_dir: &Path) -> Self {
+        let backend = if crate::secrets::keyring_available() {
+            Backend::Keyring
+        } else {
+            Backend::File(data_dir.join("credentials").join(format!("{server}.json")))
+        };
+        Self {
+            server: server.to_string(),
+            backend,
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    fn account(&self) -> String {
+        format!("server:{}/oauth", self.server)
+    }
+
+    fn read(&self) -> Result<Option<Kept>, String> {
+        let text = match &self.backend {
+            Backend::Keyring => {
+                crate::secrets::read_key(&self.account()).map_err(|e| e.to_string())?
+            }
+            Backend::File(path) => match std::fs::read_to_string(path) {
+                Ok(t) => Some(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            },
+        };
+        let Some(text) = text else { return Ok(None) };
+        let kept: Kept = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "the stored login of server `{}` is unreadable ({e}); run `opsbot auth logout {}` and log in again",
+                self.server, self.server
+            )
+        })?;
+        if let Some(token) = kept
+            .credentials
+            .as_ref()
+            .and_then(|c| c.token_response.as_ref())
+        {
+            remember_token(token);
+        }
+        Ok(Some(kept))
+    }
+
+    fn write(&self, kept: &Kept) -> Result<(), String> {
+        let text = serde_json::to_string(kept).map_err(|e| e.to_string())?;
+        match &self.backend {
+            Backend::Keyring => {
+                crate::secrets::store_key(&self.account(), &text).map_err(|e| e.to_string())
+            }
+            Backend::File(path) => write_private(path, &text),
+        }
+    }
+
+    /// The stored credentials, if any.
+    pub fn credentials(&self) -> Result<Option<StoredCredentials>, String> {
+        Ok(self.read()?.and_then(|k| k.credentials))
+    }
+
+    pub fn extra(&self) -> Result<Extra, String> {
+        Ok(self.read()?.map(|k| k.extra).unwrap_or_default())
+    }
+
+    pub fn set_extra(&self, extra: Extra) -> Result<(), String> {
+        let mut kept = self.read()?.unwrap_or(Kept {
+            credentials: None,
+            extra: Extra::default(),
+        });
+        kept.extra = extra;
+        self.write(&kept)
+    }
+
+    /// Forget the server's tokens; true if there were any.
+    pub fn forget(&self) -> Result<bool, String> {
+        match &self.backend {
+            Backend::Keyring => {
+                crate::secrets::remove_key(&self.account()).map_err(|e| e.to_string())
+            }
+            Backend::File(path) => match std::fs::remove_file(path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+            },
+        }
+    }
+}
+
+/// Tokens are secrets like any other: whatever is read or written is kept
+/// out of logs and the audit log.
+fn remember_token(token: &rmcp::transport::auth::OAuthTokenResponse) {
+    use oauth2::TokenResponse;
+    crate::secrets::remember(token.access_token().secret());
+    if let Some(r) = token.refresh_token() {
+        crate::secrets::remember(r.secret());
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    // Written whole to a private temporary file, then renamed: a reader
+    // never sees half a login, and the file is never readable by others.
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for TokenStore {
+    async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
+        self.credentials().map_err(AuthError::CredentialStoreError)
+    }
+
+    async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
+        if let Some(t) = &credentials.token_response {
+            remember_token(t);
+        }
+        let extra = self.extra().unwrap_or_default();
+        self.write(&Kept {
+            credentials: Some(credentials),
+            extra,
+        })
+        .map_err(AuthError::CredentialStoreError)
+    }
+
+    async fn clear(&self) -> Result<(), AuthError> {
+        self.forget()
+            .map(|_| ())
+            .map_err(AuthError::CredentialStoreError)
+    }
+}

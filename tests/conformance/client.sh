@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The client the official conformance suite drives: `conformance client
+# --command "tests/conformance/client.sh" ...` runs it with the scenario
+# server's URL as the last argument, the scenario in MCP_CONFORMANCE_SCENARIO
+# and its data (pre-registered client credentials) in MCP_CONFORMANCE_CONTEXT.
+# It does what an engineer would: log in if the server asks (unattended,
+# only ever following redirects to an authorization server on this machine),
+# list the tools, call them.
+# OPSBOT_BIN picks the binary (default: target/debug/opsbot).
+set -uo pipefail
+url="${!#}"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+opsbot="${OPSBOT_BIN:-$root/target/debug/opsbot}"
+scenario="${MCP_CONFORMANCE_SCENARIO:-}"
+context="${MCP_CONFORMANCE_CONTEXT:-{\}}"
+home="$(mktemp -d)"
+trap 'rm -rf "$home"' EXIT
+
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]) or "")' "$context" "$1"; }
+client_id="$(field client_id)"
+export CONFORMANCE_CLIENT_SECRET="$(field client_secret)"
+
+{
+  printf '[servers.conformance]\nurl = "%s"\nstart = "eager"\n' "$url"
+  if [ -n "$client_id" ]; then
+    printf '[servers.conformance.oauth]\nclient_id = "%s"\n' "$client_id"
+    [ -n "$CONFORMANCE_CLIENT_SECRET" ] && printf 'client_secret = "${env:CONFORMANCE_CLIENT_SECRET}"\n'
+  fi
+  # Only the scenario's server: the built-in sandbox stays off.
+  for s in chat ci k8s monitor quality registry; do printf '[servers.%s]\nenabled = false\n' "$s"; done
+  printf '[policy.rules.conformance]\ntools = "conformance.*"\nverdict = "allow"\nreason = "the scenario server changes nothing"\n'
+} >"$home/config.toml"
+
+ob() { "$opsbot" --data-dir "$home" --config "$home/config.toml" "$@"; }
+
+case "$scenario" in
+  auth/*) ob auth login conformance --follow-loopback --no-browser || exit 1 ;;
+esac
+
+tools="$(ob tools --refresh --json)" || exit 1
+names="$(python3 -c '
+import json,sys
+for s in json.loads(sys.argv[1]):
+    if s.get("server") == "conformance":
+        for t in s.get("tools", []): print("conformance." + t["name"])
+' "$tools")"
+status=0
+for name in $names; do
+  case "$name" in
+    conformance.add_numbers) ob call "$name" a=2 b=3 -y || status=1 ;;
+    *) ob call "$name" -y || status=1 ;;
+  esac
+done
+exit $status
