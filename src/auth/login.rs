@@ -148,7 +148,23 @@ pub async fn login(
 
     let extra = store.extra().map_err(LoginError::Auth)?;
     let mut scopes: Vec<String> = oauth.scopes.clone();
-    for s in opts.scopes.iter().chain(extra.wanted_scopes.iter()) {
+    // Stepping up keeps what the login had and adds what the server asked for.
+    let had: Vec<String> = if extra.wanted_scopes.is_empty() {
+        Vec::new()
+    } else {
+        store
+            .credentials()
+            .ok()
+            .flatten()
+            .map(|c| c.granted_scopes)
+            .unwrap_or_default()
+    };
+    for s in opts
+        .scopes
+        .iter()
+        .chain(had.iter())
+        .chain(extra.wanted_scopes.iter())
+    {
         if !scopes.contains(s) {
             scopes.push(s.clone());
         }

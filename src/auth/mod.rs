@@ -3,6 +3,7 @@
 //! authorized HTTP client a server's connection uses once logged in.
 
 pub mod login;
+pub mod scope;
 pub mod tokens;
 
 pub use login::{LoginError, LoginOptions, LoginReport, login, report};
@@ -21,7 +22,7 @@ pub async fn authorized_client(
     url: &str,
     oauth: &OAuthConfig,
     store: TokenStore,
-) -> Result<Option<AuthClient<reqwest::Client>>, String> {
+) -> Result<Option<scope::ScopeWatch<AuthClient<reqwest::Client>>>, String> {
     let has_tokens = store
         .credentials()?
         .is_some_and(|c| c.token_response.is_some());
@@ -31,7 +32,7 @@ pub async fn authorized_client(
     let mut manager = AuthorizationManager::new(url)
         .await
         .map_err(|e| format!("cannot prepare the login of `{server}`: {e}"))?;
-    manager.set_credential_store(store);
+    manager.set_credential_store(store.clone());
     let ready = manager.initialize_from_store().await.map_err(|e| {
         format!("cannot use the stored login of `{server}` ({e}); run `opsbot auth login {server}`")
     })?;
@@ -49,7 +50,10 @@ pub async fn authorized_client(
             .configure_client(config)
             .map_err(|e| format!("cannot use the client secret of `{server}`: {e}"))?;
     }
-    Ok(Some(AuthClient::new(reqwest::Client::new(), manager)))
+    Ok(Some(scope::ScopeWatch {
+        inner: AuthClient::new(reqwest::Client::new(), manager),
+        store,
+    }))
 }
 
 /// What a connection failure means for a person, when it is about

@@ -133,6 +133,21 @@ impl TokenStore {
         self.write(&kept)
     }
 
+    /// Note scopes the server asked for that the login lacks: the next
+    /// login asks for them. Best effort: a store that cannot be written
+    /// only loses the hint.
+    pub fn want_scopes<'a>(&self, scopes: impl IntoIterator<Item = &'a str>) {
+        let mut extra = self.extra().unwrap_or_default();
+        for s in scopes {
+            if !extra.wanted_scopes.iter().any(|w| w == s) {
+                extra.wanted_scopes.push(s.to_string());
+            }
+        }
+        if let Err(e) = self.set_extra(extra) {
+            tracing::warn!(server = %self.server, "cannot note the scopes it wants: {e}");
+        }
+    }
+
     /// Forget the server's tokens; true if there were any.
     pub fn forget(&self) -> Result<bool, String> {
         match &self.backend {

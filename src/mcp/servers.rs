@@ -644,9 +644,30 @@ impl Servers {
             Err(RawCallError::Closed) => {
                 entry.settle_exit().await;
                 let stderr = entry.stderr_tail();
-                let how = entry
-                    .exit_status()
-                    .unwrap_or_else(|| "connection closed".into());
+                let how = entry.exit_status().unwrap_or_else(|| {
+                    // A remote server that wants more access ends the
+                    // connection with 403 insufficient_scope; say what fixes it.
+                    let wanted = entry
+                        .config
+                        .url
+                        .as_ref()
+                        .and_then(|_| {
+                            crate::auth::TokenStore::for_server(&entry.name, &entry.ctx.data_dir)
+                                .extra()
+                                .ok()
+                        })
+                        .map(|e| e.wanted_scopes)
+                        .unwrap_or_default();
+                    if wanted.is_empty() {
+                        "connection closed".into()
+                    } else {
+                        format!(
+                            "connection closed: it wants scope {} that the login lacks; run `opsbot auth login {}` to grant it",
+                            wanted.join(" "),
+                            entry.name
+                        )
+                    }
+                });
                 mark_exited(entry, how.clone());
                 Err(CallError::ServerExited {
                     server: server.to_string(),
