@@ -69,6 +69,14 @@ impl TokenStore {
         }
     }
 
+    /// The store for `server` in this file, whether or not a keyring exists.
+    pub fn in_file(server: &str, path: PathBuf) -> Self {
+        Self {
+            server: server.to_string(),
+            backend: Backend::File(path),
+        }
+    }
+
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
@@ -217,5 +225,76 @@ impl CredentialStore for TokenStore {
         self.forget()
             .map(|_| ())
             .map_err(AuthError::CredentialStoreError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(token: &str) -> StoredCredentials {
+        let response: rmcp::transport::auth::OAuthTokenResponse = serde_json::from_value(
+            serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": 3600,
+                               "refresh_token": "refresh-1234567890", "scope": "mcp:basic"}),
+        )
+        .expect("token response");
+        StoredCredentials::new(
+            "client-1".into(),
+            Some(response),
+            vec!["mcp:basic".into()],
+            Some(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_file_store_keeps_logins_private_and_forgets_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("credentials").join("gh.json");
+        let store = TokenStore::in_file("gh", path.clone());
+        assert!(store.load().await.expect("load").is_none());
+        store
+            .save(credentials("access-abcdefghijkl"))
+            .await
+            .expect("save");
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "readable by others: {mode:o}");
+        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let back = store.load().await.expect("load").expect("kept");
+        assert_eq!(back.client_id, "client-1");
+        assert_eq!(back.granted_scopes, vec!["mcp:basic".to_string()]);
+        // What was read is redacted from now on, wherever it would be shown.
+        assert_eq!(
+            crate::session::Redactor::default().text("t=access-abcdefghijkl"),
+            "t=[redacted]"
+        );
+        // A wanted scope survives the next save of credentials.
+        store.want_scopes(["mcp:write"]);
+        store
+            .save(credentials("access-mnopqrstuvwx"))
+            .await
+            .expect("save");
+        assert_eq!(
+            store.extra().expect("extra").wanted_scopes,
+            vec!["mcp:write"]
+        );
+        assert!(store.forget().expect("forget"));
+        assert!(store.load().await.expect("load").is_none());
+        assert!(!store.forget().expect("forget twice"));
+    }
+
+    #[test]
+    fn an_unreadable_login_says_how_to_start_over() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("gh.json");
+        std::fs::write(&path, "{not json").expect("write");
+        let err = TokenStore::in_file("gh", path)
+            .credentials()
+            .expect_err("garbage");
+        assert!(err.contains("opsbot auth logout gh"), "{err}");
     }
 }
