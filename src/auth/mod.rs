@@ -56,18 +56,39 @@ pub async fn authorized_client(
     }))
 }
 
-/// What a connection failure means for a person, when it is about
-/// authorization: the command that fixes it.
-pub fn advice(server: &str, error: &str) -> Option<String> {
-    if error.contains("Auth required") || error.contains("authorization required") {
-        Some(format!(
-            "`{server}` needs a login: run `opsbot auth login {server}`"
-        ))
-    } else if error.contains("Insufficient scope") || error.contains("insufficient scope") {
-        Some(format!(
-            "`{server}` needs more access than the login gave: run `opsbot auth login {server}` again"
-        ))
-    } else {
-        None
+/// Why a server turned a request away, when it is about authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: no login, or one it no longer takes.
+    Login,
+    /// 403 `insufficient_scope`: the login lacks a scope.
+    Scope,
+}
+
+impl Refusal {
+    /// What fixes it, for a person.
+    pub fn advice(self, server: &str) -> String {
+        match self {
+            Refusal::Login => format!("`{server}` needs a login: run `opsbot auth login {server}`"),
+            Refusal::Scope => format!(
+                "`{server}` needs more access than the login gave: run `opsbot auth login {server}` again"
+            ),
+        }
     }
+}
+
+/// The refusal somewhere in a transport error's chain of causes.
+pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
+    use rmcp::transport::streamable_http_client::{AuthRequiredError, InsufficientScopeError};
+    let mut at = Some(error);
+    while let Some(e) = at {
+        if e.is::<AuthRequiredError>() {
+            return Some(Refusal::Login);
+        }
+        if e.is::<InsufficientScopeError>() {
+            return Some(Refusal::Scope);
+        }
+        at = e.source();
+    }
+    None
 }

@@ -218,19 +218,27 @@ async fn serve_http(
     let authorized = crate::auth::authorized_client(&entry.name, url, &entry.config.oauth, store)
         .await
         .map_err(Startup::Spawn)?;
-    let explain = |e: String| match crate::auth::advice(&entry.name, &e) {
-        Some(advice) => Startup::Spawn(advice),
-        None => Startup::Init(e),
+    let explain = |e: rmcp::service::ClientInitializeError| {
+        let refused = match &e {
+            rmcp::service::ClientInitializeError::TransportError { error, .. } => {
+                crate::auth::refusal(error.error.as_ref())
+            }
+            _ => None,
+        };
+        match refused {
+            Some(r) => Startup::Spawn(r.advice(&entry.name)),
+            None => Startup::Init(format!("{e:#}")),
+        }
     };
     match authorized {
         Some(auth) => client
             .serve(StreamableHttpClientTransport::with_client(auth, config))
             .await
-            .map_err(|e| explain(format!("{e:#}"))),
+            .map_err(explain),
         None => client
             .serve(StreamableHttpClientTransport::from_config(config))
             .await
-            .map_err(|e| explain(format!("{e:#}"))),
+            .map_err(explain),
     }
 }
 
