@@ -5,6 +5,7 @@
 //! The crate is the core; the binary (`src/main.rs`) is a thin edge over it.
 //! Nothing outside `tui` knows about the terminal.
 
+pub mod ask;
 pub mod auth;
 pub mod config;
 pub mod driver;

@@ -199,7 +199,7 @@ pub async fn login(
         say(&format!(
             "Open this page to let opsbot use `{server}` (it comes back to {redirect}):\n\n  {page}\n"
         ));
-        if opts.open_browser && !open_in_browser(&page) {
+        if opts.open_browser && !crate::ask::open_link(&page) {
             say("(no browser could be opened here: copy the link into one)");
         }
         wait_for_redirect(&listener, opts.timeout).await?
@@ -348,19 +348,4 @@ async fn wait_for_redirect(
     tokio::time::timeout(timeout, accept)
         .await
         .map_err(|_| LoginError::TimedOut(timeout.as_secs()))?
-}
-
-fn open_in_browser(url: &str) -> bool {
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
-    std::process::Command::new(opener)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .is_ok()
 }

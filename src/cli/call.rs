@@ -32,6 +32,11 @@ pub struct CallArgs {
     /// Print one JSON object describing the run instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How to answer a server that asks for input or to use the model:
+    /// `ask` on the terminal (the default when there is one), accept forms
+    /// with their `defaults`, or `decline`.
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub elicit: Option<super::answer::Elicit>,
 }
 
 /// What `run` needs to propose a named call instead of planning a request.
@@ -57,6 +62,7 @@ pub async fn run(
         undo: false,
         reason: args.reason,
         json: args.json,
+        elicit: args.elicit,
         call: Some(CallSpec {
             tool: args.tool,
             pairs: args.pairs,

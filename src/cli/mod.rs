@@ -16,6 +16,7 @@ macro_rules! err {
     ($($arg:tt)*) => { $crate::cli::emit(true, &format!($($arg)*), true) };
 }
 
+pub mod answer;
 pub mod audit;
 pub mod auth;
 pub mod call;

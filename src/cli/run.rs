@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// Print one JSON object describing the run instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How to answer a server that asks for input (a form, a link) or to
+    /// use the model: `ask` on the terminal (the default when there is
+    /// one), accept forms with their `defaults`, or `decline`.
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub elicit: Option<super::answer::Elicit>,
     /// One tool called by name instead of a request (`opsbot call`).
     #[arg(skip)]
     pub call: Option<super::call::CallSpec>,
@@ -95,6 +100,7 @@ pub async fn run(
             "\n{which}: cancelling: running steps are being stopped ({which} again quits at once)"
         );
     });
+    super::answer::attend(&rt, args.elicit, &stop);
     tokio::select! {
         () = rt.servers.wait_settled() => {}
         () = stop.cancelled() => {

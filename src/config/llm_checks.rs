@@ -19,6 +19,18 @@ pub(super) fn check(config: &Config, layers: &[ConfigSource]) -> Result<(), Conf
             format!("[llm] profile `{profile}` is not defined under [llm.profiles]{hint}"),
         ));
     }
+    if let Some(profile) = &config.sampling.profile
+        && !config.llm.profiles.contains_key(profile)
+    {
+        let hint = closest(profile, config.llm.profiles.keys().map(String::as_str))
+            .map(|b| format!("; did you mean `{b}`?"))
+            .unwrap_or_default();
+        return Err(invalid_at(
+            layers,
+            "sampling",
+            format!("[sampling] profile `{profile}` is not defined under [llm.profiles]{hint}"),
+        ));
+    }
     for (name, p) in &config.llm.profiles {
         let header = format!("llm.profiles.{name}");
         if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {

@@ -25,6 +25,8 @@ pub struct Config {
     pub engine: EngineConfig,
     pub audit: AuditConfig,
     pub serve: ServeConfig,
+    /// Whether servers may ask opsbot to run a model for them.
+    pub sampling: SamplingConfig,
     /// Compensating calls by tool: how to undo a finished step when a plan
     /// fails after it, e.g. `k8s.deploy` → `k8s.rollback`.
     pub compensations: BTreeMap<String, Compensation>,
@@ -120,6 +122,32 @@ pub struct ServerConfig {
     /// server (`opsbot auth login NAME`). Without it, opsbot registers
     /// itself (dynamic client registration) where the server allows.
     pub oauth: OAuthConfig,
+    /// Directories (paths or `file://` URIs) the server may work in, told
+    /// to it as MCP roots. Empty: opsbot declares no roots.
+    pub roots: Vec<String>,
+}
+
+/// Sampling: a server asking its client to run a model. Off unless a
+/// profile is named; each request is then shown for approval (unless a
+/// policy rule allows `SERVER.sampling/createMessage`) and counts against
+/// the `[llm.budget]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// An `[llm.profiles]` name.
+    pub profile: Option<String>,
+    /// The most tokens a server may ask for in one request (its own
+    /// `maxTokens` is lowered to this).
+    pub max_tokens: u32,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            profile: None,
+            max_tokens: 4096,
+        }
+    }
 }
 
 /// A `url` server's OAuth client identity and the scopes to ask for.
@@ -170,6 +198,7 @@ impl Default for ServerConfig {
             non_idempotent: Vec::new(),
             breaker_failures: 5,
             oauth: OAuthConfig::default(),
+            roots: Vec::new(),
             breaker_cooldown_ms: 30_000,
             fallback: None,
             start: StartMode::Lazy,

@@ -26,8 +26,11 @@ pub(crate) struct OpsbotClient {
     pub tools_changed: Arc<Notify>,
     /// Where the server's log messages go: its name and the servers' events.
     pub logs: Option<(String, tokio::sync::broadcast::Sender<super::ServerEvent>)>,
-    /// Serving: where the server's own requests go.
+    /// Where the server's own requests go.
     pub relay: Option<super::relay::Relay>,
+    /// The roots configured for this server (`file://` URIs), answered
+    /// without asking anyone.
+    pub roots: Arc<Vec<String>>,
 }
 
 impl ClientHandler for OpsbotClient {
@@ -99,12 +102,20 @@ impl ClientHandler for OpsbotClient {
         ))
     }
 
-    /// The serving client's roots; none otherwise.
+    /// The configured roots; else the serving client's; none otherwise.
     #[allow(deprecated)]
     async fn list_roots(
         &self,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        if !self.roots.is_empty() {
+            let roots = self
+                .roots
+                .iter()
+                .map(|uri| rmcp::model::Root::new(uri.clone()))
+                .collect();
+            return Ok(rmcp::model::ListRootsResult::new(roots));
+        }
         match self.upstream() {
             Some((server, up)) => up.roots(&server).await,
             None => Ok(rmcp::model::ListRootsResult::default()),
@@ -140,22 +151,38 @@ impl ClientHandler for OpsbotClient {
         self.tools_changed.notify_one();
     }
 
-    /// Serving, opsbot can pass a server's requests up to its clients, so
-    /// it says it can sample, elicit and list roots, and take tasks (it
-    /// hands them on, or follows them for a client that cannot); otherwise
-    /// it claims nothing it would only decline.
+    /// What the relay can answer (serving: everything, passed up to the
+    /// client; in the app: elicitation, and sampling with a profile) and
+    /// the configured roots; never a claim opsbot would only decline.
     fn get_info(&self) -> ClientConfig {
-        let capabilities = if self.relay.is_some() {
-            serde_json::from_value(serde_json::json!({
-                "sampling": {},
-                "elicitation": { "form": {}, "url": {} },
-                "roots": { "listChanged": true },
-                "extensions": { (rmcp::model::TASKS_EXTENSION_ID): {} }
-            }))
-            .unwrap_or_default()
-        } else {
-            ClientCapabilities::default()
-        };
+        let offers = self
+            .relay
+            .as_ref()
+            .map(super::relay::Relay::offers)
+            .unwrap_or_default();
+        let mut caps = serde_json::Map::new();
+        if offers.sampling {
+            caps.insert("sampling".into(), serde_json::json!({}));
+        }
+        if offers.elicitation {
+            caps.insert(
+                "elicitation".into(),
+                serde_json::json!({ "form": {}, "url": {} }),
+            );
+        }
+        if offers.roots {
+            caps.insert("roots".into(), serde_json::json!({ "listChanged": true }));
+        } else if !self.roots.is_empty() {
+            caps.insert("roots".into(), serde_json::json!({ "listChanged": false }));
+        }
+        if offers.tasks {
+            caps.insert(
+                "extensions".into(),
+                serde_json::json!({ (rmcp::model::TASKS_EXTENSION_ID): {} }),
+            );
+        }
+        let capabilities: ClientCapabilities =
+            serde_json::from_value(serde_json::Value::Object(caps)).unwrap_or_default();
         ClientConfig::new(
             capabilities,
             Implementation::new("opsbot", env!("CARGO_PKG_VERSION")),
@@ -181,5 +208,51 @@ impl OpsbotClient {
             server,
             what: what.to_string(),
         });
+    }
+}
+
+/// Configured roots as `file://` URIs: a URI is kept, a path (`~/` for the
+/// home directory, relative to the working directory) is made absolute.
+pub(crate) fn root_uris(roots: &[String]) -> Vec<String> {
+    roots
+        .iter()
+        .map(|r| {
+            if r.contains("://") {
+                return r.clone();
+            }
+            let path = match r.strip_prefix("~/") {
+                Some(rest) => std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(rest))
+                    .unwrap_or_else(|| r.into()),
+                None => std::path::PathBuf::from(r),
+            };
+            let path = std::path::absolute(&path).unwrap_or(path);
+            let mut uri = String::from("file://");
+            for c in path.to_string_lossy().chars() {
+                match c {
+                    ' ' => uri.push_str("%20"),
+                    '%' => uri.push_str("%25"),
+                    '#' => uri.push_str("%23"),
+                    '?' => uri.push_str("%3F"),
+                    c => uri.push(c),
+                }
+            }
+            uri
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn roots_become_file_uris() {
+        let roots = super::root_uris(&[
+            "/srv/app data".into(),
+            "file:///already".into(),
+            "rel".into(),
+        ]);
+        assert_eq!(roots[0], "file:///srv/app%20data");
+        assert_eq!(roots[1], "file:///already");
+        assert!(roots[2].starts_with("file:///") && roots[2].ends_with("/rel"));
     }
 }

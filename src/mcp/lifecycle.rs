@@ -250,6 +250,7 @@ async fn connect(
     let client = OpsbotClient {
         logs: Some((entry.name.clone(), events.clone())),
         relay: ctx.relay.clone(),
+        roots: Arc::new(super::client::root_uris(&entry.config.roots)),
         ..OpsbotClient::default()
     };
     let startup = Duration::from_millis(entry.config.startup_timeout_ms);

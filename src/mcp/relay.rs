@@ -1,8 +1,9 @@
-//! Requests a server makes of its client (sampling, elicitation, roots)
-//! while `opsbot serve` serves: opsbot has no model or form of its own to
-//! answer them with, so they go up to the client whose call the server is
-//! working on. The serving side holds a [`Lend`] for as long as that call
-//! runs; with none held, a request is declined cleanly.
+//! Requests a server makes of its client (sampling, elicitation, roots).
+//! Serving, they go up to the client whose call the server is working on:
+//! the serving side holds a [`Lend`] for as long as that call runs. In the
+//! app and headless commands, the runtime lends its own answerer (the
+//! person at the terminal, through `crate::ask`). With none held, a
+//! request is declined cleanly.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,12 +33,21 @@ pub trait Upstream: Send + Sync {
 
 type Lender = (u64, Option<String>, Arc<dyn Upstream>);
 
-/// The upstream clients that may be asked, newest last. Present only when
-/// serving: opsbot then tells servers it can sample, elicit and list roots.
+/// What opsbot tells servers it can answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offers {
+    pub sampling: bool,
+    pub elicitation: bool,
+    pub roots: bool,
+    pub tasks: bool,
+}
+
+/// The answerers that may be asked, newest last, and what they can answer.
 #[derive(Clone, Default)]
 pub struct Relay {
     lenders: Arc<Mutex<Vec<Lender>>>,
     next: Arc<AtomicU64>,
+    offers: Offers,
 }
 
 impl std::fmt::Debug for Relay {
@@ -63,6 +73,27 @@ impl Drop for Lend {
 }
 
 impl Relay {
+    /// Serving: everything a client may answer is passed up to one.
+    pub fn serving() -> Self {
+        Self::offering(Offers {
+            sampling: true,
+            elicitation: true,
+            roots: true,
+            tasks: true,
+        })
+    }
+
+    pub fn offering(offers: Offers) -> Self {
+        Self {
+            offers,
+            ..Self::default()
+        }
+    }
+
+    pub fn offers(&self) -> Offers {
+        self.offers
+    }
+
     pub fn lend(&self, server: Option<&str>, to: Arc<dyn Upstream>) -> Lend {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut l) = self.lenders.lock() {

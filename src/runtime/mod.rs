@@ -17,6 +17,7 @@ use crate::planner::runbook::RunbookPlanner;
 use crate::planner::{PlanInput, Planner, Proposal, Turn};
 use crate::policy::{Decision, Policy, args_hash};
 
+mod asker;
 mod call;
 mod exchange;
 mod guard;
@@ -78,6 +79,30 @@ fn build_planner(
         servers.clone(),
         config,
     )?))
+}
+
+/// The model servers may sample: `[sampling] profile`, when set.
+fn sampler(config: &crate::config::Config) -> Result<Option<Arc<asker::Sampler>>, RuntimeError> {
+    let Some(name) = &config.sampling.profile else {
+        return Ok(None);
+    };
+    let profile = config.llm.profiles.get(name).ok_or_else(|| {
+        crate::planner::PlannerError::Failed(format!(
+            "[sampling] profile `{name}` is not defined under [llm.profiles]"
+        ))
+    })?;
+    let (key, source) = crate::secrets::api_key(name, profile.api_key_env.as_deref());
+    tracing::info!("sampling profile `{name}`: API key from {source}");
+    let endpoint = crate::planner::endpoint::Endpoint::new(profile, key);
+    let chat = crate::planner::chat::ChatClient::new(&endpoint, profile.timeout_ms)
+        .map_err(crate::planner::PlannerError::Failed)?;
+    Ok(Some(Arc::new(asker::Sampler {
+        profile: name.clone(),
+        model: profile.model.clone(),
+        chat,
+        max_tokens: config.sampling.max_tokens,
+        llm: config.llm.clone(),
+    })))
 }
 
 /// The profile planning starts with: the selected one, unless the planner
@@ -147,6 +172,15 @@ pub struct Runtime {
     /// (by the catalog's definitions): every proposal asks, the catalog
     /// rarely changes.
     lint: std::sync::Mutex<Option<(u64, Vec<String>)>>,
+    /// Where servers' questions for the person go (the app's modal, a
+    /// terminal prompt, or the unattended rule).
+    desk: Arc<crate::ask::Desk>,
+    /// The model servers may sample, with a `[sampling] profile`.
+    sampler: Option<Arc<asker::Sampler>>,
+    /// The answerer lent to servers for the session being driven; none
+    /// when serving (the serving clients answer).
+    answering: std::sync::Mutex<Option<crate::mcp::relay::Lend>>,
+    serving: bool,
 }
 
 /// A call in progress, counted while it lives: stopping waits for these.
@@ -226,7 +260,7 @@ impl Runtime {
             paths,
             config,
             exe,
-            Some(crate::mcp::relay::Relay::default()),
+            Some(crate::mcp::relay::Relay::serving()),
         )
     }
 
@@ -263,11 +297,20 @@ impl Runtime {
             Ok(_) => {}
             Err(e) => tracing::warn!("retention could not prune the audit log: {e}"),
         }
+        let sampler = sampler(&config.config)?;
+        let serving = relay.is_some();
+        let relay = relay.unwrap_or_else(|| {
+            crate::mcp::relay::Relay::offering(crate::mcp::relay::Offers {
+                elicitation: true,
+                sampling: sampler.is_some(),
+                ..Default::default()
+            })
+        });
         let ctx = SpawnContext {
             exe,
             data_dir: paths.data_dir.clone(),
             config_dir: paths.config_dir.clone(),
-            relay,
+            relay: Some(relay),
         };
         let _ = std::fs::create_dir_all(paths.sandbox_state());
         let servers = Servers::start(&config.config, &ctx);
@@ -300,7 +343,44 @@ impl Runtime {
             stop_reason: std::sync::Mutex::new(None),
             in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             lint: std::sync::Mutex::new(None),
+            desk: Arc::default(),
+            sampler,
+            answering: std::sync::Mutex::new(None),
+            serving,
         })
+    }
+
+    /// Where servers' questions for the person arrive: a front end attaches
+    /// to it, a headless command sets what answers unattended.
+    pub fn desk(&self) -> &Arc<crate::ask::Desk> {
+        &self.desk
+    }
+
+    /// Answer servers' requests (elicitation, sampling) for `session` from
+    /// now on, recording them in it. Serving, the clients answer instead.
+    pub fn answer_in(&self, session: &Arc<Session>) {
+        if self.serving {
+            return;
+        }
+        let Some(relay) = self.servers.relay() else {
+            return;
+        };
+        let asker = asker::LocalAsker {
+            desk: Arc::clone(&self.desk),
+            session: Arc::downgrade(session),
+            judge: self.judge(),
+            store: Arc::clone(&self.store),
+            sampler: self.sampler.clone(),
+        };
+        let lend = relay.lend(None, Arc::new(asker));
+        // The previous session's answerer is returned only now, so no
+        // request finds none in between.
+        let old = self
+            .answering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(lend);
+        drop(old);
     }
 
     /// Ask everything this process runs to stop, because of `why` (a
@@ -498,17 +578,7 @@ impl Runtime {
         session: &Session,
         f: impl FnOnce(&crate::policy::Context<'_>) -> R,
     ) -> R {
-        let roles = self.policy.roles_of(&session.actor);
-        let k = self.knowledge.lock().unwrap_or_else(|p| p.into_inner());
-        f(&crate::policy::Context {
-            actor: &session.actor,
-            roles: &roles,
-            session: session.id.as_str(),
-            now: time::OffsetDateTime::now_utc(),
-            history: &k.history,
-            pins: &k.pins,
-            planned: &[],
-        })
+        exchange::in_context(&self.policy, &self.knowledge, session, f)
     }
 
     /// Decide a plan's steps for this session's actor, now.
@@ -535,6 +605,7 @@ impl Runtime {
     /// The watch ends with the session (the app moves to a new session
     /// when a past plan is re-run).
     pub fn watch_servers(&self, session: &Arc<Session>) {
+        self.answer_in(session);
         let mut events = self.servers.subscribe();
         let session = Arc::downgrade(session);
         tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! for display and turns keys into intents; whether an intent is allowed is
 //! the driver's business. What each key means is in `keys.rs`.
 
+pub mod asking;
 mod history;
 mod keys;
 pub mod log;
@@ -112,6 +113,8 @@ pub enum Modal {
     },
     /// The tools, filtered as you type (`/tools`).
     Tools(ToolList),
+    /// A server asks the person something (a form, a link, the model).
+    Ask(Box<asking::AskView>),
 }
 
 /// One planner the user can switch to.
@@ -229,6 +232,8 @@ pub struct App {
     last_seq: i64,
     ctrl_c_armed: bool,
     pub quit: bool,
+    /// Servers' questions waiting for the overlay on screen to close.
+    pub asks: std::collections::VecDeque<crate::ask::Ask>,
 }
 
 fn new_input() -> TextArea<'static> {
@@ -278,6 +283,7 @@ impl App {
             last_seq: 0,
             ctrl_c_armed: false,
             quit: false,
+            asks: std::collections::VecDeque::new(),
         }
     }
 

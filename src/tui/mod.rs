@@ -526,6 +526,9 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         }));
     }
     let mut keys = EventStream::new();
+    // Servers' questions (forms, links, sampling) come to the app from now
+    // until it ends; after that, headless rules answer them.
+    let mut asks = rt.desk().attach();
     // SIGTERM and SIGHUP (the terminal closed) cancel what runs, as
     // Ctrl-C does, record why, and end the app.
     let mut signals = crate::signals::StopSignals::new().ok();
@@ -577,6 +580,11 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                     }
                 }
                 dirty = screen.on_terminal_events(arrived);
+                // An overlay closed: a server's question waiting behind it shows.
+                if screen.live.modal.is_none() && !screen.live.asks.is_empty() {
+                    screen.live.show_next_ask();
+                    dirty = true;
+                }
                 if lost_terminal {
                     break;
                 }
@@ -606,6 +614,21 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 }
                 Err(RecvError::Closed) => dirty = false,
             },
+            Some(ask) = asks.recv() => {
+                if options.notify {
+                    use std::io::Write;
+                    let _ = write!(
+                        std::io::stdout(),
+                        "\x07\x1b]9;opsbot: a server asks you something\x07"
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                screen.live.on_ask(ask);
+                if let Some((replay, _)) = screen.replay.as_mut() {
+                    replay.flash = Some(("a server asks you something: esc returns to the live session".into(), true));
+                }
+                dirty = true;
+            }
             Some((text, found)) = answers.recv() => {
                 screen.live.show_found(&text, found.map(scrub));
             }

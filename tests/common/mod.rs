@@ -1,6 +1,7 @@
 //! Shared test harness: the real binary, a private data dir, the real store.
 #![allow(dead_code)]
 
+pub mod llm;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};

@@ -117,6 +117,10 @@ impl App {
                 browser.query.insert_str(one_line());
                 Some(Intent::SearchHistory(browser.text()))
             }
+            Some(Modal::Ask(_)) => {
+                self.on_ask_paste(&text);
+                None
+            }
             Some(_) => None,
             None if self.read_only => None,
             None => {
@@ -362,6 +366,7 @@ impl App {
             Modal::History(_) => self.on_history_key(key),
             Modal::Tools(_) => self.on_tools_key(key),
             Modal::Pending { .. } => self.on_pending_key(key),
+            Modal::Ask(_) => self.on_ask_key(key),
             Modal::QuitConfirm => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
                     self.quit = true;

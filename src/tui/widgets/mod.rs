@@ -1,5 +1,6 @@
 //! The panes, each drawn from the app's view state.
 
+pub mod ask;
 pub mod audit;
 pub mod chat;
 pub mod history;

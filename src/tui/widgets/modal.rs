@@ -194,6 +194,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
         }
         Modal::History(browser) => super::history::draw(f, area, browser, theme),
         Modal::Tools(list) => super::tools::draw(f, area, list, theme),
+        Modal::Ask(view) => super::ask::draw(f, area, view, theme),
         Modal::Pending {
             selected,
             typed,
