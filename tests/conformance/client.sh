@@ -51,11 +51,11 @@ for s in json.loads(sys.argv[1]):
 # and call again, as the engineer reading it would.
 call() {
   local out
-  out="$(ob call "$@" -y 2>&1)" && { printf '%s\n' "$out"; return 0; }
+  out="$(ob call "$@" -y --elicit defaults 2>&1)" && { printf '%s\n' "$out"; return 0; }
   printf '%s\n' "$out"
   case "$out" in
     *"opsbot auth login"*)
-      ob auth login conformance --follow-loopback --no-browser && ob call "$@" -y ;;
+      ob auth login conformance --follow-loopback --no-browser && ob call "$@" -y --elicit defaults ;;
     *) return 1 ;;
   esac
 }
