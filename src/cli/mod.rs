@@ -178,7 +178,9 @@ pub fn init_logging(paths: &Paths) -> Option<tracing_appender::non_blocking::Wor
     };
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPSBOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rmcp logs every message it receives at info, servers' data and
+        // all: opsbot logs what it needs of them itself, redacted.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(move || opsbot::session::RedactingWriter {

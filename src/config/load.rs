@@ -282,6 +282,28 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             }
             _ => {}
         }
+        const LEVELS: [&str; 8] = [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency",
+        ];
+        if let Some(level) = &server.log_level
+            && !LEVELS.contains(&level.as_str())
+        {
+            return Err(invalid_at(
+                layers,
+                &header,
+                format!(
+                    "server `{name}`: log_level `{level}` is not an MCP log level; use one of {}",
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
         if server.timeout_ms == 0 || server.startup_timeout_ms == 0 {
             return Err(invalid_at(
                 layers,

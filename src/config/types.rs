@@ -125,6 +125,10 @@ pub struct ServerConfig {
     /// Directories (paths or `file://` URIs) the server may work in, told
     /// to it as MCP roots. Empty: opsbot declares no roots.
     pub roots: Vec<String>,
+    /// The least severe log message the server should send (MCP
+    /// `logging/setLevel`: debug, info, notice, warning, error, critical,
+    /// alert, emergency), for servers that log. Unset: the server's own.
+    pub log_level: Option<String>,
 }
 
 /// Sampling: a server asking its client to run a model. Off unless a
@@ -199,6 +203,7 @@ impl Default for ServerConfig {
             breaker_failures: 5,
             oauth: OAuthConfig::default(),
             roots: Vec::new(),
+            log_level: None,
             breaker_cooldown_ms: 30_000,
             fallback: None,
             start: StartMode::Lazy,

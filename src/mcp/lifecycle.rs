@@ -296,6 +296,7 @@ async fn connect(
             )
         })
         .unwrap_or_default();
+    set_log_level(entry, &peer).await;
     let tools = tokio::time::timeout(startup, peer.list_all_tools())
         .await
         .map_err(|_| "no answer to tools/list".to_string())?
@@ -320,6 +321,35 @@ async fn connect(
         server_info,
         protocol,
     })
+}
+
+/// Ask a server that logs for the configured level; a refusal is noted in
+/// opsbot's log, not fatal.
+#[allow(deprecated)]
+async fn set_log_level(entry: &Entry, peer: &rmcp::Peer<rmcp::RoleClient>) {
+    let Some(level) = &entry.config.log_level else {
+        return;
+    };
+    let logs = peer
+        .peer_info()
+        .is_some_and(|i| i.capabilities.logging.is_some());
+    if !logs {
+        tracing::info!(
+            "server `{}` does not log; log_level is not sent",
+            entry.name
+        );
+        return;
+    }
+    let Ok(level) = serde_json::from_value::<rmcp::model::LoggingLevel>(serde_json::json!(level))
+    else {
+        return;
+    };
+    let set = peer.set_level(rmcp::model::SetLevelRequestParams::new(level));
+    match tokio::time::timeout(Duration::from_millis(entry.config.timeout_ms), set).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("server `{}` refused logging/setLevel: {e}", entry.name),
+        Err(_) => tracing::warn!("server `{}` did not answer logging/setLevel", entry.name),
+    }
 }
 
 /// Re-list a server's tools whenever it announces `tools/list_changed`.

@@ -229,6 +229,31 @@ pub enum ServerEvent {
     },
 }
 
+impl ServerEvent {
+    /// A log message as one line, its data redacted by `redactor`:
+    /// `warning fixture: {"msg":"…"}`.
+    #[allow(deprecated)]
+    pub fn log_line(
+        message: &rmcp::model::LoggingMessageNotificationParam,
+        redactor: &crate::session::Redactor,
+    ) -> String {
+        let mut data = message.data.clone();
+        redactor.value(&mut data);
+        let level = serde_json::to_value(message.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let text = match &data {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match &message.logger {
+            Some(logger) => format!("{level} {logger}: {text}"),
+            None => format!("{level}: {text}"),
+        }
+    }
+}
+
 /// Lists besides tools that a server can say have changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {

@@ -81,6 +81,27 @@ fn build_planner(
     )?))
 }
 
+/// Servers' log messages go to opsbot's log, redacted (serving, they go
+/// to the clients instead). Nothing is spawned outside a tokio runtime.
+fn log_server_messages(servers: &Servers, store: Arc<Store>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut events = servers.subscribe();
+    handle.spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ServerEvent::Log { server, message }) => {
+                    let line = ServerEvent::log_line(&message, &store.redactor());
+                    tracing::info!(target: "opsbot::server_log", "{server}: {line}");
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
 /// The model servers may sample: `[sampling] profile`, when set.
 fn sampler(config: &crate::config::Config) -> Result<Option<Arc<asker::Sampler>>, RuntimeError> {
     let Some(name) = &config.sampling.profile else {
@@ -314,6 +335,9 @@ impl Runtime {
         };
         let _ = std::fs::create_dir_all(paths.sandbox_state());
         let servers = Servers::start(&config.config, &ctx);
+        if !serving {
+            log_server_messages(&servers, Arc::clone(&store));
+        }
         let planner = build_planner(&config.config, &servers, initial_profile(&config.config))?;
         // Loading checked the policy already; this cannot fail for a loaded config.
         let policy = Policy::new(config.config.policy.clone()).map_err(|e| {

@@ -67,7 +67,7 @@ impl Redactor {
             (None, None)
         } else {
             let re = format!(
-                r#"(?i)((?:^|[^a-z0-9])"?(?:[a-z0-9]+[_-])*(?:{})"?\s*[:=]\s*"?)(\[redacted\]|[^"\s,;&}}\]]+)"#,
+                r#"(?i)((?:^|[^a-z0-9])"?(?:[a-z0-9]+[_-])*(?:{})"?\s*[:=]\s*(?:(?:Some|String)\()*"?)(\[redacted\]|[^"\s,;&}}\]]+)"#,
                 names.join("|")
             );
             (
@@ -319,6 +319,17 @@ mod tests {
         );
         let mut again = v.clone();
         assert!(!r.value(&mut again), "redacting twice changes nothing");
+    }
+
+    #[test]
+    fn debug_formatted_values_are_redacted_too() {
+        let r = redactor();
+        let line = r#"data: Object {"msg": String("hi"), "password": String("hunter2"), "token": Some(String("t"))}"#;
+        let mut v = json!(line);
+        r.value(&mut v);
+        let out = v.as_str().unwrap_or_default();
+        assert!(!out.contains("hunter2") && !out.contains("\"t\""), "{out}");
+        assert!(out.contains(r#""msg": String("hi")"#), "{out}");
     }
 
     #[test]

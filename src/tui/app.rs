@@ -232,6 +232,8 @@ pub struct App {
     last_seq: i64,
     ctrl_c_armed: bool,
     pub quit: bool,
+    /// Each server's latest log messages (redacted), newest last.
+    pub server_logs: BTreeMap<String, std::collections::VecDeque<String>>,
     /// Servers' questions waiting for the overlay on screen to close.
     pub asks: std::collections::VecDeque<crate::ask::Ask>,
 }
@@ -284,7 +286,19 @@ impl App {
             ctrl_c_armed: false,
             quit: false,
             asks: std::collections::VecDeque::new(),
+            server_logs: BTreeMap::new(),
         }
+    }
+
+    /// A server's log message, kept (the last few per server) for the
+    /// server list. The line comes redacted; it is cleaned here.
+    pub fn on_server_log(&mut self, server: &str, line: &str) {
+        const KEPT: usize = 5;
+        let lines = self.server_logs.entry(server.to_string()).or_default();
+        if lines.len() == KEPT {
+            lines.pop_front();
+        }
+        lines.push_back(crate::sanitize::line(line, 200));
     }
 
     /// Fold one record into the view. Its strings came from servers,

@@ -659,7 +659,12 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 Ok(ServerEvent::Breaker { server, state }) => {
                     screen.live.breakers.insert(server, state);
                 }
-                Ok(ServerEvent::Garbage { .. } | ServerEvent::ToolsChanged { .. } | ServerEvent::Log { .. } | ServerEvent::Declined { .. } | ServerEvent::ListChanged { .. } | ServerEvent::ResourceUpdated { .. }) | Err(_) => dirty = false,
+                Ok(ServerEvent::Log { server, message }) => {
+                    let line = ServerEvent::log_line(&message, &rt.store.redactor());
+                    screen.live.on_server_log(&server, &line);
+                    dirty = matches!(screen.live.modal, Some(app::Modal::Servers));
+                }
+                Ok(ServerEvent::Garbage { .. } | ServerEvent::ToolsChanged { .. } | ServerEvent::Declined { .. } | ServerEvent::ListChanged { .. } | ServerEvent::ResourceUpdated { .. }) | Err(_) => dirty = false,
             },
             which = stop_signal(&mut signals) => {
                 if let Err(e) = screen.driver.session().record(crate::signals::stop_note(which)) {

@@ -139,6 +139,12 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                         lines.push(Line::from(Span::styled(format!("    {l}"), theme.muted)));
                     }
                 }
+                for l in app.server_logs.get(name).into_iter().flatten() {
+                    lines.push(Line::from(Span::styled(
+                        format!("    log {l}"),
+                        theme.muted,
+                    )));
+                }
             }
             let r = centered(area, 90, lines.len() as u16 + 2);
             f.render_widget(Clear, r);

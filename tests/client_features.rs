@@ -295,3 +295,69 @@ fn server_everything_elicits_in_the_app_modal_and_lists_our_roots() {
         "{asked:?}"
     );
 }
+
+/// A server that logs: told the configured level, its messages in opsbot's
+/// log and in the app's server list, redacted (the fixture logs a
+/// password with every call).
+#[test]
+fn server_log_messages_reach_the_log_and_the_server_list_redacted() {
+    let home = Home::new();
+    let level_file = home.path().join("level");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
+    let mut text = format!(
+        "[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_LOG = {:?} }}\nlog_level = \"warning\"\nstart = \"eager\"\n",
+        script.display().to_string(),
+        level_file.display().to_string()
+    );
+    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
+        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
+    }
+    let cfg = home.write_config("logs.toml", &text);
+    let out = home.run(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "call",
+            "fx.echo",
+            "text=hi",
+            "-y",
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(&level_file)
+            .expect("setLevel reached the server")
+            .trim(),
+        "warning"
+    );
+    let logs: String = std::fs::read_dir(home.path().join("logs"))
+        .expect("log dir")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        logs.contains("fx: info fixture:") && logs.contains("calling echo"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("hunter2-secret"),
+        "the password reached the log: {logs}"
+    );
+    assert!(!stdout(&out).contains("hunter2") && !stderr(&out).contains("hunter2"));
+
+    let t = Tmux::start_with(&home, "", &format!("--config {}", cfg.display()), "logs");
+    t.wait_for("1/1 servers", None);
+    t.type_text("/call fx.echo text=again");
+    t.keys(&["Enter"]);
+    t.wait_for("approve?", None);
+    t.keys(&["A"]);
+    t.wait_for("Run succeeded", None);
+    t.keys(&["S"]);
+    let list = t.wait_for("log info fixture", None);
+    assert!(list.contains("calling echo"), "{list}");
+    assert!(!list.contains("hunter2"), "{list}");
+    t.keys(&["S"]);
+    t.keys(&["q"]);
+    t.wait_until_quit();
+}
