@@ -361,3 +361,161 @@ fn server_log_messages_reach_the_log_and_the_server_list_redacted() {
     t.keys(&["q"]);
     t.wait_until_quit();
 }
+
+/// A server's resources, templates and prompts are listed by `opsbot
+/// tools`, and a plan step reads a resource (`SERVER.resources/read`),
+/// decided by policy like any read.
+#[test]
+fn resources_and_prompts_are_listed_and_a_step_reads_a_resource() {
+    let bin = peer("mcp-server-everything");
+    let home = Home::new();
+    let mut text = format!(
+        "[servers.every]\ncommand = {:?}\nargs = [\"stdio\"]\n",
+        bin.display().to_string()
+    );
+    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
+        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
+    }
+    let cfg = home.write_config("every.toml", &text);
+    let cfg = cfg.to_str().expect("utf-8");
+    let out = home.run(&["--config", cfg, "tools", "--refresh"], &[]);
+    assert_exit(&out, 0);
+    let listed = stdout(&out);
+    for expected in [
+        "every.resources/read",
+        "resources (read one: opsbot call every.resources/read uri=URI):",
+        "demo://resource/static/document/architecture.md",
+        "resource templates:",
+        "demo://resource/dynamic/text/{resourceId}",
+        "prompts:",
+        "args-prompt (city* state)",
+    ] {
+        assert!(
+            listed.contains(expected),
+            "missing {expected:?} in:\n{listed}"
+        );
+    }
+    // Listed only for servers that are up: --refresh starts them.
+    let out = home.run(&["--config", cfg, "tools", "--json", "--refresh"], &[]);
+    let every = json(&out)
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["server"] == "every").cloned())
+        .expect("every");
+    assert!(
+        every["prompts"].as_array().is_some_and(|p| p.len() >= 4),
+        "{every}"
+    );
+
+    let out = home.run(
+        &[
+            "--config",
+            cfg,
+            "call",
+            "every.resources/read",
+            "uri=demo://resource/static/document/architecture.md",
+            "-y",
+            "--json",
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let run = json(&out);
+    assert_eq!(
+        run["steps"]["call"]["decision"]["rule"], "builtin.read-only",
+        "{run}"
+    );
+    assert!(
+        run["steps"]["call"]["output"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Architecture")),
+        "{run}"
+    );
+    // A rule on `every.resources/*` governs it like a tool.
+    let denied = format!(
+        "{text}[policy.rules.no-reading]\ntools = \"every.resources/*\"\nverdict = \"deny\"\nreason = \"not today\"\n"
+    );
+    let cfg = home.write_config("deny.toml", &denied);
+    let out = home.run(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "call",
+            "every.resources/read",
+            "uri=demo://x",
+            "-y",
+        ],
+        &[],
+    );
+    assert!(
+        stdout(&out).contains("not today") || stderr(&out).contains("not today"),
+        "{}",
+        stdout(&out)
+    );
+    assert_ne!(out.status.code(), Some(0));
+}
+
+/// A task-making tool is followed to its end (its status as progress); a
+/// 2026-07-28 `input_required` result is answered through the same
+/// elicitation path and retried with its requestState.
+#[test]
+fn tasks_are_followed_and_input_required_is_answered_and_retried() {
+    let home = Home::new();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
+    let mut text = format!(
+        "[servers.cf]\ncommand = {:?}\n\n[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_MRTR = \"1\" }}\n",
+        conformance_fixture().display().to_string(),
+        script.display().to_string()
+    );
+    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
+        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
+    }
+    text.push_str("[policy.rules.fixtures]\ntools = \"cf.*\"\nverdict = \"allow\"\nreason = \"a test server\"\n");
+    let cfg = home.write_config("rounds.toml", &text);
+    let cfg = cfg.to_str().expect("utf-8");
+
+    let out = home.run(
+        &["--config", cfg, "call", "cf.test_task", "-y", "--json"],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let run = json(&out);
+    let step = &run["steps"]["call"];
+    assert_eq!(step["status"], "succeeded", "{run}");
+    assert!(
+        step["output"]["task"].is_null(),
+        "followed, not handed on: {run}"
+    );
+    assert!(
+        step["output"]["text"]
+            .as_str()
+            .is_some_and(|t| !t.contains("task-1 created")),
+        "{run}"
+    );
+    let records = home.last_session();
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(&r.event, Event::StepProgress { .. })),
+        "the task's status was shown as progress"
+    );
+
+    let out = home.run(
+        &[
+            "--config", cfg, "call", "fx.echo", "text=x", "-y", "--json", "--elicit", "defaults",
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let answered = json(&out)["steps"]["call"]["output"]["text"].clone();
+    assert_eq!(
+        answered,
+        json!(r#"input: {"action": "accept", "content": {"name": "Grace"}}"#),
+        "retried with the answer and the echoed state"
+    );
+    assert!(
+        exchanged(&home)
+            .iter()
+            .any(|(m, o)| m == "elicitation/create" && o.contains("Grace"))
+    );
+}

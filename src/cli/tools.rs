@@ -42,16 +42,30 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: ToolsArgs) -> anyhow
             .filter(|t| matches(t, &args.words))
             .collect()
     };
+    // Resources, templates and prompts of the servers that are up (a
+    // search lists tools only).
+    let mut offered = std::collections::BTreeMap::new();
+    if args.words.is_empty() {
+        for (name, _) in &statuses {
+            if let Some(o) = rt.servers.offerings(name).await {
+                offered.insert(name.clone(), o);
+            }
+        }
+    }
     if args.json {
         let out: Vec<_> = statuses
             .iter()
             .map(|(name, status)| {
+                let o = offered.get(name);
                 serde_json::json!({
                     "server": name,
                     "status": status,
                     "breaker": breakers.get(name),
                     "cached_at": rt.servers.cached_at(name),
                     "tools": tools_of(name),
+                    "resources": o.map(|o| &o.resources),
+                    "resource_templates": o.map(|o| &o.templates),
+                    "prompts": o.map(|o| &o.prompts),
                 })
             })
             .collect();
@@ -98,6 +112,11 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: ToolsArgs) -> anyhow
                     opsbot::text::truncate(desc, 80)
                 );
             }
+            if let Some(o) = offered.get(name) {
+                list_offered(name, "resources", &o.resources);
+                list_offered(name, "resource templates", &o.templates);
+                list_offered(name, "prompts", &o.prompts);
+            }
         }
         if statuses
             .iter()
@@ -118,4 +137,38 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: ToolsArgs) -> anyhow
     } else {
         ExitCode::from(1)
     })
+}
+
+/// At most this many resources, templates or prompts are listed per server.
+const LISTED: usize = 12;
+
+fn list_offered(server: &str, what: &str, items: &[opsbot::mcp::Offered]) {
+    if items.is_empty() {
+        return;
+    }
+    let hint = match what {
+        "resources" => format!(" (read one: opsbot call {server}.resources/read uri=URI)"),
+        _ => String::new(),
+    };
+    out!("    {what}{hint}:");
+    for item in items.iter().take(LISTED) {
+        let desc = item.description.lines().next().unwrap_or_default();
+        // A title that the URI already says is not repeated.
+        let title = if item.name.contains(&item.title) {
+            String::new()
+        } else {
+            format!(" ({})", item.title)
+        };
+        out!(
+            "      {}{title}  {}",
+            item.name,
+            opsbot::text::truncate(desc, 70)
+        );
+    }
+    if items.len() > LISTED {
+        out!(
+            "      … and {} more (--json lists them all)",
+            items.len() - LISTED
+        );
+    }
 }

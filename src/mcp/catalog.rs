@@ -71,6 +71,37 @@ impl ToolInfo {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.server, self.name)
     }
+
+    /// `SERVER.resources/read`: reading one of a server's resources as a
+    /// plan step, for servers that offer resources. Made by opsbot, not
+    /// sent by the server (a `/` is not allowed in MCP tool names, so it
+    /// cannot clash), and never served to other clients as a tool.
+    pub fn resource_reader(server: &str) -> Self {
+        let input_schema = serde_json::json!({
+            "type": "object",
+            "properties": {"uri": {"type": "string", "description": "The resource's URI, as the server lists it"}},
+            "required": ["uri"],
+        });
+        let annotations = rmcp::model::ToolAnnotations::new()
+            .read_only(true)
+            .idempotent(true)
+            .open_world(false);
+        let tool = rmcp::model::Tool::new(
+            super::conn::READ_RESOURCE,
+            "Read one of this server's resources by its URI",
+            std::sync::Arc::new(input_schema.as_object().cloned().unwrap_or_default()),
+        )
+        .with_annotations(annotations);
+        Self {
+            sent: None,
+            ..Self::from_mcp(server, &tool)
+        }
+    }
+
+    /// Whether opsbot made this tool (`resources/read`) rather than the server.
+    pub fn made_by_opsbot(&self) -> bool {
+        self.name == super::conn::READ_RESOURCE
+    }
 }
 
 /// SHA-256 over the tool's canonical JSON (serde_json sorts object keys).

@@ -67,59 +67,29 @@ impl ClientHandler for OpsbotClient {
         }
     }
 
-    /// Relayed to the client whose call the server works on, when serving
-    /// one that samples; otherwise a clear refusal (the code MCP uses for a
-    /// user's no), never "method not found".
     #[allow(deprecated)]
     async fn create_message(
         &self,
         params: rmcp::model::CreateMessageRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
-        if let Some((server, up)) = self.upstream() {
-            return up.sample(&server, params).await;
-        }
-        self.declined("a sampling request (opsbot does not let servers use a model)");
-        Err(rmcp::ErrorData::new(
-            rmcp::model::ErrorCode(-1),
-            "opsbot declined the sampling request: it does not let MCP servers use a model",
-            None,
-        ))
+        self.sample(params).await
     }
 
-    /// Relayed like sampling; otherwise declined.
     async fn create_elicitation(
         &self,
         params: rmcp::model::ElicitRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
-        if let Some((server, up)) = self.upstream() {
-            return up.elicit(&server, params).await;
-        }
-        self.declined("input from the user (elicitation); no one here can answer it");
-        Ok(rmcp::model::ElicitResult::new(
-            rmcp::model::ElicitationAction::Decline,
-        ))
+        self.elicit(params).await
     }
 
-    /// The configured roots; else the serving client's; none otherwise.
     #[allow(deprecated)]
     async fn list_roots(
         &self,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
-        if !self.roots.is_empty() {
-            let roots = self
-                .roots
-                .iter()
-                .map(|uri| rmcp::model::Root::new(uri.clone()))
-                .collect();
-            return Ok(rmcp::model::ListRootsResult::new(roots));
-        }
-        match self.upstream() {
-            Some((server, up)) => up.roots(&server).await,
-            None => Ok(rmcp::model::ListRootsResult::default()),
-        }
+        self.roots().await
     }
 
     async fn on_resource_updated(
@@ -191,6 +161,58 @@ impl ClientHandler for OpsbotClient {
 }
 
 impl OpsbotClient {
+    /// A sampling request: to the answerer lent for this server (the
+    /// serving client, or the app's `[sampling] profile`); otherwise a
+    /// clear refusal (the code MCP uses for a user's no), never "method
+    /// not found". Asked as a request of its own or inside an
+    /// `input_required` result alike.
+    #[allow(deprecated)]
+    pub(crate) async fn sample(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        if let Some((server, up)) = self.upstream() {
+            return up.sample(&server, params).await;
+        }
+        self.declined("a sampling request (opsbot does not let servers use a model)");
+        Err(rmcp::ErrorData::new(
+            rmcp::model::ErrorCode(-1),
+            "opsbot declined the sampling request: it does not let MCP servers use a model",
+            None,
+        ))
+    }
+
+    /// Input from the person, through the lent answerer; declined without one.
+    pub(crate) async fn elicit(
+        &self,
+        params: rmcp::model::ElicitRequestParams,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        if let Some((server, up)) = self.upstream() {
+            return up.elicit(&server, params).await;
+        }
+        self.declined("input from the user (elicitation); no one here can answer it");
+        Ok(rmcp::model::ElicitResult::new(
+            rmcp::model::ElicitationAction::Decline,
+        ))
+    }
+
+    /// The configured roots; else the serving client's; none otherwise.
+    #[allow(deprecated)]
+    pub(crate) async fn roots(&self) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        if !self.roots.is_empty() {
+            let roots = self
+                .roots
+                .iter()
+                .map(|uri| rmcp::model::Root::new(uri.clone()))
+                .collect();
+            return Ok(rmcp::model::ListRootsResult::new(roots));
+        }
+        match self.upstream() {
+            Some((server, up)) => up.roots(&server).await,
+            None => Ok(rmcp::model::ListRootsResult::default()),
+        }
+    }
+
     fn upstream(&self) -> Option<(String, std::sync::Arc<dyn super::relay::Upstream>)> {
         let (server, _) = self.logs.as_ref()?;
         let up = self.relay.as_ref()?.upstream(server)?;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CancelledNotificationParam, ClientRequest, ContentBlock, Request,
-    ServerResult,
+    CallToolRequestParams, CancelledNotificationParam, ClientRequest, ContentBlock,
+    ReadResourceRequestParams, Request, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use rmcp::{Peer, RoleClient};
@@ -12,8 +12,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use super::client::ProgressRoutes;
 
 /// A progress report relayed from the server to the call that asked for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +68,7 @@ pub struct Truncation {
 }
 
 impl ToolOutput {
-    fn from_result(result: rmcp::model::CallToolResult) -> Self {
+    pub(super) fn from_result(result: rmcp::model::CallToolResult) -> Self {
         let text = result
             .content
             .iter()
@@ -110,7 +108,44 @@ impl ToolOutput {
         }
     }
 
-    fn from_task(created: rmcp::model::CreateTaskResult) -> Self {
+    /// A resource read as a step's output: its text, blobs named by type
+    /// and size, every content kept whole as `resource` blocks.
+    pub(super) fn from_read(read: rmcp::model::ReadResourceResult) -> Self {
+        use rmcp::model::ResourceContents;
+        let text = read
+            .contents
+            .iter()
+            .map(|c| match c {
+                ResourceContents::TextResourceContents { text, .. } => text.clone(),
+                ResourceContents::BlobResourceContents {
+                    mime_type, blob, ..
+                } => format!(
+                    "[{} blob, {} base64 bytes]",
+                    mime_type.as_deref().unwrap_or("binary"),
+                    blob.len()
+                ),
+                _ => "[resource content]".into(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let content = read
+            .contents
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .map(|resource| serde_json::json!({ "type": "resource", "resource": resource }))
+            .collect();
+        Self {
+            is_error: false,
+            text,
+            structured: None,
+            truncated: None,
+            content: Some(content),
+            meta: read.meta.and_then(|m| serde_json::to_value(m).ok()),
+            task: None,
+        }
+    }
+
+    pub(super) fn from_task(created: rmcp::model::CreateTaskResult) -> Self {
         let task = serde_json::to_value(&created).ok();
         let status = serde_json::to_value(created.task.status)
             .ok()
@@ -274,9 +309,21 @@ fn stderr_tail(lines: &[String]) -> String {
 /// A ready connection. Cheap to share: calls run concurrently over one peer.
 pub(crate) struct Connection {
     pub peer: Peer<RoleClient>,
-    pub routes: ProgressRoutes,
+    /// opsbot's handler on this connection: its progress routes, and the
+    /// answerer for requests a result carries (`input_required`).
+    pub client: super::client::OpsbotClient,
     pub timeout: Duration,
+    /// Follow a task the server makes to its end (the app and headless
+    /// commands); serving, the task is handed to the client instead.
+    pub follow_tasks: bool,
 }
+
+/// A plan step may read a resource: `SERVER.resources/read {uri}`, decided
+/// by policy like a tool of that name.
+pub const READ_RESOURCE: &str = "resources/read";
+
+/// How many `input_required` rounds one call may take.
+const MAX_ROUNDS: usize = 10;
 
 /// Why a call did not produce a result, before it is given a server context.
 pub(crate) enum RawCallError {
@@ -289,6 +336,10 @@ pub(crate) enum RawCallError {
 }
 
 impl Connection {
+    /// Call `tool` (or read a resource, for [`READ_RESOURCE`]): answer the
+    /// server's `input_required` rounds through opsbot's handler and retry
+    /// with the answers and its `requestState`, and follow a task it makes
+    /// when this connection follows tasks.
     pub async fn call(
         &self,
         tool: &str,
@@ -296,9 +347,71 @@ impl Connection {
         opts: CallOptions,
     ) -> Result<ToolOutput, RawCallError> {
         let timeout = opts.timeout.unwrap_or(self.timeout);
-        let request = ClientRequest::CallToolRequest(Request::new(
-            CallToolRequestParams::new(tool.to_string()).with_arguments(args),
-        ));
+        let cancel = opts.cancel.clone().unwrap_or_default();
+        let reading = tool == READ_RESOURCE;
+        let uri = args
+            .get("uri")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
+        for _ in 0..MAX_ROUNDS {
+            let request = if reading {
+                let mut read = ReadResourceRequestParams::new(uri.clone());
+                read.input_responses = params.input_responses.clone();
+                read.request_state = params.request_state.clone();
+                ClientRequest::ReadResourceRequest(Request::new(read))
+            } else {
+                ClientRequest::CallToolRequest(Request::new(params.clone()))
+            };
+            match self.send(request, &opts, timeout, &cancel).await? {
+                ServerResult::CallToolResult(result) => return Ok(ToolOutput::from_result(result)),
+                ServerResult::ReadResourceResult(read) => return Ok(ToolOutput::from_read(read)),
+                ServerResult::CreateTaskResult(created) if self.follow_tasks => {
+                    return self.follow(created, &opts, timeout, &cancel).await;
+                }
+                ServerResult::CreateTaskResult(created) => {
+                    return Ok(ToolOutput::from_task(created));
+                }
+                ServerResult::InputRequiredResult(asked) => {
+                    let requests = asked.input_requests.unwrap_or_default();
+                    if requests.is_empty() && asked.request_state.is_none() {
+                        return Err(RawCallError::Other(
+                            "the server asked for input but said neither what nor how to retry"
+                                .into(),
+                        ));
+                    }
+                    let answers = self.fulfil(requests).await?;
+                    params.input_responses = (!answers.is_empty()).then_some(answers);
+                    params.request_state = asked.request_state;
+                }
+                other => {
+                    return Err(RawCallError::Other(format!(
+                        "unexpected answer to {}: {}",
+                        if reading {
+                            "resources/read"
+                        } else {
+                            "tools/call"
+                        },
+                        crate::text::truncate(&format!("{other:?}"), 200)
+                    )));
+                }
+            }
+        }
+        Err(RawCallError::Other(format!(
+            "the server asked for input {MAX_ROUNDS} times without answering; gave up"
+        )))
+    }
+
+    /// One request and its answer, with progress routed, the timeout and
+    /// cancellation applied (a cancelled request is cancelled at the server).
+    async fn send(
+        &self,
+        request: ClientRequest,
+        opts: &CallOptions,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<ServerResult, RawCallError> {
         let handle = self
             .peer
             .send_cancellable_request(request, PeerRequestOptions::no_options())
@@ -306,12 +419,11 @@ impl Connection {
             .map_err(classify)?;
         let token = handle.progress_token.clone();
         let id = handle.id.clone();
-        if let Some(tx) = opts.progress
-            && let Ok(mut routes) = self.routes.lock()
+        if let Some(tx) = &opts.progress
+            && let Ok(mut routes) = self.client.progress.lock()
         {
-            routes.insert(token.clone(), tx);
+            routes.insert(token.clone(), tx.clone());
         }
-        let cancel = opts.cancel.unwrap_or_default();
         let outcome = tokio::select! {
             r = handle.await_response() => r.map_err(classify),
             () = tokio::time::sleep(timeout) => Err(RawCallError::Timeout(timeout)),
@@ -320,11 +432,13 @@ impl Connection {
         // rmcp hands notifications to the handler on tasks of their own,
         // so progress sent just before the answer may still be on its way:
         // let those tasks run before the route closes.
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
-        if let Ok(mut routes) = self.routes.lock() {
-            routes.remove(&token);
+        if opts.progress.is_some() {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            if let Ok(mut routes) = self.client.progress.lock() {
+                routes.remove(&token);
+            }
         }
         if let Err(RawCallError::Timeout(_) | RawCallError::Cancelled) = &outcome {
             let reason = match outcome {
@@ -339,14 +453,7 @@ impl Connection {
                 ))
                 .await;
         }
-        match outcome? {
-            ServerResult::CallToolResult(result) => Ok(ToolOutput::from_result(result)),
-            ServerResult::CreateTaskResult(created) => Ok(ToolOutput::from_task(created)),
-            other => Err(RawCallError::Other(format!(
-                "unexpected answer to tools/call: {}",
-                crate::text::truncate(&format!("{other:?}"), 200)
-            ))),
-        }
+        outcome
     }
 }
 

@@ -36,6 +36,26 @@ pub(super) fn spawn_connect(entry: Arc<Entry>) {
 
 /// Take a fresh list as the server's tools and keep it in the cache; when
 /// it replaces a cached list, say which tools changed.
+/// A server's tools as opsbot keeps them: as listed, and for a server
+/// with resources, `resources/read`.
+fn listed(
+    entry: &Entry,
+    peer: &rmcp::Peer<rmcp::RoleClient>,
+    tools: &[rmcp::model::Tool],
+) -> Vec<ToolInfo> {
+    let mut infos: Vec<ToolInfo> = tools
+        .iter()
+        .map(|t| ToolInfo::from_mcp(&entry.name, t))
+        .collect();
+    if peer
+        .peer_info()
+        .is_some_and(|i| i.capabilities.resources.is_some())
+    {
+        infos.push(ToolInfo::resource_reader(&entry.name));
+    }
+    infos
+}
+
 fn take_tools(entry: &Entry, infos: Vec<ToolInfo>, events: &broadcast::Sender<ServerEvent>) {
     let cached_at = entry.cached_at.lock().ok().and_then(|mut c| c.take());
     let changed: Vec<String> = match (cached_at, entry.tools.read()) {
@@ -301,17 +321,18 @@ async fn connect(
         .await
         .map_err(|_| "no answer to tools/list".to_string())?
         .map_err(|e| format!("tools/list failed: {e}"))?;
-    let infos: Vec<ToolInfo> = tools
-        .iter()
-        .map(|t| ToolInfo::from_mcp(&entry.name, t))
-        .collect();
+    let infos = listed(entry, &peer, &tools);
     let count = infos.len();
     take_tools(entry, infos, events);
     if let Ok(mut c) = entry.conn.write() {
         *c = Some(Arc::new(Connection {
             peer: peer.clone(),
-            routes: client.progress.clone(),
+            client: client.clone(),
             timeout: Duration::from_millis(entry.config.timeout_ms),
+            follow_tasks: !ctx
+                .relay
+                .as_ref()
+                .is_some_and(|r| r.offers().hands_on_tasks),
         }));
     }
     *entry.service.lock().await = Some(service);
@@ -365,10 +386,7 @@ fn watch_tool_list(
             let Some(conn) = conn else { return };
             match conn.peer.list_all_tools().await {
                 Ok(tools) => {
-                    let infos: Vec<ToolInfo> = tools
-                        .iter()
-                        .map(|t| ToolInfo::from_mcp(&entry.name, t))
-                        .collect();
+                    let infos = listed(&entry, &conn.peer, &tools);
                     let count = infos.len();
                     take_tools(&entry, infos, &events);
                     let status = match &*entry.status.borrow() {

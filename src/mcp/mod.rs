@@ -15,10 +15,12 @@ mod frames;
 mod lifecycle;
 mod passthrough;
 pub mod relay;
+mod rounds;
 mod servers;
 
 pub use breaker::BreakerState;
 pub use cache::{CachedTools, CatalogCache, age, fingerprint};
 pub use catalog::{Annotations, Catalog, ToolInfo, definition_hash};
-pub use conn::{CallError, CallOptions, Progress, ToolOutput, Truncation};
+pub use conn::{CallError, CallOptions, Progress, READ_RESOURCE, ToolOutput, Truncation};
+pub use passthrough::{Offered, Offerings};
 pub use servers::{Listing, ServerEvent, ServerStatus, Servers, SpawnContext};

@@ -1,11 +1,28 @@
 //! What MCP carries besides tool calls (resources, prompts, completion,
-//! subscriptions), reached one server at a time for `opsbot serve`, which
-//! decides and records each use before it gets here.
+//! subscriptions), reached one server at a time: for `opsbot serve`, which
+//! decides and records each use before it gets here, and for `opsbot tools`.
 
 use rmcp::model::ServerCapabilities;
 use rmcp::{Peer, RoleClient};
 
 use super::servers::{ServerStatus, Servers};
+
+/// One resource (by URI), resource template (by URI template) or prompt
+/// (by name, its arguments in `title`, required ones marked `*`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Offered {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+}
+
+/// What a server offers besides tools.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Offerings {
+    pub resources: Vec<Offered>,
+    pub templates: Vec<Offered>,
+    pub prompts: Vec<Offered>,
+}
 
 impl Servers {
     /// The connection to `server`, started first if it waits unstarted;
@@ -38,6 +55,71 @@ impl Servers {
         let entry = self.entries.get(server)?;
         let conn = entry.conn.read().ok().and_then(|c| c.clone())?;
         conn.peer.peer_info().map(|i| i.capabilities.clone())
+    }
+
+    /// What a started server offers besides tools: its resources, resource
+    /// templates and prompts (none for a server not started; each list
+    /// empty where the server offers none or does not answer within its
+    /// call timeout).
+    pub async fn offerings(&self, server: &str) -> Option<Offerings> {
+        let entry = self.entries.get(server)?;
+        if !entry.status.borrow().is_ready() {
+            return None;
+        }
+        let conn = entry.conn.read().ok().and_then(|c| c.clone())?;
+        let caps = conn.peer.peer_info().map(|i| i.capabilities.clone())?;
+        let within = conn.timeout;
+        let mut out = Offerings::default();
+        if caps.resources.is_some() {
+            if let Ok(Ok(list)) = tokio::time::timeout(within, conn.peer.list_all_resources()).await
+            {
+                out.resources = list
+                    .into_iter()
+                    .map(|r| Offered {
+                        name: r.uri.clone(),
+                        title: r.name.clone(),
+                        description: r.description.clone().unwrap_or_default(),
+                    })
+                    .collect();
+            }
+            if let Ok(Ok(list)) =
+                tokio::time::timeout(within, conn.peer.list_all_resource_templates()).await
+            {
+                out.templates = list
+                    .into_iter()
+                    .map(|t| Offered {
+                        name: t.uri_template.clone(),
+                        title: t.name.clone(),
+                        description: t.description.clone().unwrap_or_default(),
+                    })
+                    .collect();
+            }
+        }
+        if caps.prompts.is_some()
+            && let Ok(Ok(list)) = tokio::time::timeout(within, conn.peer.list_all_prompts()).await
+        {
+            out.prompts = list
+                .into_iter()
+                .map(|p| Offered {
+                    title: p
+                        .arguments
+                        .iter()
+                        .flatten()
+                        .map(|a| {
+                            if a.required == Some(true) {
+                                format!("{}*", a.name)
+                            } else {
+                                a.name.clone()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    name: p.name,
+                    description: p.description.unwrap_or_default(),
+                })
+                .collect();
+        }
+        Some(out)
     }
 
     /// The relay servers' requests go through, when serving.

@@ -39,7 +39,11 @@ pub struct Offers {
     pub sampling: bool,
     pub elicitation: bool,
     pub roots: bool,
+    /// Declare the tasks extension: servers may answer a call with a task.
     pub tasks: bool,
+    /// Hand a server's task to the client (serving) instead of following
+    /// it to its end.
+    pub hands_on_tasks: bool,
 }
 
 /// The answerers that may be asked, newest last, and what they can answer.
@@ -80,6 +84,7 @@ impl Relay {
             elicitation: true,
             roots: true,
             tasks: true,
+            hands_on_tasks: true,
         })
     }
 

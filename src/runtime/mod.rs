@@ -324,6 +324,7 @@ impl Runtime {
             crate::mcp::relay::Relay::offering(crate::mcp::relay::Offers {
                 elicitation: true,
                 sampling: sampler.is_some(),
+                tasks: true,
                 ..Default::default()
             })
         });

@@ -19,7 +19,7 @@ pub struct Naming {
 
 impl Naming {
     pub fn exposes(&self, tool: &ToolInfo) -> bool {
-        self.serves(&tool.server)
+        self.serves(&tool.server) && !tool.made_by_opsbot()
     }
 
     /// Whether `server` is one of those served (`--only`).
