@@ -1,7 +1,10 @@
 //! `opsbot auth` and what a server that wants a login looks like, with the
-//! real binary against a local HTTP server that answers 401 with an OAuth
-//! challenge. (Whole login flows run against real authorization servers in
-//! `conformance_client.rs`.)
+//! real binary: against a local HTTP server that answers 401 with an OAuth
+//! challenge, and through whole flows against our own OAuth-protected
+//! server and authorization server (`common::oauth`): login, refresh,
+//! a revoked refresh token, a token for another audience, scope step-up,
+//! and no token anywhere it must not be. (The official suite's auth
+//! scenarios run in `conformance_client.rs`.)
 
 mod common;
 
@@ -66,6 +69,21 @@ fn a_server_that_wants_a_login_says_which_command_gives_it_one() {
     let (ok, text) = run(&home, &config, &["auth", "status"]);
     assert!(ok, "{text}");
     assert!(text.contains("remote: not logged in"), "{text}");
+    // The app's server list (S) says the same.
+    let t = common::tmux::Tmux::start_with(
+        &home,
+        "",
+        &format!("--config {}", config.display()),
+        "login",
+    );
+    t.wait_for("servers", None);
+    t.keys(&["S"]);
+    let list = t.wait_for("needs a login", None);
+    assert!(list.contains("run `opsbot auth login remote`"), "{list}");
+    t.keys(&["S"]);
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+    t.wait_until_quit();
 }
 
 #[test]
@@ -89,4 +107,150 @@ fn login_explains_what_it_cannot_do() {
     assert!(text.contains("opsbot:"), "{text}");
     let (_, text) = run(&home, &config, &["auth", "logout", "remote"]);
     assert!(text.contains("`remote` had no login"), "{text}");
+}
+
+/// Every file under `dir` (recursively), except the credential store.
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == "credentials") {
+            continue;
+        }
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn login_refresh_step_up_revocation_and_audience_against_a_real_flow() {
+    let tokio = tokio::runtime::Runtime::new().expect("tokio");
+    let server = tokio.block_on(common::oauth::start());
+    let home = Home::new();
+    let config = config(&home, &server.mcp_url());
+    let mut seen = String::new();
+    let mut go = |args: &[&str]| {
+        let (ok, text) = run(&home, &config, args);
+        seen.push_str(&text);
+        (ok, text)
+    };
+
+    let (ok, text) = go(&[
+        "auth",
+        "login",
+        "remote",
+        "--follow-loopback",
+        "--no-browser",
+    ]);
+    assert!(ok, "{text}");
+    {
+        let s = server.lock();
+        assert!(
+            s.resources.iter().all(|r| *r == server.mcp_url()) && !s.resources.is_empty(),
+            "every authorization and token request names the server (RFC 8707): {:?}",
+            s.resources
+        );
+        assert!(
+            s.asked_scopes[0].contains("things:read"),
+            "{:?}",
+            s.asked_scopes
+        );
+    }
+    let (ok, text) = go(&["auth", "status"]);
+    assert!(
+        ok && text.contains("remote") && text.contains("things:read"),
+        "{text}"
+    );
+    let (ok, text) = go(&["call", "remote.whoami", "-y"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("whoami ok"), "{text}");
+
+    // The access token stops working: refreshed once, and the call goes on.
+    server.expire_access();
+    let (ok, text) = go(&["call", "remote.whoami", "-y"]);
+    assert!(ok, "{text}");
+    assert_eq!(server.lock().refreshes, 1, "one refresh");
+
+    // A tool that needs more scope: the failure says to log in again, and
+    // that login asks for the scope the server named.
+    let (ok, text) = go(&["call", "remote.write_thing", "-y"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("opsbot auth login remote"), "{text}");
+    let (ok, text) = go(&[
+        "auth",
+        "login",
+        "remote",
+        "--follow-loopback",
+        "--no-browser",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        server
+            .lock()
+            .asked_scopes
+            .last()
+            .is_some_and(|s| s.contains("things:write")),
+        "{:?}",
+        server.lock().asked_scopes
+    );
+    let (ok, text) = go(&["call", "remote.write_thing", "-y"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("write_thing ok"), "{text}");
+
+    // Access expired and the refresh token revoked: a login is needed, and
+    // opsbot says which command gives it.
+    server.expire_access();
+    server.revoke_refresh();
+    let (ok, text) = go(&["call", "remote.whoami", "-y"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("opsbot auth login remote"), "{text}");
+
+    // Tokens issued for another resource are refused by the server: the
+    // login that got them does not make calls work.
+    server.lock().wrong_audience = true;
+    let (ok, text) = go(&[
+        "auth",
+        "login",
+        "remote",
+        "--follow-loopback",
+        "--no-browser",
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = go(&["call", "remote.whoami", "-y"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("opsbot auth login remote"), "{text}");
+
+    // No token in anything opsbot printed, logged or recorded (the audit
+    // log, its WAL, the search index, the caches, the log files).
+    let (ok, export) = go(&["audit", "export"]);
+    assert!(ok, "{export}");
+    let issued = server.lock().issued.clone();
+    assert!(issued.len() >= 8, "{issued:?}");
+    let mut files = Vec::new();
+    files_under(home.path(), &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("opsbot.db"))
+            && files
+                .iter()
+                .any(|f| f.starts_with(home.path().join("logs"))),
+        "the audit log and the log files are among those searched: {files:?}"
+    );
+    // The store file must hold the calls themselves (so the search means something).
+    let db = std::fs::read(home.path().join("data/opsbot.db")).unwrap_or_default();
+    assert!(!db.is_empty());
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        for t in &issued {
+            assert!(!text.contains(t.as_str()), "a token is in {}", f.display());
+        }
+    }
+    for t in &issued {
+        assert!(!seen.contains(t.as_str()), "a token was printed");
+    }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod llm;
+pub mod oauth;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};
