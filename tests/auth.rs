@@ -254,3 +254,57 @@ fn login_refresh_step_up_revocation_and_audience_against_a_real_flow() {
         assert!(!seen.contains(t.as_str()), "a token was printed");
     }
 }
+
+/// A server that takes an API key: `headers` take it from a named
+/// environment variable, and it is redacted wherever opsbot writes.
+#[test]
+fn a_static_api_key_comes_from_the_environment_and_is_never_written() {
+    let tokio = tokio::runtime::Runtime::new().expect("tokio");
+    let server = tokio.block_on(common::oauth::start());
+    let key = "thk_live_8f3a1c9e5b7d2f40a6c8e1b3";
+    server.lock().api_key = Some(key.to_string());
+    let home = Home::new();
+    let mut text = format!(
+        "[servers.remote]\nurl = \"{}\"\nheaders = {{ X-Api-Key = \"${{env:THINGS_KEY}}\" }}\n",
+        server.mcp_url()
+    );
+    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
+        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
+    }
+    let config = home.write_config("key.toml", &text);
+    let out = home
+        .cmd(&["--config"])
+        .arg(&config)
+        .args(["call", "remote.whoami", "-y"])
+        .env("THINGS_KEY", key)
+        .output()
+        .expect("run");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("whoami ok"), "{printed}");
+    // Without the variable, the call fails and says which variable is missing.
+    let out = home
+        .cmd(&["--config"])
+        .arg(&config)
+        .args(["call", "remote.whoami", "-y"])
+        .output()
+        .expect("run");
+    let missing = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{missing}");
+    assert!(missing.contains("THINGS_KEY"), "{missing}");
+    let mut files = Vec::new();
+    files_under(home.path(), &mut files);
+    for f in &files {
+        let text = String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned();
+        assert!(!text.contains(key), "the key is in {}", f.display());
+    }
+    assert!(!printed.contains(key) && !missing.contains(key));
+}

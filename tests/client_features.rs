@@ -141,7 +141,11 @@ fn a_form_is_filled_in_on_the_terminal_field_by_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_runs_the_profile_model_under_policy_and_is_recorded() {
-    let (port, seen) = fake_llm(vec![completion("a haiku about deploys")]).await;
+    let (port, seen) = fake_llm(vec![
+        completion("a haiku about deploys"),
+        completion("everything sampled"),
+    ])
+    .await;
     let home = Home::new();
     let profile = format!(
         "[llm.profiles.local]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"test-model\"\n\n[llm.prices.test-model]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n\n[sampling]\nprofile = \"local\"\nmax_tokens = 5\n"
@@ -200,6 +204,55 @@ async fn sampling_runs_the_profile_model_under_policy_and_is_recorded() {
         Event::Exchanged { method, rule: Some(rule), outcome, .. }
             if method == "sampling/createMessage" && rule == "rule.fx-may-sample" && outcome.starts_with("ok")
     )));
+
+    // server-everything lists its sampling trigger only to a client that
+    // samples: with the profile, opsbot is one.
+    let every = peer("mcp-server-everything");
+    let cfg = home.write_config(
+        "every.toml",
+        &format!(
+            "{profile}\n[servers.every]\ncommand = {:?}\nargs = [\"stdio\"]\n[policy.rules.every-samples]\ntools = \"every.*\"\nverdict = \"allow\"\nreason = \"a test server\"\n{}",
+            every.display().to_string(),
+            ["chat", "ci", "k8s", "monitor", "quality", "registry"]
+                .iter()
+                .map(|s| format!("[servers.{s}]\nenabled = false\n"))
+                .collect::<String>()
+        ),
+    );
+    let h = home.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&h)
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "call",
+                "every.trigger-sampling-request",
+                "prompt=write a haiku",
+                "-y",
+                "--json",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    assert_exit(&out, 0);
+    let run = json(&out);
+    assert!(
+        run["steps"]["call"]["output"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("everything sampled")),
+        "{run}"
+    );
+    let sent = seen.lock().expect("seen").clone();
+    assert!(
+        sent[1]["messages"].to_string().contains("write a haiku"),
+        "{}",
+        sent[1]
+    );
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub struct AsState {
     pub refreshes: usize,
     /// Issue tokens for another resource.
     pub wrong_audience: bool,
+    /// A static API key (`X-Api-Key`) the MCP endpoint also takes, granting `things:read`.
+    pub api_key: Option<String>,
     counter: u64,
 }
 
@@ -143,6 +145,11 @@ async fn handle(base: String, state: Arc<Mutex<AsState>>, req: Request) -> Respo
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
     let method = req.method().clone();
+    let api_key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -273,10 +280,12 @@ async fn handle(base: String, state: Arc<Mutex<AsState>>, req: Request) -> Respo
         ("POST", "/mcp") => {
             let granted = {
                 let s = state.lock().expect("state");
+                let keyed = s.api_key.is_some() && s.api_key == api_key;
                 bearer
                     .as_ref()
                     .and_then(|b| s.access.get(b).cloned())
                     .filter(|(_, aud, valid)| *valid && *aud == resource)
+                    .or_else(|| keyed.then(|| ("things:read".into(), resource.clone(), true)))
             };
             let Some((scope, _, _)) = granted else {
                 return challenge(&base, StatusCode::UNAUTHORIZED, "things:read", "");
