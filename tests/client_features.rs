@@ -572,3 +572,72 @@ fn tasks_are_followed_and_input_required_is_answered_and_retried() {
             .any(|(m, o)| m == "elicitation/create" && o.contains("Grace"))
     );
 }
+
+/// A task is cancelled with its step: Ctrl-C while opsbot follows it sends
+/// `tasks/cancel` to its server, and the step ends cancelled.
+#[test]
+fn a_followed_task_is_cancelled_at_its_server_with_the_step() {
+    let home = Home::new();
+    let calls = home.path().join("calls");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
+    let mut text = format!(
+        "[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_TASK = \"1\", FIXTURE_CALLS = {:?} }}\n",
+        script.display().to_string(),
+        calls.display().to_string()
+    );
+    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
+        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
+    }
+    let cfg = home.write_config("task.toml", &text);
+    let child = home
+        .cmd(&[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "call",
+            "fx.echo",
+            "text=x",
+            "-y",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    // Wait (on events, not time) until opsbot follows the task.
+    let polled = || {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "tasks/get")
+            .count()
+    };
+    let began = std::time::Instant::now();
+    while polled() < 2 {
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(60),
+            "never polled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(log.contains("tasks/cancel t-1"), "{log}");
+    assert_ne!(out.status.code(), Some(0));
+    let records = home.last_session();
+    assert!(
+        records.iter().any(|r| matches!(&r.event, Event::StepProgress { progress, .. } if progress.message.as_deref().is_some_and(|m| m.starts_with("step")))),
+        "the task's status messages are the step's progress"
+    );
+    assert!(
+        records.iter().any(
+            |r| matches!(&r.event, Event::StepFailed { error, .. } if error.contains("cancel"))
+        ),
+        "{:?}",
+        kinds(&records)
+    );
+}
