@@ -134,6 +134,9 @@ pub async fn login(
     opts: &LoginOptions,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<LoginReport, LoginError> {
+    if oauth.grant == crate::config::OAuthGrant::ClientCredentials {
+        return super::machine::login(server, url, oauth, store).await;
+    }
     let challenge = challenge(url).await?;
     let mut manager = AuthorizationManager::new(url).await?;
     manager.set_credential_store(store.clone());

@@ -3,6 +3,7 @@
 //! authorized HTTP client a server's connection uses once logged in.
 
 pub mod login;
+pub mod machine;
 pub mod scope;
 pub mod tokens;
 
@@ -23,6 +24,25 @@ pub async fn authorized_client(
     oauth: &OAuthConfig,
     store: TokenStore,
 ) -> Result<Option<scope::ScopeWatch<AuthClient<reqwest::Client>>>, String> {
+    // A machine identity logs itself in (again) whenever it has no live
+    // token: nobody is there to run a command.
+    if oauth.grant == crate::config::OAuthGrant::ClientCredentials && !live(&store) {
+        // rmcp's exchange cannot move between threads: it runs on one of
+        // its own, off the caller's task.
+        let (name, at, cfg, into) = (
+            server.to_string(),
+            url.to_string(),
+            oauth.clone(),
+            store.clone(),
+        );
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(machine::login(&name, &at, &cfg, into))
+        })
+        .await
+        .map_err(|e| format!("the login of `{server}` stopped: {e}"))?
+        .map_err(|e| format!("`{server}` refused opsbot's client credentials: {e}"))?;
+    }
     let has_tokens = store
         .credentials()?
         .is_some_and(|c| c.token_response.is_some());
@@ -54,6 +74,28 @@ pub async fn authorized_client(
         inner: AuthClient::new(reqwest::Client::new(), manager),
         store,
     }))
+}
+
+/// Whether the store holds a token that has not expired (by what the
+/// authorization server said when it issued it).
+fn live(store: &TokenStore) -> bool {
+    use oauth2::TokenResponse;
+    let Ok(Some(creds)) = store.credentials() else {
+        return false;
+    };
+    let Some(token) = creds.token_response.as_ref() else {
+        return false;
+    };
+    match (token.expires_in(), creds.token_received_at) {
+        (Some(lasts), Some(at)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            now.saturating_add(30) < at.saturating_add(lasts.as_secs())
+        }
+        _ => true,
+    }
 }
 
 /// Why a server turned a request away, when it is about authorization.

@@ -169,6 +169,24 @@ pub struct OAuthConfig {
     /// Scopes to ask for; empty: what the server's challenge or metadata
     /// names.
     pub scopes: Vec<String>,
+    /// `authorization_code` (a person logs in in a browser) or
+    /// `client_credentials` (a machine identity: `client_id` with
+    /// `client_secret`, or with `private_key_file`; no browser).
+    pub grant: OAuthGrant,
+    /// A PEM (PKCS#8) private key signing a JWT assertion instead of a
+    /// client secret (RFC 7523 `private_key_jwt`), for `client_credentials`.
+    pub private_key_file: Option<PathBuf>,
+    /// The key's algorithm: ES256 (default), ES384, RS256, RS384 or RS512.
+    pub signing_algorithm: Option<String>,
+}
+
+/// How opsbot gets a server's tokens.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthGrant {
+    #[default]
+    AuthorizationCode,
+    ClientCredentials,
 }
 
 /// When a server's process (or connection) is started.

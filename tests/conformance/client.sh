@@ -19,6 +19,8 @@ trap 'rm -rf "$home"' EXIT
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]) or "")' "$context" "$1"; }
 client_id="$(field client_id)"
 export CONFORMANCE_CLIENT_SECRET="$(field client_secret)"
+private_key="$(field private_key_pem)"
+algorithm="$(field signing_algorithm)"
 
 {
   printf '[servers.conformance]\nurl = "%s"\nstart = "eager"\n' "$url"
@@ -29,6 +31,15 @@ export CONFORMANCE_CLIENT_SECRET="$(field client_secret)"
     printf 'client_id = "%s"\n' "$client_id"
     [ -n "$CONFORMANCE_CLIENT_SECRET" ] && printf 'client_secret = "${env:CONFORMANCE_CLIENT_SECRET}"\n'
   fi
+  # Machine-to-machine scenarios: opsbot's own identity, no browser.
+  case "$scenario" in
+    auth/client-credentials-*)
+      printf 'grant = "client_credentials"\n'
+      if [ -n "$private_key" ]; then
+        (umask 077; printf '%s\n' "$private_key" >"$home/client-key.pem")
+        printf 'private_key_file = "%s"\nsigning_algorithm = "%s"\n' "$home/client-key.pem" "${algorithm:-ES256}"
+      fi ;;
+  esac
   # Only the scenario's server: the built-in sandbox stays off.
   for s in chat ci k8s monitor quality registry; do printf '[servers.%s]\nenabled = false\n' "$s"; done
   printf '[policy.rules.conformance]\ntools = "conformance.*"\nverdict = "allow"\nreason = "the scenario server changes nothing"\n'
