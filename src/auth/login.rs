@@ -134,7 +134,7 @@ pub async fn login(
     opts: &LoginOptions,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<LoginReport, LoginError> {
-    if oauth.grant == crate::config::OAuthGrant::ClientCredentials {
+    if oauth.grant != crate::config::OAuthGrant::AuthorizationCode {
         return super::machine::login(server, url, oauth, store).await;
     }
     let challenge = challenge(url).await?;

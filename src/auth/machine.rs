@@ -1,10 +1,12 @@
-//! Machine logins (OAuth client credentials, SEP-1046): a server used by
-//! opsbot under its own identity, not a person's. No browser: opsbot
-//! exchanges its `client_id` with a client secret (HTTP Basic, or in the
-//! body where the server asks for that) or a JWT signed with its private
-//! key (RFC 7523) for a token bound to the server (RFC 8707). A machine
-//! login has no refresh token: when the token is gone or refused, opsbot
-//! simply exchanges again, at connect, without anyone running a command.
+//! Logins without a browser. Client credentials (SEP-1046): a server used
+//! by opsbot under its own identity; opsbot exchanges its `client_id` with
+//! a client secret (HTTP Basic, or in the body where the server asks for
+//! that) or a JWT signed with its private key (RFC 7523) for a token bound
+//! to the server (RFC 8707). Cross-app access (SEP-990): the person's ID
+//! token from the company's identity provider is exchanged there for an
+//! ID-JAG, which the server's authorization server takes for its token.
+//! Neither has a refresh token: when the token is gone, opsbot exchanges
+//! again, at connect, without anyone running a command.
 
 use rmcp::transport::auth::{
     AuthorizationManager, ClientCredentialsConfig, JwtSigningAlgorithm, OAuthState,
@@ -73,18 +75,115 @@ fn credentials(
     })
 }
 
-/// Exchange opsbot's client credentials for a token of `server`'s, kept in
-/// `store` like a person's login.
+/// Get a token of `server`'s without a browser, by the configured grant,
+/// kept in `store` like a person's login.
 pub async fn login(
     server: &str,
     url: &str,
     oauth: &OAuthConfig,
     store: TokenStore,
 ) -> Result<LoginReport, LoginError> {
+    if oauth.grant == crate::config::OAuthGrant::CrossAppAccess {
+        return cross_app(server, url, oauth, store).await;
+    }
     let config = credentials(server, url, oauth)?;
     let mut manager = AuthorizationManager::new(url).await?;
     manager.set_credential_store(store.clone());
     let mut state = OAuthState::Unauthorized(manager);
     state.authenticate_client_credentials(config).await?;
+    report(&store)
+}
+
+fn needed<'a>(server: &str, key: &str, value: &'a Option<String>) -> Result<&'a str, LoginError> {
+    value.as_deref().ok_or_else(|| {
+        LoginError::Auth(format!(
+            "[servers.{server}.oauth] grant = \"cross_app_access\" needs `{key}`"
+        ))
+    })
+}
+
+fn secret(server: &str, key: &str, raw: &str) -> Result<oauth2::ClientSecret, LoginError> {
+    crate::secrets::resolve(server, key, raw)
+        .map(oauth2::ClientSecret::new)
+        .map_err(LoginError::Auth)
+}
+
+/// Cross-app access: ID token → ID-JAG at the identity provider → the
+/// server's token at its authorization server (found from the server).
+async fn cross_app(
+    server: &str,
+    url: &str,
+    oauth: &OAuthConfig,
+    store: TokenStore,
+) -> Result<LoginReport, LoginError> {
+    use rmcp::transport::auth::enterprise::{
+        EmaAuthorizationServer, EmaClientAuthentication, EmaExchangeRequest,
+    };
+    let id_token = crate::secrets::resolve(
+        server,
+        "id_token",
+        needed(server, "id_token", &oauth.id_token)?,
+    )
+    .map_err(LoginError::Auth)?;
+    let client_id = needed(server, "client_id", &oauth.client_id)?.to_string();
+    let mut idp = EmaAuthorizationServer::new(
+        needed(server, "idp_issuer", &oauth.idp_issuer)?,
+        needed(server, "idp_token_endpoint", &oauth.idp_token_endpoint)?,
+        needed(server, "idp_client_id", &oauth.idp_client_id)?,
+    );
+    if let Some(raw) = &oauth.idp_client_secret {
+        idp = idp.with_client_authentication(EmaClientAuthentication::ClientSecretBasic(secret(
+            server,
+            "idp_client_secret",
+            raw,
+        )?));
+    }
+    let manager = AuthorizationManager::new(url).await?;
+    let metadata = manager.resolve_metadata().await?.metadata;
+    let issuer = metadata.issuer.clone().ok_or_else(|| {
+        LoginError::Auth(format!(
+            "the authorization server of `{server}` names no issuer, which cross-app access needs"
+        ))
+    })?;
+    let mut resource_as = EmaAuthorizationServer::new(
+        issuer.clone(),
+        metadata.token_endpoint.clone(),
+        client_id.clone(),
+    );
+    if let Some(raw) = &oauth.client_secret {
+        resource_as = resource_as.with_client_authentication(
+            EmaClientAuthentication::ClientSecretBasic(secret(server, "client_secret", raw)?),
+        );
+    }
+    let http = rmcp::transport::auth::default_oauth_http_client()?;
+    let token = EmaExchangeRequest::new_with_id_token(idp, resource_as, url, &id_token)
+        .with_scopes(oauth.scopes.clone())
+        .exchange(&http, &http)
+        .await
+        .map_err(|e| LoginError::Auth(format!("cross-app access for `{server}` failed: {e}")))?;
+    let mut scopes: Vec<String> = token.scopes.iter().cloned().collect();
+    scopes.sort();
+    let mut response = serde_json::json!({
+        "access_token": token.access_token.secret(),
+        "token_type": "bearer",
+    });
+    if let Some(lasts) = token.expires_in {
+        response["expires_in"] = lasts.as_secs().into();
+    }
+    if !scopes.is_empty() {
+        response["scope"] = scopes.join(" ").into();
+    }
+    let token_response: rmcp::transport::auth::OAuthTokenResponse =
+        serde_json::from_value(response).map_err(|e| LoginError::Auth(e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .ok();
+    rmcp::transport::auth::CredentialStore::save(
+        &store,
+        rmcp::transport::auth::StoredCredentials::new(client_id, Some(token_response), scopes, now)
+            .with_issuer(Some(issuer)),
+    )
+    .await?;
     report(&store)
 }

@@ -26,7 +26,7 @@ pub async fn authorized_client(
 ) -> Result<Option<scope::ScopeWatch<AuthClient<reqwest::Client>>>, String> {
     // A machine identity logs itself in (again) whenever it has no live
     // token: nobody is there to run a command.
-    if oauth.grant == crate::config::OAuthGrant::ClientCredentials && !live(&store) {
+    if oauth.grant != crate::config::OAuthGrant::AuthorizationCode && !live(&store) {
         // rmcp's exchange cannot move between threads: it runs on one of
         // its own, off the caller's task.
         let (name, at, cfg, into) = (
@@ -41,7 +41,7 @@ pub async fn authorized_client(
         })
         .await
         .map_err(|e| format!("the login of `{server}` stopped: {e}"))?
-        .map_err(|e| format!("`{server}` refused opsbot's client credentials: {e}"))?;
+        .map_err(|e| format!("`{server}` could not be logged in to without a browser: {e}"))?;
     }
     let has_tokens = store
         .credentials()?

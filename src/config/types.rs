@@ -178,6 +178,17 @@ pub struct OAuthConfig {
     pub private_key_file: Option<PathBuf>,
     /// The key's algorithm: ES256 (default), ES384, RS256, RS384 or RS512.
     pub signing_algorithm: Option<String>,
+    /// Cross-app access (`grant = "cross_app_access"`): the enterprise
+    /// identity provider that turns your ID token into an ID-JAG the
+    /// server's authorization server takes.
+    pub idp_issuer: Option<String>,
+    pub idp_token_endpoint: Option<String>,
+    pub idp_client_id: Option<String>,
+    /// `${keyring}` or `${env:VAR}`; unset for a public client.
+    pub idp_client_secret: Option<String>,
+    /// Your ID token from the identity provider's sign-in: `${keyring}` or
+    /// `${env:VAR}`, never the token itself.
+    pub id_token: Option<String>,
 }
 
 /// How opsbot gets a server's tokens.
@@ -187,6 +198,10 @@ pub enum OAuthGrant {
     #[default]
     AuthorizationCode,
     ClientCredentials,
+    /// Enterprise-managed authorization (SEP-990): an ID token from the
+    /// company's identity provider, exchanged for an ID-JAG, then for the
+    /// server's token. No browser.
+    CrossAppAccess,
 }
 
 /// When a server's process (or connection) is started.

@@ -21,6 +21,8 @@ client_id="$(field client_id)"
 export CONFORMANCE_CLIENT_SECRET="$(field client_secret)"
 private_key="$(field private_key_pem)"
 algorithm="$(field signing_algorithm)"
+# Cross-app access: the enterprise IdP and the ID token a sign-in gave.
+export CONFORMANCE_ID_TOKEN="$(field idp_id_token)"
 
 {
   printf '[servers.conformance]\nurl = "%s"\nstart = "eager"\n' "$url"
@@ -39,6 +41,9 @@ algorithm="$(field signing_algorithm)"
         (umask 077; printf '%s\n' "$private_key" >"$home/client-key.pem")
         printf 'private_key_file = "%s"\nsigning_algorithm = "%s"\n' "$home/client-key.pem" "${algorithm:-ES256}"
       fi ;;
+    auth/cross-app-access-*)
+      printf 'grant = "cross_app_access"\nidp_issuer = "%s"\nidp_token_endpoint = "%s"\nidp_client_id = "%s"\nid_token = "${env:CONFORMANCE_ID_TOKEN}"\n' \
+        "$(field idp_issuer)" "$(field idp_token_endpoint)" "$(field idp_client_id)" ;;
   esac
   # Only the scenario's server: the built-in sandbox stays off.
   for s in chat ci k8s monitor quality registry; do printf '[servers.%s]\nenabled = false\n' "$s"; done
