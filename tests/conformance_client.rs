@@ -16,14 +16,14 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance");
 
 /// Every `checks.json` under `dir` (auth scenarios nest one level deeper).
 fn checks(root: &Path, dir: &Path, into: &mut Vec<(String, Value)>) {
+    // `auth/metadata-default-2026-12-02T02-23-39-978Z`: the scenario, then
+    // when it ran.
+    let stamp = regex::Regex::new(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$").expect("regex");
     for e in std::fs::read_dir(dir).expect("results").flatten() {
         let p = e.path();
         if p.is_dir() {
             checks(root, &p, into);
         } else if p.file_name().is_some_and(|n| n == "checks.json") {
-            // `auth/metadata-default-2026-12-02T02-23-39-978Z`: the
-            // scenario, then when it ran.
-            let stamp = regex::Regex::new(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$").expect("regex");
             let scenario = p
                 .parent()
                 .and_then(|d| d.strip_prefix(root).ok())
