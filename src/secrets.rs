@@ -200,6 +200,46 @@ pub fn remember(secret: &str) {
     }
 }
 
+/// Whether `name` matches the glob `pattern` (`*` any run), any case.
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.to_ascii_uppercase(), name.to_ascii_uppercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    let mut rest = n.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    rest.is_empty()
+}
+
+/// Remember the values of this process's environment variables whose
+/// names match `patterns` as secrets; returns how many. Region names and
+/// other short values (under 6 bytes) are left alone.
+pub fn remember_environment(patterns: &[String]) -> usize {
+    let mut n = 0;
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if value.len() >= MIN_SECRET_LEN && patterns.iter().any(|p| glob(p, name)) {
+            remember(value);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// `f` over the secrets read so far.
 pub fn with_known<R>(f: impl FnOnce(&[String]) -> R) -> R {
     match KNOWN.read() {
@@ -247,5 +287,20 @@ mod tests {
         assert!(remove_key("p1").expect("remove"));
         assert!(!remove_key("p1").expect("remove again"));
         assert_eq!(api_key("p1", None), (None, KeySource::None));
+    }
+
+    #[test]
+    fn secret_names_are_matched_by_glob() {
+        for (pattern, name, hit) in [
+            ("*_KEY", "OPENAI_API_KEY", true),
+            ("*_KEY", "KEYRING", false),
+            ("AWS_*", "aws_secret_access_key", true),
+            ("*PASSWORD*", "DB_PASSWORD_FILE", true),
+            ("*_TOKEN", "TOKENS", false),
+            ("A*B*C", "AxxBxxC", true),
+            ("A*B*C", "AxxCxxB", false),
+        ] {
+            assert_eq!(super::glob(pattern, name), hit, "{pattern} vs {name}");
+        }
     }
 }

@@ -155,3 +155,63 @@ fn bad_replies_are_named_and_not_retried() {
         );
     }
 }
+
+/// A tool that reads opsbot's own environment (`/proc/<opsbot>/environ`)
+/// brings back nothing secret: variables named like secrets were redacted
+/// from the start, in the output shown and in the store.
+#[test]
+fn a_tool_reading_opsbots_environment_gets_no_secret_into_view() {
+    let home = Home::new();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
+    let mut text = format!(
+        "[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_PEEK = \"1\" }}\n",
+        script.display().to_string()
+    );
+    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
+        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
+    }
+    let cfg = home.write_config("peek.toml", &text);
+    let secrets = [
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("DEPLOY_TOKEN", "dtok-5f1c9a7e3b"),
+        ("DB_PASSWORD", "correct-horse-battery"),
+    ];
+    let out = home.run(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "call",
+            "fx.echo",
+            "text=x",
+            "-y",
+            "--json",
+        ],
+        &[
+            secrets[0],
+            secrets[1],
+            secrets[2],
+            ("HARMLESS_SETTING", "visible-value"),
+        ],
+    );
+    assert_exit(&out, 0);
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        shown.contains("visible-value"),
+        "the tool did read the environment: {shown}"
+    );
+    let db = std::fs::read(home.path().join("data/opsbot.db")).expect("db");
+    let wal = std::fs::read(home.path().join("data/opsbot.db-wal")).unwrap_or_default();
+    for (name, value) in secrets {
+        assert!(!shown.contains(value), "{name} was shown");
+        for bytes in [&db, &wal] {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(value),
+                "{name} reached the store"
+            );
+        }
+    }
+}

@@ -448,6 +448,11 @@ pub struct AuditConfig {
     /// Regular expressions: every match in any stored or shown text is
     /// replaced by `[redacted]`.
     pub redact_patterns: Vec<String>,
+    /// opsbot's own environment variables whose names match these globs
+    /// (`*` any run of characters, case-insensitive) hold secrets: their
+    /// values are redacted everywhere from the start, so a tool that reads
+    /// opsbot's environment (`/proc/PID/environ`) cannot bring one back.
+    pub secret_env: Vec<String>,
     /// Sessions older than this many days are pruned (0 keeps them all).
     pub retention_days: u32,
     /// The oldest sessions are pruned while the log is larger than this

@@ -293,6 +293,8 @@ impl Runtime {
     ) -> Result<Self, RuntimeError> {
         let store = Arc::new(Store::open(&paths.database())?);
         let audit = &config.config.audit;
+        let found = crate::secrets::remember_environment(&audit.secret_env);
+        tracing::info!("{found} secret-looking environment variables are redacted");
         match crate::session::Redactor::new(&audit.redact_keys, &audit.redact_patterns) {
             Ok(r) => store.set_redactor(r),
             Err(e) => {
