@@ -215,3 +215,79 @@ fn a_tool_reading_opsbots_environment_gets_no_secret_into_view() {
         }
     }
 }
+
+/// Rules that name what a value means, not how it is spelt: `/bin/sh` is
+/// `sh`, `/tmp/../etc/passwd` is under `/etc`, and a metadata URL is its
+/// host whatever its case. Each refusal names its rule.
+#[test]
+fn conditions_are_not_dodged_by_spelling() {
+    let home = Home::new();
+    let mut text = fixture_config("fx", "plain");
+    text.push_str(
+        r#"
+[policy.rules.no-shells]
+tools = "fx.echo"
+when = 'basename(lower(text)) in ["sh", "bash"]'
+verdict = "deny"
+reason = "no shells through echo"
+
+[policy.rules.no-etc]
+tools = "fx.echo"
+when = 'path(text) starts_with "/etc/"'
+verdict = "deny"
+reason = "nothing under /etc"
+
+[policy.rules.no-metadata]
+tools = "fx.echo"
+# A value that is not a URL has no host: that is unknown, which counts
+# against the call, so the rule first says it is about URLs.
+when = '(text matches "(?i)^https?:" and url_host(text) == "169.254.169.254") or text matches "(?i)^file:"'
+verdict = "deny"
+reason = "no cloud metadata, no file URLs"
+"#,
+    );
+    let cfg = home.write_config("dodge.toml", &text);
+    let cfg = cfg.to_str().expect("utf-8");
+    for (arg, rule) in [
+        ("/bin/sh", "rule.no-shells"),
+        ("/USR/BIN/BASH", "rule.no-shells"),
+        ("/tmp/../etc/shadow", "rule.no-etc"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "rule.no-metadata",
+        ),
+        ("FILE:///etc/passwd", "rule.no-metadata"),
+    ] {
+        let out = home.run(
+            &[
+                "--config",
+                cfg,
+                "call",
+                "fx.echo",
+                &format!("text={arg}"),
+                "-y",
+                "--json",
+            ],
+            &[],
+        );
+        let run = json(&out);
+        assert_eq!(
+            run["steps"]["call"]["decision"]["verdict"], "deny",
+            "{arg}: {run}"
+        );
+        assert_eq!(run["steps"]["call"]["decision"]["rule"], rule, "{arg}");
+    }
+    let out = home.run(
+        &[
+            "--config",
+            cfg,
+            "call",
+            "fx.echo",
+            "text=/tmp/notes",
+            "-y",
+            "--json",
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+}

@@ -3,6 +3,14 @@
 //! parentheses. Names are arguments (`env`, or `args.env`); effects may also
 //! test the call's result (`result.failed == 0`).
 //!
+//! Strings are also tested with `starts_with`, `ends_with`, `contains` (a
+//! substring, or an item of a list), `matches` (a regular expression,
+//! compiled when the policy loads) and `like` (a glob: `*`, `?`); and a
+//! value can be put in canonical form first, so a rule cannot be dodged by
+//! spelling: `basename(command)` (`/bin/sh` → `sh`), `path(file)` (`..`
+//! and `.` resolved lexically), `url_host(url)`, `url_scheme(url)`,
+//! `lower(x)`; functions nest (`lower(basename(command))`).
+//!
 //! A condition has three outcomes: it holds, it does not, or it cannot be
 //! evaluated (a named value is missing, or has a type it cannot be
 //! compared as). Policy counts the last against the call, so a misspelt
@@ -22,6 +30,124 @@ pub enum Op {
     Le,
     In,
     NotIn,
+    StartsWith,
+    EndsWith,
+    Contains,
+    Matches,
+    Like,
+}
+
+impl Op {
+    /// Operators that only compare strings (and `contains`, lists).
+    pub fn on_text(self) -> bool {
+        matches!(
+            self,
+            Op::StartsWith | Op::EndsWith | Op::Contains | Op::Matches | Op::Like
+        )
+    }
+}
+
+/// A function putting a value in canonical form before it is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    Basename,
+    Path,
+    UrlHost,
+    UrlScheme,
+    Lower,
+}
+
+impl Func {
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "basename" => Func::Basename,
+            "path" => Func::Path,
+            "url_host" => Func::UrlHost,
+            "url_scheme" => Func::UrlScheme,
+            "lower" => Func::Lower,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Func::Basename => "basename",
+            Func::Path => "path",
+            Func::UrlHost => "url_host",
+            Func::UrlScheme => "url_scheme",
+            Func::Lower => "lower",
+        }
+    }
+
+    fn apply(self, s: &str) -> Option<String> {
+        Some(match self {
+            Func::Lower => s.to_lowercase(),
+            Func::Basename => {
+                let path = normal_path(s);
+                path.rsplit('/')
+                    .find(|p| !p.is_empty())
+                    .unwrap_or(&path)
+                    .to_string()
+            }
+            Func::Path => normal_path(s),
+            Func::UrlHost => reqwest::Url::parse(s.trim())
+                .ok()?
+                .host_str()?
+                .trim_end_matches('.')
+                .to_lowercase(),
+            Func::UrlScheme => reqwest::Url::parse(s.trim()).ok()?.scheme().to_string(),
+        })
+    }
+}
+
+/// A path with `.`, `..` and repeated `/` resolved, without touching the
+/// file system (`/tmp/../etc//passwd` → `/etc/passwd`).
+fn normal_path(s: &str) -> String {
+    let absolute = s.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..");
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// A `matches` or `like` pattern, compiled once.
+#[derive(Debug, Clone)]
+pub struct Pattern(regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// A glob as an anchored regular expression.
+fn glob_regex(glob: &str) -> String {
+    let mut re = String::from("^");
+    for c in glob.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    re
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +157,11 @@ pub enum Expr {
     Not(Box<Expr>),
     Cmp {
         path: Vec<String>,
+        /// Applied to the value in order before it is compared.
+        funcs: Vec<Func>,
         op: Op,
         value: Value,
+        pattern: Option<Pattern>,
     },
 }
 
@@ -98,7 +227,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                     _ if c == '<' => (Op::Lt, 1),
                     _ => {
                         return Err(format!(
-                            "`{two}` is not an operator; use == != > >= < <= in"
+                            "`{two}` is not an operator; use == != > >= < <= in starts_with ends_with contains matches like"
                         ));
                     }
                 };
@@ -141,6 +270,11 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                     "or" => Tok::Or,
                     "not" => Tok::Not,
                     "in" => Tok::Op(Op::In),
+                    "starts_with" => Tok::Op(Op::StartsWith),
+                    "ends_with" => Tok::Op(Op::EndsWith),
+                    "contains" => Tok::Op(Op::Contains),
+                    "matches" => Tok::Op(Op::Matches),
+                    "like" => Tok::Op(Op::Like),
                     "true" => Tok::Lit(Value::Bool(true)),
                     "false" => Tok::Lit(Value::Bool(false)),
                     "null" => Tok::Lit(Value::Null),
@@ -202,6 +336,7 @@ impl Parser {
                 }
             }
             Some(Tok::Name(name)) => {
+                let (path, funcs) = self.subject(name.clone())?;
                 let op = match self.next() {
                     Some(Tok::Op(op)) => op,
                     Some(Tok::Not) if self.peek() == Some(&Tok::Op(Op::In)) => {
@@ -210,7 +345,7 @@ impl Parser {
                     }
                     _ => {
                         return Err(format!(
-                            "`{name}` must be followed by == != > >= < <= in or not in"
+                            "`{name}` must be followed by == != > >= < <= in, not in, starts_with, ends_with, contains, matches or like"
                         ));
                     }
                 };
@@ -226,16 +361,54 @@ impl Parser {
                         }
                     }
                 };
+                let pattern = match (op, &value) {
+                    (Op::Matches, Value::String(re)) => Some(re.clone()),
+                    (Op::Like, Value::String(glob)) => Some(glob_regex(glob)),
+                    (Op::Matches | Op::Like, _) => {
+                        return Err(format!(
+                            "`{name}` is matched against a string pattern; quote it"
+                        ));
+                    }
+                    _ => None,
+                }
+                .map(|re| {
+                    regex::Regex::new(&re)
+                        .map(Pattern)
+                        .map_err(|e| format!("`{re}` is not a valid pattern: {e}"))
+                })
+                .transpose()?;
                 Ok(Expr::Cmp {
-                    path: name.split('.').map(str::to_string).collect(),
+                    path,
+                    funcs,
                     op,
                     value,
+                    pattern,
                 })
             }
             Some(t) => Err(format!("expected a name, `not` or `(`, found {t:?}")),
             None => Err("the condition ends too early".into()),
         }
     }
+    /// What is compared: a name, or a function of one
+    /// (`basename(command)`, nested `lower(basename(command))`).
+    fn subject(&mut self, name: String) -> Result<(Vec<String>, Vec<Func>), String> {
+        let func = Func::named(&name).filter(|_| self.peek() == Some(&Tok::Open));
+        let Some(func) = func else {
+            return Ok((name.split('.').map(str::to_string).collect(), Vec::new()));
+        };
+        self.at += 1;
+        let inner = match self.next() {
+            Some(Tok::Name(inner)) => inner,
+            _ => return Err(format!("`{name}(…)` takes an argument's name")),
+        };
+        let (path, mut funcs) = self.subject(inner)?;
+        if self.next() != Some(Tok::Close) {
+            return Err(format!("`{name}(` is not closed"));
+        }
+        funcs.push(func);
+        Ok((path, funcs))
+    }
+
     fn list(&mut self) -> Result<Value, String> {
         if self.next() != Some(Tok::LBracket) {
             return Err("`in` needs a list, e.g. in [\"a\", \"b\"]".into());
@@ -270,8 +443,41 @@ pub fn parse(text: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
+/// The value after `funcs`, each of which needs a string; `Err` says why
+/// it cannot be had.
+fn transformed(
+    actual: Option<&Value>,
+    path: &[String],
+    funcs: &[Func],
+) -> Result<Option<Value>, String> {
+    let Some(mut v) = actual.cloned() else {
+        return Ok(None);
+    };
+    let mut name = shown(path);
+    for f in funcs {
+        name = format!("{}({name})", f.name());
+        let Value::String(s) = &v else {
+            return Err(format!(
+                "`{name}` needs a string, and it is the {} {v}",
+                type_name(&v)
+            ));
+        };
+        v = Value::String(
+            f.apply(s)
+                .ok_or_else(|| format!("`{name}`: `{s}` is not a URL with a host"))?,
+        );
+    }
+    Ok(Some(v))
+}
+
 /// One comparison, in three values.
-fn compare(actual: Option<&Value>, path: &[String], op: Op, value: &Value) -> Truth {
+fn compare(
+    actual: Option<&Value>,
+    path: &[String],
+    op: Op,
+    value: &Value,
+    pattern: Option<&Pattern>,
+) -> Truth {
     use std::cmp::Ordering::*;
     let name = shown(path);
     let actual = actual.unwrap_or(&Value::Null);
@@ -314,6 +520,21 @@ fn compare(actual: Option<&Value>, path: &[String], op: Op, value: &Value) -> Tr
             }
             let found = list.iter().any(|v| same(actual, v));
             Truth::from_bool(if op == Op::In { found } else { !found })
+        }
+        Op::Contains if actual.is_array() => {
+            let items = actual.as_array().map(Vec::as_slice).unwrap_or_default();
+            Truth::from_bool(items.iter().any(|v| same(v, value)))
+        }
+        Op::StartsWith | Op::EndsWith | Op::Contains | Op::Matches | Op::Like => {
+            let (Value::String(a), Value::String(b)) = (actual, value) else {
+                return mismatch(value);
+            };
+            Truth::from_bool(match op {
+                Op::StartsWith => a.starts_with(b.as_str()),
+                Op::EndsWith => a.ends_with(b.as_str()),
+                Op::Contains => a.contains(b.as_str()),
+                _ => pattern.is_some_and(|p| p.0.is_match(a)),
+            })
         }
     }
 }
@@ -408,7 +629,16 @@ impl Expr {
                 unknown.unwrap_or(Truth::Holds)
             }
             Expr::Not(e) => e.check(scope).not(),
-            Expr::Cmp { path, op, value } => compare(scope.get(path), path, *op, value),
+            Expr::Cmp {
+                path,
+                funcs,
+                op,
+                value,
+                pattern,
+            } => match transformed(scope.get(path), path, funcs) {
+                Ok(v) => compare(v.as_ref(), path, *op, value, pattern.as_ref()),
+                Err(why) => Truth::Unknown(why),
+            },
         }
     }
 
@@ -421,9 +651,14 @@ impl Expr {
             Expr::Not(e) => e.names(arg, value),
             Expr::Cmp {
                 path,
+                funcs,
                 op,
                 value: lit,
+                ..
             } => {
+                if !funcs.is_empty() {
+                    return false;
+                }
                 let name = match path.as_slice() {
                     [a, name] if a == "args" => name,
                     [name] => name,
@@ -440,12 +675,19 @@ impl Expr {
         }
     }
 
-    /// Every comparison in the condition: its path, operator and value.
-    pub fn comparisons(&self) -> Vec<(&[String], Op, &Value)> {
+    /// Every comparison in the condition: its path, operator and value,
+    /// and whether a function changes the value first.
+    pub fn comparisons(&self) -> Vec<(&[String], Op, &Value, bool)> {
         match self {
             Expr::Or(v) | Expr::And(v) => v.iter().flat_map(Expr::comparisons).collect(),
             Expr::Not(e) => e.comparisons(),
-            Expr::Cmp { path, op, value } => vec![(path.as_slice(), *op, value)],
+            Expr::Cmp {
+                path,
+                op,
+                value,
+                funcs,
+                ..
+            } => vec![(path.as_slice(), *op, value, !funcs.is_empty())],
         }
     }
 
@@ -573,5 +815,78 @@ mod tests {
             let e = parse(bad).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn string_operators_and_canonical_forms_cannot_be_dodged_by_spelling() {
+        let sh = "basename(command) in [\"sh\", \"bash\"]";
+        for (command, hit) in [
+            ("sh", true),
+            ("/bin/sh", true),
+            ("/usr/bin//bash/", true),
+            ("zsh", false),
+        ] {
+            assert_eq!(holds(sh, json!({"command": command})), hit, "{command}");
+        }
+        let etc = "path(file) starts_with \"/etc/\"";
+        assert!(holds(etc, json!({"file": "/tmp/../etc/passwd"})));
+        assert!(holds(etc, json!({"file": "/etc/./ssh//sshd_config"})));
+        assert!(!holds(etc, json!({"file": "/tmp/etc/passwd"})));
+        assert!(holds(
+            "url_host(url) ends_with \".internal\"",
+            json!({"url": "http://Billing.INTERNAL./x"})
+        ));
+        assert!(holds(
+            "url_host(url) == \"169.254.169.254\"",
+            json!({"url": "http://169.254.169.254/latest/meta-data"})
+        ));
+        assert!(holds(
+            "url_scheme(url) in [\"file\", \"gopher\"]",
+            json!({"url": "file:///etc/passwd"})
+        ));
+        assert!(holds(
+            "lower(basename(command)) == \"sh\"",
+            json!({"command": "/BIN/SH"})
+        ));
+        assert!(holds(
+            "to contains \"@evil.example\"",
+            json!({"to": "ops@evil.example"})
+        ));
+        assert!(holds(
+            "labels contains \"prod\"",
+            json!({"labels": ["a", "prod"]})
+        ));
+        assert!(holds(
+            "image matches \"^registry\\.local/\"",
+            json!({"image": "registry.local/app:1"})
+        ));
+        assert!(!holds(
+            "image matches \"^registry\\.local/\"",
+            json!({"image": "registryxlocal/app:1"})
+        ));
+        assert!(holds(
+            "branch like \"release/*\"",
+            json!({"branch": "release/2026.12"})
+        ));
+        assert!(!holds(
+            "branch like \"release/*\"",
+            json!({"branch": "main"})
+        ));
+        // A value a function cannot read is unknown, which counts against the call.
+        let e = parse("url_host(url) == \"x\"").expect("parse");
+        let args = json!({"url": "not a url"});
+        let Value::Object(args) = args else { panic!() };
+        assert!(matches!(
+            e.check(&Scope {
+                args: &args,
+                result: None
+            }),
+            Truth::Unknown(_)
+        ));
+        // A bad pattern is refused when the policy loads.
+        assert!(parse("x matches \"(\"").is_err());
+        assert!(parse("x like 3").is_err());
+        // `path` is still an argument name when not called.
+        assert!(holds("path == \"/a\"", json!({"path": "/a"})));
     }
 }

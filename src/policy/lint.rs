@@ -104,7 +104,7 @@ fn check(
     let names: Vec<String> = listed.iter().map(|t| t.qualified()).collect();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (path, op, value) in when.comparisons() {
+    for (path, op, value, transformed) in when.comparisons() {
         let Some(arg) = argument(path) else { continue };
         let takers: Vec<&&ToolInfo> = listed
             .iter()
@@ -123,6 +123,11 @@ fn check(
                     ),
                 });
             }
+            continue;
+        }
+        // A value changed by a function, or tested as text, is not checked
+        // against the argument's type here (`contains` also takes lists).
+        if transformed || op.on_text() {
             continue;
         }
         let literals: Vec<&Value> = match (op, value) {
