@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use opsbot::paths::Paths;
 use opsbot::plan::Plan;
 use opsbot::policy::{Call, Context, Decision};
-use opsbot::runtime::{Runtime, definition};
+use opsbot::runtime::Runtime;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -38,12 +38,21 @@ pub enum PolicyCommand {
 
 #[derive(Subcommand)]
 pub enum PinsCommand {
-    /// Every pinned tool, and whether its server still serves that definition.
+    /// Every pinned tool, and whether a changed definition waits for review.
     List,
-    /// The pinned definition beside the one the server serves now.
+    /// The pinned definition beside the changed one, word by word, hidden
+    /// characters shown (from the store: no server is started).
     Diff { tool: String },
-    /// Pin the definition the server serves now.
-    Accept { tool: String },
+    /// Pin the changed definition that was reviewed: its hash, as `diff`
+    /// prints it, must be given, so what is accepted is what was read.
+    Accept {
+        tool: String,
+        /// The changed definition's hash (a prefix of 12 or more characters is enough).
+        #[arg(long)]
+        hash: String,
+    },
+    /// Keep the changed definition denied.
+    Reject { tool: String },
 }
 
 fn read_plan(path: &Path) -> anyhow::Result<Plan> {
@@ -109,16 +118,6 @@ pub fn refuse_broken_policy(rt: &Runtime) -> anyhow::Result<()> {
 
 async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::Result<ExitCode> {
     rt.servers.wait_settled().await;
-    // Reviewing or accepting a definition is about what the server serves
-    // now, not its cached list: that one server is started.
-    if let PolicyCommand::Pins {
-        command: PinsCommand::Diff { tool } | PinsCommand::Accept { tool },
-    } = &command
-        && let Some((server, _)) = tool.split_once('.')
-    {
-        rt.servers.ensure([server]);
-        rt.servers.wait_for([server]).await;
-    }
     if !matches!(command, PolicyCommand::Pins { .. }) {
         refuse_broken_policy(rt)?;
     }
@@ -208,17 +207,28 @@ fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Resu
         PinsCommand::List => {
             let pins = rt.store.pins()?;
             if pins.is_empty() {
-                out!("no tool is pinned yet: a tool is pinned the first time it is called");
+                out!("no tool is pinned yet: a tool is pinned when its server first lists it");
             }
             let mut tools: Vec<_> = pins.into_iter().collect();
             tools.sort();
             for (tool, hash) in tools {
-                let state = match catalog.get(&tool) {
-                    Some(t) if t.def_hash == hash => "unchanged",
-                    Some(_) => "CHANGED: quarantined until accepted",
-                    None => "not served now",
+                let state = match (rt.store.pin_change(&tool)?, catalog.get(&tool)) {
+                    (Some(c), _) if c.rejected_by.is_some() => format!(
+                        "CHANGED to {}: rejected by {}",
+                        short(&c.def_hash),
+                        c.rejected_by.unwrap_or_default()
+                    ),
+                    (Some(c), _) => format!(
+                        "CHANGED to {}: quarantined until reviewed (opsbot policy pins diff {tool})",
+                        short(&c.def_hash)
+                    ),
+                    (None, Some(t)) if t.def_hash != hash => {
+                        "CHANGED: quarantined until reviewed".into()
+                    }
+                    (None, Some(_)) => "unchanged".into(),
+                    (None, None) => "not listed now".into(),
                 };
-                out!("{tool:<28} {}  {state}", &hash[..hash.len().min(12)]);
+                out!("{tool:<28} {}  {state}", short(&hash));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -227,30 +237,70 @@ fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Resu
                 .store
                 .pin(&tool)?
                 .with_context(|| format!("`{tool}` is not pinned"))?;
-            let now = catalog
-                .get(&tool)
-                .map(definition)
-                .with_context(|| format!("no connected server serves `{tool}` now"))?;
-            out!("pinned {} by {}", pin.pinned_at, pin.pinned_by);
-            if now == pin.definition {
-                out!("unchanged");
-            } else {
-                super::emit(
-                    false,
-                    &opsbot::text::line_diff(&pin.definition, &now),
-                    false,
-                );
-            }
+            out!(
+                "pinned {} by {} ({})",
+                pin.pinned_at,
+                pin.pinned_by,
+                short(&pin.def_hash)
+            );
+            let Some(change) = rt.store.pin_change(&tool)? else {
+                out!("unchanged: no other definition of it has been seen");
+                return Ok(ExitCode::SUCCESS);
+            };
+            out!(
+                "changed definition seen {} ({}){}",
+                change.seen_at,
+                change.def_hash,
+                change
+                    .rejected_by
+                    .as_deref()
+                    .map(|by| format!(", rejected by {by}"))
+                    .unwrap_or_default()
+            );
+            out!("[-removed-] {{+added+}}, hidden characters shown as ⟨U+XXXX⟩:\n");
+            super::emit(
+                false,
+                &opsbot::text::word_diff(&pin.definition, &change.definition),
+                true,
+            );
+            out!(
+                "\naccept it: opsbot policy pins accept {tool} --hash {}\nkeep it denied: opsbot policy pins reject {tool}",
+                short(&change.def_hash)
+            );
             Ok(ExitCode::SUCCESS)
         }
-        PinsCommand::Accept { tool } => {
-            let info = catalog
-                .get(&tool)
-                .with_context(|| format!("no connected server serves `{tool}` now"))?;
-            rt.store
-                .set_pin(&tool, &info.def_hash, &definition(info), actor, true)?;
-            out!("{tool} pinned as served now by {actor}");
+        PinsCommand::Accept { tool, hash } => {
+            let change = rt
+                .store
+                .pin_change(&tool)?
+                .with_context(|| format!("no changed definition of `{tool}` waits for review"))?;
+            if hash.len() < 12 || !change.def_hash.starts_with(&hash) {
+                anyhow::bail!(
+                    "the changed definition of `{tool}` has hash {}, not {hash}: review it again with `opsbot policy pins diff {tool}`",
+                    short(&change.def_hash)
+                );
+            }
+            if !rt.store.accept_pin_change(&tool, &change.def_hash, actor)? {
+                anyhow::bail!(
+                    "the changed definition of `{tool}` changed again while accepting; review it again"
+                );
+            }
+            out!(
+                "{tool} pinned as reviewed ({}) by {actor}",
+                short(&change.def_hash)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PinsCommand::Reject { tool } => {
+            if !rt.store.reject_pin_change(&tool, actor)? {
+                anyhow::bail!("no changed definition of `{tool}` waits for review");
+            }
+            out!("{tool}: the changed definition stays denied (rejected by {actor})");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
 }

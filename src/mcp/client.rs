@@ -20,10 +20,14 @@ use super::conn::Progress;
 pub(crate) type ProgressRoutes =
     Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<Progress>>>>;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct OpsbotClient {
     pub progress: ProgressRoutes,
     pub tools_changed: Arc<Notify>,
+    /// True from a `tools/list_changed` until the tools are listed again:
+    /// calls wait for the new list, so none is made against a definition
+    /// the server has already said it replaced.
+    pub tools_stale: Arc<tokio::sync::watch::Sender<bool>>,
     /// Where the server's log messages go: its name and the servers' events.
     pub logs: Option<(String, tokio::sync::broadcast::Sender<super::ServerEvent>)>,
     /// Where the server's own requests go.
@@ -118,6 +122,7 @@ impl ClientHandler for OpsbotClient {
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_stale.send_replace(true);
         self.tools_changed.notify_one();
     }
 
@@ -157,6 +162,19 @@ impl ClientHandler for OpsbotClient {
             capabilities,
             Implementation::new("opsbot", env!("CARGO_PKG_VERSION")),
         )
+    }
+}
+
+impl Default for OpsbotClient {
+    fn default() -> Self {
+        Self {
+            progress: ProgressRoutes::default(),
+            tools_changed: Arc::default(),
+            tools_stale: Arc::new(tokio::sync::watch::Sender::new(false)),
+            logs: None,
+            relay: None,
+            roots: Arc::default(),
+        }
     }
 }
 

@@ -389,6 +389,7 @@ fn watch_tool_list(
                     let infos = listed(&entry, &conn.peer, &tools);
                     let count = infos.len();
                     take_tools(&entry, infos, &events);
+                    client.tools_stale.send_replace(false);
                     let status = match &*entry.status.borrow() {
                         ServerStatus::Ready {
                             server_info,
@@ -406,6 +407,7 @@ fn watch_tool_list(
                 }
                 Err(e) => {
                     tracing::warn!(server = %entry.name, "re-listing tools failed: {e}");
+                    client.tools_stale.send_replace(false);
                     return;
                 }
             }

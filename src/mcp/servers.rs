@@ -638,6 +638,18 @@ impl Servers {
                 reason: entry.status.borrow().summary(),
             });
         };
+        // The server said its tools changed: the call waits for the new
+        // list, and is checked against it.
+        if *conn.client.tools_stale.borrow() {
+            let mut stale = conn.client.tools_stale.subscribe();
+            let relisted = tokio::time::timeout(conn.timeout, stale.wait_for(|s| !s)).await;
+            if !matches!(relisted, Ok(Ok(_))) {
+                return Err(CallError::Unavailable {
+                    server: server.to_string(),
+                    reason: "it said its tools changed and has not listed them again".into(),
+                });
+            }
+        }
         let live = entry.tools.read().ok().and_then(|t| {
             t.iter()
                 .find(|t| t.name == tool)

@@ -61,14 +61,55 @@ impl Knowledge {
     }
 }
 
-/// The definition a pin keeps, so a change can be shown as a diff.
+/// The definition a pin keeps, so a change can be shown as a diff: the
+/// whole definition as the server sent it (title, description, schemas
+/// with their nested descriptions, annotations), where it was kept.
 pub fn definition(tool: &ToolInfo) -> String {
-    serde_json::to_string_pretty(&json!({
-        "description": tool.description,
-        "input_schema": tool.input_schema,
-        "annotations": tool.annotations,
-    }))
-    .unwrap_or_default()
+    let whole = tool.sent.as_deref().cloned().unwrap_or_else(|| {
+        json!({
+            "description": tool.description,
+            "input_schema": tool.input_schema,
+            "annotations": tool.annotations,
+        })
+    });
+    serde_json::to_string_pretty(&whole).unwrap_or_default()
+}
+
+/// Pin every listed tool that is not pinned yet, and keep the definition
+/// of one listed differently from its pin (for review from the store).
+pub(super) fn pin_listed(store: &Store, knowledge: &Mutex<Knowledge>, tools: &[ToolInfo]) {
+    let mut fresh = Vec::new();
+    let mut changed = Vec::new();
+    {
+        let k = knowledge.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tools.iter().filter(|t| !t.made_by_opsbot()) {
+            let name = t.qualified();
+            match k.pins.get(&name) {
+                None => fresh.push((name, t.def_hash.clone(), definition(t))),
+                Some(pinned) if *pinned != t.def_hash => changed.push(t),
+                Some(_) => {}
+            }
+        }
+    }
+    if !fresh.is_empty() {
+        match store.pin_new(&fresh, "discovery") {
+            Ok(()) => {
+                let mut k = knowledge.lock().unwrap_or_else(|p| p.into_inner());
+                for (name, hash, _) in fresh {
+                    k.pins.entry(name).or_insert(hash);
+                }
+            }
+            Err(e) => tracing::error!("cannot pin newly listed tools: {e}"),
+        }
+    }
+    for t in changed {
+        let name = t.qualified();
+        if let Err(e) = store.note_pin_change(&name, &t.def_hash, &definition(t)) {
+            tracing::error!("cannot keep the changed definition of {name}: {e}");
+        } else {
+            tracing::warn!("{name} is served differently from its pin: quarantined until reviewed");
+        }
+    }
 }
 
 pub struct PolicyGuard {

@@ -81,6 +81,43 @@ fn build_planner(
     )?))
 }
 
+/// Every tool is pinned when it is first listed (from the cache now, and
+/// each time a server lists its tools), and a definition served
+/// differently from its pin is kept for review. A call is still checked
+/// against the pin as it is made (`guard`).
+fn pin_on_discovery(
+    servers: &Servers,
+    store: Arc<Store>,
+    knowledge: Arc<std::sync::Mutex<Knowledge>>,
+) {
+    let all: Vec<crate::mcp::ToolInfo> = servers
+        .statuses()
+        .into_iter()
+        .flat_map(|(name, _)| servers.tools_of(&name))
+        .collect();
+    guard::pin_listed(&store, &knowledge, &all);
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut events = servers.subscribe();
+    let servers = servers.clone();
+    handle.spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(
+                    ServerEvent::Status {
+                        server,
+                        status: ServerStatus::Ready { .. },
+                    }
+                    | ServerEvent::ToolsChanged { server, .. },
+                ) => guard::pin_listed(&store, &knowledge, &servers.tools_of(&server)),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
 /// Servers' log messages go to opsbot's log, redacted (serving, they go
 /// to the clients instead). Nothing is spawned outside a tokio runtime.
 fn log_server_messages(servers: &Servers, store: Arc<Store>) {
@@ -352,7 +389,8 @@ impl Runtime {
                 source_line: None,
             }))
         })?;
-        let knowledge = Knowledge::load(&store, &policy)?;
+        let knowledge = Arc::new(std::sync::Mutex::new(Knowledge::load(&store, &policy)?));
+        pin_on_discovery(&servers, Arc::clone(&store), Arc::clone(&knowledge));
         let estate = crate::estate::Estate::new(&config.config);
         let policy = policy.with_estate(estate.clone());
         Ok(Self {
@@ -364,7 +402,7 @@ impl Runtime {
             planner: RwLock::new(planner),
             planning: watch::channel(None).0,
             policy: Arc::new(policy),
-            knowledge: Arc::new(std::sync::Mutex::new(knowledge)),
+            knowledge,
             driver: "opsbot".into(),
             stopping: tokio_util::sync::CancellationToken::new(),
             stop_reason: std::sync::Mutex::new(None),

@@ -1,5 +1,7 @@
-//! Pinned tool definitions: the hash and text of each tool's definition the
-//! first time it was used, so a later change can be shown and reviewed.
+//! Pinned tool definitions: the hash and text of each tool's definition
+//! when it was first listed (or used), and the changed definition a server
+//! served later, kept when it was seen, so a change is shown, accepted by
+//! its hash or rejected without starting the server again.
 
 use std::collections::HashMap;
 
@@ -18,7 +20,82 @@ pub struct Pin {
     pub pinned_by: String,
 }
 
+/// A definition served differently from its pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinChange {
+    pub tool: String,
+    pub def_hash: String,
+    pub definition: String,
+    pub seen_at: String,
+    /// Who rejected it, when someone did.
+    pub rejected_by: Option<String>,
+}
+
 impl Store {
+    /// Keep the changed definition of a pinned tool (the newest one seen).
+    pub fn note_pin_change(
+        &self,
+        tool: &str,
+        def_hash: &str,
+        definition: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO pin_changes (tool, def_hash, definition, seen_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(tool) DO UPDATE SET def_hash = ?2, definition = ?3, seen_at = ?4,
+               rejected_by = CASE WHEN def_hash = ?2 THEN rejected_by ELSE NULL END",
+            params![tool, def_hash, definition, super::store::now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    pub fn pin_change(&self, tool: &str) -> Result<Option<PinChange>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT tool, def_hash, definition, seen_at, rejected_by FROM pin_changes WHERE tool = ?1",
+                params![tool],
+                |r| {
+                    Ok(PinChange {
+                        tool: r.get(0)?,
+                        def_hash: r.get(1)?,
+                        definition: r.get(2)?,
+                        seen_at: r.get(3)?,
+                        rejected_by: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Accept the change with hash `def_hash` (the one reviewed): it
+    /// becomes the pin. Refused when the kept change has another hash.
+    pub fn accept_pin_change(
+        &self,
+        tool: &str,
+        def_hash: &str,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(change) = self.pin_change(tool)? else {
+            return Ok(false);
+        };
+        if change.def_hash != def_hash {
+            return Ok(false);
+        }
+        self.set_pin(tool, &change.def_hash, &change.definition, by, true)?;
+        self.conn()
+            .execute("DELETE FROM pin_changes WHERE tool = ?1", params![tool])?;
+        Ok(true)
+    }
+
+    /// Keep the change denied, saying who decided.
+    pub fn reject_pin_change(&self, tool: &str, by: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE pin_changes SET rejected_by = ?2 WHERE tool = ?1",
+            params![tool, by],
+        )?;
+        Ok(n > 0)
+    }
+
     /// Every pinned tool's definition hash.
     pub fn pins(&self) -> Result<HashMap<String, String>, StoreError> {
         let conn = self.conn();
@@ -44,6 +121,22 @@ impl Store {
                 },
             )
             .optional()?)
+    }
+
+    /// Pin each of these definitions not pinned yet, in one transaction
+    /// (a server's whole list, when it is first listed).
+    pub fn pin_new(&self, defs: &[(String, String, String)], by: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = super::store::now_rfc3339();
+        for (tool, hash, definition) in defs {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO pins (tool, def_hash, definition, pinned_at, pinned_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![tool, hash, definition, now, by])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Pin a definition; `replace` re-pins one already pinned.

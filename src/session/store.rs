@@ -442,6 +442,16 @@ impl Store {
                 pinned_at TEXT NOT NULL,
                 pinned_by TEXT NOT NULL
             );
+            -- A pinned tool's definition as served later, differently: kept
+            -- when seen, so it is reviewed (and accepted by its hash) without
+            -- starting its server again. `rejected` keeps it denied.
+            CREATE TABLE IF NOT EXISTS pin_changes (
+                tool TEXT PRIMARY KEY,
+                def_hash TEXT NOT NULL,
+                definition TEXT NOT NULL,
+                seen_at TEXT NOT NULL,
+                rejected_by TEXT
+            );
             -- Ranges removed by retention: verification resumes from the
             -- hash the last pruned record had.
             CREATE TABLE IF NOT EXISTS pruned (
