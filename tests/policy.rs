@@ -487,8 +487,8 @@ async fn a_changed_tool_definition_is_quarantined_until_re_pinned() {
     expect(
         &d["echo"],
         "gated",
-        "builtin.suspicious-tool",
-        "speaks to the model (\"ignore previous\")",
+        "scan.instructions",
+        "is flagged (2 findings): scan.instructions in description: \"Ignore previous\"",
     );
     rt.servers.shutdown().await;
 }

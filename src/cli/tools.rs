@@ -62,7 +62,15 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: ToolsArgs) -> anyhow
                     "status": status,
                     "breaker": breakers.get(name),
                     "cached_at": rt.servers.cached_at(name),
-                    "tools": tools_of(name),
+                    "tools": tools_of(name)
+                        .iter()
+                        .map(|t| {
+                            let mut v = serde_json::to_value(t).unwrap_or_default();
+                            v["flags"] = serde_json::to_value(&*opsbot::policy::scan::tool(t))
+                                .unwrap_or_default();
+                            v
+                        })
+                        .collect::<Vec<_>>(),
                     "resources": o.map(|o| &o.resources),
                     "resource_templates": o.map(|o| &o.templates),
                     "prompts": o.map(|o| &o.prompts),
@@ -109,8 +117,17 @@ pub async fn run(paths: Paths, config: Option<&Path>, args: ToolsArgs) -> anyhow
                     "    {:<28} {:<14} {}",
                     tool.qualified(),
                     flags,
-                    opsbot::text::truncate(desc, 80)
+                    opsbot::text::truncate(&opsbot::text::reveal(desc), 80)
                 );
+                for f in opsbot::policy::scan::tool(&tool).iter() {
+                    out!(
+                        "      ⚠ {} ({:?}) in {}: \"{}\"",
+                        f.rule,
+                        f.severity,
+                        f.field,
+                        opsbot::text::truncate(&f.span, 100)
+                    );
+                }
             }
             if let Some(o) = offered.get(name) {
                 list_offered(name, "resources", &o.resources);

@@ -71,6 +71,10 @@ pub struct PolicyConfig {
     pub limits: BTreeMap<String, LimitConfig>,
     /// Quarantine a tool whose definition changed since it was first used.
     pub pin_tools: bool,
+    /// Deny tools whose definitions the scan flags (hidden characters,
+    /// instructions to the model, shadowing, exfiltration, suspicious
+    /// URLs) instead of asking for approval.
+    pub deny_flagged: bool,
 }
 
 impl Default for PolicyConfig {
@@ -87,6 +91,7 @@ impl Default for PolicyConfig {
             freezes: BTreeMap::new(),
             limits: BTreeMap::new(),
             pin_tools: true,
+            deny_flagged: false,
         }
     }
 }

@@ -476,6 +476,10 @@ pub struct ServeConfig {
     /// the client (elicitation) or from an opsbot app on the same data
     /// directory. Then it is refused.
     pub approval_timeout_secs: u64,
+    /// Tools whose definitions the scan flags: `hide` them from clients
+    /// (and refuse calls to them), `sanitize` what clients read (hidden
+    /// characters and flagged spans removed), or `pass` them as they are.
+    pub flagged: Flagged,
 }
 
 impl Default for ServeConfig {
@@ -484,8 +488,19 @@ impl Default for ServeConfig {
             separator: ".".into(),
             namespace: Namespace::Server,
             approval_timeout_secs: 120,
+            flagged: Flagged::Hide,
         }
     }
+}
+
+/// What `opsbot serve` does with a tool the scan flags.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Flagged {
+    #[default]
+    Hide,
+    Sanitize,
+    Pass,
 }
 
 /// How served tool names are made.

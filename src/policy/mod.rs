@@ -14,8 +14,8 @@ mod effects;
 pub mod history;
 mod lint;
 mod pattern;
-pub mod pins;
 mod rules;
+pub mod scan;
 pub mod schedule;
 
 use std::collections::HashMap;
@@ -301,13 +301,26 @@ impl Policy {
             args: call.args,
             result: None,
         };
-        if let Some(why) = pins::suspicious(&tool.description) {
-            let reason = format!("{} is flagged: {why}", call.tool);
-            note(&|| ("builtin.suspicious-tool".into(), true, reason.clone()));
+        // A flagged definition is never trusted silently: it needs a typed
+        // approval (a high finding) or an approval, or is denied outright
+        // with `deny_flagged`.
+        let found = scan::tool(tool);
+        if let Some(worst) = found.iter().min_by_key(|f| std::cmp::Reverse(f.severity)) {
+            let reason = format!(
+                "{} is flagged ({} finding{}): {worst}",
+                call.tool,
+                found.len(),
+                if found.len() == 1 { "" } else { "s" }
+            );
+            let rule = worst.rule.to_string();
+            note(&|| (rule.clone(), true, reason.clone()));
+            if self.config.deny_flagged {
+                return Decision::Deny { rule, reason };
+            }
             consider(Decision::NeedsApproval {
-                rule: "builtin.suspicious-tool".into(),
+                rule,
                 reason,
-                gate: Some(Gate::typed(target(call))),
+                gate: (worst.severity == scan::Severity::High).then(|| Gate::typed(target(call))),
             });
         }
         if call.gated {

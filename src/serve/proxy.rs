@@ -51,6 +51,11 @@ fn internal(e: impl std::fmt::Display) -> McpError {
     McpError::internal_error(e.to_string(), None)
 }
 
+/// Whether a flagged tool is kept from clients.
+fn withheld(mode: crate::config::Flagged, tool: &crate::mcp::ToolInfo) -> bool {
+    mode == crate::config::Flagged::Hide && !crate::policy::scan::tool(tool).is_empty()
+}
+
 fn refusal(text: String) -> CallToolResponse {
     CallToolResult::error(vec![ContentBlock::text(text)]).into()
 }
@@ -183,10 +188,22 @@ impl Proxy {
         let rt = &self.inner.rt;
         let catalog = rt.servers.catalog();
         let denied = rt.denied_outright(session, &catalog);
+        let mode = rt.config.config.serve.flagged;
         catalog
             .iter()
             .filter(|t| self.naming().exposes(t) && !denied.contains(&t.qualified()))
-            .map(|t| names::definition(t, self.naming()))
+            .filter(|t| !withheld(mode, t))
+            .map(|t| {
+                let def = names::definition(t, self.naming());
+                if mode != crate::config::Flagged::Sanitize
+                    || crate::policy::scan::tool(t).is_empty()
+                {
+                    return def;
+                }
+                let mut v = serde_json::to_value(&def).unwrap_or_default();
+                crate::policy::scan::sanitize(&mut v);
+                serde_json::from_value(v).unwrap_or(def)
+            })
             .collect()
     }
 
@@ -226,6 +243,16 @@ impl Proxy {
                 request.name
             )));
         };
+        if withheld(rt.config.config.serve.flagged, tool) {
+            return Ok(refusal(format!(
+                "opsbot withholds `{}`: its definition is flagged ({}); an operator can review it with `opsbot tools`",
+                request.name,
+                crate::policy::scan::tool(tool)
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )));
+        }
         // While the call runs, its server's requests (sampling,
         // elicitation, roots) go to this client.
         let _lend = rt
