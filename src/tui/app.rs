@@ -232,6 +232,8 @@ pub struct App {
     last_seq: i64,
     ctrl_c_armed: bool,
     pub quit: bool,
+    /// What the scan found in each server's tool definitions.
+    pub flagged: BTreeMap<String, Vec<String>>,
     /// Each server's latest log messages (redacted), newest last.
     pub server_logs: BTreeMap<String, std::collections::VecDeque<String>>,
     /// Servers' questions waiting for the overlay on screen to close.
@@ -287,6 +289,7 @@ impl App {
             quit: false,
             asks: std::collections::VecDeque::new(),
             server_logs: BTreeMap::new(),
+            flagged: BTreeMap::new(),
         }
     }
 

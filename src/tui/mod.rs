@@ -476,6 +476,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         })
         .collect();
     for (name, status) in rt.servers.statuses() {
+        live.flagged.insert(name.clone(), flags_of(&rt, &name));
         live.servers.insert(name, scrub(status));
     }
     let mut planning = rt.planning();
@@ -654,6 +655,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             }
             se = server_events.recv() => match se {
                 Ok(ServerEvent::Status { server, status }) => {
+                    screen.live.flagged.insert(server.clone(), flags_of(&rt, &server));
                     screen.live.servers.insert(server, scrub(status));
                 }
                 Ok(ServerEvent::Breaker { server, state }) => {
@@ -711,4 +713,20 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     screen.driver.wait_idle(Duration::from_secs(5)).await;
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// What the scan found in a server's tool definitions, a line each, for
+/// the server list.
+fn flags_of(rt: &crate::runtime::Runtime, server: &str) -> Vec<String> {
+    rt.servers
+        .tools_of(server)
+        .iter()
+        .flat_map(|t| {
+            crate::policy::scan::tool(t)
+                .iter()
+                .map(|f| format!("{}: {f}", t.qualified()))
+                .collect::<Vec<_>>()
+        })
+        .map(|line| crate::sanitize::line(&line, 160))
+        .collect()
 }

@@ -139,6 +139,9 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                         lines.push(Line::from(Span::styled(format!("    {l}"), theme.muted)));
                     }
                 }
+                for l in app.flagged.get(name).into_iter().flatten() {
+                    lines.push(Line::from(Span::styled(format!("    ⚠ {l}"), theme.error)));
+                }
                 for l in app.server_logs.get(name).into_iter().flatten() {
                     lines.push(Line::from(Span::styled(
                         format!("    log {l}"),
