@@ -1504,3 +1504,73 @@ async fn flagged_tools_are_withheld_or_sanitized_for_clients() {
     );
     client.cancel().await.expect("close");
 }
+
+/// Prompts and resources are screened like tools: a poisoned prompt and a
+/// resource whose description hides a character are withheld from clients
+/// (and not reachable by name or URI), or served cleaned with `sanitize`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagged_prompts_and_resources_are_withheld_or_sanitized() {
+    let home = Home::new();
+    let fixture = common::conformance_fixture();
+    let base = format!(
+        "{CONFIG}\n[servers.docs]\ncommand = {:?}\nenv = {{ CONFORMANCE_POISON = \"1\" }}\n",
+        fixture.to_string_lossy()
+    );
+    let config = home.write_config("poisoned.toml", &base);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let prompts = client.list_all_prompts().await.expect("prompts/list");
+    assert!(
+        prompts
+            .iter()
+            .any(|p| p.name.ends_with("test_simple_prompt")),
+        "the rest is served"
+    );
+    assert!(
+        prompts.iter().all(|p| !p.name.ends_with("summarize")),
+        "withheld"
+    );
+    let resources = client.list_all_resources().await.expect("resources/list");
+    assert!(
+        resources.iter().all(|r| r.uri != "test://notes"),
+        "withheld"
+    );
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new("test://notes"))
+        .await;
+    assert!(
+        read.is_err(),
+        "a withheld resource is not reachable by its URI"
+    );
+    client.cancel().await.expect("close");
+
+    let sanitized = base.replacen("[serve]", "[serve]\nflagged = \"sanitize\"", 1);
+    let config = home.write_config("sanitized.toml", &sanitized);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let prompts = client.list_all_prompts().await.expect("prompts/list");
+    let summarize = prompts
+        .iter()
+        .find(|p| p.name.ends_with("summarize"))
+        .expect("served, cleaned");
+    let said = summarize.description.as_deref().unwrap_or_default();
+    assert!(
+        said.contains("[removed by opsbot: scan.instructions]"),
+        "{said}"
+    );
+    let resources = client.list_all_resources().await.expect("resources/list");
+    let notes = resources
+        .iter()
+        .find(|r| r.uri == "test://notes")
+        .expect("served, cleaned");
+    let said = notes.description.as_deref().unwrap_or_default();
+    assert!(
+        !said.contains('\u{200B}') && said.contains("[removed by opsbot: scan.exfiltration]"),
+        "{said}"
+    );
+    client.cancel().await.expect("close");
+}

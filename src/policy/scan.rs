@@ -163,7 +163,9 @@ pub fn definition(def: &Value) -> Vec<Finding> {
 }
 
 /// The definition with hidden characters removed and every flagged span
-/// replaced by `[removed by opsbot: RULE]`, in every text a model reads.
+/// replaced by `[removed by opsbot: RULE]`, in the texts a model reads as
+/// prose (titles, descriptions, enum values, defaults, examples). Names,
+/// URIs and other identifiers are left as they are.
 pub fn sanitize(def: &mut Value) {
     fn clean(text: &str) -> String {
         let mut t: String = text
@@ -178,10 +180,23 @@ pub fn sanitize(def: &mut Value) {
         }
         t
     }
+    fn prose(v: &mut Value) {
+        match v {
+            Value::String(s) => *s = clean(s),
+            Value::Array(items) => items.iter_mut().for_each(prose),
+            _ => {}
+        }
+    }
     match def {
-        Value::String(s) => *s = clean(s),
         Value::Array(items) => items.iter_mut().for_each(sanitize),
-        Value::Object(o) => o.values_mut().for_each(sanitize),
+        Value::Object(o) => {
+            for (k, v) in o.iter_mut() {
+                match k.as_str() {
+                    "title" | "description" | "default" | "enum" | "examples" => prose(v),
+                    _ => sanitize(v),
+                }
+            }
+        }
         _ => {}
     }
 }

@@ -135,12 +135,35 @@ impl Proxy {
         Ok((server, peer))
     }
 
+    /// A resource, template or prompt as clients may see it under
+    /// `[serve] flagged`: withheld when the scan flags its texts (and then
+    /// not routed either), cleaned, or as it is.
+    fn screened<T: serde::Serialize + serde::de::DeserializeOwned>(&self, item: T) -> Option<T> {
+        use crate::config::Flagged;
+        let mode = self.rt().config.config.serve.flagged;
+        if mode == Flagged::Pass {
+            return Some(item);
+        }
+        let mut v = serde_json::to_value(&item).ok()?;
+        if crate::policy::scan::definition(&v).is_empty() {
+            return Some(item);
+        }
+        match mode {
+            Flagged::Hide => None,
+            _ => {
+                crate::policy::scan::sanitize(&mut v);
+                serde_json::from_value(v).ok().or(Some(item))
+            }
+        }
+    }
+
     pub(super) async fn all_resources(&self) -> Result<ListResourcesResult, McpError> {
         let mut all: Vec<Resource> = Vec::new();
         for (server, peer) in self.offering(|c| c.resources.is_some()).await {
             let Ok(list) = peer.list_all_resources().await else {
                 continue;
             };
+            let list: Vec<Resource> = list.into_iter().filter_map(|x| self.screened(x)).collect();
             let mut r = self.routes();
             for mut res in list {
                 r.uris.insert(res.uri.clone(), server.clone());
@@ -157,6 +180,8 @@ impl Proxy {
             let Ok(list) = peer.list_all_resource_templates().await else {
                 continue;
             };
+            let list: Vec<ResourceTemplate> =
+                list.into_iter().filter_map(|x| self.screened(x)).collect();
             let mut r = self.routes();
             r.templates.retain(|(s, _)| *s != server);
             for mut t in list {
@@ -174,6 +199,7 @@ impl Proxy {
             let Ok(list) = peer.list_all_prompts().await else {
                 continue;
             };
+            let list: Vec<Prompt> = list.into_iter().filter_map(|x| self.screened(x)).collect();
             let mut r = self.routes();
             for mut p in list {
                 let served = self.naming().name_of(&server, &p.name);
