@@ -36,9 +36,7 @@ fn config(home: &Home, url: &str) -> std::path::PathBuf {
     let mut text = format!(
         "[servers.remote]\nurl = \"{url}\"\n[servers.local]\ncommand = \"true\"\nenabled = false\n"
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&common::sandbox_off());
     home.write_config("auth.toml", &text)
 }
 
@@ -268,9 +266,7 @@ fn a_static_api_key_comes_from_the_environment_and_is_never_written() {
         "[servers.remote]\nurl = \"{}\"\nheaders = {{ X-Api-Key = \"${{env:THINGS_KEY}}\" }}\n",
         server.mcp_url()
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&common::sandbox_off());
     let config = home.write_config("key.toml", &text);
     let out = home
         .cmd(&["--config"])

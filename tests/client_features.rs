@@ -16,15 +16,11 @@ use serde_json::{Value, json};
 /// Our fixture (FIXTURE_ASK: each call asks for sampling, then a form with
 /// defaults, then roots) as server `fx`, with the sandbox servers off.
 fn fixture(home: &Home, extra: &str) -> std::path::PathBuf {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
     let mut text = format!(
-        "[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_ASK = \"1\" }}\nroots = [\"/srv/app data\", \"file:///etc/opsbot\"]\n{extra}\n",
-        script.display().to_string()
+        "{}roots = [\"/srv/app data\", \"file:///etc/opsbot\"]\n{extra}\n",
+        fixture_server("fx", "FIXTURE_ASK = \"1\"")
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&sandbox_off());
     home.write_config("asks.toml", &text)
 }
 
@@ -263,9 +259,7 @@ fn server_everything_elicits_in_the_app_modal_and_lists_our_roots() {
         "[servers.every]\ncommand = {:?}\nargs = [\"stdio\"]\nstart = \"eager\"\nroots = [\"/srv/work\"]\n",
         bin.display().to_string()
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&sandbox_off());
     text.push_str("[policy.rules.every]\ntools = \"every.*\"\nverdict = \"allow\"\nreason = \"a test server\"\n");
     let cfg = home.write_config("every.toml", &text);
 
@@ -356,16 +350,14 @@ fn server_everything_elicits_in_the_app_modal_and_lists_our_roots() {
 fn server_log_messages_reach_the_log_and_the_server_list_redacted() {
     let home = Home::new();
     let level_file = home.path().join("level");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
     let mut text = format!(
-        "[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_LOG = {:?} }}\nlog_level = \"warning\"\nstart = \"eager\"\n",
-        script.display().to_string(),
-        level_file.display().to_string()
+        "{}log_level = \"warning\"\nstart = \"eager\"\n",
+        fixture_server(
+            "fx",
+            &format!("FIXTURE_LOG = {:?}", level_file.display().to_string())
+        )
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&sandbox_off());
     let cfg = home.write_config("logs.toml", &text);
     let out = home.run(
         &[
@@ -426,9 +418,7 @@ fn resources_and_prompts_are_listed_and_a_step_reads_a_resource() {
         "[servers.every]\ncommand = {:?}\nargs = [\"stdio\"]\n",
         bin.display().to_string()
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&sandbox_off());
     let cfg = home.write_config("every.toml", &text);
     let cfg = cfg.to_str().expect("utf-8");
     let out = home.run(&["--config", cfg, "tools", "--refresh"], &[]);
@@ -513,16 +503,12 @@ fn resources_and_prompts_are_listed_and_a_step_reads_a_resource() {
 #[test]
 fn tasks_are_followed_and_input_required_is_answered_and_retried() {
     let home = Home::new();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
     let mut text = format!(
-        "[servers.cf]\ncommand = {:?}\n\n[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_MRTR = \"1\" }}\n",
+        "[servers.cf]\ncommand = {:?}\n\n{}",
         conformance_fixture().display().to_string(),
-        script.display().to_string()
+        fixture_server("fx", "FIXTURE_MRTR = \"1\"")
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&sandbox_off());
     text.push_str("[policy.rules.fixtures]\ntools = \"cf.*\"\nverdict = \"allow\"\nreason = \"a test server\"\n");
     let cfg = home.write_config("rounds.toml", &text);
     let cfg = cfg.to_str().expect("utf-8");
@@ -579,16 +565,14 @@ fn tasks_are_followed_and_input_required_is_answered_and_retried() {
 fn a_followed_task_is_cancelled_at_its_server_with_the_step() {
     let home = Home::new();
     let calls = home.path().join("calls");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
-    let mut text = format!(
-        "[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_TASK = \"1\", FIXTURE_CALLS = {:?} }}\n",
-        script.display().to_string(),
-        calls.display().to_string()
+    let mut text = fixture_server(
+        "fx",
+        &format!(
+            "FIXTURE_TASK = \"1\", FIXTURE_CALLS = {:?}",
+            calls.display().to_string()
+        ),
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&sandbox_off());
     let cfg = home.write_config("task.toml", &text);
     let child = home
         .cmd(&[

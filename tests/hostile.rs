@@ -162,15 +162,8 @@ fn bad_replies_are_named_and_not_retried() {
 #[test]
 fn a_tool_reading_opsbots_environment_gets_no_secret_into_view() {
     let home = Home::new();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
-    let mut text = format!(
-        "[servers.fx]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ FIXTURE_PEEK = \"1\" }}\n",
-        script.display().to_string()
-    );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    let mut text = fixture_server("fx", "FIXTURE_PEEK = \"1\"");
+    text.push_str(&sandbox_off());
     let cfg = home.write_config("peek.toml", &text);
     let secrets = [
         (
@@ -302,11 +295,7 @@ fn a_rug_pull_is_reviewed_from_the_store_while_its_server_is_down() {
     // Our own copy of the fixture: removing it takes the server down
     // without changing how it is configured (its cached list stays valid).
     let script = home.path().join("fixture.py");
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py"),
-        &script,
-    )
-    .expect("copy");
+    std::fs::copy(fixture_script(), &script).expect("copy");
     let desc = home.path().join("description");
     let starts = home.path().join("starts");
     let mut text = format!(
@@ -315,9 +304,7 @@ fn a_rug_pull_is_reviewed_from_the_store_while_its_server_is_down() {
         desc.display().to_string(),
         starts.display().to_string()
     );
-    for s in ["chat", "ci", "k8s", "monitor", "quality", "registry"] {
-        text.push_str(&format!("[servers.{s}]\nenabled = false\n"));
-    }
+    text.push_str(&sandbox_off());
     let cfg = home.write_config("rug.toml", &text);
     let cfg = cfg.to_str().expect("utf-8");
     let with = |args: &[&str]| {

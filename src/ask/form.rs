@@ -244,6 +244,22 @@ impl Field {
     }
 }
 
+/// A value as a person would type it back into its field (`yes`, a
+/// choice's value, choices joined by `, `): what `Field::read` reads.
+pub fn typed(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
 fn check_format(format: &str, s: &str) -> Result<(), String> {
     use time::format_description::well_known::Rfc3339;
     let ok = match format {

@@ -232,17 +232,7 @@ pub fn report(store: &TokenStore) -> Result<LoginReport, LoginError> {
         .map_err(LoginError::Auth)?
         .ok_or_else(|| LoginError::Auth("the authorization server gave no token".into()))?;
     let token = creds.token_response.as_ref();
-    let expires_in = token.and_then(|t| t.expires_in()).map(|total| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let elapsed = creds
-            .token_received_at
-            .map(|at| now.saturating_sub(at))
-            .unwrap_or_default();
-        total.saturating_sub(Duration::from_secs(elapsed))
-    });
+    let expires_in = super::tokens::remaining(&creds);
     let mut scopes = creds.granted_scopes.clone();
     if scopes.is_empty()
         && let Some(s) = token.and_then(|t| t.scopes())

@@ -175,10 +175,7 @@ async fn cross_app(
     }
     let token_response: rmcp::transport::auth::OAuthTokenResponse =
         serde_json::from_value(response).map_err(|e| LoginError::Auth(e.to_string()))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .ok();
+    let now = Some(super::tokens::unix_now());
     rmcp::transport::auth::CredentialStore::save(
         &store,
         rmcp::transport::auth::StoredCredentials::new(client_id, Some(token_response), scopes, now)

@@ -79,22 +79,11 @@ pub async fn authorized_client(
 /// Whether the store holds a token that has not expired (by what the
 /// authorization server said when it issued it).
 fn live(store: &TokenStore) -> bool {
-    use oauth2::TokenResponse;
-    let Ok(Some(creds)) = store.credentials() else {
-        return false;
-    };
-    let Some(token) = creds.token_response.as_ref() else {
-        return false;
-    };
-    match (token.expires_in(), creds.token_received_at) {
-        (Some(lasts), Some(at)) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
-            now.saturating_add(30) < at.saturating_add(lasts.as_secs())
+    match store.credentials() {
+        Ok(Some(creds)) if creds.token_response.is_some() => {
+            tokens::remaining(&creds).is_none_or(|left| left > std::time::Duration::from_secs(30))
         }
-        _ => true,
+        _ => false,
     }
 }
 

@@ -173,6 +173,27 @@ impl TokenStore {
 
 /// Tokens are secrets like any other: whatever is read or written is kept
 /// out of logs and the audit log.
+/// Seconds since the Unix epoch, as token times are kept.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// How long the stored access token has left, by what the authorization
+/// server said when it issued it; None when it named no lifetime (or there
+/// is no token).
+pub(crate) fn remaining(creds: &StoredCredentials) -> Option<std::time::Duration> {
+    use oauth2::TokenResponse;
+    let total = creds.token_response.as_ref()?.expires_in()?;
+    let elapsed = creds
+        .token_received_at
+        .map(|at| unix_now().saturating_sub(at))
+        .unwrap_or_default();
+    Some(total.saturating_sub(std::time::Duration::from_secs(elapsed)))
+}
+
 fn remember_token(token: &rmcp::transport::auth::OAuthTokenResponse) {
     use oauth2::TokenResponse;
     crate::secrets::remember(token.access_token().secret());

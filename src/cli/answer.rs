@@ -173,17 +173,8 @@ fn field_prompt(field: &Field) -> String {
         p.push_str(&format!(" [{}]", listed.join(" ")));
     }
     if let Some(d) = &field.default {
-        p.push_str(&format!(" [{}]", shown(d)));
+        p.push_str(&format!(" [{}]", opsbot::ask::form::typed(d)));
     }
     p.push_str(": ");
     p
-}
-
-fn shown(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Bool(true) => "yes".into(),
-        Value::Bool(false) => "no".into(),
-        other => other.to_string(),
-    }
 }

@@ -7,29 +7,22 @@ use super::load::{ConfigError, ConfigSource, invalid_at};
 use crate::text::closest;
 
 pub(super) fn check(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError> {
-    if let Some(profile) = &config.llm.profile
-        && !config.llm.profiles.contains_key(profile)
-    {
-        let hint = closest(profile, config.llm.profiles.keys().map(String::as_str))
-            .map(|b| format!("; did you mean `{b}`?"))
-            .unwrap_or_default();
-        return Err(invalid_at(
-            layers,
-            "llm",
-            format!("[llm] profile `{profile}` is not defined under [llm.profiles]{hint}"),
-        ));
-    }
-    if let Some(profile) = &config.sampling.profile
-        && !config.llm.profiles.contains_key(profile)
-    {
-        let hint = closest(profile, config.llm.profiles.keys().map(String::as_str))
-            .map(|b| format!("; did you mean `{b}`?"))
-            .unwrap_or_default();
-        return Err(invalid_at(
-            layers,
-            "sampling",
-            format!("[sampling] profile `{profile}` is not defined under [llm.profiles]{hint}"),
-        ));
+    for (table, profile) in [
+        ("llm", &config.llm.profile),
+        ("sampling", &config.sampling.profile),
+    ] {
+        if let Some(profile) = profile
+            && !config.llm.profiles.contains_key(profile)
+        {
+            let hint = closest(profile, config.llm.profiles.keys().map(String::as_str))
+                .map(|b| format!("; did you mean `{b}`?"))
+                .unwrap_or_default();
+            return Err(invalid_at(
+                layers,
+                table,
+                format!("[{table}] profile `{profile}` is not defined under [llm.profiles]{hint}"),
+            ));
+        }
     }
     for (name, p) in &config.llm.profiles {
         let header = format!("llm.profiles.{name}");

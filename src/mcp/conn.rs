@@ -349,11 +349,10 @@ impl Connection {
         let timeout = opts.timeout.unwrap_or(self.timeout);
         let cancel = opts.cancel.clone().unwrap_or_default();
         let reading = tool == READ_RESOURCE;
-        let uri = args
-            .get("uri")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let uri = reading
+            .then(|| args.get("uri").and_then(Value::as_str).map(str::to_string))
+            .flatten()
+            .unwrap_or_default();
         let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         for _ in 0..MAX_ROUNDS {
             let request = if reading {

@@ -16,6 +16,68 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{CreateMessageRequestParams, CreateMessageResult, ListRootsResult};
 use rmcp::model::{ElicitRequestParams, ElicitResult};
 
+/// A refusal, with the code MCP uses for a user's no.
+pub fn refusal(text: String) -> rmcp::ErrorData {
+    rmcp::ErrorData::new(rmcp::model::ErrorCode(-1), text, None)
+}
+
+/// A sampling request's messages as `(role, text)`, content that is not
+/// text named by its type (`[image content]`).
+#[allow(deprecated)]
+pub fn sampling_messages(params: &CreateMessageRequestParams) -> Vec<(String, String)> {
+    let messages = serde_json::to_value(&params.messages).unwrap_or_default();
+    messages
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|message| {
+            let role = message
+                .get("role")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("user")
+                .to_string();
+            let blocks = match message.get("content") {
+                Some(serde_json::Value::Array(a)) => a.clone(),
+                Some(one) => vec![one.clone()],
+                None => Vec::new(),
+            };
+            let text: Vec<String> = blocks
+                .iter()
+                .map(
+                    |b| match b.get("type").and_then(serde_json::Value::as_str) {
+                        Some("text") => b
+                            .get("text")
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        Some(other) => format!("[{other} content]"),
+                        None => String::new(),
+                    },
+                )
+                .collect();
+            (role, text.join("\n"))
+        })
+        .collect()
+}
+
+/// What a sampling request is recorded as (its last message) and the
+/// arguments policy decides it by.
+#[allow(deprecated)]
+pub fn sampling_subject(
+    params: &CreateMessageRequestParams,
+    messages: &[(String, String)],
+) -> (String, serde_json::Map<String, serde_json::Value>) {
+    let subject = messages
+        .last()
+        .map(|(_, t)| t.clone())
+        .unwrap_or_else(|| format!("{} message(s)", messages.len()));
+    let mut args = serde_json::Map::new();
+    args.insert("max_tokens".into(), params.max_tokens.into());
+    args.insert("messages".into(), messages.len().into());
+    (subject, args)
+}
+
 pub type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, rmcp::ErrorData>> + Send + 'a>>;
 
 /// Who answers a server's requests: an upstream client, through opsbot's

@@ -10,13 +10,15 @@
 use rmcp::ErrorData;
 #[allow(deprecated)]
 use rmcp::model::{CreateMessageRequestParams, CreateMessageResult, ListRootsResult};
-use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction, ErrorCode};
+use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction};
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Weak};
 
 use super::exchange::Judge;
 use crate::ask::{Desk, Form, Question, Reply, SampleRequest};
-use crate::mcp::relay::{Answer, Upstream};
+use crate::mcp::relay::{
+    Answer, Upstream, refusal as declined, sampling_messages, sampling_subject,
+};
 use crate::planner::chat::ChatClient;
 use crate::session::{Event, Session, Store};
 
@@ -35,11 +37,6 @@ pub(crate) struct LocalAsker {
     pub judge: Judge,
     pub store: Arc<Store>,
     pub sampler: Option<Arc<Sampler>>,
-}
-
-/// The code MCP uses for a user's refusal.
-fn declined(text: String) -> ErrorData {
-    ErrorData::new(ErrorCode(-1), text, None)
 }
 
 const SAMPLE: &str = "sampling/createMessage";
@@ -191,33 +188,6 @@ impl LocalAsker {
     }
 }
 
-/// A sampling message's text, and a marker for what is not text.
-fn message_text(message: &Value) -> (String, String) {
-    let role = message
-        .get("role")
-        .and_then(Value::as_str)
-        .unwrap_or("user")
-        .to_string();
-    let blocks: Vec<Value> = match message.get("content") {
-        Some(Value::Array(a)) => a.clone(),
-        Some(one) => vec![one.clone()],
-        None => Vec::new(),
-    };
-    let text: Vec<String> = blocks
-        .iter()
-        .map(|b| match b.get("type").and_then(Value::as_str) {
-            Some("text") => b
-                .get("text")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            Some(other) => format!("[{other} content]"),
-            None => String::new(),
-        })
-        .collect();
-    (role, text.join("\n"))
-}
-
 #[allow(deprecated)]
 impl Upstream for LocalAsker {
     fn sample(
@@ -227,17 +197,8 @@ impl Upstream for LocalAsker {
     ) -> Answer<'_, CreateMessageResult> {
         let server = server.to_string();
         Box::pin(async move {
-            let messages: Vec<(String, String)> = serde_json::to_value(&params.messages)
-                .ok()
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .map(message_text)
-                .collect();
-            let subject = messages
-                .last()
-                .map(|(_, t)| t.clone())
-                .unwrap_or_else(|| format!("{} message(s)", messages.len()));
+            let messages = sampling_messages(&params);
+            let (subject, args) = sampling_subject(&params, &messages);
             let Some(sampler) = self.sampler.clone() else {
                 self.record(
                     &server,
@@ -250,9 +211,6 @@ impl Upstream for LocalAsker {
                     "opsbot declined the sampling request: it lets servers use a model only with a [sampling] profile".into(),
                 ));
             };
-            let mut args = Map::new();
-            args.insert("max_tokens".into(), params.max_tokens.into());
-            args.insert("messages".into(), messages.len().into());
             let request = SampleRequest {
                 profile: sampler.profile.clone(),
                 model: sampler.model.clone(),

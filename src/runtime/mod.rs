@@ -81,14 +81,20 @@ fn build_planner(
     )?))
 }
 
-/// Every tool is pinned when it is first listed (from the cache now, and
-/// each time a server lists its tools), and a definition served
-/// differently from its pin is kept for review. A call is still checked
-/// against the pin as it is made (`guard`).
-fn pin_on_discovery(
+/// What the runtime does as servers come and go, on one subscription
+/// taken when the servers start (so nothing is missed before this runs):
+/// every tool is pinned when it is first listed (from the cache now, and
+/// each time a server lists its tools) and a definition served differently
+/// from its pin is kept for review (a call is still checked against the
+/// pin as it is made, in `guard`); and, unless serving (the clients get
+/// them then), servers' log messages go to opsbot's log, redacted.
+/// Nothing is spawned outside a tokio runtime.
+fn follow_servers(
+    mut events: tokio::sync::broadcast::Receiver<ServerEvent>,
     servers: &Servers,
     store: Arc<Store>,
     knowledge: Arc<std::sync::Mutex<Knowledge>>,
+    serving: bool,
 ) {
     let all: Vec<crate::mcp::ToolInfo> = servers
         .statuses()
@@ -99,7 +105,6 @@ fn pin_on_discovery(
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let mut events = servers.subscribe();
     let servers = servers.clone();
     handle.spawn(async move {
         loop {
@@ -111,24 +116,7 @@ fn pin_on_discovery(
                     }
                     | ServerEvent::ToolsChanged { server, .. },
                 ) => guard::pin_listed(&store, &knowledge, &servers.tools_of(&server)),
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-}
-
-/// Servers' log messages go to opsbot's log, redacted (serving, they go
-/// to the clients instead). Nothing is spawned outside a tokio runtime.
-fn log_server_messages(servers: &Servers, store: Arc<Store>) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let mut events = servers.subscribe();
-    handle.spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(ServerEvent::Log { server, message }) => {
+                Ok(ServerEvent::Log { server, message }) if !serving => {
                     let line = ServerEvent::log_line(&message, &store.redactor());
                     tracing::info!(target: "opsbot::server_log", "{server}: {line}");
                 }
@@ -375,9 +363,7 @@ impl Runtime {
         };
         let _ = std::fs::create_dir_all(paths.sandbox_state());
         let servers = Servers::start(&config.config, &ctx);
-        if !serving {
-            log_server_messages(&servers, Arc::clone(&store));
-        }
+        let server_events = servers.subscribe();
         let planner = build_planner(&config.config, &servers, initial_profile(&config.config))?;
         // Loading checked the policy already; this cannot fail for a loaded config.
         let policy = Policy::new(config.config.policy.clone()).map_err(|e| {
@@ -390,7 +376,13 @@ impl Runtime {
             }))
         })?;
         let knowledge = Arc::new(std::sync::Mutex::new(Knowledge::load(&store, &policy)?));
-        pin_on_discovery(&servers, Arc::clone(&store), Arc::clone(&knowledge));
+        follow_servers(
+            server_events,
+            &servers,
+            Arc::clone(&store),
+            Arc::clone(&knowledge),
+            serving,
+        );
         let estate = crate::estate::Estate::new(&config.config);
         let policy = policy.with_estate(estate.clone());
         Ok(Self {

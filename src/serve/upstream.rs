@@ -10,12 +10,14 @@ use std::sync::Arc;
 // and clients on earlier versions still use them.
 #[allow(deprecated)]
 use rmcp::model::{CreateMessageRequestParams, CreateMessageResult, ListRootsResult};
-use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction, ErrorCode};
-use rmcp::{ErrorData, Peer, RoleServer};
-use serde_json::{Map, Value};
+use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction};
+use rmcp::{Peer, RoleServer};
+use serde_json::Value;
 
 use super::names::Naming;
-use crate::mcp::relay::{Answer, Upstream};
+use crate::mcp::relay::{
+    Answer, Upstream, refusal as declined, sampling_messages, sampling_subject,
+};
 use crate::runtime::Runtime;
 use crate::session::Session;
 
@@ -24,11 +26,6 @@ pub(super) struct Asker {
     peer: Peer<RoleServer>,
     session: Arc<Session>,
     naming: Naming,
-}
-
-/// The code MCP uses for a user's refusal.
-fn declined(text: String) -> ErrorData {
-    ErrorData::new(ErrorCode(-1), text, None)
 }
 
 impl Asker {
@@ -77,18 +74,7 @@ impl Upstream for Asker {
         let server = server.to_string();
         Box::pin(async move {
             const METHOD: &str = "sampling/createMessage";
-            let subject = serde_json::to_value(&params.messages)
-                .ok()
-                .and_then(|m| m.as_array().and_then(|a| a.last().cloned()))
-                .and_then(|m| {
-                    m.pointer("/content/text")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| format!("{} message(s)", params.messages.len()));
-            let mut args = Map::new();
-            args.insert("max_tokens".into(), params.max_tokens.into());
-            args.insert("messages".into(), params.messages.len().into());
+            let (subject, args) = sampling_subject(&params, &sampling_messages(&params));
             let decision = self
                 .rt
                 .decide_exchange(&self.session, &server, METHOD, &args);

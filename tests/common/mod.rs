@@ -258,11 +258,34 @@ pub fn peer(name: &str) -> PathBuf {
     bin
 }
 
+/// Our own misbehaving MCP server, tests/fixtures/mcp_fixture.py.
+pub fn fixture_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py")
+}
+
+/// Every built-in sandbox server switched off: for tests about servers of
+/// their own.
+pub fn sandbox_off() -> String {
+    ["chat", "ci", "k8s", "monitor", "quality", "registry"]
+        .iter()
+        .map(|s| format!("[servers.{s}]\nenabled = false\n"))
+        .collect()
+}
+
+/// Our fixture, in plain mode, as `[servers.NAME]` with `env` (the inside
+/// of a TOML inline table); more keys of the table may follow.
+pub fn fixture_server(name: &str, env: &str) -> String {
+    format!(
+        "[servers.{name}]\ncommand = \"python3\"\nargs = [{:?}, \"plain\"]\nenv = {{ {env} }}\n",
+        fixture_script().display().to_string()
+    )
+}
+
 /// Config for our own misbehaving MCP server (tests/fixtures/mcp_fixture.py)
 /// as server `name`, in `mode`, with a runbook "poke NAME" that calls its
 /// `echo` tool once.
 pub fn fixture_config(name: &str, mode: &str) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py");
+    let script = fixture_script();
     format!(
         r#"
 [servers.{name}]

@@ -19,27 +19,18 @@ pub struct AskView {
     pub problems: Vec<String>,
 }
 
-fn shown(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Bool(true) => "yes".into(),
-        Value::Bool(false) => "no".into(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
-    }
-}
-
 impl AskView {
     fn new(ask: Ask) -> Self {
         let inputs = match &ask.question {
             Question::Form { form, .. } => form
                 .fields
                 .iter()
-                .map(|f| f.default.as_ref().map(shown).unwrap_or_default())
+                .map(|f| {
+                    f.default
+                        .as_ref()
+                        .map(crate::ask::form::typed)
+                        .unwrap_or_default()
+                })
                 .collect(),
             _ => Vec::new(),
         };
