@@ -475,6 +475,9 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             detail,
         })
         .collect();
+    // Subscribed before the statuses are read: a server that becomes
+    // ready in between is then heard, not missed for good.
+    let mut server_events = rt.servers.subscribe();
     for (name, status) in rt.servers.statuses() {
         live.flagged.insert(name.clone(), flags_of(&rt, &name));
         live.servers.insert(name, scrub(status));
@@ -482,7 +485,6 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     let mut planning = rt.planning();
     let mut screen_fault_at_start = None;
     let records = driver.session().subscribe();
-    let mut server_events = rt.servers.subscribe();
     let mut store_fault = rt.store.watch_fault();
     if let Some(fault) = rt.store.fault() {
         screen_fault_at_start = Some(fault);
