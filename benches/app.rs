@@ -68,6 +68,7 @@ fn big_session(dir: &Path) -> String {
             steps,
         },
         defs: Default::default(),
+        influenced_by: Vec::new(),
     });
     for i in 0..250 {
         batch.push(Event::StepSucceeded {

@@ -56,6 +56,7 @@ fn session_events(i: usize) -> Vec<Event> {
                 steps: plan_steps,
             },
             defs: Default::default(),
+            influenced_by: Vec::new(),
         },
         Event::Approved {
             step: step("deploy"),

@@ -92,6 +92,7 @@ fn big_app() -> App {
                 steps,
             },
             defs: Default::default(),
+            influenced_by: Vec::new(),
         },
     );
     for i in 0..250 {

@@ -348,7 +348,19 @@ impl Driver {
                 .catalog()
                 .get(&s.tool)
                 .is_some_and(|t| t.annotations.read_only);
-            if a.plan_approved && self.mode == ApprovalMode::Plan {
+            // A plan steered by untrusted output gets no shortcut: each
+            // step that changes something is approved by a person, itself.
+            let (influenced, approved) = self.session.with_state(|st| {
+                (
+                    !st.influenced_by.is_empty(),
+                    st.steps.get(step).is_some_and(|s| s.approved_by.is_some()),
+                )
+            });
+            // A person may have approved it while this record was on its
+            // way here: one approval is enough.
+            if approved || (influenced && !read_only) {
+                None
+            } else if a.plan_approved && self.mode == ApprovalMode::Plan {
                 Some("approval mode `plan`: the plan was approved".to_string())
             } else if self.mode == ApprovalMode::SafeAuto && read_only {
                 Some(format!(

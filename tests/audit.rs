@@ -405,6 +405,7 @@ fn a_session_report_reads_as_markdown() {
         Event::PlanProposed {
             plan,
             defs: Default::default(),
+            influenced_by: Vec::new(),
         },
         Event::PolicyDecision {
             step: opsbot::plan::StepId::new("deploy"),
@@ -483,6 +484,7 @@ async fn a_past_plan_is_re_run_only_from_real_arguments() {
         .record(Event::PlanProposed {
             plan: with_secret,
             defs: Default::default(),
+            influenced_by: Vec::new(),
         })
         .expect("record");
     let refused = rt.past_plan(secretive.id.as_str()).expect_err("redacted");
@@ -503,6 +505,7 @@ async fn a_past_plan_is_re_run_only_from_real_arguments() {
     past.record(Event::PlanProposed {
         plan: plan.clone(),
         defs: Default::default(),
+        influenced_by: Vec::new(),
     })
     .expect("record");
     // The shortest prefix no other session of this test shares (ids made

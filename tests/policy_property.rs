@@ -199,6 +199,7 @@ fn no_call_reaches_a_server_without_an_allow_recorded_before_it() {
                 .record(Event::PlanProposed {
                     plan: plan.clone(),
                     defs: Default::default(),
+                    influenced_by: Vec::new(),
                 })
                 .expect("record");
             let decisions = rt.decide_plan(&session, &plan, &rt.servers.catalog());

@@ -87,6 +87,7 @@ fn app() -> App {
         Event::PlanProposed {
             plan: plan.clone(),
             defs: Default::default(),
+            influenced_by: Vec::new(),
         },
     ];
     for step in &plan.steps {

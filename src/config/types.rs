@@ -129,6 +129,20 @@ pub struct ServerConfig {
     /// `logging/setLevel`: debug, info, notice, warning, error, critical,
     /// alert, emergency), for servers that log. Unset: the server's own.
     pub log_level: Option<String>,
+    /// Whether what the server answers may steer the model. An untrusted
+    /// server's output reaches a model only inside an escaped data block,
+    /// and a plan proposed after it has every state-changing step approved
+    /// afresh. The sandbox is trusted; every other server starts untrusted.
+    pub trust: Trust,
+}
+
+/// How far a server's output is believed.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    Trusted,
+    #[default]
+    Untrusted,
 }
 
 /// Sampling: a server asking its client to run a model. Off unless a
@@ -237,6 +251,7 @@ impl Default for ServerConfig {
             oauth: OAuthConfig::default(),
             roots: Vec::new(),
             log_level: None,
+            trust: Trust::Untrusted,
             breaker_cooldown_ms: 30_000,
             fallback: None,
             start: StartMode::Lazy,

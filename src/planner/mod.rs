@@ -50,6 +50,27 @@ pub struct PlanInput {
     pub turn: Vec<Turn>,
     /// Earlier messages in the session, oldest first.
     pub history: Vec<Turn>,
+    /// Recent tool results in the session, oldest first, each marked with
+    /// whether its server is trusted.
+    pub results: Vec<ResultBlock>,
+}
+
+/// A tool's result offered to a planner as context. Its text is data: an
+/// untrusted one reaches a model only inside an escaped, delimited block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultBlock {
+    pub step: String,
+    /// `server.tool`.
+    pub tool: String,
+    pub trusted: bool,
+    pub text: String,
+}
+
+impl ResultBlock {
+    /// How the block is named to the user: `step (server.tool)`.
+    pub fn source(&self) -> String {
+        format!("{} ({})", self.step, self.tool)
+    }
 }
 
 impl PlanInput {
@@ -60,6 +81,7 @@ impl PlanInput {
                 text: request.to_string(),
             }],
             history: Vec::new(),
+            results: Vec::new(),
         }
     }
 
@@ -127,6 +149,11 @@ pub trait Planner: Send + Sync {
     fn name(&self) -> &str;
     /// Whether planning reads the tool catalog (so servers should be up first).
     fn needs_catalog(&self) -> bool {
+        false
+    }
+    /// Whether planning reads earlier tool results (`PlanInput::results`):
+    /// a plan from a planner that does can be steered by what it read.
+    fn reads_results(&self) -> bool {
         false
     }
     fn plan<'a>(

@@ -21,6 +21,7 @@ mod asker;
 mod call;
 mod exchange;
 mod guard;
+pub mod influence;
 mod remote;
 mod sink;
 mod undo;
@@ -746,6 +747,16 @@ impl Runtime {
             cancel: cancel.clone(),
         }));
         let result = planner.plan(&input, &sink).await;
+        let influenced_by: Vec<String> = if planner.reads_results() {
+            input
+                .results
+                .iter()
+                .filter(|r| !r.trusted)
+                .map(crate::planner::ResultBlock::source)
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.planning.send_replace(None);
         if let Some(e) = sink.problem.lock().ok().and_then(|mut p| p.take()) {
             return Err(e);
@@ -794,7 +805,9 @@ impl Runtime {
             }
             Proposal::Plan(plan) => plan,
         };
-        self.propose(session, plan, Vec::new()).await
+        self.propose_after(session, plan, Vec::new(), None, influenced_by)
+            .await
+            .map(|(planned, _)| planned)
     }
 
     /// The plan a past session ended with, to propose again. Refused when
@@ -861,9 +874,25 @@ impl Runtime {
     pub async fn propose_approving(
         &self,
         session: &Session,
+        plan: Plan,
+        before: Vec<Event>,
+        approve_as: Option<&str>,
+    ) -> Result<(Planned, Vec<Event>), StoreError> {
+        self.propose_after(session, plan, before, approve_as, Vec::new())
+            .await
+    }
+
+    /// As `propose_approving`, for a plan proposed after the untrusted
+    /// outputs `influenced_by` entered the planner's context: each step
+    /// that changes something needs a fresh approval, whatever policy
+    /// would otherwise allow, and the plan says which outputs it read.
+    async fn propose_after(
+        &self,
+        session: &Session,
         mut plan: Plan,
         before: Vec<Event>,
         approve_as: Option<&str>,
+        influenced_by: Vec<String>,
     ) -> Result<(Planned, Vec<Event>), StoreError> {
         let renamed = self.canonicalize(&mut plan);
         let used: std::collections::BTreeSet<&str> = plan
@@ -920,7 +949,10 @@ impl Runtime {
         // Servers the plan uses that are not started yet start now, while
         // the plan is reviewed; their live tools are checked before a call.
         self.servers.ensure(used);
-        let decisions = self.decide_plan(session, &plan, &catalog);
+        let mut decisions = self.decide_plan(session, &plan, &catalog);
+        if !influenced_by.is_empty() {
+            influence::apply(&plan, &catalog, &influenced_by, &mut decisions);
+        }
         let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
         let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
         let n = plan.steps.len();
@@ -938,9 +970,16 @@ impl Runtime {
         if denied > 0 {
             text.push_str(&format!(" {denied} denied."));
         }
+        if !influenced_by.is_empty() {
+            text.push_str(&format!(
+                " It was planned after output from untrusted servers ({}); each step that changes something needs your approval.",
+                influenced_by.join(", ")
+            ));
+        }
         events.push(Event::PlanProposed {
             plan: plan.clone(),
             defs: defs_of(&plan, &catalog),
+            influenced_by,
         });
         events.extend(
             decisions
@@ -996,7 +1035,28 @@ impl Runtime {
                 .iter()
                 .map(turn_of)
                 .collect(),
+            results: state
+                .results
+                .iter()
+                .map(|r| crate::planner::ResultBlock {
+                    step: r.step.to_string(),
+                    tool: r.tool.clone(),
+                    trusted: self.trusts(&r.tool),
+                    text: r.text.clone(),
+                })
+                .collect(),
         }
+    }
+
+    /// Whether the server behind `tool` (`server.tool`) is trusted to steer
+    /// the model (`[servers.X] trust`); an unknown server is not.
+    pub fn trusts(&self, tool: &str) -> bool {
+        let server = tool.split_once('.').map_or(tool, |(s, _)| s);
+        self.config
+            .config
+            .servers
+            .get(server)
+            .is_some_and(|s| s.trust == crate::config::Trust::Trusted)
     }
 
     /// Record an approval, bound to the step's exact tool and arguments.
@@ -1114,6 +1174,7 @@ impl Runtime {
         session.record(Event::PlanProposed {
             plan: undo.clone(),
             defs: defs_of(&undo, &catalog),
+            influenced_by: Vec::new(),
         })?;
         let decisions = self.decide_plan(session, &undo, &catalog);
         for (step, decision) in &decisions {

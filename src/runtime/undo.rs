@@ -164,6 +164,7 @@ mod tests {
             Event::PlanProposed {
                 plan: plan.clone(),
                 defs: Default::default(),
+                influenced_by: Vec::new(),
             },
         )];
         records.extend(done(

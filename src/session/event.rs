@@ -59,6 +59,11 @@ pub enum Event {
         /// lists something else by the time of the call is not called.
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         defs: std::collections::BTreeMap<String, String>,
+        /// Untrusted outputs the planner had read when it proposed this
+        /// plan (`step (server.tool)`): its state-changing steps each need
+        /// a fresh approval.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        influenced_by: Vec<String>,
     },
     PlanInvalid {
         errors: Vec<String>,

@@ -33,7 +33,9 @@ pub use pins::Pin;
 pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
 pub use retention::{PruneReport, Retention};
 pub use search::{Found, Query};
-pub use state::{Message, Role, SessionState, Spend, StepState, StepStatus};
+pub use state::{
+    Message, RESULTS_KEPT, Role, SeenResult, SessionState, Spend, StepState, StepStatus,
+};
 pub use store::{GENESIS, Record, SessionId, SessionSummary, Store, StoreError};
 pub use verify::{ChainReport, Verification};
 

@@ -83,6 +83,24 @@ pub struct SessionState {
     pub llm: Spend,
     /// The definitions the current plan was decided against, by tool.
     pub plan_defs: BTreeMap<String, String>,
+    /// The newest tool results of the session (at most `RESULTS_KEPT`),
+    /// oldest first: what a planner may read as context.
+    pub results: Vec<SeenResult>,
+    /// The current plan was proposed after these untrusted outputs entered
+    /// the conversation.
+    pub influenced_by: Vec<String>,
+}
+
+/// How many recent tool results a session keeps for its planner.
+pub const RESULTS_KEPT: usize = 6;
+
+/// A step's result as the conversation saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeenResult {
+    pub step: StepId,
+    /// `server.tool`.
+    pub tool: String,
+    pub text: String,
 }
 
 /// Tokens and money spent on model calls.
@@ -156,8 +174,13 @@ impl SessionState {
             } => self.llm.add(*prompt_tokens, *completion_tokens, *cost_usd),
             Event::PlannerChanged { planner } => self.planner = planner.clone(),
             Event::Effect { .. } => {}
-            Event::PlanProposed { plan, defs } => {
+            Event::PlanProposed {
+                plan,
+                defs,
+                influenced_by,
+            } => {
                 self.plan_defs = defs.clone();
+                self.influenced_by = influenced_by.clone();
                 self.steps = plan
                     .steps
                     .iter()
@@ -211,6 +234,17 @@ impl SessionState {
                 s.status = Some(StepStatus::Succeeded);
                 s.output = Some(output.clone());
                 s.duration_ms = Some(*duration_ms);
+                if let Some(tool) = self.plan.as_ref().and_then(|p| p.step(step)) {
+                    let tool = tool.tool.clone();
+                    if self.results.len() == RESULTS_KEPT {
+                        self.results.remove(0);
+                    }
+                    self.results.push(SeenResult {
+                        step: step.clone(),
+                        tool,
+                        text: output.text.clone(),
+                    });
+                }
             }
             Event::StepFailed {
                 step,

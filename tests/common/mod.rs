@@ -202,6 +202,7 @@ pub async fn run_approved(
         .record(Event::PlanProposed {
             plan: plan.clone(),
             defs: Default::default(),
+            influenced_by: Vec::new(),
         })
         .expect("record");
     let mut approvals = std::collections::HashMap::new();
@@ -261,6 +262,16 @@ pub fn peer(name: &str) -> PathBuf {
 /// Our own misbehaving MCP server, tests/fixtures/mcp_fixture.py.
 pub fn fixture_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_fixture.py")
+}
+
+/// `[servers.NAME]` for the hostile server (`tests/fixtures/hostile_server.py`),
+/// with `extra` lines (env, trust) in its table.
+pub fn hostile_server(name: &str, extra: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile_server.py");
+    format!(
+        "\n[servers.{name}]\ncommand = \"python3\"\nargs = [{:?}]\ntimeout_ms = 20000\n{extra}\n",
+        script.display().to_string()
+    )
 }
 
 /// Every built-in sandbox server switched off: for tests about servers of

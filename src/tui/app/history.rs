@@ -345,6 +345,7 @@ mod tests {
                 Event::PlanProposed {
                     plan,
                     defs: Default::default(),
+                    influenced_by: Vec::new(),
                 },
             ),
             record(

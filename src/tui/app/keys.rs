@@ -476,6 +476,7 @@ mod tests {
                     steps: vec![step],
                 },
                 defs: Default::default(),
+                influenced_by: Vec::new(),
             },
         ));
         app.apply(&record(
