@@ -379,3 +379,292 @@ fn a_rug_pull_is_reviewed_from_the_store_while_its_server_is_down() {
         "reviewing started no server"
     );
 }
+
+/// The hostile server (`tests/fixtures/hostile_server.py`) through `tools`,
+/// `call` and `run`: each poisoned definition is flagged with its rule and
+/// where it hides; a flagged tool is never called without a person (a
+/// typed confirmation for a high finding) or is denied with
+/// `deny_flagged`; a heavier rule still names the flag; commands and URLs
+/// are judged by what they mean; the environment dump shows no secret.
+#[test]
+fn every_attack_of_the_hostile_server_is_named_by_its_rule() {
+    let home = Home::new();
+    let calls = home.path().join("calls");
+    let policy = r#"
+[policy.rules.no-shells]
+tools = "hostile.run"
+when = 'basename(lower(command)) in ["sh", "bash", "zsh"]'
+verdict = "deny"
+reason = "no shells"
+
+[policy.rules.no-metadata]
+tools = "hostile.fetch"
+when = 'url_host(lower(url)) == "169.254.169.254" or url_scheme(lower(url)) == "file"'
+verdict = "deny"
+reason = "no cloud metadata, no local files"
+
+[policy.rules.reports-need-review]
+tools = "hostile.send_report"
+verdict = "deny"
+reason = "reports are sent by hand"
+"#;
+    let mut text = hostile_server(
+        "hostile",
+        &format!(
+            "env = {{ HOSTILE_CALLS = {:?} }}",
+            calls.display().to_string()
+        ),
+    );
+    text.push_str(&sandbox_off());
+    let cfg = home.write_config("hostile.toml", &format!("{text}\n{policy}"));
+    let cfg = cfg.to_str().expect("utf-8");
+    let with = |args: &[&str]| {
+        let mut all = vec!["--config", cfg];
+        all.extend_from_slice(args);
+        home.run(
+            &all,
+            &[(
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            )],
+        )
+    };
+
+    // Flags, each with its rule and where it hides.
+    let tools = with(&["tools", "--json", "--refresh"]);
+    assert_exit(&tools, 0);
+    let listed = json(&tools);
+    let flags = |name: &str| -> Vec<(String, String)> {
+        listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["tools"].as_array().cloned().unwrap_or_default())
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed"))["flags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                (
+                    f["rule"].as_str().unwrap_or_default().to_string(),
+                    f["field"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let has = |name: &str, rule: &str, field: &str| {
+        assert!(
+            flags(name).contains(&(rule.to_string(), field.to_string())),
+            "{name}: {:?}",
+            flags(name)
+        )
+    };
+    has("search_notes", "scan.invisible", "description");
+    has("search_notes", "scan.instructions", "description");
+    has("search_notes", "scan.exfiltration", "description");
+    has("send_report", "scan.shadowing", "description");
+    has(
+        "weather",
+        "scan.exfiltration",
+        "inputSchema.properties.notes.description",
+    );
+    for clean in ["fetch", "run", "env", "status", "notify"] {
+        assert!(flags(clean).is_empty(), "{clean}: {:?}", flags(clean));
+    }
+    let shown = stdout(&with(&["tools"]));
+    assert!(
+        shown.contains("scan.shadowing") && shown.contains("⟨U+200E⟩"),
+        "{shown}"
+    );
+
+    // A flagged tool waits for a person; -y does not type a gate.
+    let decision = |out: &std::process::Output| {
+        let run = json(out);
+        let step = run["steps"]
+            .as_object()
+            .and_then(|s| s.values().next().cloned())
+            .expect("a step");
+        (
+            step["decision"]["verdict"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            step["decision"]["rule"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            step["decision"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let notes = with(&[
+        "call",
+        "hostile.search_notes",
+        "query=deploy",
+        "-y",
+        "--json",
+    ]);
+    let (verdict, rule, _) = decision(&notes);
+    assert_eq!(
+        (verdict.as_str(), rule.as_str()),
+        ("needs_approval", "scan.invisible")
+    );
+    assert_eq!(json(&notes)["outcome"], "awaiting_approval");
+    let planned = with(&["run", "hostile.weather city=Oslo", "-y", "--json"]);
+    let (verdict, rule, _) = decision(&planned);
+    assert_eq!(
+        (verdict.as_str(), rule.as_str()),
+        ("needs_approval", "scan.exfiltration")
+    );
+    // A heavier rule decides, and the flag is still named.
+    let report = with(&["call", "hostile.send_report", "text=weekly", "-y", "--json"]);
+    let (verdict, rule, reason) = decision(&report);
+    assert_eq!(
+        (verdict.as_str(), rule.as_str()),
+        ("deny", "rule.reports-need-review")
+    );
+    assert!(reason.contains("also flagged: scan.shadowing"), "{reason}");
+    for (args, rule) in [
+        (["hostile.run", "command=/BIN/SH"], "rule.no-shells"),
+        (
+            ["hostile.fetch", "url=http://169.254.169.254/latest/"],
+            "rule.no-metadata",
+        ),
+        (
+            ["hostile.fetch", "url=FILE:///etc/passwd"],
+            "rule.no-metadata",
+        ),
+    ] {
+        let out = with(&["call", args[0], args[1], "-y", "--json"]);
+        assert_eq!(decision(&out).1, rule, "{args:?}");
+    }
+    assert!(
+        !std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .contains("\"name\""),
+        "nothing flagged or denied was called: {}",
+        std::fs::read_to_string(&calls).unwrap_or_default()
+    );
+
+    // The environment dump reaches neither the screen nor the store with the secret.
+    let env = with(&["call", "hostile.env", "-y", "--json"]);
+    assert_exit(&env, 0);
+    let shown = format!("{}{}", stdout(&env), stderr(&env));
+    assert!(shown.contains("PATH="), "{shown}");
+    assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+    let db = std::fs::read(home.path().join("data/opsbot.db")).expect("db");
+    assert!(!String::from_utf8_lossy(&db).contains("wJalrXUtnFEMI"));
+
+    // deny_flagged: flagged tools are refused outright.
+    let strict = home.write_config(
+        "strict.toml",
+        &format!("{text}\n[policy]\ndeny_flagged = true\n"),
+    );
+    let out = home.run(
+        &[
+            "--config",
+            strict.to_str().expect("utf-8"),
+            "call",
+            "hostile.weather",
+            "city=Oslo",
+            "-y",
+            "--json",
+        ],
+        &[],
+    );
+    let (verdict, rule, _) = decision(&out);
+    assert_eq!(
+        (verdict.as_str(), rule.as_str()),
+        ("deny", "scan.exfiltration")
+    );
+}
+
+/// A rug pull between two back-to-back steps, through the app's core: the
+/// hostile server answers the first `status` call, re-describes `status`
+/// with hidden instructions and says its tools changed. The second step,
+/// ready the moment the first finishes, is never sent: it waits for the
+/// new list, which no longer matches the pinned definition; the change
+/// is kept for review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rug_pull_between_two_steps_stops_the_second() {
+    for round in 0..3 {
+        let home = Home::new();
+        let calls = home.path().join("calls");
+        let extra = format!(
+            "{}{}",
+            hostile_server(
+                "hostile",
+                &format!(
+                    "env = {{ HOSTILE_RUG = \"1\", HOSTILE_CALLS = {:?} }}",
+                    calls.display().to_string()
+                )
+            ),
+            sandbox_off()
+        );
+        let rt = runtime_with(&home, &extra);
+        let session = rt.new_session("tester").expect("session");
+        let step = |id: &str, deps: &[&str]| {
+            let mut s = opsbot::plan::Step::new(
+                id,
+                "hostile.status",
+                serde_json::json!({"service": id})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            );
+            s.depends_on = deps.iter().map(|d| opsbot::plan::StepId::new(*d)).collect();
+            s
+        };
+        let plan = opsbot::plan::Plan {
+            title: "twice".into(),
+            steps: vec![step("first", &[]), step("second", &["first"])],
+        };
+        let outcome = run_approved(&rt, &session, &plan).await;
+        rt.servers.shutdown().await;
+        let sent = std::fs::read_to_string(&calls).unwrap_or_default();
+        assert_eq!(sent.lines().count(), 1, "round {round}: {sent}");
+        assert_ne!(
+            outcome,
+            opsbot::session::Outcome::Succeeded,
+            "round {round}"
+        );
+        let second = session.with_state(|s| {
+            s.steps
+                .iter()
+                .find(|(id, _)| id.as_str() == "second")
+                .map(|(_, st)| (st.status(), st.error.clone(), st.decision.clone()))
+        });
+        let (status, error, decision) = second.expect("second step");
+        assert_ne!(
+            status,
+            opsbot::session::StepStatus::Succeeded,
+            "round {round}"
+        );
+        let why = format!("{error:?} {decision:?}");
+        assert!(
+            why.contains("builtin.pin-changed") || why.contains("changed"),
+            "round {round}: {why}"
+        );
+        // Kept as the new list is pinned (a listener of the server's
+        // events), at the latest a moment after the run.
+        let kept = async {
+            loop {
+                if rt
+                    .store
+                    .pin_change("hostile.status")
+                    .expect("store")
+                    .is_some()
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), kept)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the change is kept for review"));
+    }
+}

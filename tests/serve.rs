@@ -1574,3 +1574,125 @@ async fn flagged_prompts_and_resources_are_withheld_or_sanitized() {
     );
     client.cancel().await.expect("close");
 }
+
+/// The hostile server (`tests/fixtures/hostile_server.py`) through `opsbot
+/// serve`, as an rmcp client sees it: the poisoned, shadowing and
+/// exfiltrating tools are withheld (and refused by name, naming the rule),
+/// the clean ones served; an environment dump comes back without
+/// opsbot's secrets; with `sanitize` every flagged text is cut out, each
+/// cut naming its rule, including a parameter's description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_servers_tools_reach_clients_screened() {
+    const KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let home = Home::new();
+    let text_of = |flagged: &str| {
+        format!(
+            "{}\n{}",
+            CONFIG.replacen("[serve]", &format!("[serve]\n{flagged}"), 1),
+            common::hostile_server("hostile", "")
+        )
+    };
+    let config = home.write_config("hostile.toml", &text_of(""));
+    let mut cmd = serve_command(&home, &config);
+    cmd.env("AWS_SECRET_ACCESS_KEY", KEY);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(cmd).expect("spawn"))
+        .await
+        .expect("initialize");
+    let listed: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for withheld in [
+        "hostile.search_notes",
+        "hostile.send_report",
+        "hostile.weather",
+    ] {
+        assert!(
+            !listed.contains(&withheld.to_string()),
+            "{withheld}: {listed:?}"
+        );
+    }
+    for served in [
+        "hostile.status",
+        "hostile.notify",
+        "hostile.env",
+        "hostile.fetch",
+    ] {
+        assert!(listed.contains(&served.to_string()), "{served}: {listed:?}");
+    }
+    for (tool, args, rule) in [
+        (
+            "hostile.search_notes",
+            json!({"query": "x"}),
+            "scan.invisible",
+        ),
+        (
+            "hostile.send_report",
+            json!({"text": "x"}),
+            "scan.shadowing",
+        ),
+        (
+            "hostile.weather",
+            json!({"city": "Oslo"}),
+            "scan.exfiltration",
+        ),
+    ] {
+        let refused = call(&client, tool, args).await;
+        assert!(
+            text(&refused).contains("withholds") && text(&refused).contains(rule),
+            "{tool}: {}",
+            text(&refused)
+        );
+    }
+    let dumped = call(&client, "hostile.env", json!({})).await;
+    assert!(text(&dumped).contains("PATH="), "{}", text(&dumped));
+    assert!(
+        !text(&dumped).contains(KEY),
+        "the secret reached the client"
+    );
+    client.cancel().await.expect("close");
+    let db = std::fs::read(home.path().join("data/opsbot.db")).expect("db");
+    let wal = std::fs::read(home.path().join("data/opsbot.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(KEY),
+            "the secret reached the store"
+        );
+    }
+
+    let config = home.write_config("sanitize.toml", &text_of("flagged = \"sanitize\""));
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let listed = client.list_all_tools().await.expect("tools/list");
+    let served = |name: &str| {
+        let t = listed
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} served, cleaned"));
+        serde_json::to_string(t).expect("json")
+    };
+    let notes = served("hostile.search_notes");
+    assert!(
+        !notes.contains('\u{200E}') && !notes.contains("id_rsa"),
+        "{notes}"
+    );
+    assert!(notes.contains("[removed by opsbot: scan."), "{notes}");
+    let report = served("hostile.send_report");
+    assert!(
+        report.contains("[removed by opsbot: scan.shadowing]") && !report.contains("evil.example"),
+        "{report}"
+    );
+    let weather = served("hostile.weather");
+    assert!(
+        weather.contains("[removed by opsbot: scan.exfiltration]")
+            && !weather.contains("previous messages"),
+        "{weather}"
+    );
+    client.cancel().await.expect("close");
+}

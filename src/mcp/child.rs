@@ -40,12 +40,22 @@ fn remember(entry: &Entry, line: String) {
     }
 }
 
+/// A `notifications/tools/list_changed` message (no id, that method).
+fn is_tools_list_changed(line: &[u8]) -> bool {
+    const METHOD: &[u8] = b"notifications/tools/list_changed";
+    line.windows(METHOD.len()).any(|w| w == METHOD)
+        && serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| {
+            v.get("id").is_none() && v["method"] == "notifications/tools/list_changed"
+        })
+}
+
 /// Start a stdio server. opsbot owns the child: a pump passes protocol lines
 /// from its stdout to rmcp and reports anything else as garbage; a watcher
 /// records how it exited and, on shutdown, kills it after a grace period.
 pub(super) fn spawn_child(
     entry: &Arc<Entry>,
     ctx: &SpawnContext,
+    tools_stale: Arc<tokio::sync::watch::Sender<bool>>,
 ) -> Result<(tokio::io::DuplexStream, tokio::process::ChildStdin), String> {
     let cfg = &entry.config;
     let program = ctx.expand(cfg.command.as_deref().unwrap_or_default());
@@ -112,7 +122,16 @@ pub(super) fn spawn_child(
                 Ok(None) | Err(_) => break,
             };
             let forward = match frame {
-                Frame::Message(line) => line,
+                Frame::Message(line) => {
+                    // rmcp hands a notification to the client on a task of
+                    // its own, so a reply read after it could reach its
+                    // caller first: the next call would not know the tools
+                    // changed. Marked here, in the order the server wrote.
+                    if is_tools_list_changed(&line) {
+                        tools_stale.send_replace(true);
+                    }
+                    line
+                }
                 Frame::Noise(text) if text.is_empty() => continue,
                 Frame::Noise(text) => {
                     tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {text}");

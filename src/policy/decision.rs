@@ -70,6 +70,19 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The same decision, its reason extended by `more`.
+    pub fn also(mut self, more: &str) -> Self {
+        match &mut self {
+            Decision::Allow { reason, .. }
+            | Decision::NeedsApproval { reason, .. }
+            | Decision::Deny { reason, .. } => {
+                reason.push_str("; ");
+                reason.push_str(more);
+            }
+        }
+        self
+    }
+
     pub fn reason(&self) -> &str {
         match self {
             Decision::Allow { reason, .. }

@@ -305,7 +305,8 @@ impl Policy {
         // approval (a high finding) or an approval, or is denied outright
         // with `deny_flagged`.
         let found = scan::tool(tool);
-        if let Some(worst) = found.iter().min_by_key(|f| std::cmp::Reverse(f.severity)) {
+        let worst = found.iter().min_by_key(|f| std::cmp::Reverse(f.severity));
+        if let Some(worst) = worst {
             let reason = format!(
                 "{} is flagged ({} finding{}): {worst}",
                 call.tool,
@@ -531,10 +532,18 @@ impl Policy {
             });
             consider(d);
         }
-        best.unwrap_or(Decision::Deny {
+        let decision = best.unwrap_or(Decision::Deny {
             rule: "builtin.default".into(),
             reason: "no decision could be made".into(),
-        })
+        });
+        // A heavier rule decided, but the step still says its tool is
+        // flagged: the finding is never hidden behind another reason.
+        match worst {
+            Some(worst) if !decision.rule().starts_with("scan.") => {
+                decision.also(&format!("{} is also flagged: {worst}", call.tool))
+            }
+            _ => decision,
+        }
     }
 }
 

@@ -48,6 +48,24 @@ impl Store {
         Ok(())
     }
 
+    /// Every kept change, by tool: what is waiting for review.
+    pub fn pin_changes(&self) -> Result<Vec<PinChange>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT tool, def_hash, definition, seen_at, rejected_by FROM pin_changes ORDER BY tool",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PinChange {
+                tool: r.get(0)?,
+                def_hash: r.get(1)?,
+                definition: r.get(2)?,
+                seen_at: r.get(3)?,
+                rejected_by: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn pin_change(&self, tool: &str) -> Result<Option<PinChange>, StoreError> {
         Ok(self
             .conn()
