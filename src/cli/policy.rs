@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use opsbot::paths::Paths;
 use opsbot::plan::Plan;
 use opsbot::policy::{Call, Context, Decision};
-use opsbot::runtime::Runtime;
+use opsbot::runtime::{Runtime, short};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -189,7 +189,11 @@ async fn run_with(rt: &Runtime, actor: &str, command: PolicyCommand) -> anyhow::
             out!("decision: {}", line("", &tool, &d).trim_start());
             Ok(ExitCode::from(if d.is_denied() { 3 } else { 0 }))
         }
-        PolicyCommand::Pins { command } => pins_command(rt, actor, command),
+        PolicyCommand::Pins { command } => {
+            // Accepting re-pins in what policy knows, behind this lock.
+            drop(knowledge);
+            pins_command(rt, actor, command)
+        }
     }
 }
 
@@ -243,64 +247,37 @@ fn pins_command(rt: &Runtime, actor: &str, command: PinsCommand) -> anyhow::Resu
                 pin.pinned_by,
                 short(&pin.def_hash)
             );
-            let Some(change) = rt.store.pin_change(&tool)? else {
+            let Some(review) = rt.pin_reviews()?.into_iter().find(|r| r.tool == tool) else {
                 out!("unchanged: no other definition of it has been seen");
                 return Ok(ExitCode::SUCCESS);
             };
             out!(
                 "changed definition seen {} ({}){}",
-                change.seen_at,
-                change.def_hash,
-                change
+                review.seen_at,
+                review.new_hash,
+                review
                     .rejected_by
                     .as_deref()
                     .map(|by| format!(", rejected by {by}"))
                     .unwrap_or_default()
             );
             out!("[-removed-] {{+added+}}, hidden characters shown as ⟨U+XXXX⟩:\n");
-            super::emit(
-                false,
-                &opsbot::text::word_diff(&pin.definition, &change.definition),
-                true,
-            );
+            super::emit(false, &review.diff, true);
             out!(
                 "\naccept it: opsbot policy pins accept {tool} --hash {}\nkeep it denied: opsbot policy pins reject {tool}",
-                short(&change.def_hash)
+                short(&review.new_hash)
             );
             Ok(ExitCode::SUCCESS)
         }
         PinsCommand::Accept { tool, hash } => {
-            let change = rt
-                .store
-                .pin_change(&tool)?
-                .with_context(|| format!("no changed definition of `{tool}` waits for review"))?;
-            if hash.len() < 12 || !change.def_hash.starts_with(&hash) {
-                anyhow::bail!(
-                    "the changed definition of `{tool}` has hash {}, not {hash}: review it again with `opsbot policy pins diff {tool}`",
-                    short(&change.def_hash)
-                );
-            }
-            if !rt.store.accept_pin_change(&tool, &change.def_hash, actor)? {
-                anyhow::bail!(
-                    "the changed definition of `{tool}` changed again while accepting; review it again"
-                );
-            }
-            out!(
-                "{tool} pinned as reviewed ({}) by {actor}",
-                short(&change.def_hash)
-            );
+            let pinned = rt.accept_pin(&tool, &hash, actor)?;
+            out!("{tool} pinned as reviewed ({}) by {actor}", short(&pinned));
             Ok(ExitCode::SUCCESS)
         }
         PinsCommand::Reject { tool } => {
-            if !rt.store.reject_pin_change(&tool, actor)? {
-                anyhow::bail!("no changed definition of `{tool}` waits for review");
-            }
+            rt.reject_pin(&tool, actor)?;
             out!("{tool}: the changed definition stays denied (rejected by {actor})");
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }

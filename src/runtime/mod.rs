@@ -23,10 +23,12 @@ mod exchange;
 mod guard;
 pub mod influence;
 mod remote;
+mod review;
 mod sink;
 mod undo;
 
 pub use remote::PendingError;
+pub use review::{PinReview, ReviewError, short};
 
 use crate::session::{Event, Outcome, Session, SessionId, Store, StoreError};
 pub use guard::{Knowledge, PolicyGuard, definition};
