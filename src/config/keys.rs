@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Every action a key can be bound to, with its default.
-pub const DEFAULTS: [(&str, &str); 19] = [
+pub const DEFAULTS: [(&str, &str); 20] = [
     ("approve", "a"),
     ("approve_remember", "T"),
     ("approve_ready", "A"),
@@ -19,6 +19,7 @@ pub const DEFAULTS: [(&str, &str); 19] = [
     ("history", "H"),
     ("rerun", "R"),
     ("pending", "W"),
+    ("review", "V"),
     ("filter", "f"),
     ("next_pane", "tab"),
     ("prev_pane", "backtab"),

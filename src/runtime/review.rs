@@ -8,7 +8,7 @@ use super::Runtime;
 use crate::session::StoreError;
 
 /// One changed definition waiting for (or refused by) a person.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PinReview {
     pub tool: String,
     pub pinned_hash: String,

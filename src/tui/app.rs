@@ -7,6 +7,7 @@ mod history;
 mod keys;
 pub mod log;
 mod pending;
+mod review;
 mod tools;
 
 pub use history::{HistoryBrowser, LIST_LIMIT};
@@ -115,6 +116,10 @@ pub enum Modal {
     Tools(ToolList),
     /// A server asks the person something (a form, a link, the model).
     Ask(Box<asking::AskView>),
+    /// Tools whose definitions changed after they were pinned.
+    Reviews {
+        selected: usize,
+    },
 }
 
 /// One planner the user can switch to.
@@ -185,6 +190,17 @@ pub enum Intent {
         session: crate::session::SessionId,
         step: StepId,
     },
+    /// Open the review of changed tool definitions (loaded from the store).
+    Reviews,
+    /// Re-pin a tool as the changed definition that was shown (its hash).
+    AcceptPin {
+        tool: String,
+        hash: String,
+    },
+    /// Keep a tool's changed definition denied.
+    RejectPin {
+        tool: String,
+    },
     Quit,
 }
 
@@ -225,6 +241,8 @@ pub struct App {
     pub read_only: bool,
     /// Served calls (other sessions) waiting for approval.
     pub pending: Vec<crate::session::Pending>,
+    /// Changed tool definitions waiting for review, cleaned for the screen.
+    pub reviews: Vec<crate::runtime::PinReview>,
     /// Why the audit log takes no more events: nothing runs after this.
     pub store_fault: Option<crate::session::StoreFault>,
     /// The last record folded in: the log and the live feed overlap when
@@ -283,6 +301,7 @@ impl App {
             planner_choices: Vec::new(),
             read_only: false,
             pending: Vec::new(),
+            reviews: Vec::new(),
             store_fault: None,
             last_seq: 0,
             ctrl_c_armed: false,
@@ -454,6 +473,11 @@ impl App {
             }
             (Some(Modal::Edit { error, .. }), Err(e)) if matches!(intent, Intent::Edit { .. }) => {
                 *error = Some(e)
+            }
+            (Some(Modal::Reviews { .. }), Err(e))
+                if matches!(intent, Intent::AcceptPin { .. } | Intent::RejectPin { .. }) =>
+            {
+                self.flash = Some((e, true))
             }
             (Some(Modal::Pending { error, .. }), Err(e))
                 if matches!(

@@ -122,7 +122,10 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
         | Intent::CloseReplay
         | Intent::Rerun(_)
         | Intent::ApprovePending { .. }
-        | Intent::RefusePending { .. } => Ok(String::new()),
+        | Intent::RefusePending { .. }
+        | Intent::Reviews
+        | Intent::AcceptPin { .. }
+        | Intent::RejectPin { .. } => Ok(String::new()),
     }
 }
 
@@ -187,6 +190,8 @@ impl Screen {
         app.breakers = old.breakers.clone();
         app.history = old.history.clone();
         app.planner_choices = old.planner_choices.clone();
+        app.flagged = old.flagged.clone();
+        app.reviews = old.reviews.clone();
         if let Ok(past) = rt.store.events(&driver.session().id) {
             for r in &past {
                 app.apply(r);
@@ -207,6 +212,17 @@ impl Screen {
             Intent::Rerun(id) => self.rerun(&id),
             Intent::ApprovePending { .. } | Intent::RefusePending { .. } => {
                 let result = self.answer_pending(&intent);
+                self.live.on_result(&intent, result);
+            }
+            Intent::Reviews => match self.reviews() {
+                Ok(reviews) => self.live.open_reviews(reviews),
+                Err(e) => self.live.on_result(&intent, Err(e)),
+            },
+            Intent::AcceptPin { .. } | Intent::RejectPin { .. } => {
+                let result = self.review(&intent);
+                if let Ok(reviews) = self.reviews() {
+                    self.live.open_reviews(reviews);
+                }
                 self.live.on_result(&intent, result);
             }
             intent => {
@@ -251,6 +267,38 @@ impl Screen {
             self.live.modal = None;
         }
         Ok(done)
+    }
+
+    /// The changed tool definitions kept for review, cleaned for the screen.
+    fn reviews(&self) -> Result<Vec<crate::runtime::PinReview>, String> {
+        let reviews = self
+            .driver
+            .runtime()
+            .pin_reviews()
+            .map_err(|e| format!("cannot read the changed tools: {e}"))?;
+        Ok(reviews.into_iter().map(crate::sanitize::scrub).collect())
+    }
+
+    /// Accept or reject a changed definition as the session's actor.
+    fn review(&self, intent: &Intent) -> Result<String, String> {
+        let rt = self.driver.runtime();
+        let actor = &self.driver.session().actor;
+        match intent {
+            Intent::AcceptPin { tool, hash } => rt
+                .accept_pin(tool, hash, actor)
+                .map(|h| {
+                    format!(
+                        "{tool} re-pinned as reviewed ({}) by {actor}",
+                        crate::runtime::short(&h)
+                    )
+                })
+                .map_err(|e| e.to_string()),
+            Intent::RejectPin { tool } => rt
+                .reject_pin(tool, actor)
+                .map(|()| format!("{tool}: the changed definition stays denied"))
+                .map_err(|e| e.to_string()),
+            _ => Ok(String::new()),
+        }
     }
 
     /// Look for served calls that wait, at most one look at a time.
@@ -505,6 +553,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         looking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     screen.live = screen.live_app(&driver);
+    screen.live.reviews = screen.reviews().unwrap_or_default();
     if let Some(fault) = screen_fault_at_start {
         screen.live.on_store_fault(fault);
     }
@@ -659,6 +708,9 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 Ok(ServerEvent::Status { server, status }) => {
                     screen.live.flagged.insert(server.clone(), flags_of(&rt, &server));
                     screen.live.servers.insert(server, scrub(status));
+                    if let Ok(reviews) = screen.reviews() {
+                        screen.live.reviews = reviews;
+                    }
                 }
                 Ok(ServerEvent::Breaker { server, state }) => {
                     screen.live.breakers.insert(server, state);

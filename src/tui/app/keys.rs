@@ -39,6 +39,8 @@ impl App {
             return Some(self.open_history());
         } else if k.is("pending", &key) {
             self.open_pending();
+        } else if k.is("review", &key) {
+            return Some(Intent::Reviews);
         } else if k.is("planner", &key) {
             if self.read_only {
                 self.flash = Some(("a replay cannot change the planner".into(), true));
@@ -366,6 +368,7 @@ impl App {
             Modal::History(_) => self.on_history_key(key),
             Modal::Tools(_) => self.on_tools_key(key),
             Modal::Pending { .. } => self.on_pending_key(key),
+            Modal::Reviews { .. } => self.on_review_key(key),
             Modal::Ask(_) => self.on_ask_key(key),
             Modal::QuitConfirm => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {

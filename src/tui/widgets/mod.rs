@@ -7,6 +7,7 @@ pub mod history;
 pub mod modal;
 pub mod pending;
 pub mod plan;
+pub mod review;
 pub mod status;
 pub mod tools;
 

@@ -92,6 +92,10 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                     "calls from opsbot serve clients waiting for approval",
                 ),
                 (
+                    keys.label("review"),
+                    "tools whose definitions changed: review, accept or keep denied",
+                ),
+                (
                     keys.label("planner"),
                     "choose the planner: runbooks or an LLM profile",
                 ),
@@ -204,6 +208,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
         Modal::History(browser) => super::history::draw(f, area, browser, theme),
         Modal::Tools(list) => super::tools::draw(f, area, list, theme),
         Modal::Ask(view) => super::ask::draw(f, area, view, theme),
+        Modal::Reviews { selected } => super::review::draw(f, area, &app.reviews, *selected, theme),
         Modal::Pending {
             selected,
             typed,

@@ -89,6 +89,21 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.gated,
         ));
     }
+    let unreviewed = app
+        .reviews
+        .iter()
+        .filter(|r| r.rejected_by.is_none())
+        .count();
+    if unreviewed > 0 {
+        spans.push(Span::styled(
+            format!(
+                " │ ⚠ {unreviewed} tool{} changed ({})",
+                if unreviewed == 1 { "" } else { "s" },
+                app.keys.label("review")
+            ),
+            theme.error,
+        ));
+    }
     if let Some((msg, error)) = &app.flash {
         spans.push(Span::styled(
             format!(" │ {msg}"),
