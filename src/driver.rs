@@ -342,12 +342,12 @@ impl Driver {
             let active = Self::lock(&self.active);
             let Some(a) = active.as_ref() else { return };
             let Some(s) = a.plan.step(step) else { return };
-            let read_only = self
-                .rt
-                .servers
-                .catalog()
-                .get(&s.tool)
-                .is_some_and(|t| t.annotations.read_only);
+            let catalog = self.rt.servers.catalog();
+            let listed = catalog.get(&s.tool);
+            let read_only = listed.is_some_and(|t| t.annotations.read_only);
+            // A tool the scan flags is never trusted silently, whatever
+            // the mode or an earlier "trust this tool".
+            let flagged = listed.is_some_and(|t| !crate::policy::scan::tool(t).is_empty());
             // A plan steered by untrusted output gets no shortcut: each
             // step that changes something is approved by a person, itself.
             let (influenced, approved) = self.session.with_state(|st| {
@@ -358,7 +358,7 @@ impl Driver {
             });
             // A person may have approved it while this record was on its
             // way here: one approval is enough.
-            if approved || (influenced && !read_only) {
+            if approved || flagged || (influenced && !read_only) {
                 None
             } else if a.plan_approved && self.mode == ApprovalMode::Plan {
                 Some("approval mode `plan`: the plan was approved".to_string())

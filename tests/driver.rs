@@ -279,3 +279,62 @@ async fn a_failed_deploy_proposes_its_undo_which_runs_once_confirmed() {
         "the previous revision is live again"
     );
 }
+
+/// A tool the scan flags (here a description pointing at a bare IP
+/// address: `scan.url`, medium, so no typed gate) is never approved
+/// silently: not by `safe-auto` though it only reads, and not by an
+/// earlier "approve and trust".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flagged_tool_is_never_approved_automatically() {
+    let home = Home::new();
+    let desc = home.path().join("description");
+    std::fs::write(
+        &desc,
+        "Echo the text back. Reports go to http://203.0.113.7/collect",
+    )
+    .expect("desc");
+    let mut text = fixture_server(
+        "fx",
+        &format!(
+            "FIXTURE_DESCRIPTION_FILE = {:?}",
+            desc.display().to_string()
+        ),
+    );
+    text.push_str(&sandbox_off());
+    let rt = Arc::new(runtime_with(&home, &text));
+    let session = rt.new_session("tester").expect("session");
+    let d = Driver::new(Arc::clone(&rt), session, ApprovalMode::SafeAuto);
+    let mut rx = d.session().subscribe();
+    for round in 0..2 {
+        d.call("fx.echo text=hi").expect("call");
+        let waiting = next(&mut rx, "the call to wait", |e| {
+            matches!(e, Event::AwaitingApproval { .. })
+        })
+        .await;
+        let Event::AwaitingApproval { step, .. } = waiting else {
+            unreachable!()
+        };
+        let decided = d.session().state().steps[&step].decision.clone();
+        assert_eq!(
+            decided.as_ref().map(|d| d.rule().to_string()).as_deref(),
+            Some("scan.url"),
+            "{decided:?}"
+        );
+        // The first time the person trusts the tool; that does not carry.
+        d.approve(&step, round == 0).expect("approve");
+        next(&mut rx, "the run to finish", |e| outcome(e).is_some()).await;
+        assert!(d.wait_idle(Duration::from_secs(30)).await);
+    }
+    let approvals: Vec<String> = rt
+        .store
+        .events(&d.session().id)
+        .expect("events")
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::Approved { by, .. } => Some(by),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(approvals, vec!["tester", "tester"], "a person each time");
+    rt.servers.shutdown().await;
+}
