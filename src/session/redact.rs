@@ -66,14 +66,16 @@ impl Redactor {
         let (inline, inline_hint) = if names.is_empty() {
             (None, None)
         } else {
+            // `key: value`, `key=value`, `"key": "value"`, and (for a
+            // flag or a compound name, never a bare word in prose)
+            // `--key value` / `db_key value`. An auth scheme after the key
+            // (`Authorization: Bearer …`) is kept and what follows it
+            // redacted: the scheme is not the secret.
+            let names = names.join("|");
             let re = format!(
-                r#"(?i)((?:^|[^a-z0-9])"?(?:[a-z0-9]+[_-])*(?:{})"?\s*[:=]\s*(?:(?:Some|String)\()*"?)(\[redacted\]|[^"\s,;&}}\]]+)"#,
-                names.join("|")
+                r#"(?i)((?:^|[^a-z0-9])(?:\\?")?(?:(?:[a-z0-9]+[_-])*(?:{names})(?:\\?")?\s*[:=]\s*(?:(?:Some|String)\()*(?:\\?")?|(?:--?|(?:[a-z0-9]+[_-])+)(?:{names})(?:\\?")?\s+)(?:(?:bearer|basic|token|digest|negotiate)\s+)?)(\[redacted\]|[^"\\\s,;&}}\]]+)"#
             );
-            (
-                Some(compile(&re)?),
-                Some(compile(&format!("(?i){}", names.join("|")))?),
-            )
+            (Some(compile(&re)?), Some(compile(&format!("(?i){names}"))?))
         };
         Ok(Self {
             keys: keys.iter().map(|k| normalize(k)).collect(),
@@ -217,6 +219,22 @@ impl Redactor {
                 changed = true;
             }
         }
+        if s.contains("://")
+            && s.contains('@')
+            && let Some(re) = url_userinfo()
+        {
+            let replaced = re.replace_all(s, |c: &regex::Captures<'_>| {
+                if &c[2] == REDACTED {
+                    c[0].to_string()
+                } else {
+                    format!("{}{REDACTED}@", &c[1])
+                }
+            });
+            if replaced != *s {
+                *s = replaced.into_owned();
+                changed = true;
+            }
+        }
         let any = self.any_pattern.as_ref().is_some_and(|a| a.is_match(s));
         for p in self.patterns.iter().filter(|_| any) {
             if p.is_match(s) {
@@ -275,6 +293,19 @@ impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// A URL's password (`scheme://user:password@host`): the scheme and user
+/// stay, so the reader still knows where it pointed. A `/` is allowed in
+/// the password (people paste them unencoded); at worst a port and path
+/// before a later `@` are redacted too.
+/// (The pattern is ours and tested to compile.)
+fn url_userinfo() -> Option<&'static Regex> {
+    static RE: std::sync::OnceLock<Option<Regex>> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@"'<>]*:)([^@\s"'<>]+)@"#).ok()
+    })
+    .as_ref()
 }
 
 fn normalize(key: &str) -> String {
