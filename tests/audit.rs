@@ -597,3 +597,184 @@ fn prune_from_the_command_line_compacts_the_file() {
         "{text}"
     );
 }
+
+/// Copy a data directory (config, data) to a fresh home.
+fn copy_home(from: &Home) -> Home {
+    let to = Home::new();
+    let mut dirs = vec![std::path::PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for e in std::fs::read_dir(from.path().join(&rel))
+            .expect("dir")
+            .flatten()
+        {
+            let rel = rel.join(e.file_name());
+            if e.path().is_dir() {
+                std::fs::create_dir_all(to.path().join(&rel)).expect("mkdir");
+                dirs.push(rel);
+            } else {
+                std::fs::copy(e.path(), to.path().join(&rel)).expect("copy");
+            }
+        }
+    }
+    to
+}
+
+/// Recompute every hash from `from_seq` on, as someone rewriting the log
+/// would (the chain stays self-consistent).
+fn recompute_chain(conn: &Connection) {
+    let rows: Vec<(i64, String, String, String, String, String)> = conn
+        .prepare("SELECT seq, session_id, ts, actor, kind, body FROM events ORDER BY seq")
+        .expect("select")
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("read");
+    let mut prev = opsbot::session::GENESIS.to_string();
+    for (seq, session, ts, actor, kind, body) in rows {
+        let hash = opsbot::session::link_hash(&prev, seq, &session, &ts, &actor, &kind, &body);
+        conn.execute(
+            "UPDATE events SET prev_hash = ?2, hash = ?3 WHERE seq = ?1",
+            params![seq, prev, hash],
+        )
+        .expect("rehash");
+        prev = hash;
+    }
+}
+
+/// The log is signed, so what the chain alone cannot tell is caught: the
+/// newest records deleted, an emptied file, a chain recomputed after a
+/// rewrite, a pruned marker opsbot did not write, another installation's
+/// file. Someone holding the key can re-sign a rewrite; an anchor kept
+/// elsewhere (`audit anchor`, then `verify --anchor`) catches that.
+#[test]
+fn a_log_cut_short_emptied_rewritten_or_forged_is_not_proven() {
+    let home = Home::new();
+    // (checkout is not deployed in dev: the runs fail, and are logged.)
+    for request in ["status of checkout in dev", "status of payments in dev"] {
+        home.run(&["run", request, "-y"], &[]);
+    }
+    let (code, text) = verify(&home);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("signed head #"), "{text}");
+    let anchor = stdout(&home.run(&["audit", "anchor"], &[]))
+        .trim()
+        .to_string();
+    let (tip, _) = anchor.split_once(':').expect("SEQ:HASH");
+    let tip: i64 = tip.parse().expect("seq");
+    assert!(tip > 10, "{anchor}");
+    let tampered = |statements: &str, rehash: bool| {
+        let copy = copy_home(&home);
+        let conn = Connection::open(copy.path().join("data/opsbot.db")).expect("open");
+        conn.execute_batch(statements).expect("tamper");
+        if rehash {
+            recompute_chain(&conn);
+        }
+        drop(conn);
+        copy
+    };
+    for (what, copy, says) in [
+        (
+            "the newest records deleted",
+            tampered(
+                &format!("DELETE FROM events WHERE seq > {};", tip - 3),
+                false,
+            ),
+            format!("records #{} to #{tip} are missing", tip - 2),
+        ),
+        (
+            "an emptied file",
+            tampered(
+                "DELETE FROM search; DELETE FROM events; DELETE FROM sessions; DELETE FROM audit_head;",
+                false,
+            ),
+            format!("records #1 to #{tip} are missing"),
+        ),
+        (
+            "a rewrite with the chain recomputed",
+            tampered(
+                "UPDATE events SET body = replace(body, 'dev', 'staging') WHERE seq = 3;",
+                true,
+            ),
+            "the chain was recomputed after a rewrite".to_string(),
+        ),
+        (
+            "a forged pruned marker",
+            tampered(
+                "INSERT INTO pruned (upto_seq, last_hash, sessions, events, at)
+                   SELECT seq, hash, 1, seq, '2026-01-01' FROM events WHERE seq = 5;
+                 DELETE FROM events WHERE seq <= 5;",
+                false,
+            ),
+            "the pruned marker up to #5 was not written by opsbot".to_string(),
+        ),
+    ] {
+        let (code, text) = verify(&copy);
+        assert_eq!(code, 1, "{what}: {text}");
+        assert!(text.contains(&says), "{what}: {text}");
+    }
+    // Another installation's log in this one's place.
+    let other = Home::new();
+    other.run(&["run", "status of checkout in dev", "-y"], &[]);
+    let swapped = copy_home(&home);
+    for f in ["opsbot.db", "opsbot.anchor"] {
+        std::fs::copy(
+            other.path().join("data").join(f),
+            swapped.path().join("data").join(f),
+        )
+        .expect("swap");
+    }
+    let (code, text) = verify(&swapped);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("was not signed with this key"), "{text}");
+
+    // Someone holding the key rewrites and re-signs: only an anchor kept
+    // elsewhere tells.
+    let resigned = tampered(
+        "UPDATE events SET body = replace(body, 'dev', 'staging') WHERE seq = 3;",
+        true,
+    );
+    let seal = opsbot::session::Seal::load(&resigned.path().join("config"))
+        .expect("key")
+        .expect("a key");
+    let conn = Connection::open(resigned.path().join("data/opsbot.db")).expect("open");
+    let new_tip: String = conn
+        .query_row(
+            "SELECT hash FROM events WHERE seq = ?1",
+            params![tip],
+            |r| r.get(0),
+        )
+        .expect("tip");
+    let mac = seal.mac("head", tip, &new_tip);
+    conn.execute(
+        "UPDATE audit_head SET hash = ?1, mac = ?2",
+        params![new_tip, mac],
+    )
+    .expect("re-sign");
+    drop(conn);
+    std::fs::write(
+        resigned.path().join("data/opsbot.anchor"),
+        format!("{tip}:{new_tip}:{mac}\n"),
+    )
+    .expect("anchor");
+    let (code, text) = verify(&resigned);
+    assert_eq!(code, 0, "re-signed with the key, it passes locally: {text}");
+    let out = resigned.run(&["audit", "verify", "--anchor", &anchor], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("record #{tip} has another hash")),
+        "{}",
+        stdout(&out)
+    );
+    let bad = home.run(&["audit", "verify", "--anchor", "12:abc"], &[]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(stderr(&bad).contains("SEQ:HASH"), "{}", stderr(&bad));
+}

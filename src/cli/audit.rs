@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use opsbot::paths::Paths;
-use opsbot::session::{ChainReport, Retention, Store};
+use opsbot::session::{ChainReport, Retention, Seal, Store, parse_anchor};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -16,7 +16,14 @@ pub enum AuditCommand {
     Verify {
         #[arg(long)]
         json: bool,
+        /// A head kept elsewhere (`opsbot audit anchor` printed it): the
+        /// log must still hold that record with that hash.
+        #[arg(long, value_name = "SEQ:HASH")]
+        anchor: Option<String>,
     },
+    /// Print the newest signed head as SEQ:HASH, for another system to
+    /// keep; `audit verify --anchor SEQ:HASH` checks the log against it.
+    Anchor,
     /// Write events, one JSON object a line, with their hashes, so the
     /// chain can be checked elsewhere.
     Export {
@@ -52,10 +59,42 @@ pub fn run(
     }
     let store = Store::open(&db)?;
     match command {
-        AuditCommand::Verify { json } => {
+        AuditCommand::Anchor => {
+            let seal = Seal::load(&paths.config_dir)?;
+            let head = store.signed_head()?;
+            match head {
+                Some(h)
+                    if seal
+                        .as_ref()
+                        .is_some_and(|s| s.check("head", h.seq, &h.hash, &h.mac)) =>
+                {
+                    out!("{}", h.anchor());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(_) => anyhow::bail!(
+                    "the newest head is not signed with this installation's key ({}); run `opsbot audit verify`",
+                    paths.config_dir.join(opsbot::session::KEY_FILE).display()
+                ),
+                None => anyhow::bail!(
+                    "no signed head yet: opsbot signs the log from its first record written with a key"
+                ),
+            }
+        }
+        AuditCommand::Verify { json, anchor } => {
+            let external = match anchor.as_deref() {
+                Some(a) => Some(parse_anchor(a).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--anchor takes SEQ:HASH as `opsbot audit anchor` prints it (a number, a colon, 64 hex digits), not {a:?}"
+                    )
+                })?),
+                None => None,
+            };
             let v = store.verify_all()?;
+            let seal = Seal::load(&paths.config_dir)?;
+            let proof = store.prove(seal.as_ref(), v.last_seq, &v.last_hash, external)?;
+            let proven = proof.problems.is_empty();
             if json {
-                super::json_out(&v)?;
+                super::json_out(&serde_json::json!({"chain": v, "proof": proof}))?;
             } else {
                 match &v.report {
                     ChainReport::Whole { events } => {
@@ -94,6 +133,26 @@ pub fn run(
                         );
                     }
                 }
+                for p in &proof.problems {
+                    out!("NOT PROVEN: {p}");
+                }
+                match (&proof.head, proof.sealed) {
+                    (Some(h), _) if proven => out!(
+                        "signed head #{} checks out{}; keep `{}` elsewhere to catch a rewrite by someone holding the key",
+                        h.seq,
+                        if proof.external.is_some() {
+                            ", and so does the anchor given"
+                        } else {
+                            ""
+                        },
+                        h.anchor()
+                    ),
+                    (_, false) => out!(
+                        "unsigned: no audit key in {}, so a log cut short or rewritten whole cannot be told from this one",
+                        paths.config_dir.display()
+                    ),
+                    _ => {}
+                }
                 if !v.damage.is_empty() {
                     out!("SQLite's integrity check found:");
                     for d in &v.damage {
@@ -106,7 +165,7 @@ pub fn run(
                 }
             }
             Ok(match v.report {
-                ChainReport::Whole { .. } if v.damage.is_empty() => ExitCode::SUCCESS,
+                ChainReport::Whole { .. } if v.damage.is_empty() && proven => ExitCode::SUCCESS,
                 _ => ExitCode::from(1),
             })
         }
@@ -140,6 +199,10 @@ pub fn run(
             if retention.max_age_days == 0 && retention.max_bytes == 0 {
                 out!("nothing to do: set [audit] retention_days or retention_max_mib to prune");
                 return Ok(ExitCode::SUCCESS);
+            }
+            // A signed log's marker is signed; an unsigned log stays so.
+            if let Some(seal) = Seal::load(&paths.config_dir)? {
+                store.set_seal(seal);
             }
             let r = store.prune(retention)?;
             if r.sessions == 0 {

@@ -47,6 +47,8 @@ pub enum RuntimeError {
     Planner(#[from] crate::planner::PlannerError),
     #[error("{0}")]
     Actor(String),
+    #[error(transparent)]
+    Seal(#[from] crate::session::SealError),
 }
 
 /// The planner for a profile: the LLM planner when one is named, else the
@@ -320,6 +322,14 @@ impl Runtime {
         relay: Option<crate::mcp::relay::Relay>,
     ) -> Result<Self, RuntimeError> {
         let store = Arc::new(Store::open(&paths.database())?);
+        // A key that exists but cannot be read stops here (the log could
+        // not be proven whole); one that cannot be made is warned about,
+        // and `audit verify` says the log is unsigned.
+        match crate::session::Seal::load_or_create(&paths.config_dir) {
+            Ok((seal, fresh)) => store.adopt_seal(seal, fresh)?,
+            Err(e @ crate::session::SealError::Read { .. }) => return Err(e.into()),
+            Err(e) => tracing::warn!("{e}"),
+        }
         let audit = &config.config.audit;
         let found = crate::secrets::remember_environment(&audit.secret_env);
         tracing::info!("{found} secret-looking environment variables are redacted");

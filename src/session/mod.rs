@@ -15,6 +15,7 @@ mod pins;
 mod redact;
 pub mod report;
 mod retention;
+mod seal;
 mod search;
 mod state;
 mod store;
@@ -32,11 +33,12 @@ pub use pending::{Pending, pending_in};
 pub use pins::Pin;
 pub use redact::{BadPattern, REDACTED, RedactingWriter, Redactor, set_for_logs};
 pub use retention::{PruneReport, Retention};
+pub use seal::{Head, KEY_FILE, Proof, Seal, SealError, anchor_path, parse_anchor};
 pub use search::{Found, Query};
 pub use state::{
     Message, RESULTS_KEPT, Role, SeenResult, SessionState, Spend, StepState, StepStatus,
 };
-pub use store::{GENESIS, Record, SessionId, SessionSummary, Store, StoreError};
+pub use store::{GENESIS, Record, SessionId, SessionSummary, Store, StoreError, link_hash};
 pub use verify::{ChainReport, Verification};
 
 /// A live session: appends events durably, folds them, and tells listeners.

@@ -108,9 +108,10 @@ impl Store {
         for (id, ..) in &sessions[..take] {
             tx.execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
         }
+        let mac = self.seal().map(|s| s.mac("pruned", upto, &last_hash));
         tx.execute(
-            "INSERT INTO pruned (upto_seq, last_hash, sessions, events, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![upto, last_hash, take as i64, events, now_rfc3339()],
+            "INSERT INTO pruned (upto_seq, last_hash, sessions, events, at, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![upto, last_hash, take as i64, events, now_rfc3339(), mac],
         )?;
         tx.commit()?;
         Ok(PruneReport {

@@ -130,6 +130,8 @@ pub struct Store {
     fault: tokio::sync::watch::Sender<Option<StoreFault>>,
     /// Opened for reading only: nothing is written, not even the index.
     read_only: bool,
+    /// Signs the newest record of each commit (see seal.rs), once set.
+    seal: std::sync::OnceLock<super::seal::Seal>,
 }
 
 /// Databases up to this size get SQLite's quick check at open (about a
@@ -279,6 +281,7 @@ impl Store {
             identity: FileId::of(path).ok().flatten(),
             fault: tokio::sync::watch::Sender::new(None),
             read_only: false,
+            seal: std::sync::OnceLock::new(),
         }
     }
 
@@ -466,9 +469,29 @@ impl Store {
             CREATE VIRTUAL TABLE IF NOT EXISTS search
                 USING fts5(session_id UNINDEXED, text, tokenize = 'unicode61');
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            -- The newest record's seq and hash, signed (see seal.rs).
+            CREATE TABLE IF NOT EXISTS audit_head (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                seq INTEGER NOT NULL,
+                hash TEXT NOT NULL,
+                mac TEXT NOT NULL
+            );
             PRAGMA user_version = 2;",
         )
         .map_err(open_err)?;
+        // Pruned markers are signed too; logs made before that gain the column.
+        let signed_markers: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('pruned') WHERE name = 'mac'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(open_err)?
+            > 0;
+        if !signed_markers {
+            conn.execute_batch("ALTER TABLE pruned ADD COLUMN mac TEXT")
+                .map_err(open_err)?;
+        }
         Ok(conn)
     }
 
@@ -547,9 +570,14 @@ impl Store {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut conn = self.writable()?;
-        let written = Self::write_batch(&mut conn, session, actor, redacted);
+        let seal = self.seal.get();
+        let written = Self::write_batch(&mut conn, session, actor, redacted, seal);
+        // Written under the connection's lock, so anchors land in order.
+        if let Ok((_, Some(head))) = &written {
+            super::seal::write_anchor(&self.path, head);
+        }
         drop(conn);
-        let records = self.failed_if(written)?;
+        let (records, _) = self.failed_if(written)?;
         let n = self
             .commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -598,7 +626,8 @@ impl Store {
         session: &SessionId,
         actor: &str,
         redacted: Vec<(Event, String)>,
-    ) -> Result<Vec<Record>, StoreError> {
+        seal: Option<&super::seal::Seal>,
+    ) -> Result<(Vec<Record>, Option<super::seal::Head>), StoreError> {
         let ts = now_rfc3339();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Statements are prepared once per connection: every event passes here.
@@ -654,8 +683,24 @@ impl Store {
                 hash,
             });
         }
+        let head = match (seal, records.last()) {
+            (Some(seal), Some(last)) => {
+                Some(super::seal::sign_head(&tx, seal, last.seq, &last.hash)?)
+            }
+            _ => None,
+        };
         tx.commit()?;
-        Ok(records)
+        Ok((records, head))
+    }
+
+    /// Sign every commit from now on with `seal` (a store has one key for
+    /// its life; a second is ignored).
+    pub fn set_seal(&self, seal: super::seal::Seal) {
+        let _ = self.seal.set(seal);
+    }
+
+    pub(crate) fn seal(&self) -> Option<&super::seal::Seal> {
+        self.seal.get()
     }
 
     /// Model use across all sessions since the start of today (UTC), for
