@@ -14,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use opsbot::plan::{Step, StepId};
-use opsbot::session::{Event, Outcome, Query, SessionId, SessionState, Store};
+use opsbot::session::{Event, Outcome, Query, Seal, SessionId, SessionState, Store};
 use serde_json::{Map, Value, json};
 
 const SERVICES: [&str; 6] = [
@@ -170,6 +170,8 @@ fn main() {
         single.as_secs_f64() * 1e6 / singles as f64
     );
 
+    signing_side_by_side(dir.path(), if full { 5_000 } else { 200 });
+
     let start = Instant::now();
     let indexed = store.index_for_search().expect("index");
     println!(
@@ -259,5 +261,54 @@ fn main() {
         "open a session (read its events, fold them): p50 {:.2} ms, p99 {:.2} ms",
         ms(support::percentile(opens.clone(), 0.5)),
         ms(support::percentile(opens, 0.99))
+    );
+
+    // `audit verify` over the whole log: the chain walk, then the proof
+    // (signed head, anchor file, pruned markers) under a key of its own.
+    let (seal, _) = Seal::load_or_create(&dir.path().join("config")).expect("key");
+    store.adopt_seal(seal.clone(), true).expect("adopt");
+    let start = Instant::now();
+    let v = store.verify_all().expect("verify");
+    let walked = start.elapsed();
+    let proof = store
+        .prove(Some(&seal), v.last_seq, &v.last_hash, None)
+        .expect("prove");
+    assert!(proof.problems.is_empty(), "{:?}", proof.problems);
+    println!(
+        "audit verify over {} events: chain walk {:.1} s, proof {:.1} ms",
+        v.last_seq,
+        walked.as_secs_f64(),
+        ms(start.elapsed() - walked)
+    );
+}
+
+/// Per-event latency of a durable append, the plain chain against the
+/// signed one (HMAC of the head in the same transaction, anchor file
+/// written after), interleaved in one run so machine speed cancels out.
+fn signing_side_by_side(dir: &std::path::Path, rounds: usize) {
+    let plain = Store::open(&dir.join("plain.db")).expect("plain");
+    let signed = Store::open(&dir.join("signed.db")).expect("signed");
+    let (seal, _) = Seal::load_or_create(&dir.join("signing-key")).expect("key");
+    signed.set_seal(seal);
+    let id = SessionId::from_stored("20260000-signing".to_string());
+    for s in [&plain, &signed] {
+        s.create_session(&id, "alice").expect("session");
+    }
+    let (mut p, mut q) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for i in 0..rounds + 50 {
+        for (store, times) in [(&plain, &mut p), (&signed, &mut q)] {
+            let event = Event::Note {
+                text: format!("n {i}"),
+            };
+            let start = Instant::now();
+            store.append(&id, "alice", &event).expect("append");
+            if i >= 50 {
+                times.push(start.elapsed());
+            }
+        }
+    }
+    println!(
+        "one durable append, signed vs plain chain: {}",
+        support::versus(&q, &p)
     );
 }

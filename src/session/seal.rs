@@ -189,6 +189,80 @@ pub(super) fn sign_head(
     Ok(head)
 }
 
+/// Writes the anchor file off the append path: a commit hands over its
+/// signed head and goes on; a thread of its own writes the newest head it
+/// has (so it may lag a few commits, which verification allows: the signed
+/// head in the database is always current). The last head is written when
+/// the store closes.
+pub(super) struct AnchorWriter {
+    /// The first head of this store's life is written at once, so a log
+    /// always has its anchor from its first commit on.
+    first: std::sync::atomic::AtomicBool,
+    latest: std::sync::Arc<std::sync::Mutex<Option<Head>>>,
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AnchorWriter {
+    pub(super) fn start(db: &Path) -> Self {
+        let latest = std::sync::Arc::new(std::sync::Mutex::new(None::<Head>));
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let (db, mine) = (db.to_path_buf(), std::sync::Arc::clone(&latest));
+        let thread = std::thread::Builder::new()
+            .name("opsbot-anchor".into())
+            .spawn(move || {
+                let take = || mine.lock().ok().and_then(|mut h| h.take());
+                while woken.recv().is_ok() {
+                    if let Some(head) = take() {
+                        write_anchor(&db, &head);
+                    }
+                }
+                if let Some(head) = take() {
+                    write_anchor(&db, &head);
+                }
+            });
+        match thread {
+            Ok(t) => Self {
+                first: std::sync::atomic::AtomicBool::new(true),
+                latest,
+                wake: Some(wake),
+                thread: Some(t),
+            },
+            Err(e) => {
+                tracing::warn!("cannot start the anchor writer ({e}); anchors are written at once");
+                Self {
+                    first: std::sync::atomic::AtomicBool::new(true),
+                    latest,
+                    wake: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Hand over the newest signed head (called under the writer's lock,
+    /// so heads arrive in order).
+    pub(super) fn note(&self, db: &Path, head: Head) {
+        let first = self.first.swap(false, std::sync::atomic::Ordering::AcqRel);
+        let Some(wake) = self.wake.as_ref().filter(|_| !first) else {
+            return write_anchor(db, &head);
+        };
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = Some(head);
+        }
+        let _ = wake.try_send(());
+    }
+}
+
+impl Drop for AnchorWriter {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Write the anchor file (whole, then renamed into place). Best effort: a
 /// failure is logged, and the signed head in the database still stands.
 pub(super) fn write_anchor(db: &Path, head: &Head) {
@@ -360,10 +434,13 @@ impl Store {
                     anchor.display()
                 )),
             },
+            // Without an anchor file the signed head alone stands (it is
+            // written in the commit; the file follows it): only a log
+            // whose head is not proven is reported for lacking one too.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if tip > 0 || self.signed_head()?.is_some() {
+                if tip > 0 && proof.head.is_none() {
                     problems.push(format!(
-                        "the anchor file {} is missing: the log may have been replaced",
+                        "the anchor file {} is missing as well",
                         anchor.display()
                     ));
                 }

@@ -132,6 +132,8 @@ pub struct Store {
     read_only: bool,
     /// Signs the newest record of each commit (see seal.rs), once set.
     seal: std::sync::OnceLock<super::seal::Seal>,
+    /// Writes the signed head beside the database, off the append path.
+    anchor: std::sync::OnceLock<super::seal::AnchorWriter>,
 }
 
 /// Databases up to this size get SQLite's quick check at open (about a
@@ -282,6 +284,7 @@ impl Store {
             fault: tokio::sync::watch::Sender::new(None),
             read_only: false,
             seal: std::sync::OnceLock::new(),
+            anchor: std::sync::OnceLock::new(),
         }
     }
 
@@ -572,9 +575,9 @@ impl Store {
         let mut conn = self.writable()?;
         let seal = self.seal.get();
         let written = Self::write_batch(&mut conn, session, actor, redacted, seal);
-        // Written under the connection's lock, so anchors land in order.
-        if let Ok((_, Some(head))) = &written {
-            super::seal::write_anchor(&self.path, head);
+        // Handed over under the connection's lock, so heads arrive in order.
+        if let (Ok((_, Some(head))), Some(anchor)) = (&written, self.anchor.get()) {
+            anchor.note(&self.path, head.clone());
         }
         drop(conn);
         let (records, _) = self.failed_if(written)?;
@@ -696,7 +699,11 @@ impl Store {
     /// Sign every commit from now on with `seal` (a store has one key for
     /// its life; a second is ignored).
     pub fn set_seal(&self, seal: super::seal::Seal) {
-        let _ = self.seal.set(seal);
+        if self.seal.set(seal).is_ok() && !self.read_only {
+            let _ = self
+                .anchor
+                .set(super::seal::AnchorWriter::start(&self.path));
+        }
     }
 
     pub(crate) fn seal(&self) -> Option<&super::seal::Seal> {
