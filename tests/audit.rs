@@ -778,3 +778,73 @@ fn a_log_cut_short_emptied_rewritten_or_forged_is_not_proven() {
     assert_ne!(bad.status.code(), Some(0));
     assert!(stderr(&bad).contains("SEQ:HASH"), "{}", stderr(&bad));
 }
+
+/// The session list and the pins are checked against what backs them: an
+/// outcome, actor or title edited in `sessions` and a pin edited in
+/// `pins` are named by `audit verify`; `--repair` rewrites the list from
+/// the records, and `history` finds the failed session again.
+#[test]
+fn edited_sessions_and_pins_are_named_and_the_list_repaired() {
+    let home = Home::new();
+    let mut text = fixture_config("fx", "plain");
+    text.push_str(&sandbox_off());
+    let cfg = home.write_config("fx.toml", &text);
+    let cfg = cfg.to_str().expect("utf-8");
+    // A failed run (checkout is not deployed in dev) and a pinned tool.
+    home.run(&["run", "status of checkout in dev", "-y"], &[]);
+    assert_exit(&home.run(&["--config", cfg, "tools", "--refresh"], &[]), 0);
+    let (code, text) = verify(&home);
+    assert_eq!(code, 0, "{text}");
+    let failed = |home: &Home| {
+        stdout(&home.run(
+            &["history", "search", "checkout", "--status", "failed"],
+            &[],
+        ))
+    };
+    assert!(
+        failed(&home).contains("status checkout"),
+        "{}",
+        failed(&home)
+    );
+    let actor: String = Connection::open(home.path().join("data/opsbot.db"))
+        .expect("open")
+        .query_row("SELECT actor FROM sessions", [], |r| r.get(0))
+        .expect("actor");
+    sql(
+        &home,
+        "UPDATE sessions SET outcome = 'succeeded', actor = 'mallory', title = 'routine check';
+         UPDATE pins SET def_hash = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' WHERE tool = 'fx.echo';",
+    );
+    assert!(
+        !failed(&home).contains("status checkout"),
+        "the edit hides it"
+    );
+    let (code, text) = verify(&home);
+    assert_eq!(code, 1, "{text}");
+    let actor_line = format!("the list says actor `mallory`, its records say `{actor}`");
+    for says in [
+        "the list says outcome `succeeded`, its records say `failed`",
+        actor_line.as_str(),
+        "the list says title `routine check`, its records say `status checkout → dev`",
+        "the pin of fx.echo",
+    ] {
+        assert!(text.contains(says), "{says}: {text}");
+    }
+    let repaired = home.run(&["audit", "verify", "--repair"], &[]);
+    assert!(
+        stderr(&repaired).contains("repaired 1 session rows"),
+        "{}",
+        stderr(&repaired)
+    );
+    assert!(
+        failed(&home).contains("status checkout"),
+        "{}",
+        failed(&home)
+    );
+    let text = stdout(&repaired);
+    assert!(!text.contains("the list says"), "{text}");
+    assert!(
+        text.contains("the pin of fx.echo"),
+        "a pin is reviewed, not repaired: {text}"
+    );
+}

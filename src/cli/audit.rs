@@ -20,6 +20,10 @@ pub enum AuditCommand {
         /// log must still hold that record with that hash.
         #[arg(long, value_name = "SEQ:HASH")]
         anchor: Option<String>,
+        /// Rewrite the session list from the records (values no record
+        /// backs are replaced) and rebuild the search index, then verify.
+        #[arg(long)]
+        repair: bool,
     },
     /// Print the newest signed head as SEQ:HASH, for another system to
     /// keep; `audit verify --anchor SEQ:HASH` checks the log against it.
@@ -80,7 +84,17 @@ pub fn run(
                 ),
             }
         }
-        AuditCommand::Verify { json, anchor } => {
+        AuditCommand::Verify {
+            json,
+            anchor,
+            repair,
+        } => {
+            if repair {
+                let changed = store.repair_derived()?;
+                err!(
+                    "repaired {changed} session rows from the records and rebuilt the search index"
+                );
+            }
             let external = match anchor.as_deref() {
                 Some(a) => Some(parse_anchor(a).ok_or_else(|| {
                     anyhow::anyhow!(
@@ -135,6 +149,11 @@ pub fn run(
                 }
                 for p in &proof.problems {
                     out!("NOT PROVEN: {p}");
+                }
+                if proof.problems.iter().any(|p| p.starts_with("session ")) {
+                    out!(
+                        "the session list is derived from the records: `opsbot audit verify --repair` rewrites it from them"
+                    );
                 }
                 match (&proof.head, proof.sealed) {
                     (Some(h), _) if proven => out!(

@@ -4,6 +4,7 @@
 //! state is a fold over events; views subscribe to the records as they land.
 
 mod checkpoint;
+mod derived;
 mod describe;
 mod event;
 mod export;

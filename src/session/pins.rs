@@ -148,10 +148,11 @@ impl Store {
         let tx = conn.transaction()?;
         let now = super::store::now_rfc3339();
         for (tool, hash, definition) in defs {
+            let mac = super::derived::pin_mac(self, tool, hash, by);
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO pins (tool, def_hash, definition, pinned_at, pinned_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO pins (tool, def_hash, definition, pinned_at, pinned_by, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![tool, hash, definition, now, by])?;
+            .execute(params![tool, hash, definition, now, by, mac])?;
         }
         tx.commit()?;
         Ok(())
@@ -167,13 +168,21 @@ impl Store {
         replace: bool,
     ) -> Result<(), StoreError> {
         let sql = if replace {
-            "INSERT OR REPLACE INTO pins (tool, def_hash, definition, pinned_at, pinned_by) VALUES (?1, ?2, ?3, ?4, ?5)"
+            "INSERT OR REPLACE INTO pins (tool, def_hash, definition, pinned_at, pinned_by, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         } else {
-            "INSERT OR IGNORE INTO pins (tool, def_hash, definition, pinned_at, pinned_by) VALUES (?1, ?2, ?3, ?4, ?5)"
+            "INSERT OR IGNORE INTO pins (tool, def_hash, definition, pinned_at, pinned_by, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         };
+        let mac = super::derived::pin_mac(self, tool, def_hash, by);
         self.conn().execute(
             sql,
-            params![tool, def_hash, definition, super::store::now_rfc3339(), by],
+            params![
+                tool,
+                def_hash,
+                definition,
+                super::store::now_rfc3339(),
+                by,
+                mac
+            ],
         )?;
         Ok(())
     }

@@ -305,6 +305,17 @@ impl Store {
                     params![upto, seal.mac("pruned", upto, &hash)],
                 )?;
             }
+            let pins: Vec<(String, String, String)> = tx
+                .prepare("SELECT tool, def_hash, pinned_by FROM pins WHERE mac IS NULL")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (tool, hash, by) in pins {
+                let (what, signed) = super::derived::pin_signed(&tool, &hash, &by);
+                tx.execute(
+                    "UPDATE pins SET mac = ?2 WHERE tool = ?1",
+                    params![tool, seal.mac(&what, 0, &signed)],
+                )?;
+            }
             let tip: Option<(i64, String)> = tx
                 .query_row(
                     "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
@@ -368,6 +379,7 @@ impl Store {
             sealed: seal.is_some(),
             ..Proof::default()
         };
+        proof.problems.extend(self.check_sessions()?);
         if let Some(seal) = seal {
             self.prove_sealed(seal, tip, tip_hash, &mut proof)?;
         }
@@ -447,6 +459,7 @@ impl Store {
             }
             Err(e) => problems.push(format!("cannot read the anchor file: {e}")),
         }
+        problems.extend(self.check_pins(seal)?);
         for (upto, last_hash, mac) in self.pruned_markers()? {
             if !mac
                 .as_deref()

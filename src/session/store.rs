@@ -495,6 +495,18 @@ impl Store {
             conn.execute_batch("ALTER TABLE pruned ADD COLUMN mac TEXT")
                 .map_err(open_err)?;
         }
+        let signed_pins: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('pins') WHERE name = 'mac'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(open_err)?
+            > 0;
+        if !signed_pins {
+            conn.execute_batch("ALTER TABLE pins ADD COLUMN mac TEXT")
+                .map_err(open_err)?;
+        }
         Ok(conn)
     }
 
@@ -865,7 +877,7 @@ impl Store {
     }
 }
 
-fn outcome_key(o: Outcome) -> &'static str {
+pub(super) fn outcome_key(o: Outcome) -> &'static str {
     match o {
         Outcome::Succeeded => "succeeded",
         Outcome::Failed => "failed",

@@ -1,0 +1,176 @@
+//! Tables derived from the chain, checked against it. `sessions` (actor,
+//! title, outcome) is what `history` lists and filters by: each row is
+//! folded again from its session's records, exactly as the append path
+//! writes it, and a value the records do not back is named (and, with
+//! `--repair`, rewritten from them, with the search index rebuilt). Pins
+//! are not events: each pin row is signed with the audit key instead, so
+//! an edited pin is named too.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+
+use super::Event;
+use super::seal::Seal;
+use super::store::{Store, StoreError, outcome_key};
+
+/// What a session's records say its row should hold.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Backed {
+    actor: String,
+    title: Option<String>,
+    outcome: Option<String>,
+}
+
+/// Most problems named one by one; the rest are counted.
+const NAMED: usize = 20;
+
+impl Store {
+    /// Every session's row as its records back it, folded the way
+    /// `write_batch` writes it.
+    fn sessions_from_chain(&self) -> Result<BTreeMap<String, Backed>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT session_id, actor, kind, body FROM events ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        let mut out: BTreeMap<String, Backed> = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let session: String = r.get(0)?;
+            let kind: String = r.get(2)?;
+            let entry = out.entry(session).or_default();
+            if entry.actor.is_empty() {
+                entry.actor = r.get(1)?;
+            }
+            if !matches!(
+                kind.as_str(),
+                "user_message" | "plan_proposed" | "run_finished"
+            ) {
+                continue;
+            }
+            let body: String = r.get(3)?;
+            match serde_json::from_str::<Event>(&body) {
+                Ok(Event::UserMessage { text }) => {
+                    entry.title.get_or_insert(text);
+                }
+                Ok(Event::PlanProposed { plan, .. }) => entry.title = Some(plan.title),
+                Ok(Event::RunFinished { outcome, .. }) => {
+                    entry.outcome = Some(outcome_key(outcome).to_string())
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows of `sessions` the chain does not back, named.
+    pub fn check_sessions(&self) -> Result<Vec<String>, StoreError> {
+        let backed = self.sessions_from_chain()?;
+        let stored: Vec<(String, String, Option<String>, Option<String>)> = {
+            let conn = self.conn();
+            let mut stmt =
+                conn.prepare("SELECT id, actor, title, outcome FROM sessions ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut problems = Vec::new();
+        let show = |v: &Option<String>| {
+            v.as_deref().map_or("(none)".to_string(), |t| {
+                format!("`{}`", crate::text::truncate(t, 60))
+            })
+        };
+        for (id, actor, title, outcome) in stored {
+            let Some(b) = backed.get(&id) else {
+                problems.push(format!("session {id} is listed but no record backs it"));
+                continue;
+            };
+            if actor != b.actor {
+                problems.push(format!(
+                    "session {id}: the list says actor `{actor}`, its records say `{}`",
+                    b.actor
+                ));
+            }
+            if outcome != b.outcome {
+                problems.push(format!(
+                    "session {id}: the list says outcome {}, its records say {}",
+                    show(&outcome),
+                    show(&b.outcome)
+                ));
+            }
+            if title != b.title {
+                problems.push(format!(
+                    "session {id}: the list says title {}, its records say {}",
+                    show(&title),
+                    show(&b.title)
+                ));
+            }
+        }
+        if problems.len() > NAMED {
+            let more = problems.len() - NAMED;
+            problems.truncate(NAMED);
+            problems.push(format!("and {more} more"));
+        }
+        Ok(problems)
+    }
+
+    /// Rewrite `sessions` from the chain (rows no record backs are
+    /// removed) and rebuild the search index; how many rows changed.
+    pub fn repair_derived(&self) -> Result<usize, StoreError> {
+        let backed = self.sessions_from_chain()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut changed = tx.execute(
+            "DELETE FROM sessions WHERE id NOT IN (SELECT DISTINCT session_id FROM events)",
+            [],
+        )?;
+        for (id, b) in &backed {
+            changed += tx.execute(
+                "UPDATE sessions SET actor = ?2, title = ?3, outcome = ?4
+                 WHERE id = ?1 AND (actor IS NOT ?2 OR title IS NOT ?3 OR outcome IS NOT ?4)",
+                params![id, b.actor, b.title, b.outcome],
+            )?;
+        }
+        tx.execute("DELETE FROM search", [])?;
+        tx.execute("DELETE FROM meta WHERE key = 'indexed_upto'", [])?;
+        tx.commit()?;
+        super::search::catch_up(&conn)?;
+        Ok(changed)
+    }
+
+    /// Pins whose signature does not hold (sealed logs only).
+    pub fn check_pins(&self, seal: &Seal) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT tool, def_hash, pinned_by, mac FROM pins ORDER BY tool")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut problems = Vec::new();
+        for row in rows {
+            let (tool, hash, by, mac) = row?;
+            let (what, signed) = pin_signed(&tool, &hash, &by);
+            if !mac.is_some_and(|m| seal.check(&what, 0, &signed, &m)) {
+                problems.push(format!(
+                    "the pin of {tool} ({}, by {by}) was not written by opsbot: review it with `opsbot policy pins diff {tool}`",
+                    &hash[..hash.len().min(12)]
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// What a pin's MAC covers: the tool, the definition's hash, who pinned it.
+pub(super) fn pin_signed(tool: &str, def_hash: &str, by: &str) -> (String, String) {
+    (format!("pin:{tool}"), format!("{def_hash}\0{by}"))
+}
+
+/// The MAC for a pin row, when the store signs.
+pub(super) fn pin_mac(store: &Store, tool: &str, def_hash: &str, by: &str) -> Option<String> {
+    let (what, signed) = pin_signed(tool, def_hash, by);
+    store.seal().map(|s| s.mac(&what, 0, &signed))
+}
