@@ -263,6 +263,20 @@ fn main() {
         ms(support::percentile(opens, 0.99))
     );
 
+    // `opsbot insights` over every session (aim: under 200 ms at 100,000).
+    let mut runs = Vec::new();
+    for _ in 0..if full { 5 } else { 2 } {
+        let start = Instant::now();
+        let i = store.insights(None).expect("insights");
+        runs.push(start.elapsed());
+        assert_eq!(i.runs as usize, sessions);
+    }
+    println!(
+        "insights over {sessions} sessions: p50 {:.0} ms, best {:.0} ms",
+        ms(support::percentile(runs.clone(), 0.5)),
+        ms(runs.iter().copied().min().unwrap_or_default())
+    );
+
     // `audit verify` over the whole log: the chain walk, then the proof
     // (signed head, anchor file, pruned markers) under a key of its own.
     let (seal, _) = Seal::load_or_create(&dir.path().join("config")).expect("key");

@@ -52,6 +52,16 @@ enum Command {
         #[command(subcommand)]
         command: Option<cli::history::HistoryCommand>,
     },
+    /// What happened, in aggregate, from the log (works offline): runs per
+    /// day and their outcomes, step durations and failures by tool,
+    /// approval waits, denials by rule, model use.
+    Insights {
+        /// From this time: a date, an RFC 3339 time, or an age (30d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the audit log's hash chain, export it, prune it (works offline).
     Audit {
         #[command(subcommand)]
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
         || !matches!(
             cli.command,
             Some(Command::History { .. })
+                | Some(Command::Insights { .. })
                 | Some(Command::Audit { .. })
                 | Some(Command::Config { .. })
         )
@@ -183,6 +194,9 @@ fn main() -> ExitCode {
                 .await
             }
             Some(Command::History { command }) => cli::history::run(&paths, command),
+            Some(Command::Insights { since, json }) => {
+                cli::insights::run(&paths, since.as_deref(), json)
+            }
             Some(Command::Audit { command }) => {
                 cli::audit::run(&paths, cli.config.as_deref(), command)
             }

@@ -23,6 +23,7 @@ pub mod call;
 pub mod config;
 pub mod eval;
 pub mod history;
+pub mod insights;
 pub mod policy;
 pub mod print;
 pub mod run;
