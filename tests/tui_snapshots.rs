@@ -532,3 +532,72 @@ fn changed_tools_are_reviewed_in_the_app() {
     app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
     assert!(app.modal.is_none());
 }
+
+/// The insights screen: runs and failures per day as bars, model tokens as
+/// a sparkline, the slowest tools' p95, and the numbers behind them.
+#[test]
+fn insights_are_drawn_as_charts() {
+    use opsbot::session::{Day, Insights, ToolStats};
+    let mut app = app();
+    app.focus = Pane::Plan;
+    assert_eq!(app.on_key(key('I')), Some(Intent::Insights));
+    let day = |d: &str, runs: u64, failed: u64, tokens: u64| Day {
+        day: d.into(),
+        runs,
+        outcomes: [
+            ("succeeded".to_string(), runs - failed),
+            ("failed".to_string(), failed),
+        ]
+        .into_iter()
+        .collect(),
+        llm_tokens: tokens,
+        llm_cost_usd: 0.0,
+    };
+    let tool = |t: &str, calls: u64, failures: u64, p95: u64| ToolStats {
+        tool: t.into(),
+        calls,
+        failures,
+        p50_ms: p95 / 2,
+        p95_ms: p95,
+    };
+    let insights = Insights {
+        since: Some("2026-11-01T00:00:00Z".into()),
+        runs: 21,
+        succeeded: 17,
+        success_rate: Some(17.0 / 21.0),
+        days: vec![
+            day("2026-11-28", 5, 1, 1200),
+            day("2026-11-29", 0, 0, 0),
+            day("2026-11-30", 9, 2, 3400),
+            day("2026-12-01", 7, 1, 800),
+        ],
+        tools: vec![
+            tool("k8s.deploy", 12, 3, 8200),
+            tool("ci.run_tests", 9, 1, 45000),
+            tool("monitor.health", 14, 0, 310),
+        ],
+        failures_by_server: vec![("k8s".into(), 3), ("ci".into(), 1)],
+        approvals: 15,
+        approval_wait_p50_s: Some(4.2),
+        approval_wait_p95_s: Some(31.0),
+        approval_wait_total_s: 120.0,
+        denials: vec![("rule.no-prod".into(), 2)],
+        llm_tokens: 5400,
+        llm_cost_usd: 0.12,
+    };
+    app.modal = Some(Modal::Insights(Box::new(insights)));
+    let screen = render(&mut app, 120, 32);
+    for says in [
+        "21 runs",
+        "81% succeeded",
+        "failed steps: k8s 3, ci 1",
+        "denied: rule.no-prod 2",
+        "ci.run_tests",
+        "45000 ms",
+    ] {
+        assert!(screen.contains(says), "{says}:\n{screen}");
+    }
+    insta::assert_snapshot!("insights_120x32", screen);
+    app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(app.modal.is_none());
+}

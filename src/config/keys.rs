@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Every action a key can be bound to, with its default.
-pub const DEFAULTS: [(&str, &str); 20] = [
+pub const DEFAULTS: [(&str, &str); 21] = [
     ("approve", "a"),
     ("approve_remember", "T"),
     ("approve_ready", "A"),
@@ -20,6 +20,7 @@ pub const DEFAULTS: [(&str, &str); 20] = [
     ("rerun", "R"),
     ("pending", "W"),
     ("review", "V"),
+    ("insights", "I"),
     ("filter", "f"),
     ("next_pane", "tab"),
     ("prev_pane", "backtab"),

@@ -56,6 +56,7 @@ pub(super) fn spawn_child(
     entry: &Arc<Entry>,
     ctx: &SpawnContext,
     tools_stale: Arc<tokio::sync::watch::Sender<bool>>,
+    progress: Arc<super::ledger::ProgressLedger>,
 ) -> Result<(tokio::io::DuplexStream, tokio::process::ChildStdin), String> {
     let cfg = &entry.config;
     let program = ctx.expand(cfg.command.as_deref().unwrap_or_default());
@@ -130,6 +131,7 @@ pub(super) fn spawn_child(
                     if is_tools_list_changed(&line) {
                         tools_stale.send_replace(true);
                     }
+                    progress.seen_line(&line);
                     line
                 }
                 Frame::Noise(text) if text.is_empty() => continue,

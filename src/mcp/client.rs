@@ -23,6 +23,8 @@ pub(crate) type ProgressRoutes =
 #[derive(Clone)]
 pub(crate) struct OpsbotClient {
     pub progress: ProgressRoutes,
+    /// Progress counted in the server's order (see ledger.rs).
+    pub progress_ledger: Arc<super::ledger::ProgressLedger>,
     pub tools_changed: Arc<Notify>,
     /// True from a `tools/list_changed` until the tools are listed again:
     /// calls wait for the new list, so none is made against a definition
@@ -48,6 +50,7 @@ impl ClientHandler for OpsbotClient {
             .lock()
             .ok()
             .and_then(|routes| routes.get(&params.progress_token).cloned());
+        let key = super::ledger::key(&params.progress_token);
         if let Some(tx) = route {
             let _ = tx.send(Progress {
                 progress: params.progress,
@@ -55,6 +58,7 @@ impl ClientHandler for OpsbotClient {
                 message: params.message,
             });
         }
+        self.progress_ledger.relayed(&key);
     }
 
     #[allow(deprecated)]
@@ -169,6 +173,7 @@ impl Default for OpsbotClient {
     fn default() -> Self {
         Self {
             progress: ProgressRoutes::default(),
+            progress_ledger: Arc::default(),
             tools_changed: Arc::default(),
             tools_stale: Arc::new(tokio::sync::watch::Sender::new(false)),
             logs: None,

@@ -431,6 +431,12 @@ impl Connection {
         // rmcp hands notifications to the handler on tasks of their own,
         // so progress sent just before the answer may still be on its way:
         // let those tasks run before the route closes.
+        // A stdio server's progress was counted as it was read: wait for
+        // the handler to have relayed all of it (and forget the count).
+        self.client
+            .progress_ledger
+            .settle(&super::ledger::key(&token), Duration::from_secs(2))
+            .await;
         if opts.progress.is_some() {
             for _ in 0..4 {
                 tokio::task::yield_now().await;

@@ -278,8 +278,13 @@ async fn connect(
         if let Some(url) = &entry.config.url {
             serve_http(entry, ctx, client.clone(), &ctx.expand(url)).await
         } else {
-            let transport =
-                spawn_child(entry, ctx, Arc::clone(&client.tools_stale)).map_err(Startup::Spawn)?;
+            let transport = spawn_child(
+                entry,
+                ctx,
+                Arc::clone(&client.tools_stale),
+                Arc::clone(&client.progress_ledger),
+            )
+            .map_err(Startup::Spawn)?;
             client
                 .clone()
                 .serve(transport)

@@ -12,6 +12,7 @@ mod child;
 mod client;
 mod conn;
 mod frames;
+mod ledger;
 mod lifecycle;
 mod passthrough;
 pub mod relay;

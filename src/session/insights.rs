@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::store::{Store, StoreError};
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Day {
     pub day: String,
     pub runs: u64,
@@ -21,7 +21,7 @@ pub struct Day {
     pub llm_cost_usd: f64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct ToolStats {
     pub tool: String,
     pub calls: u64,
@@ -30,7 +30,7 @@ pub struct ToolStats {
     pub p95_ms: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Insights {
     pub since: Option<String>,
     pub runs: u64,

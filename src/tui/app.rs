@@ -120,6 +120,8 @@ pub enum Modal {
     Reviews {
         selected: usize,
     },
+    /// The last 30 days of the log as charts.
+    Insights(Box<crate::session::Insights>),
 }
 
 /// One planner the user can switch to.
@@ -192,6 +194,8 @@ pub enum Intent {
     },
     /// Open the review of changed tool definitions (loaded from the store).
     Reviews,
+    /// Open the insights screen (computed from the store).
+    Insights,
     /// Re-pin a tool as the changed definition that was shown (its hash).
     AcceptPin {
         tool: String,

@@ -124,6 +124,7 @@ fn execute(driver: &Arc<Driver>, intent: &Intent) -> Result<String, String> {
         | Intent::ApprovePending { .. }
         | Intent::RefusePending { .. }
         | Intent::Reviews
+        | Intent::Insights
         | Intent::AcceptPin { .. }
         | Intent::RejectPin { .. } => Ok(String::new()),
     }
@@ -213,6 +214,21 @@ impl Screen {
             Intent::ApprovePending { .. } | Intent::RefusePending { .. } => {
                 let result = self.answer_pending(&intent);
                 self.live.on_result(&intent, result);
+            }
+            Intent::Insights => {
+                let since = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+                let since = since
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                match self.driver.runtime().store.insights(Some(&since)) {
+                    Ok(i) => {
+                        self.live.modal =
+                            Some(app::Modal::Insights(Box::new(crate::sanitize::scrub(i))))
+                    }
+                    Err(e) => self
+                        .live
+                        .on_result(&intent, Err(format!("cannot read the log: {e}"))),
+                }
             }
             Intent::Reviews => match self.reviews() {
                 Ok(reviews) => self.live.open_reviews(reviews),

@@ -41,6 +41,8 @@ impl App {
             self.open_pending();
         } else if k.is("review", &key) {
             return Some(Intent::Reviews);
+        } else if k.is("insights", &key) {
+            return Some(Intent::Insights);
         } else if k.is("planner", &key) {
             if self.read_only {
                 self.flash = Some(("a replay cannot change the planner".into(), true));
@@ -369,6 +371,12 @@ impl App {
             Modal::Tools(_) => self.on_tools_key(key),
             Modal::Pending { .. } => self.on_pending_key(key),
             Modal::Reviews { .. } => self.on_review_key(key),
+            Modal::Insights(_) => {
+                if matches!(key.code, KeyCode::Esc | KeyCode::Char('q') | KeyCode::Enter) {
+                    self.modal = None;
+                }
+                None
+            }
             Modal::Ask(_) => self.on_ask_key(key),
             Modal::QuitConfirm => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {

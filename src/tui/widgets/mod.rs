@@ -4,6 +4,7 @@ pub mod ask;
 pub mod audit;
 pub mod chat;
 pub mod history;
+pub mod insights;
 pub mod modal;
 pub mod pending;
 pub mod plan;

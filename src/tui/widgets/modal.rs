@@ -95,6 +95,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
                     keys.label("review"),
                     "tools whose definitions changed: review, accept or keep denied",
                 ),
+                (keys.label("insights"), "the last 30 days as charts"),
                 (
                     keys.label("planner"),
                     "choose the planner: runbooks or an LLM profile",
@@ -209,6 +210,7 @@ pub fn draw(f: &mut Frame, app: &mut App, theme: &Theme) {
         Modal::Tools(list) => super::tools::draw(f, area, list, theme),
         Modal::Ask(view) => super::ask::draw(f, area, view, theme),
         Modal::Reviews { selected } => super::review::draw(f, area, &app.reviews, *selected, theme),
+        Modal::Insights(insights) => super::insights::draw(f, area, insights, theme),
         Modal::Pending {
             selected,
             typed,
