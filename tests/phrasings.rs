@@ -488,17 +488,22 @@ async fn the_offline_planner_understands_how_engineers_ask() {
     assert!(init.success(), "git init");
     let extra = format!(
         r#"
+# Python and Node peers can take long to start on a loaded machine: the
+# test is about phrasing, not start-up speed.
 [servers.files]
 command = "{files}"
 args = ["{tmp}"]
+startup_timeout_ms = 180000
 
 [servers.git]
 command = "{git}"
 args = ["--repository", "{repo}"]
+startup_timeout_ms = 180000
 
 [servers.time]
 command = "{time}"
 args = ["--local-timezone", "UTC"]
+startup_timeout_ms = 180000
 "#,
         files = peer("mcp-server-filesystem").display(),
         tmp = home.path().display(),

@@ -509,3 +509,27 @@ fn a_changed_tool_is_reviewed_and_accepted_in_the_app() {
         "{listed}"
     );
 }
+
+/// `I` opens the insights screen, computed from the log off the event
+/// loop: after one run, the screen counts it.
+#[test]
+fn insights_open_in_the_app_from_the_log() {
+    let home = Home::new();
+    home.run(&["run", "status of checkout in dev", "-y"], &[]);
+    let t = Tmux::start_with(&home, "", "", "insights");
+    t.wait_for("servers", None);
+    t.keys(&["Escape"]);
+    t.wait_for("approve ready", None);
+    t.keys(&["I"]);
+    let shown = t.wait_for("insights: the last 30 days", None);
+    assert!(shown.contains("1 runs"), "{shown}");
+    assert!(
+        shown.contains("k8s.status") || shown.contains("monitor.health"),
+        "{shown}"
+    );
+    t.keys(&["Escape"]);
+    t.keys(&["i"]);
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+    t.wait_until_quit();
+}

@@ -75,7 +75,8 @@ fn sorted_desc(map: HashMap<String, u64>) -> Vec<(String, u64)> {
 
 impl Store {
     /// Insights over sessions and events at or after `since` (RFC 3339 or
-    /// a date; none: everything).
+    /// a date; none: everything). A run is a session that was asked
+    /// something (it has a title): an app opened and closed is not one.
     pub fn insights(&self, since: Option<&str>) -> Result<Insights, StoreError> {
         let from = since.unwrap_or("");
         let conn = self.conn();
@@ -88,7 +89,7 @@ impl Store {
         {
             let mut stmt = conn.prepare_cached(
                 "SELECT substr(started_at, 1, 10), COALESCE(outcome, 'unfinished'), COUNT(*)
-                 FROM sessions WHERE started_at >= ?1
+                 FROM sessions WHERE started_at >= ?1 AND title IS NOT NULL
                  GROUP BY 1, 2",
             )?;
             let mut rows = stmt.query(params![from])?;

@@ -159,6 +159,8 @@ struct Screen {
     records: tokio::sync::broadcast::Receiver<crate::session::Record>,
     replay: Option<(App, ui::View)>,
     searches: tokio::sync::mpsc::UnboundedSender<SearchAnswer>,
+    /// Insights computed off the event loop (a large log takes seconds).
+    insights: tokio::sync::mpsc::UnboundedSender<Result<crate::session::Insights, String>>,
     /// Served calls waiting for approval, looked up off the event loop.
     waiting: tokio::sync::mpsc::UnboundedSender<Vec<crate::session::Pending>>,
     /// Older chat records paged in from the store, and whether more wait.
@@ -220,15 +222,15 @@ impl Screen {
                 let since = since
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
-                match self.driver.runtime().store.insights(Some(&since)) {
-                    Ok(i) => {
-                        self.live.modal =
-                            Some(app::Modal::Insights(Box::new(crate::sanitize::scrub(i))))
-                    }
-                    Err(e) => self
-                        .live
-                        .on_result(&intent, Err(format!("cannot read the log: {e}"))),
-                }
+                let store = Arc::clone(&self.driver.runtime().store);
+                let answers = self.insights.clone();
+                self.live.flash = Some(("reading the last 30 days…".into(), false));
+                tokio::task::spawn_blocking(move || {
+                    let found = store
+                        .insights(Some(&since))
+                        .map_err(|e| format!("cannot read the log: {e}"));
+                    let _ = answers.send(found);
+                });
             }
             Intent::Reviews => match self.reviews() {
                 Ok(reviews) => self.live.open_reviews(reviews),
@@ -554,6 +556,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         screen_fault_at_start = Some(fault);
     }
     let (searches, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let (insights, mut insights_found) = tokio::sync::mpsc::unbounded_channel();
     let (waiting, mut waiting_calls) = tokio::sync::mpsc::unbounded_channel();
     let (older, mut older_pages) = tokio::sync::mpsc::unbounded_channel();
     let mut screen = Screen {
@@ -563,6 +566,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
         records,
         replay: None,
         searches,
+        insights,
         waiting,
         older,
         paging: false,
@@ -696,6 +700,16 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                     replay.flash = Some(("a server asks you something: esc returns to the live session".into(), true));
                 }
                 dirty = true;
+            }
+            Some(found) = insights_found.recv() => {
+                screen.live.flash = None;
+                match found {
+                    Ok(i) => {
+                        screen.live.modal =
+                            Some(app::Modal::Insights(Box::new(crate::sanitize::scrub(i))));
+                    }
+                    Err(e) => screen.live.flash = Some((e, true)),
+                }
             }
             Some((text, found)) = answers.recv() => {
                 screen.live.show_found(&text, found.map(scrub));
