@@ -105,7 +105,17 @@ pub fn run(
             };
             let v = store.verify_all()?;
             let seal = Seal::load(&paths.config_dir)?;
-            let proof = store.prove(seal.as_ref(), v.last_seq, &v.last_hash, external)?;
+            // A damaged file is reported as such below; what cannot be read
+            // for the proof is one more thing not proven, not a crash.
+            let proof = store
+                .prove(seal.as_ref(), v.last_seq, &v.last_hash, external)
+                .unwrap_or_else(|e| opsbot::session::Proof {
+                    sealed: seal.is_some(),
+                    problems: vec![format!(
+                        "the signatures and the session list could not be checked: {e}"
+                    )],
+                    ..opsbot::session::Proof::default()
+                });
             let proven = proof.problems.is_empty();
             if json {
                 super::json_out(&serde_json::json!({"chain": v, "proof": proof}))?;
