@@ -696,7 +696,8 @@ fn a_log_cut_short_emptied_rewritten_or_forged_is_not_proven() {
                 "DELETE FROM search; DELETE FROM events; DELETE FROM sessions; DELETE FROM audit_head;",
                 false,
             ),
-            format!("records #1 to #{tip} are missing"),
+            // (the anchor file may trail the signed head by a few commits)
+            "are missing (the log ends at #0)".to_string(),
         ),
         (
             "a rewrite with the chain recomputed",
