@@ -848,4 +848,46 @@ fn edited_sessions_and_pins_are_named_and_the_list_repaired() {
         text.contains("the pin of fx.echo"),
         "a pin is reviewed, not repaired: {text}"
     );
+    // Policy does not trust the edited pin: the tool is quarantined until
+    // its live definition is reviewed and accepted, which signs a new pin.
+    let call = home.run(
+        &[
+            "--config", cfg, "call", "fx.echo", "text=hi", "-y", "--json",
+        ],
+        &[],
+    );
+    let decision = &json(&call)["steps"]["call"]["decision"];
+    assert_eq!(decision["rule"], "builtin.pin-changed", "{decision}");
+    assert!(
+        decision["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was not written by opsbot"),
+        "{decision}"
+    );
+    let diff = stdout(&home.run(&["--config", cfg, "policy", "pins", "diff", "fx.echo"], &[]));
+    let hash = diff
+        .split("--hash ")
+        .nth(1)
+        .and_then(|h| h.split_whitespace().next())
+        .unwrap_or_else(|| panic!("how to accept: {diff}"))
+        .to_string();
+    assert_exit(
+        &home.run(
+            &[
+                "--config", cfg, "policy", "pins", "accept", "fx.echo", "--hash", &hash,
+            ],
+            &[],
+        ),
+        0,
+    );
+    let call = home.run(
+        &[
+            "--config", cfg, "call", "fx.echo", "text=hi", "-y", "--json",
+        ],
+        &[],
+    );
+    assert_exit(&call, 0);
+    let (code, text) = verify(&home);
+    assert_eq!(code, 0, "the accepted pin is signed: {text}");
 }

@@ -281,10 +281,17 @@ impl Policy {
             && let Some(pinned) = ctx.pins.get(call.tool)
             && *pinned != tool.def_hash
         {
-            let reason = format!(
-                "{}'s definition changed since it was first used; it is quarantined until you review it (opsbot policy pins diff {0}) and re-pin it (opsbot policy pins accept {0})",
-                call.tool
-            );
+            let reason = if pinned.starts_with(crate::session::UNSIGNED_PIN) {
+                format!(
+                    "{}'s pin was not written by opsbot (it was edited in the store); it is quarantined until you review its definition (opsbot policy pins diff {0}) and re-pin it (opsbot policy pins accept {0})",
+                    call.tool
+                )
+            } else {
+                format!(
+                    "{}'s definition changed since it was first used; it is quarantined until you review it (opsbot policy pins diff {0}) and re-pin it (opsbot policy pins accept {0})",
+                    call.tool
+                )
+            };
             note(&|| ("builtin.pin-changed".into(), true, reason.clone()));
             return Decision::Deny {
                 rule: "builtin.pin-changed".into(),

@@ -27,7 +27,7 @@ impl Knowledge {
     pub fn load(store: &Store, policy: &Policy) -> Result<Self, StoreError> {
         let mut k = Self {
             history: History::default(),
-            pins: store.pins()?,
+            pins: store.trusted_pins()?,
         };
         if let Some(horizon) = policy.horizon() {
             let since = (OffsetDateTime::now_utc() - horizon)

@@ -6,7 +6,7 @@
 //! are not events: each pin row is signed with the audit key instead, so
 //! an edited pin is named too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::params;
 
@@ -161,6 +161,46 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+}
+
+/// The mark policy sees for a pin whose signature fails: no definition
+/// has this hash, so the tool is quarantined until its live definition is
+/// reviewed and accepted (which signs a new pin).
+pub const UNSIGNED_PIN: &str = "unsigned:";
+
+impl Store {
+    /// Every pin's hash, as policy should trust it: in a signed log a pin
+    /// whose signature fails is marked `unsigned:HASH`.
+    pub fn trusted_pins(&self) -> Result<HashMap<String, String>, StoreError> {
+        let Some(seal) = self.seal() else {
+            return self.pins();
+        };
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT tool, def_hash, pinned_by, mac FROM pins")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (tool, hash, by, mac) = row?;
+            let (what, signed) = pin_signed(&tool, &hash, &by);
+            let hash = if mac.is_some_and(|m| seal.check(&what, 0, &signed, &m)) {
+                hash
+            } else {
+                tracing::warn!(
+                    "the pin of {tool} was not written by opsbot: quarantined until reviewed"
+                );
+                format!("{UNSIGNED_PIN}{hash}")
+            };
+            out.insert(tool, hash);
+        }
+        Ok(out)
     }
 }
 

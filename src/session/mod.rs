@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod derived;
+pub use derived::UNSIGNED_PIN;
 mod describe;
 mod event;
 mod export;
