@@ -39,10 +39,7 @@ pub enum ReviewError {
     Store(#[from] StoreError),
 }
 
-/// The first 12 characters of a hash, as shown and as typed back.
-pub fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
-}
+pub use crate::text::short;
 
 impl Runtime {
     /// Every changed definition kept for review, oldest pin first by tool.

@@ -22,6 +22,14 @@ struct Backed {
     outcome: Option<String>,
 }
 
+/// A pin row and whether its signature holds.
+struct SignedPin {
+    tool: String,
+    hash: String,
+    by: String,
+    signed: bool,
+}
+
 /// Most problems named one by one; the rest are counted.
 const NAMED: usize = 20;
 
@@ -138,6 +146,23 @@ impl Store {
 
     /// Pins whose signature does not hold (sealed logs only).
     pub fn check_pins(&self, seal: &Seal) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .signed_pins(seal)?
+            .into_iter()
+            .filter(|p| !p.signed)
+            .map(|p| {
+                format!(
+                    "the pin of {} ({}, by {}) was not written by opsbot: review it with `opsbot policy pins diff {0}`",
+                    p.tool,
+                    crate::text::short(&p.hash),
+                    p.by
+                )
+            })
+            .collect())
+    }
+
+    /// Every pin, by tool, with whether its signature holds under `seal`.
+    fn signed_pins(&self, seal: &Seal) -> Result<Vec<SignedPin>, StoreError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT tool, def_hash, pinned_by, mac FROM pins ORDER BY tool")?;
@@ -149,18 +174,19 @@ impl Store {
                 r.get::<_, Option<String>>(3)?,
             ))
         })?;
-        let mut problems = Vec::new();
+        let mut out = Vec::new();
         for row in rows {
             let (tool, hash, by, mac) = row?;
-            let (what, signed) = pin_signed(&tool, &hash, &by);
-            if !mac.is_some_and(|m| seal.check(&what, 0, &signed, &m)) {
-                problems.push(format!(
-                    "the pin of {tool} ({}, by {by}) was not written by opsbot: review it with `opsbot policy pins diff {tool}`",
-                    &hash[..hash.len().min(12)]
-                ));
-            }
+            let (what, covered) = pin_signed(&tool, &hash, &by);
+            let signed = mac.is_some_and(|m| seal.check(&what, 0, &covered, &m));
+            out.push(SignedPin {
+                tool,
+                hash,
+                by,
+                signed,
+            });
         }
-        Ok(problems)
+        Ok(out)
     }
 }
 
@@ -176,31 +202,22 @@ impl Store {
         let Some(seal) = self.seal() else {
             return self.pins();
         };
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT tool, def_hash, pinned_by, mac FROM pins")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
-        })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (tool, hash, by, mac) = row?;
-            let (what, signed) = pin_signed(&tool, &hash, &by);
-            let hash = if mac.is_some_and(|m| seal.check(&what, 0, &signed, &m)) {
-                hash
-            } else {
-                tracing::warn!(
-                    "the pin of {tool} was not written by opsbot: quarantined until reviewed"
-                );
-                format!("{UNSIGNED_PIN}{hash}")
-            };
-            out.insert(tool, hash);
-        }
-        Ok(out)
+        Ok(self
+            .signed_pins(seal)?
+            .into_iter()
+            .map(|p| {
+                let hash = if p.signed {
+                    p.hash
+                } else {
+                    tracing::warn!(
+                        "the pin of {} was not written by opsbot: quarantined until reviewed",
+                        p.tool
+                    );
+                    format!("{UNSIGNED_PIN}{}", p.hash)
+                };
+                (p.tool, hash)
+            })
+            .collect())
     }
 }
 

@@ -31,6 +31,19 @@ pub struct PinChange {
     pub rejected_by: Option<String>,
 }
 
+const CHANGE_COLUMNS: &str =
+    "SELECT tool, def_hash, definition, seen_at, rejected_by FROM pin_changes";
+
+fn change_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PinChange> {
+    Ok(PinChange {
+        tool: r.get(0)?,
+        def_hash: r.get(1)?,
+        definition: r.get(2)?,
+        seen_at: r.get(3)?,
+        rejected_by: r.get(4)?,
+    })
+}
+
 impl Store {
     /// Keep the changed definition of a pinned tool (the newest one seen).
     pub fn note_pin_change(
@@ -51,18 +64,8 @@ impl Store {
     /// Every kept change, by tool: what is waiting for review.
     pub fn pin_changes(&self) -> Result<Vec<PinChange>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT tool, def_hash, definition, seen_at, rejected_by FROM pin_changes ORDER BY tool",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(PinChange {
-                tool: r.get(0)?,
-                def_hash: r.get(1)?,
-                definition: r.get(2)?,
-                seen_at: r.get(3)?,
-                rejected_by: r.get(4)?,
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!("{CHANGE_COLUMNS} ORDER BY tool"))?;
+        let rows = stmt.query_map([], change_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -70,17 +73,9 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT tool, def_hash, definition, seen_at, rejected_by FROM pin_changes WHERE tool = ?1",
+                &format!("{CHANGE_COLUMNS} WHERE tool = ?1"),
                 params![tool],
-                |r| {
-                    Ok(PinChange {
-                        tool: r.get(0)?,
-                        def_hash: r.get(1)?,
-                        definition: r.get(2)?,
-                        seen_at: r.get(3)?,
-                        rejected_by: r.get(4)?,
-                    })
-                },
+                change_row,
             )
             .optional()?)
     }

@@ -389,7 +389,7 @@ impl Store {
             if let Some(problem) = held {
                 proof.problems.push(format!(
                     "the anchor {seq}:{} given: {problem}",
-                    short(&hash)
+                    crate::text::short(&hash)
                 ));
             }
         }
@@ -513,10 +513,6 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
