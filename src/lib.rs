@@ -24,6 +24,7 @@ pub mod secrets;
 pub mod serve;
 pub mod session;
 pub mod signals;
+pub mod telemetry;
 pub mod text;
 pub mod tui;
 pub mod usage;

@@ -62,6 +62,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The OpenTelemetry export ([telemetry]): how far it got, or send the
+    /// rest now.
+    Telemetry {
+        #[command(subcommand)]
+        command: cli::telemetry::TelemetryCommand,
+    },
     /// Check the audit log's hash chain, export it, prune it (works offline).
     Audit {
         #[command(subcommand)]
@@ -199,6 +205,9 @@ fn main() -> ExitCode {
             }
             Some(Command::Audit { command }) => {
                 cli::audit::run(&paths, cli.config.as_deref(), command)
+            }
+            Some(Command::Telemetry { command }) => {
+                cli::telemetry::run(&paths, cli.config.as_deref(), command).await
             }
             Some(Command::Eval { command }) => {
                 cli::eval::run(paths, cli.config.as_deref(), command).await

@@ -135,6 +135,44 @@ pub fn remove_server_secret(server: &str, key: &str) -> Result<bool, SecretError
 /// filled in is remembered for redaction. The error says how to provide
 /// what is missing.
 pub fn resolve(server: &str, key: &str, raw: &str) -> Result<String, String> {
+    fill(
+        raw,
+        &server_account(server, key),
+        &format!("`{key}` of server `{server}`"),
+        &format!("opsbot auth set server:{server} {key}"),
+    )
+}
+
+/// The keyring account of a header sent to the telemetry collector.
+fn telemetry_account(header: &str) -> String {
+    format!("telemetry/{header}")
+}
+
+/// A `[telemetry] headers` value with its references filled in, as
+/// `resolve` does for a server's (`opsbot auth set telemetry HEADER`).
+pub fn resolve_telemetry(header: &str, raw: &str) -> Result<String, String> {
+    fill(
+        raw,
+        &telemetry_account(header),
+        &format!("[telemetry] header `{header}`"),
+        &format!("opsbot auth set telemetry {header}"),
+    )
+}
+
+/// Keep a telemetry header's secret value.
+pub fn store_telemetry_secret(header: &str, value: &str) -> Result<(), SecretError> {
+    store_key(&telemetry_account(header), value)
+}
+
+/// Remove a telemetry header's secret; true if there was one.
+pub fn remove_telemetry_secret(header: &str) -> Result<bool, SecretError> {
+    remove_key(&telemetry_account(header))
+}
+
+/// `raw` with `${keyring}` (the keyring's `account`) and `${env:VAR}`
+/// filled in; `what` names the setting in errors, `set_it` the command
+/// that stores it.
+fn fill(raw: &str, account: &str, what: &str, set_it: &str) -> Result<String, String> {
     if !raw.contains("${") {
         return Ok(raw.to_string());
     }
@@ -145,32 +183,31 @@ pub fn resolve(server: &str, key: &str, raw: &str) -> Result<String, String> {
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
             return Err(format!(
-                "`{key}` of server `{server}` has an unclosed `${{`; write ${{keyring}} or ${{env:VAR}}"
+                "{what} has an unclosed `${{`; write ${{keyring}} or ${{env:VAR}}"
             ));
         };
-        let what = &after[..end];
-        let value = if what == "keyring" {
-            let account = server_account(server, key);
-            match entry(&account).and_then(|e| e.get_password().map_err(classify)) {
+        let reference = &after[..end];
+        let value = if reference == "keyring" {
+            match entry(account).and_then(|e| e.get_password().map_err(classify)) {
                 Ok(v) => v,
                 Err(e) => {
                     return Err(format!(
-                        "`{key}` of server `{server}` comes from the keyring, which has none ({e}): run `opsbot auth set server:{server} {key}`, or write ${{env:VAR}} to take it from an environment variable"
+                        "{what} comes from the keyring, which has none ({e}): run `{set_it}`, or write ${{env:VAR}} to take it from an environment variable"
                     ));
                 }
             }
-        } else if let Some(var) = what.strip_prefix("env:") {
+        } else if let Some(var) = reference.strip_prefix("env:") {
             match std::env::var(var) {
                 Ok(v) if !v.is_empty() => v,
                 _ => {
                     return Err(format!(
-                        "`{key}` of server `{server}` comes from the environment variable {var}, which is not set: export {var} before starting opsbot"
+                        "{what} comes from the environment variable {var}, which is not set: export {var} before starting opsbot"
                     ));
                 }
             }
         } else {
             return Err(format!(
-                "`{key}` of server `{server}`: unknown reference `${{{what}}}`; write ${{keyring}} or ${{env:VAR}}"
+                "{what}: unknown reference `${{{reference}}}`; write ${{keyring}} or ${{env:VAR}}"
             ));
         };
         remember(&value);

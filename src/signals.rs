@@ -57,10 +57,11 @@ pub fn stop_note(signal: &str) -> Event {
 }
 
 /// For headless commands: the first stop signal is recorded in the
-/// session (once it exists) and cancels `cancel`; `on_first` tells the
+/// session (once it exists, and while the command holds it: the listener
+/// must not keep it alive past the runtime) and cancels `cancel`; `on_first` tells the
 /// person; a second one ends the process at once (exit 130).
 pub fn cancel_on_stop(
-    session: Arc<std::sync::OnceLock<Arc<Session>>>,
+    session: std::sync::Weak<std::sync::OnceLock<Arc<Session>>>,
     cancel: CancellationToken,
     on_first: impl Fn(&str) + Send + 'static,
 ) {
@@ -74,7 +75,8 @@ pub fn cancel_on_stop(
     tokio::spawn(async move {
         let which = signals.next().await;
         on_first(which);
-        if let Some(s) = session.get()
+        if let Some(driven) = session.upgrade()
+            && let Some(s) = driven.get()
             && let Err(e) = s.record(stop_note(which))
         {
             tracing::error!("cannot record {which}: {e}");

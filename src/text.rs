@@ -225,14 +225,14 @@ mod diff_tests {
     }
 }
 
-/// Lower-case hex of `bytes`, as digests are shown and stored. (One
-/// allocation: formatting byte by byte was a measurable share of every
-/// governed call, which hashes its arguments and its audit records.)
 /// The first 12 characters of a hash, as shown and as typed back.
 pub fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
+/// Lower-case hex of `bytes`, as digests are shown and stored. (One
+/// allocation: formatting byte by byte was a measurable share of every
+/// governed call, which hashes its arguments and its audit records.)
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -1,6 +1,7 @@
 //! `opsbot auth set|rm PROFILE`: an LLM profile's API key in the OS keyring;
 //! `opsbot auth set|rm server:NAME KEY`: a server's secret (an environment
 //! variable or header its config takes from `${keyring}`);
+//! `opsbot auth set|rm telemetry HEADER`: a header for the OTLP collector;
 //! `opsbot auth login|logout SERVER` and `opsbot auth status`: OAuth logins
 //! to remote MCP servers.
 
@@ -16,9 +17,11 @@ use opsbot::paths::Paths;
 pub enum AuthCommand {
     /// Read a key (without echo on a terminal, else from stdin) and store it.
     Set {
-        /// An LLM profile, `serve`, or `server:NAME` with the KEY it is for.
+        /// An LLM profile, `serve`, `server:NAME` or `telemetry` with the
+        /// KEY it is for.
         profile: String,
-        /// For `server:NAME`: the environment variable or header name.
+        /// For `server:NAME`: the environment variable or header name; for
+        /// `telemetry`: the header name.
         key: Option<String>,
     },
     /// Remove a profile's (or a server's) key from the keyring.
@@ -116,6 +119,36 @@ pub async fn run(
             out!(
                 "stored {name} for server `{server}` in the OS keyring; its config takes it with \"${{keyring}}\""
             );
+        }
+        AuthCommand::Set {
+            profile,
+            key: header,
+        } if profile == "telemetry" => {
+            let Some(header) = header else {
+                anyhow::bail!(
+                    "say which header: `opsbot auth set telemetry x-honeycomb-team` (its [telemetry] headers value is then \"${{keyring}}\")"
+                );
+            };
+            let value = read_hidden(&format!(
+                "{header} for the telemetry collector (not shown): "
+            ))?;
+            if value.is_empty() {
+                anyhow::bail!("no value given; nothing stored");
+            }
+            opsbot::secrets::store_telemetry_secret(&header, &value)?;
+            out!(
+                "stored {header} for the telemetry collector in the OS keyring; [telemetry] headers takes it with \"${{keyring}}\""
+            );
+        }
+        AuthCommand::Rm {
+            profile,
+            key: Some(header),
+        } if profile == "telemetry" => {
+            if opsbot::secrets::remove_telemetry_secret(&header)? {
+                out!("removed {header} of the telemetry collector from the OS keyring");
+            } else {
+                out!("the OS keyring had no {header} for the telemetry collector");
+            }
         }
         AuthCommand::Rm {
             profile,

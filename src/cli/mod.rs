@@ -29,6 +29,7 @@ pub mod print;
 pub mod run;
 pub mod serve;
 pub mod servers;
+pub mod telemetry;
 pub mod tools;
 
 use std::path::Path;

@@ -95,7 +95,7 @@ pub async fn run(
     // session exists; a second one quits at once.
     let stop = CancellationToken::new();
     let driven = Arc::new(OnceLock::new());
-    opsbot::signals::cancel_on_stop(Arc::clone(&driven), stop.clone(), |which| {
+    opsbot::signals::cancel_on_stop(Arc::downgrade(&driven), stop.clone(), |which| {
         err!(
             "\n{which}: cancelling: running steps are being stopped ({which} again quits at once)"
         );

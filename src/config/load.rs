@@ -321,6 +321,25 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             ));
         }
     }
+    let telemetry = &config.telemetry;
+    if let Some(url) = &telemetry.otlp_endpoint
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid_at(
+            layers,
+            "telemetry",
+            format!(
+                "telemetry: otlp_endpoint `{url}` must start with http:// or https:// (OTLP over HTTP, e.g. http://localhost:4318)"
+            ),
+        ));
+    }
+    if telemetry.batch == 0 || telemetry.interval_ms == 0 || telemetry.timeout_ms == 0 {
+        return Err(invalid_at(
+            layers,
+            "telemetry",
+            "telemetry: batch, interval_ms and timeout_ms must be greater than 0".into(),
+        ));
+    }
     for (action, key) in &config.keys {
         if !crate::config::keys::actions().any(|a| a == action) {
             let hint = closest(action, crate::config::keys::actions())

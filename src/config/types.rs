@@ -24,6 +24,8 @@ pub struct Config {
     pub llm: LlmConfig,
     pub engine: EngineConfig,
     pub audit: AuditConfig,
+    /// Audit records sent on to an OpenTelemetry collector.
+    pub telemetry: TelemetryConfig,
     pub serve: ServeConfig,
     /// Whether servers may ask opsbot to run a model for them.
     pub sampling: SamplingConfig,
@@ -473,6 +475,54 @@ pub struct AuditConfig {
     /// The oldest sessions are pruned while the log is larger than this
     /// many MiB (0: no limit).
     pub retention_max_mib: u64,
+}
+
+/// Export to an OpenTelemetry collector (OTLP/HTTP, protobuf): every audit
+/// record as a log record, every finished run as a trace with a span per
+/// step. Sent from a thread of its own, after the records are stored; a
+/// cursor in the log resumes the export after an outage or a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL, e.g. `http://localhost:4318`: logs go to
+    /// `/v1/logs`, traces to `/v1/traces`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Request headers (an API key): values may hold `${keyring}` (`opsbot
+    /// auth set telemetry HEADER`) or `${env:VAR}`.
+    pub headers: BTreeMap<String, String>,
+    /// `service.name` of what is exported.
+    pub service_name: String,
+    pub logs: bool,
+    pub traces: bool,
+    /// Records per request.
+    pub batch: usize,
+    /// How often new records are looked for.
+    pub interval_ms: u64,
+    /// One request's time limit.
+    pub timeout_ms: u64,
+    /// How long a process that ends waits to send what it has not sent
+    /// yet (the rest goes with the next export, from the cursor).
+    pub flush_timeout_ms: u64,
+    /// When the export is first set up: also send the records from before
+    /// (the whole history), not only the new ones.
+    pub backfill: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            headers: BTreeMap::new(),
+            service_name: "opsbot".into(),
+            logs: true,
+            traces: true,
+            batch: 512,
+            interval_ms: 2_000,
+            timeout_ms: 10_000,
+            flush_timeout_ms: 2_000,
+            backfill: false,
+        }
+    }
 }
 
 /// `opsbot serve`: every server's tools as one MCP server, governed.

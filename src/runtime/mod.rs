@@ -49,6 +49,8 @@ pub enum RuntimeError {
     Actor(String),
     #[error(transparent)]
     Seal(#[from] crate::session::SealError),
+    #[error("{0}")]
+    Telemetry(String),
 }
 
 /// The planner for a profile: the LLM planner when one is named, else the
@@ -232,6 +234,9 @@ pub struct Runtime {
     /// when serving (the serving clients answer).
     answering: std::sync::Mutex<Option<crate::mcp::relay::Lend>>,
     serving: bool,
+    /// Sends the log on to an OpenTelemetry collector, when configured;
+    /// dropped last, it sends what is left as the process ends.
+    _telemetry: Option<crate::telemetry::Exporter>,
 }
 
 /// A call in progress, counted while it lives: stopping waits for these.
@@ -358,6 +363,8 @@ impl Runtime {
             Ok(_) => {}
             Err(e) => tracing::warn!("retention could not prune the audit log: {e}"),
         }
+        let telemetry = crate::telemetry::Exporter::start(&store, &config.config.telemetry)
+            .map_err(|e| RuntimeError::Telemetry(e.to_string()))?;
         let sampler = sampler(&config.config)?;
         let serving = relay.is_some();
         let relay = relay.unwrap_or_else(|| {
@@ -417,6 +424,7 @@ impl Runtime {
             sampler,
             answering: std::sync::Mutex::new(None),
             serving,
+            _telemetry: telemetry,
         })
     }
 
