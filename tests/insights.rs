@@ -157,3 +157,125 @@ fn insights_are_what_the_records_say() {
     let later = json(&home.run(&["insights", "--since", "2099-01-01", "--json"], &[]));
     assert_eq!(later["runs"], 0);
 }
+
+/// A run of one step of `tool` taking `ms`, ending as `ok` says.
+fn one_step_run(store: &opsbot::session::Store, id: &str, tool: &str, ms: u64, ok: bool) {
+    let id = SessionId::from_stored(id.to_string());
+    store.create_session(&id, "alice").expect("session");
+    let end = if ok {
+        Event::StepSucceeded {
+            step: step("s"),
+            output: opsbot::mcp::ToolOutput {
+                is_error: false,
+                text: "ok".into(),
+                structured: None,
+                truncated: None,
+                content: None,
+                meta: None,
+                task: None,
+            },
+            duration_ms: ms,
+        }
+    } else {
+        Event::StepFailed {
+            step: step("s"),
+            error: "no".into(),
+            output: None,
+            duration_ms: ms,
+        }
+    };
+    store
+        .append_all(
+            &id,
+            "alice",
+            &[
+                Event::UserMessage {
+                    text: format!("run {tool}"),
+                },
+                Event::StepStarted {
+                    step: step("s"),
+                    tool: tool.into(),
+                    args: Default::default(),
+                },
+                end,
+                Event::RunFinished {
+                    outcome: if ok {
+                        Outcome::Succeeded
+                    } else {
+                        Outcome::Failed
+                    },
+                    summary: "done".into(),
+                },
+            ],
+        )
+        .expect("append");
+}
+
+#[test]
+fn stored_tallies_and_the_untallied_tail_add_up_and_repair_rebuilds_them() {
+    let home = Home::new();
+    let store = home.store();
+    for i in 0..10u64 {
+        one_step_run(
+            &store,
+            &format!("20261201-1000{i:02}-abcd"),
+            "k8s.status",
+            10 + i,
+            true,
+        );
+    }
+    // A writer's insights tally what it has not yet: everything, here.
+    let tallied = store.insights(None).expect("insights");
+    assert_eq!(tallied.tools[0].calls, 10);
+    assert_eq!(tallied.tools[0].p50_ms, 15);
+    // Written after the tallies, read by the read-only CLI from the log.
+    for i in 0..5u64 {
+        one_step_run(
+            &store,
+            &format!("20261201-1100{i:02}-abcd"),
+            "k8s.deploy",
+            2_000 + i,
+            i != 0,
+        );
+    }
+    drop(store);
+    let cli = json(&home.run(&["insights", "--json"], &[]));
+    assert_eq!(cli["runs"], 15);
+    let tool = |name: &str| {
+        cli["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .find(|t| t["tool"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {cli}"))
+    };
+    assert_eq!(tool("k8s.status")["calls"], 10);
+    assert_eq!(tool("k8s.deploy")["calls"], 5);
+    assert_eq!(tool("k8s.deploy")["failures"], 1);
+    // Three significant digits above 1,000 ms: 2,002 is reported as 2,000.
+    assert_eq!(tool("k8s.deploy")["p50_ms"], 2_000);
+    // The same, once the writer has tallied the rest.
+    let store = home.store();
+    let all = store.insights(None).expect("insights");
+    // (Through text both ways: the CLI's numbers were printed and parsed.)
+    let as_printed = |i: &opsbot::session::Insights| -> serde_json::Value {
+        serde_json::from_str(&serde_json::to_string(i).expect("json")).expect("parse")
+    };
+    assert_eq!(as_printed(&all), cli);
+
+    // Tallies edited behind opsbot's back are rebuilt from the chain.
+    let conn = rusqlite::Connection::open(home.path().join("data/opsbot.db")).expect("db");
+    conn.execute(
+        "UPDATE rollup_steps SET calls = calls + 100, failures = 0",
+        [],
+    )
+    .expect("edit");
+    drop(conn);
+    let edited = store.insights(None).expect("insights");
+    assert_ne!(as_printed(&edited), cli);
+    drop(store);
+    let repaired = home.run(&["audit", "verify", "--repair"], &[]);
+    assert!(repaired.status.success(), "{}", stderr(&repaired));
+    assert_eq!(json(&home.run(&["insights", "--json"], &[])), cli);
+}

@@ -5,7 +5,8 @@
 //! call waiting on it, pays for copying the whole WAL. Here the writer's
 //! connection never checkpoints; every few hundred commits it nudges a
 //! thread of its own, which runs a passive checkpoint on a second
-//! connection while appends go on, then indexes the new events for search.
+//! connection while appends go on, then indexes the new events for search
+//! and tallies them for insights.
 
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -16,6 +17,8 @@ use rusqlite::Connection;
 /// Commits between two checkpoints: about what SQLite's default of 1000
 /// WAL pages comes to for small events.
 pub(super) const EVERY: u64 = 256;
+/// At most this many records are tallied for insights as a process ends.
+const EXIT_TALLY: i64 = 20_000;
 
 pub(super) struct Checkpointer {
     nudge: Option<SyncSender<()>>,
@@ -37,10 +40,18 @@ impl Checkpointer {
                     {
                         tracing::warn!("audit log checkpoint failed (it is retried later): {e}");
                     }
-                    // Keep search current while the app runs.
+                    // Keep search and the insights tallies current while the app runs.
                     if let Err(e) = super::search::catch_up(&conn) {
                         tracing::warn!("indexing the audit log for search failed: {e}");
                     }
+                    if let Err(e) = super::rollup::catch_up(&conn, None) {
+                        tracing::warn!("tallying the audit log for insights failed: {e}");
+                    }
+                }
+                // A short-lived process (`opsbot run`) seldom reaches a
+                // nudge: tally what it wrote as it ends, a bounded amount.
+                if let Err(e) = super::rollup::catch_up(&conn, Some(EXIT_TALLY)) {
+                    tracing::warn!("tallying the audit log for insights failed: {e}");
                 }
             })
             .ok()?;

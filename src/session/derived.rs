@@ -121,7 +121,8 @@ impl Store {
     }
 
     /// Rewrite `sessions` from the chain (rows no record backs are
-    /// removed) and rebuild the search index; how many rows changed.
+    /// removed) and rebuild the search index and the insights tallies;
+    /// how many session rows changed.
     pub fn repair_derived(&self) -> Result<usize, StoreError> {
         let backed = self.sessions_from_chain()?;
         let mut conn = self.conn();
@@ -139,8 +140,10 @@ impl Store {
         }
         tx.execute("DELETE FROM search", [])?;
         tx.execute("DELETE FROM meta WHERE key = 'indexed_upto'", [])?;
+        super::rollup::reset(&tx)?;
         tx.commit()?;
         super::search::catch_up(&conn)?;
+        super::rollup::catch_up(&conn, None)?;
         Ok(changed)
     }
 

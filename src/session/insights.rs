@@ -1,8 +1,8 @@
 //! What happened, in aggregate, computed from the log offline: runs per
 //! day and their outcomes, step durations and failures by tool and server,
 //! time spent waiting for approvals, denials by rule, and model use per
-//! day. One pass of indexed queries (`events_by_kind`), so it stays quick
-//! on a large log.
+//! day. Runs come from the sessions table, the rest from day-by-day tallies
+//! (see rollup.rs), so it stays quick on a large log.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,15 +52,25 @@ pub struct Insights {
     pub llm_cost_usd: f64,
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
+/// The `p` quantile of values given as (value, how many), by value.
+fn weighted_percentile(sorted: &[(i64, u64)], p: f64) -> i64 {
+    let total: u64 = sorted.iter().map(|(_, n)| n).sum();
+    if total == 0 {
         return 0;
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    let at = ((total - 1) as f64 * p).round() as u64;
+    let mut seen = 0;
+    for (value, n) in sorted {
+        seen += n;
+        if seen > at {
+            return *value;
+        }
+    }
+    sorted.last().map_or(0, |(v, _)| *v)
 }
 
 /// Seconds between two of the log's timestamps (RFC 3339, UTC).
-fn seconds_between(from: &str, to: &str) -> Option<f64> {
+pub(super) fn seconds_between(from: &str, to: &str) -> Option<f64> {
     let parse = |t: &str| {
         time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
     };
@@ -113,52 +123,57 @@ impl Store {
         }
         out.success_rate = (ended > 0).then(|| out.succeeded as f64 / ended as f64);
 
-        // Steps: the tool each step ran (from its start), then how it ended.
-        let mut tool_of: HashMap<(String, String), String> = HashMap::new();
-        {
+        let tables = super::rollup::has_tables(&conn)?;
+        if tables && !self.is_read_only() {
+            super::rollup::catch_up(&conn, None)?;
+        }
+        let tail = super::rollup::tail(&conn, tables)?;
+        let day_from = from.get(..10).unwrap_or(from);
+        let recent = |day: &str| day >= day_from;
+
+        // Steps: calls and failures by tool and duration.
+        let mut by_tool: HashMap<String, (BTreeMap<i64, u64>, u64)> = HashMap::new();
+        let mut add_step = |tool: String, ms: i64, calls: u64, failures: u64| {
+            let e = by_tool.entry(tool).or_default();
+            *e.0.entry(ms).or_default() += calls;
+            e.1 += failures;
+        };
+        if tables {
             let mut stmt = conn.prepare_cached(
-                "SELECT session_id, json_extract(body, '$.step'), json_extract(body, '$.tool')
-                 FROM events WHERE kind = 'step_started' AND ts >= ?1",
+                "SELECT tool, ms, SUM(calls), SUM(failures) FROM rollup_steps
+                 WHERE day >= ?1 GROUP BY tool, ms",
             )?;
-            let mut rows = stmt.query(params![from])?;
+            let mut rows = stmt.query(params![day_from])?;
             while let Some(r) = rows.next()? {
-                tool_of.insert((r.get(0)?, r.get(1)?), r.get(2)?);
+                let (calls, failures): (i64, i64) = (r.get(2)?, r.get(3)?);
+                add_step(
+                    r.get(0)?,
+                    r.get(1)?,
+                    calls.max(0) as u64,
+                    failures.max(0) as u64,
+                );
             }
         }
-        let mut durations: HashMap<String, (Vec<u64>, u64)> = HashMap::new();
+        for ((day, tool, ms), (calls, failures)) in &tail.steps {
+            if recent(day) {
+                add_step(tool.clone(), *ms, *calls, *failures);
+            }
+        }
         let mut failures_by_server: HashMap<String, u64> = HashMap::new();
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT session_id, json_extract(body, '$.step'), kind, json_extract(body, '$.duration_ms')
-                 FROM events WHERE kind IN ('step_succeeded', 'step_failed') AND ts >= ?1",
-            )?;
-            let mut rows = stmt.query(params![from])?;
-            while let Some(r) = rows.next()? {
-                let key: (String, String) = (r.get(0)?, r.get(1)?);
-                let Some(tool) = tool_of.get(&key) else {
-                    continue;
-                };
-                let failed = r.get::<_, String>(2)? == "step_failed";
-                let ms: i64 = r.get::<_, Option<i64>>(3)?.unwrap_or(0);
-                let entry = durations.entry(tool.clone()).or_default();
-                entry.0.push(ms.max(0) as u64);
-                if failed {
-                    entry.1 += 1;
-                    let server = tool.split_once('.').map_or(tool.as_str(), |(s, _)| s);
-                    *failures_by_server.entry(server.to_string()).or_default() += 1;
-                }
-            }
-        }
-        let mut tools: Vec<ToolStats> = durations
+        let mut tools: Vec<ToolStats> = by_tool
             .into_iter()
-            .map(|(tool, (mut ms, failures))| {
-                ms.sort_unstable();
+            .map(|(tool, (durations, failures))| {
+                if failures > 0 {
+                    let server = tool.split_once('.').map_or(tool.as_str(), |(s, _)| s);
+                    *failures_by_server.entry(server.to_string()).or_default() += failures;
+                }
+                let sorted: Vec<(i64, u64)> = durations.into_iter().collect();
                 ToolStats {
-                    tool,
-                    calls: ms.len() as u64,
+                    calls: sorted.iter().map(|(_, n)| n).sum(),
                     failures,
-                    p50_ms: percentile(&ms, 0.5),
-                    p95_ms: percentile(&ms, 0.95),
+                    p50_ms: weighted_percentile(&sorted, 0.5).max(0) as u64,
+                    p95_ms: weighted_percentile(&sorted, 0.95).max(0) as u64,
+                    tool,
                 }
             })
             .collect();
@@ -166,77 +181,83 @@ impl Store {
         out.tools = tools;
         out.failures_by_server = sorted_desc(failures_by_server);
 
-        // Approvals: from a step starting to wait to its approval.
-        let mut waiting: HashMap<(String, String), String> = HashMap::new();
-        let mut waits = Vec::new();
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT session_id, json_extract(body, '$.step'), kind, ts
-                 FROM events WHERE kind IN ('awaiting_approval', 'approved') AND ts >= ?1
-                 ORDER BY seq",
-            )?;
-            let mut rows = stmt.query(params![from])?;
-            while let Some(r) = rows.next()? {
-                let key: (String, String) = (r.get(0)?, r.get(1)?);
-                let (kind, ts): (String, String) = (r.get(2)?, r.get(3)?);
-                if kind == "awaiting_approval" {
-                    waiting.insert(key, ts);
-                } else {
-                    out.approvals += 1;
-                    if let Some(s) = waiting
-                        .remove(&key)
-                        .and_then(|since| seconds_between(&since, &ts))
-                    {
-                        waits.push(s.max(0.0));
-                    }
-                }
-            }
-        }
-        waits.sort_by(|a, b| a.total_cmp(b));
-        if !waits.is_empty() {
-            let at = |p: f64| waits[((waits.len() - 1) as f64 * p).round() as usize];
-            out.approval_wait_p50_s = Some(at(0.5));
-            out.approval_wait_p95_s = Some(at(0.95));
-            out.approval_wait_total_s = waits.iter().sum();
-        }
-
+        // Approvals: how many, and how long each waited (tenths of a second).
+        let mut waits: BTreeMap<i64, u64> = BTreeMap::new();
+        let mut per_day = |days: &mut BTreeMap<String, Day>,
+                           day: &str,
+                           approvals: u64,
+                           tokens: u64,
+                           cost: f64| {
+            let entry = days.entry(day.to_string()).or_insert_with(|| Day {
+                day: day.to_string(),
+                ..Day::default()
+            });
+            entry.llm_tokens += tokens;
+            entry.llm_cost_usd += cost;
+            out.approvals += approvals;
+            out.llm_tokens += tokens;
+            out.llm_cost_usd += cost;
+        };
         let mut denials: HashMap<String, u64> = HashMap::new();
-        {
+        if tables {
             let mut stmt = conn.prepare_cached(
-                "SELECT json_extract(body, '$.decision.rule'), COUNT(*)
-                 FROM events WHERE kind IN ('policy_decision', 'policy_recheck') AND ts >= ?1
-                   AND json_extract(body, '$.decision.verdict') = 'deny'
-                 GROUP BY 1",
+                "SELECT ds, SUM(n), SUM(total_s) FROM rollup_waits WHERE day >= ?1 GROUP BY ds",
             )?;
-            let mut rows = stmt.query(params![from])?;
+            let mut rows = stmt.query(params![day_from])?;
             while let Some(r) = rows.next()? {
-                let (rule, n): (Option<String>, i64) = (r.get(0)?, r.get(1)?);
-                *denials.entry(rule.unwrap_or_default()).or_default() += n.max(0) as u64;
+                let (ds, n, total): (i64, i64, f64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                *waits.entry(ds).or_default() += n.max(0) as u64;
+                out.approval_wait_total_s += total;
             }
+            let mut stmt = conn.prepare_cached(
+                "SELECT rule, SUM(n) FROM rollup_denials WHERE day >= ?1 GROUP BY rule",
+            )?;
+            let mut rows = stmt.query(params![day_from])?;
+            while let Some(r) = rows.next()? {
+                let (rule, n): (String, i64) = (r.get(0)?, r.get(1)?);
+                *denials.entry(rule).or_default() += n.max(0) as u64;
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT day, approvals, tokens, cost FROM rollup_days WHERE day >= ?1",
+            )?;
+            let mut rows = stmt.query(params![day_from])?;
+            while let Some(r) = rows.next()? {
+                let (day, approvals, tokens, cost): (String, i64, i64, f64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                per_day(
+                    &mut days,
+                    &day,
+                    approvals.max(0) as u64,
+                    tokens.max(0) as u64,
+                    cost,
+                );
+            }
+        }
+        for ((day, ds), (n, total)) in &tail.waits {
+            if recent(day) {
+                *waits.entry(*ds).or_default() += n;
+                out.approval_wait_total_s += total;
+            }
+        }
+        for ((day, rule), n) in &tail.denials {
+            if recent(day) {
+                *denials.entry(rule.clone()).or_default() += n;
+            }
+        }
+        for (day, (approvals, tokens, cost)) in &tail.days {
+            if recent(day) {
+                per_day(&mut days, day, *approvals, *tokens, *cost);
+            }
+        }
+        // A day that only has approvals is not a day with runs to chart.
+        days.retain(|_, d| d.runs > 0 || d.llm_tokens > 0 || d.llm_cost_usd > 0.0);
+        let waits: Vec<(i64, u64)> = waits.into_iter().collect();
+        if !waits.is_empty() {
+            out.approval_wait_p50_s = Some(weighted_percentile(&waits, 0.5) as f64 / 10.0);
+            out.approval_wait_p95_s = Some(weighted_percentile(&waits, 0.95) as f64 / 10.0);
         }
         out.denials = sorted_desc(denials);
 
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT substr(ts, 1, 10),
-                        SUM(json_extract(body, '$.prompt_tokens') + json_extract(body, '$.completion_tokens')),
-                        SUM(COALESCE(json_extract(body, '$.cost_usd'), 0))
-                 FROM events WHERE kind = 'llm_call' AND ts >= ?1 GROUP BY 1",
-            )?;
-            let mut rows = stmt.query(params![from])?;
-            while let Some(r) = rows.next()? {
-                let (d, tokens, cost): (String, Option<i64>, Option<f64>) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?);
-                let entry = days.entry(d.clone()).or_insert_with(|| Day {
-                    day: d.clone(),
-                    ..Day::default()
-                });
-                entry.llm_tokens += tokens.unwrap_or(0).max(0) as u64;
-                entry.llm_cost_usd += cost.unwrap_or(0.0);
-                out.llm_tokens += tokens.unwrap_or(0).max(0) as u64;
-                out.llm_cost_usd += cost.unwrap_or(0.0);
-            }
-        }
         fill_gaps(&mut days);
         out.days = days.into_values().collect();
         Ok(out)

@@ -19,6 +19,7 @@ mod pins;
 mod redact;
 pub mod report;
 mod retention;
+mod rollup;
 mod seal;
 mod search;
 mod state;

@@ -108,6 +108,13 @@ impl Store {
         for (id, ..) in &sessions[..take] {
             tx.execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
         }
+        // The insights tallies of the days now gone go too.
+        let oldest: Option<String> = tx.query_row(
+            "SELECT MIN(substr(started_at, 1, 10)) FROM sessions",
+            [],
+            |r| r.get(0),
+        )?;
+        super::rollup::forget_before(&tx, oldest.as_deref().unwrap_or("9999"))?;
         let mac = self.seal().map(|s| s.mac("pruned", upto, &last_hash));
         tx.execute(
             "INSERT INTO pruned (upto_seq, last_hash, sessions, events, at, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

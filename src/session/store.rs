@@ -482,6 +482,8 @@ impl Store {
             PRAGMA user_version = 2;",
         )
         .map_err(open_err)?;
+        conn.execute_batch(super::rollup::SCHEMA)
+            .map_err(open_err)?;
         // Pruned markers are signed too; logs made before that gain the column.
         let signed_markers: bool = conn
             .query_row(
