@@ -148,13 +148,12 @@ fn main() -> ExitCode {
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::io::IsTerminal::is_terminal(&std::io::stdin());
     // Only the commands that may need a secret (an API key, a server's
-    // token) look for the OS keyring.
+    // token, the audit key) look for the OS keyring.
     if browse
         || !matches!(
             cli.command,
             Some(Command::History { .. })
                 | Some(Command::Insights { .. })
-                | Some(Command::Audit { .. })
                 | Some(Command::Config { .. })
         )
     {

@@ -77,7 +77,7 @@ pub fn run(
                 }
                 Some(_) => anyhow::bail!(
                     "the newest head is not signed with this installation's key ({}); run `opsbot audit verify`",
-                    paths.config_dir.join(opsbot::session::KEY_FILE).display()
+                    Seal::place(&paths.config_dir)
                 ),
                 None => anyhow::bail!(
                     "no signed head yet: opsbot signs the log from its first record written with a key"
@@ -178,7 +178,7 @@ pub fn run(
                     ),
                     (_, false) => out!(
                         "unsigned: no audit key in {}, so a log cut short or rewritten whole cannot be told from this one",
-                        paths.config_dir.display()
+                        Seal::place(&paths.config_dir)
                     ),
                     _ => {}
                 }

@@ -2,8 +2,9 @@
 //! a record changed or removed in the middle, but not a log cut short, a
 //! chain recomputed after a rewrite, an emptied or swapped file, or a
 //! forged "pruned" marker. So the newest head (seq, hash) is signed with
-//! HMAC-SHA-256 under a key kept outside the data directory (a 0600 file in
-//! the config directory), in the same transaction as the records it covers,
+//! HMAC-SHA-256 under a key kept outside the data directory (in the OS
+//! keyring, or a 0600 file in the config directory on a machine without
+//! one), in the same transaction as the records it covers,
 //! and also written to an anchor file beside the database that can be
 //! printed (`opsbot audit anchor`) for another system to keep. Whoever
 //! holds the key can still rewrite history; an anchor kept elsewhere
@@ -45,9 +46,63 @@ impl std::fmt::Debug for Seal {
     }
 }
 
+/// The keyring account of the key for the installation configured in
+/// `config_dir` (several installations may share one keyring).
+fn keyring_account(config_dir: &Path) -> String {
+    let dir = config_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config_dir.to_path_buf());
+    let digest = <Sha256 as sha2::Digest>::digest(dir.to_string_lossy().as_bytes());
+    format!("audit-key:{}", &crate::text::hex(&digest)[..16])
+}
+
 impl Seal {
-    /// The key in `config_dir`, if there is one.
+    /// The key for `config_dir`, if there is one: its key file, else its
+    /// entry in the OS keyring.
     pub fn load(config_dir: &Path) -> Result<Option<Self>, SealError> {
+        Self::load_in(config_dir, crate::secrets::keyring_available())
+    }
+
+    /// As `load`, looking in the keyring only when told it exists.
+    pub fn load_in(config_dir: &Path, keyring: bool) -> Result<Option<Self>, SealError> {
+        if let Some(seal) = Self::load_file(config_dir)? {
+            return Ok(Some(seal));
+        }
+        if !keyring {
+            return Ok(None);
+        }
+        let account = keyring_account(config_dir);
+        let read = |reason: String| SealError::Read {
+            path: PathBuf::from(format!("OS keyring entry opsbot/{account}")),
+            reason,
+        };
+        match crate::secrets::read_key(&account) {
+            Ok(None) => Ok(None),
+            Ok(Some(text)) => Self::from_hex(&text)
+                .map(Some)
+                .ok_or_else(|| read("it is not 64 hexadecimal characters".into())),
+            Err(e) => Err(read(e.to_string())),
+        }
+    }
+
+    /// Where the key for `config_dir` is (or would be) kept, for messages.
+    pub fn place(config_dir: &Path) -> String {
+        let file = config_dir.join(KEY_FILE);
+        if file.exists() || !crate::secrets::keyring_available() {
+            file.display().to_string()
+        } else {
+            format!("the OS keyring (opsbot/{})", keyring_account(config_dir))
+        }
+    }
+
+    fn from_hex(text: &str) -> Option<Self> {
+        let bytes = unhex(text.trim()).filter(|b| b.len() == 32)?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes);
+        Some(Self { key })
+    }
+
+    fn load_file(config_dir: &Path) -> Result<Option<Self>, SealError> {
         let path = config_dir.join(KEY_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -59,13 +114,8 @@ impl Seal {
                 });
             }
         };
-        let bytes = unhex(text.trim()).filter(|b| b.len() == 32);
-        match bytes {
-            Some(b) => {
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&b);
-                Ok(Some(Self { key }))
-            }
+        match Self::from_hex(&text) {
+            Some(seal) => Ok(Some(seal)),
             None => Err(SealError::Read {
                 path,
                 reason: "it is not 64 hexadecimal characters".into(),
@@ -73,18 +123,40 @@ impl Seal {
         }
     }
 
-    /// The key in `config_dir`, made (random, mode 0600) when there is
-    /// none; true when it was made now.
+    /// The key for `config_dir`, made (random) when there is none: in the
+    /// OS keyring where this machine has one, else in a 0600 file in the
+    /// config directory; true when it was made now.
     pub fn load_or_create(config_dir: &Path) -> Result<(Self, bool), SealError> {
-        if let Some(seal) = Self::load(config_dir)? {
+        Self::load_or_create_in(config_dir, crate::secrets::keyring_available())
+    }
+
+    /// As `load_or_create`, using the keyring only when told it exists.
+    pub fn load_or_create_in(config_dir: &Path, keyring: bool) -> Result<(Self, bool), SealError> {
+        if let Some(seal) = Self::load_in(config_dir, keyring)? {
             return Ok((seal, false));
+        }
+        let mut key = [0u8; 32];
+        if keyring {
+            let account = keyring_account(config_dir);
+            getrandom::fill(&mut key).map_err(|e| SealError::Create {
+                path: PathBuf::from(format!("OS keyring entry opsbot/{account}")),
+                reason: e.to_string(),
+            })?;
+            match crate::secrets::store_key(&account, &crate::text::hex(&key)) {
+                Ok(()) => return Ok((Self { key }, true)),
+                // A keyring that refuses (locked, no service after all):
+                // the file is the fallback, as on a machine without one.
+                Err(e) => tracing::warn!(
+                    "cannot keep the audit key in the OS keyring ({e}); keeping it in {}",
+                    config_dir.join(KEY_FILE).display()
+                ),
+            }
         }
         let path = config_dir.join(KEY_FILE);
         let create = |reason: String| SealError::Create {
             path: path.clone(),
             reason,
         };
-        let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| create(e.to_string()))?;
         std::fs::create_dir_all(config_dir).map_err(|e| create(e.to_string()))?;
         let mut options = std::fs::OpenOptions::new();
@@ -102,7 +174,7 @@ impl Seal {
                 Ok((Self { key }, true))
             }
             // Another process made it first: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(config_dir)?
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_file(config_dir)?
                 .map(|s| (s, false))
                 .ok_or_else(|| create("it appeared and vanished".into())),
             Err(e) => Err(create(e.to_string())),
@@ -532,16 +604,16 @@ mod tests {
     #[test]
     fn a_mac_checks_only_what_it_signed_and_under_its_key() {
         let dir = tempfile::tempdir().expect("dir");
-        let (seal, fresh) = Seal::load_or_create(dir.path()).expect("key");
+        let (seal, fresh) = Seal::load_or_create_in(dir.path(), false).expect("key");
         assert!(fresh);
-        let (again, fresh) = Seal::load_or_create(dir.path()).expect("same key");
+        let (again, fresh) = Seal::load_or_create_in(dir.path(), false).expect("same key");
         assert!(!fresh);
         let mac = seal.mac("head", 7, "abc");
         assert!(again.check("head", 7, "abc", &mac));
         assert!(!seal.check("head", 8, "abc", &mac));
         assert!(!seal.check("pruned", 7, "abc", &mac));
         let other = tempfile::tempdir().expect("dir");
-        let (stranger, _) = Seal::load_or_create(other.path()).expect("key");
+        let (stranger, _) = Seal::load_or_create_in(other.path(), false).expect("key");
         assert!(!stranger.check("head", 7, "abc", &mac));
         #[cfg(unix)]
         {
@@ -557,5 +629,31 @@ mod tests {
             Some((12, "a".repeat(64)))
         );
         assert_eq!(parse_anchor("12:abc"), None);
+    }
+
+    #[test]
+    fn where_a_keyring_exists_the_key_lives_there_one_per_installation() {
+        keyring_core::set_default_store(keyring_core::mock::Store::new().expect("mock store"));
+        let dir = tempfile::tempdir().expect("dir");
+        let (seal, fresh) = Seal::load_or_create_in(dir.path(), true).expect("key");
+        assert!(fresh);
+        assert!(
+            !dir.path().join(KEY_FILE).exists(),
+            "no file beside a keyring"
+        );
+        let (again, fresh) = Seal::load_or_create_in(dir.path(), true).expect("same key");
+        assert!(!fresh);
+        let mac = seal.mac("head", 1, "h");
+        assert!(again.check("head", 1, "h", &mac));
+        let other = tempfile::tempdir().expect("dir");
+        let (stranger, fresh) = Seal::load_or_create_in(other.path(), true).expect("key");
+        assert!(fresh);
+        assert!(!stranger.check("head", 1, "h", &mac));
+        // A key file made before (or without) the keyring keeps being used.
+        let old = tempfile::tempdir().expect("dir");
+        let (filed, _) = Seal::load_or_create_in(old.path(), false).expect("file key");
+        let (found, fresh) = Seal::load_or_create_in(old.path(), true).expect("file key");
+        assert!(!fresh);
+        assert!(found.check("head", 2, "h", &filed.mac("head", 2, "h")));
     }
 }
