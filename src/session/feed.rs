@@ -16,11 +16,13 @@ impl Store {
         )
     }
 
-    /// Up to `limit` `run_finished` records after `after`, oldest first.
+    /// Up to `limit` `run_finished` records after `after`, oldest first
+    /// (read from the cursor on, not through the index on kind, which
+    /// would go over every run of the log).
     pub fn run_ends_after(&self, after: i64, limit: usize) -> Result<Vec<Record>, StoreError> {
         self.query_records(
             "SELECT seq, session_id, ts, actor, body, prev_hash, hash
-             FROM events WHERE seq > ?1 AND kind = 'run_finished' ORDER BY seq LIMIT ?2",
+             FROM events WHERE seq > ?1 AND +kind = 'run_finished' ORDER BY seq LIMIT ?2",
             params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }

@@ -35,8 +35,8 @@ pub(super) const SCHEMA: &str = "
         PRIMARY KEY (session, step, what)) WITHOUT ROWID;";
 
 const CURSOR: &str = "rolled_upto";
-/// Records tallied per transaction.
-const BATCH: i64 = 5_000;
+/// Records of the log covered per transaction.
+const SPAN: i64 = 20_000;
 
 /// `v` exact below 1,000, else to three significant digits.
 pub(super) fn coarse(v: i64) -> i64 {
@@ -70,39 +70,43 @@ impl Fact {
     }
 }
 
-/// The records after `after` the tallies count, and the last seq read.
-fn facts_after(conn: &Connection, after: i64, limit: i64) -> rusqlite::Result<(Vec<Fact>, i64)> {
+/// The records in (`after`, `upto`] the tallies count. (`+kind`: read in
+/// seq order over that range, never through the index on kind, which
+/// would compute every matching record of the log and sort it.)
+fn facts_between(conn: &Connection, after: i64, upto: i64) -> rusqlite::Result<Vec<Fact>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, session_id, ts, kind,
+        "SELECT session_id, ts, kind,
                 json_extract(body, '$.step'), json_extract(body, '$.tool'),
                 json_extract(body, '$.duration_ms'), json_extract(body, '$.decision.verdict'),
                 json_extract(body, '$.decision.rule'),
                 json_extract(body, '$.prompt_tokens') + json_extract(body, '$.completion_tokens'),
                 json_extract(body, '$.cost_usd')
-         FROM events WHERE seq > ?1 AND kind IN ('step_started', 'step_succeeded',
-             'step_failed', 'awaiting_approval', 'approved', 'policy_decision',
-             'policy_recheck', 'llm_call')
-         ORDER BY seq LIMIT ?2",
+         FROM events WHERE seq > ?1 AND seq <= ?2 AND +kind IN ('step_started',
+             'step_succeeded', 'step_failed', 'awaiting_approval', 'approved',
+             'policy_decision', 'policy_recheck', 'llm_call')
+         ORDER BY seq",
     )?;
-    let mut last = after;
     let mut facts = Vec::new();
-    let mut rows = stmt.query(params![after, limit])?;
+    let mut rows = stmt.query(params![after, upto])?;
     while let Some(r) = rows.next()? {
-        last = r.get(0)?;
         facts.push(Fact {
-            session: r.get(1)?,
-            ts: r.get(2)?,
-            kind: r.get(3)?,
-            step: r.get(4).ok().flatten(),
-            tool: r.get(5).ok().flatten(),
-            ms: r.get(6).ok().flatten(),
-            verdict: r.get(7).ok().flatten(),
-            rule: r.get(8).ok().flatten(),
-            tokens: r.get(9).ok().flatten(),
-            cost: r.get(10).ok().flatten(),
+            session: r.get(0)?,
+            ts: r.get(1)?,
+            kind: r.get(2)?,
+            step: r.get(3).ok().flatten(),
+            tool: r.get(4).ok().flatten(),
+            ms: r.get(5).ok().flatten(),
+            verdict: r.get(6).ok().flatten(),
+            rule: r.get(7).ok().flatten(),
+            tokens: r.get(8).ok().flatten(),
+            cost: r.get(9).ok().flatten(),
         });
     }
-    Ok((facts, last))
+    Ok(facts)
+}
+
+fn newest_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
 }
 
 /// Tallies not yet stored: from the records after the stored ones.
@@ -265,63 +269,48 @@ pub(super) fn stored_upto(conn: &Connection) -> rusqlite::Result<i64> {
         .unwrap_or(0))
 }
 
-/// Store the tallies of up to `max` records not yet tallied (all of them
-/// with None); how many records were read.
+/// Store the tallies of up to `max` records of the log not yet tallied
+/// (all of them with None), a bounded range per transaction so appends
+/// never wait long behind it; how many records were covered.
 pub(super) fn catch_up(conn: &Connection, max: Option<i64>) -> rusqlite::Result<i64> {
     let mut total = 0;
     loop {
-        let tx = Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-        let from = stored_upto(&tx)?;
-        let limit = max.map_or(BATCH, |m| (m - total).clamp(0, BATCH));
-        if limit == 0 {
+        let span = max.map_or(SPAN, |m| (m - total).clamp(0, SPAN));
+        if span == 0 {
             return Ok(total);
         }
-        let (facts, last) = facts_after(&tx, from, limit)?;
-        // The newest record, when no tallied kind follows the cursor: the
-        // cursor moves over what is not counted too.
-        let last = if facts.is_empty() {
-            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?
-        } else {
-            last
-        };
-        if last <= from {
+        let tx = Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        let from = stored_upto(&tx)?;
+        let upto = newest_seq(&tx)?.min(from.saturating_add(span));
+        if upto <= from {
             return Ok(total);
         }
         let mut tally = Tally::default();
-        for f in &facts {
+        for f in &facts_between(&tx, from, upto)? {
             tally.apply(&tx, f)?;
         }
         tally.store(&tx)?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![CURSOR, last],
+            params![CURSOR, upto],
         )?;
         tx.commit()?;
-        total += facts.len() as i64;
-        if facts.is_empty() {
-            return Ok(total);
-        }
+        total += upto - from;
     }
 }
 
 /// The tallies of the records the stored ones do not reach, in memory.
 pub(super) fn tail(conn: &Connection, tables: bool) -> rusqlite::Result<Tally> {
-    let mut from = if tables { stored_upto(conn)? } else { 0 };
+    let from = if tables { stored_upto(conn)? } else { 0 };
     let mut tally = Tally {
         no_tables: !tables,
         ..Tally::default()
     };
-    loop {
-        let (facts, last) = facts_after(conn, from, BATCH)?;
-        if facts.is_empty() {
-            return Ok(tally);
-        }
-        for f in &facts {
-            tally.apply(conn, f)?;
-        }
-        from = last;
+    for f in &facts_between(conn, from, newest_seq(conn)?)? {
+        tally.apply(conn, f)?;
     }
+    Ok(tally)
 }
 
 /// Forget every tally: they are rebuilt from the log.
