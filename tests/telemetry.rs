@@ -454,3 +454,44 @@ async fn a_busy_collector_is_retried_from_the_cursor_while_opsbot_runs() {
     drop(rt);
     assert_eq!(exported_seqs(&collector.logs()), stored_seqs(&home));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_export_is_reported_until_the_collector_takes_it_again() {
+    let home = Home::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let rt = runtime_with(
+        &home,
+        &format!("[telemetry]\notlp_endpoint = \"http://127.0.0.1:{port}\"\ninterval_ms = 50\n"),
+    );
+    let mut health = rt.telemetry_health().expect("an export is configured");
+    let s = rt.new_session("dev").expect("session");
+    s.record(Event::Note {
+        text: "something to send".into(),
+    })
+    .expect("record");
+    let problem = tokio::time::timeout(Duration::from_secs(60), health.wait_for(Option::is_some))
+        .await
+        .expect("reported in time")
+        .expect("health")
+        .clone();
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|p| p.contains("cannot be reached")),
+        "{problem:?}"
+    );
+    let collector = Collector::start(&home.path().join("collector"), port, 0, None);
+    tokio::time::timeout(Duration::from_secs(120), health.wait_for(Option::is_none))
+        .await
+        .expect("recovered in time")
+        .expect("health");
+    assert!(
+        exported_seqs(&collector.logs()).contains(&s.store().last_seq().expect("seq")),
+        "the note reached the collector"
+    );
+    rt.servers.shutdown().await;
+}

@@ -601,3 +601,17 @@ fn insights_are_drawn_as_charts() {
     app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
     assert!(app.modal.is_none());
 }
+
+#[test]
+fn a_failing_telemetry_export_is_named_in_the_status_line() {
+    let mut app = app();
+    let quiet = render(&mut app, 160, 32);
+    assert!(!quiet.contains("telemetry"), "{quiet}");
+    app.export_problem =
+        Some("the OpenTelemetry collector at http://otel:4318/v1/logs cannot be reached".into());
+    let screen = render(&mut app, 160, 32);
+    assert!(
+        screen.contains("⚠ telemetry not exported (opsbot telemetry status)"),
+        "{screen}"
+    );
+}

@@ -236,7 +236,7 @@ pub struct Runtime {
     serving: bool,
     /// Sends the log on to an OpenTelemetry collector, when configured;
     /// dropped last, it sends what is left as the process ends.
-    _telemetry: Option<crate::telemetry::Exporter>,
+    telemetry: Option<crate::telemetry::Exporter>,
 }
 
 /// A call in progress, counted while it lives: stopping waits for these.
@@ -424,7 +424,7 @@ impl Runtime {
             sampler,
             answering: std::sync::Mutex::new(None),
             serving,
-            _telemetry: telemetry,
+            telemetry,
         })
     }
 
@@ -517,6 +517,14 @@ impl Runtime {
             }
             None => false,
         }
+    }
+
+    /// The OpenTelemetry export's health, when one is configured:
+    /// `Some(why)` while it is failing.
+    pub fn telemetry_health(&self) -> Option<watch::Receiver<Option<String>>> {
+        self.telemetry
+            .as_ref()
+            .map(crate::telemetry::Exporter::health)
     }
 
     /// Follow what the planner is doing: `None` when it is idle.

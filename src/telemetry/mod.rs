@@ -32,6 +32,8 @@ enum Ask {
 /// (for at most `flush_timeout_ms`) and ends the thread.
 pub struct Exporter {
     asks: Option<mpsc::Sender<Ask>>,
+    /// Why the export is failing now (None: it is not), for views.
+    health: tokio::sync::watch::Sender<Option<String>>,
     /// (In a mutex only to be shared: the runtime that holds it is.)
     done: std::sync::Mutex<mpsc::Receiver<()>>,
     flush: Duration,
@@ -52,6 +54,8 @@ impl Exporter {
         let interval = Duration::from_millis(cfg.interval_ms);
         let flush = Duration::from_millis(cfg.flush_timeout_ms);
         let store = Arc::clone(store);
+        let health = tokio::sync::watch::Sender::new(None);
+        let reports = health.clone();
         std::thread::Builder::new()
             .name("opsbot-telemetry".into())
             .spawn(move || {
@@ -60,6 +64,7 @@ impl Exporter {
                     store,
                     interval,
                     flush,
+                    health: reports,
                 };
                 worker.run(asked);
                 let _ = finished.send(());
@@ -69,10 +74,17 @@ impl Exporter {
                 detail: format!("cannot start the export thread: {e}"),
             })?;
         Ok(Some(Self {
+            health,
             asks: Some(asks),
             done: std::sync::Mutex::new(done),
             flush,
         }))
+    }
+
+    /// Follow the export's health: `Some(why)` while it is failing. A
+    /// collector that is down must not go unnoticed for days.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.health.subscribe()
     }
 
     /// Look for new records now rather than at the next interval.
@@ -101,6 +113,7 @@ struct Worker {
     store: Arc<Store>,
     interval: Duration,
     flush: Duration,
+    health: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Worker {
@@ -164,6 +177,7 @@ impl Worker {
             };
             match pass {
                 Ok(sent) => {
+                    self.health.send_if_modified(|h| h.take().is_some());
                     if let Some(was) = failing.take() {
                         tracing::info!(
                             "telemetry export resumed after: {was} ({} records, {} runs sent)",
@@ -178,6 +192,7 @@ impl Worker {
                     let message = e.to_string();
                     if failing.as_deref() != Some(message.as_str()) {
                         tracing::warn!("{message}");
+                        self.health.send_replace(Some(message.clone()));
                     }
                     failing = Some(message);
                     next_try = Instant::now() + backoff;

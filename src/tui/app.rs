@@ -249,6 +249,8 @@ pub struct App {
     pub reviews: Vec<crate::runtime::PinReview>,
     /// Why the audit log takes no more events: nothing runs after this.
     pub store_fault: Option<crate::session::StoreFault>,
+    /// Why the OpenTelemetry export is failing, while it is.
+    pub export_problem: Option<String>,
     /// The last record folded in: the log and the live feed overlap when
     /// a view is built, and a record is shown once.
     last_seq: i64,
@@ -307,6 +309,7 @@ impl App {
             pending: Vec::new(),
             reviews: Vec::new(),
             store_fault: None,
+            export_problem: None,
             last_seq: 0,
             ctrl_c_armed: false,
             quit: false,

@@ -552,6 +552,11 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
     let mut screen_fault_at_start = None;
     let records = driver.session().subscribe();
     let mut store_fault = rt.store.watch_fault();
+    // No export configured: a channel that never changes (its sender kept).
+    let no_export = tokio::sync::watch::Sender::new(None);
+    let mut export_health = rt
+        .telemetry_health()
+        .unwrap_or_else(|| no_export.subscribe());
     if let Some(fault) = rt.store.fault() {
         screen_fault_at_start = Some(fault);
     }
@@ -758,6 +763,10 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 }
                 rt.stop(which);
                 break;
+            }
+            Ok(()) = export_health.changed() => {
+                let problem = export_health.borrow_and_update().clone();
+                screen.live.export_problem = problem.map(|p| crate::sanitize::line(&p, 300));
             }
             Ok(()) = store_fault.changed() => {
                 let fault = store_fault.borrow_and_update().clone();

@@ -104,6 +104,12 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.error,
         ));
     }
+    if app.export_problem.is_some() {
+        spans.push(Span::styled(
+            " │ ⚠ telemetry not exported (opsbot telemetry status)",
+            theme.warn,
+        ));
+    }
     if let Some((msg, error)) = &app.flash {
         spans.push(Span::styled(
             format!(" │ {msg}"),
