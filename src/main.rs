@@ -62,6 +62,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Calls made through `opsbot serve` that wait for a person: list,
+    /// show, approve or refuse them (as the app's `W` list does).
+    Approvals {
+        #[command(subcommand)]
+        command: cli::approvals::ApprovalsCommand,
+    },
     /// The OpenTelemetry export ([telemetry]): how far it got, or send the
     /// rest now.
     Telemetry {
@@ -205,6 +211,12 @@ fn main() -> ExitCode {
             Some(Command::Audit { command }) => {
                 cli::audit::run(&paths, cli.config.as_deref(), command)
             }
+            Some(Command::Approvals { command }) => cli::approvals::run(
+                &paths,
+                cli.config.as_deref(),
+                cli.as_user.as_deref(),
+                command,
+            ),
             Some(Command::Telemetry { command }) => {
                 cli::telemetry::run(&paths, cli.config.as_deref(), command).await
             }

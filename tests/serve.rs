@@ -421,6 +421,110 @@ async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
     drop(app_open);
 }
 
+/// The same waiting calls are answered from a terminal: `opsbot approvals
+/// list` shows them with an ID, `approve ID` lets one run, `refuse ID
+/// --reason` refuses one, and the client is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_calls_are_listed_approved_and_refused_from_the_command_line() {
+    let home = Home::new();
+    let config = home.write_config("serve.toml", CONFIG);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let store = Arc::new(home.store());
+    let app_open = Session::start(Arc::clone(&store), "sam", "runbook", "app").expect("app");
+    let dir = home.path().to_path_buf();
+    // Another person at a terminal: approve the first call, refuse the second.
+    let answerer = tokio::task::spawn_blocking(move || {
+        let opsbot = |args: &[&str]| {
+            std::process::Command::new(BIN)
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run opsbot")
+        };
+        let mut answered = Vec::new();
+        for _ in 0..600 {
+            let listed = opsbot(&["approvals", "list", "--json"]);
+            assert!(
+                listed.status.success(),
+                "{}",
+                String::from_utf8_lossy(&listed.stderr)
+            );
+            let rows: Value = serde_json::from_slice(&listed.stdout).expect("json");
+            if let Some(row) = rows.as_array().and_then(|r| r.first()) {
+                let id = row["id"].as_str().expect("id").to_string();
+                let shown = opsbot(&["approvals", "show", &id]);
+                let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+                assert!(
+                    shown.contains(row["tool"].as_str().expect("tool")),
+                    "{shown}"
+                );
+                let answer = if answered.is_empty() {
+                    opsbot(&["approvals", "approve", &id])
+                } else {
+                    opsbot(&[
+                        "approvals",
+                        "refuse",
+                        &id,
+                        "--reason",
+                        "not during the demo",
+                    ])
+                };
+                assert!(
+                    answer.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&answer.stderr)
+                );
+                // Answered: it is no longer listed, and cannot be answered twice.
+                let twice = opsbot(&["approvals", "approve", &id]);
+                assert_eq!(twice.status.code(), Some(2));
+                answered.push(id);
+                if answered.len() == 2 {
+                    return answered;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        answered
+    });
+    let built = call(
+        &client,
+        "ci.build",
+        json!({"service": "checkout", "ref": "main"}),
+    )
+    .await;
+    assert_ne!(built.is_error, Some(true), "{}", text(&built));
+    let second = call(
+        &client,
+        "ci.build",
+        json!({"service": "payments", "ref": "main"}),
+    )
+    .await;
+    assert_eq!(second.is_error, Some(true), "{}", text(&second));
+    assert!(
+        text(&second).contains("not during the demo"),
+        "{}",
+        text(&second)
+    );
+    let answered = answerer.await.expect("answerer");
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    client.cancel().await.expect("close");
+    let (_, records) = served_session(&home);
+    let me = opsbot::session::os_user();
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(&r.event, Event::Approved { by, .. } if *by == me))
+    );
+    assert!(records.iter().any(|r| matches!(&r.event,
+        Event::StepSkipped { reason, .. } if reason.contains("refused by") && reason.contains("not during the demo"))));
+    drop(app_open);
+}
+
 /// With no way to ask anyone (no elicitation, no app open on the data
 /// directory) a call that needs a person is refused at once, saying what
 /// to do, and its session ends.

@@ -17,6 +17,7 @@ macro_rules! err {
 }
 
 pub mod answer;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod call;

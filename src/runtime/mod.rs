@@ -27,7 +27,7 @@ mod review;
 mod sink;
 mod undo;
 
-pub use remote::PendingError;
+pub use remote::{PendingError, approve_pending, pending_approvals, refuse_pending};
 pub use review::{PinReview, ReviewError, short};
 
 use crate::session::{Event, Outcome, Session, SessionId, Store, StoreError};
