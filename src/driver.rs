@@ -51,6 +51,10 @@ pub enum DriverError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Planner(String),
+    /// Four eyes: the approval was refused (why) or recorded and the step
+    /// still needs other people (who).
+    #[error("{0}")]
+    WaitsForOthers(String),
 }
 
 struct Active {
@@ -396,17 +400,68 @@ impl Driver {
             return Err(DriverError::Denied(step.clone(), reason.clone()));
         }
         let args = a.desk.edited_args(step).unwrap_or_else(|| s.args.clone());
-        let hash = args_hash(&s.tool, &args);
-        let gated = a.decisions.get(step).and_then(Decision::gate).is_some();
-        self.session.record(Event::Approved {
-            step: step.clone(),
-            by: by.to_string(),
-            args_hash: hash.clone(),
+        let decision = a.decisions.get(step);
+        let gated = decision.and_then(Decision::gate).is_some();
+        match crate::runtime::approve_step(
+            &self.rt.store,
+            &self.rt.policy,
+            &self.session,
+            step,
+            &s.tool,
+            &args,
+            decision,
+            by,
             gated,
             reason,
-        })?;
-        a.desk.approve(step.clone(), hash);
-        Ok(())
+        )? {
+            crate::runtime::Approval::Granted(hash) => {
+                a.desk.approve(step.clone(), hash);
+                Ok(())
+            }
+            crate::runtime::Approval::Counted { wanted } => Err(DriverError::WaitsForOthers(
+                format!("your approval of {step} is recorded; it still needs {wanted}"),
+            )),
+            crate::runtime::Approval::Refused(why) => Err(DriverError::WaitsForOthers(format!(
+                "{step} waits for other people: {why} (they approve it with `opsbot approvals approve {}:{step}` or in their app)",
+                self.session.id
+            ))),
+        }
+    }
+
+    /// Four eyes: approve, on the desk, the steps of the running plan that
+    /// other people have approved enough (from their app or `opsbot
+    /// approvals`) since; returns them.
+    pub fn take_others_approvals(&self) -> Vec<StepId> {
+        let mut active = Self::lock(&self.active);
+        let Some(a) = active.as_mut() else {
+            return Vec::new();
+        };
+        let mut granted = Vec::new();
+        for s in &a.plan.steps {
+            let Some(q) = a.decisions.get(&s.id).and_then(Decision::quorum) else {
+                continue;
+            };
+            if a.started.contains(&s.id)
+                || matches!(
+                    a.desk.verdict(&s.id),
+                    crate::engine::Verdict::Approved(_) | crate::engine::Verdict::Skipped(_)
+                )
+            {
+                continue;
+            }
+            let args = a.desk.edited_args(&s.id).unwrap_or_else(|| s.args.clone());
+            let hash = args_hash(&s.tool, &args);
+            if let Ok(Ok(())) = self.rt.quorum_now(&self.session, &s.id, &hash, q) {
+                // Their approvals were written by other processes.
+                if let Err(e) = self.session.take_in_others() {
+                    tracing::warn!("cannot read the approvals of {}: {e}", s.id);
+                    continue;
+                }
+                a.desk.approve(s.id.clone(), hash);
+                granted.push(s.id.clone());
+            }
+        }
+        granted
     }
 
     /// Approve an ungated step; `remember` trusts its tool for the session.

@@ -392,6 +392,7 @@ fn a_session_report_reads_as_markdown() {
         rule: "prod-deploys".into(),
         reason: "production changes need a typed confirmation".into(),
         gate: Some(opsbot::policy::Gate::typed("production")),
+        quorum: None,
     };
     let events = vec![
         Event::SessionStarted {

@@ -338,3 +338,61 @@ async fn a_flagged_tool_is_never_approved_automatically() {
     assert_eq!(approvals, vec!["tester", "tester"], "a person each time");
     rt.servers.shutdown().await;
 }
+
+/// Four eyes in the app: the requester's own typed confirmation does not
+/// count; another person's approval, written into the log by their own
+/// opsbot, is picked up and the deploy runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_waits_for_another_persons_approval_of_a_four_eyes_step() {
+    let home = Home::new();
+    let rt = Arc::new(runtime_with(
+        &home,
+        "[policy.users]\ntester = [\"developer\"]\nbob = [\"sre\"]\n\n\
+         [policy.rules.prod-four-eyes]\ntools = \"k8s.deploy\"\nwhen = 'env == \"production\"'\n\
+         approvers = 1\napprover_not_requester = true\napprover_roles = [\"sre\"]\n\
+         reason = \"production needs an SRE who did not ask\"\n",
+    ));
+    let session = rt.new_session("tester").expect("session");
+    let d = Driver::new(Arc::clone(&rt), session, ApprovalMode::Plan);
+    let mut rx = d.session().subscribe();
+    submit_and_approve_build(&d, &mut rx, "deploy checkout to production").await;
+    next(&mut rx, "the gated deploy to wait", |e| {
+        matches!(e, Event::AwaitingApproval { gated: true, .. })
+    })
+    .await;
+    let deploy = StepId::new("deploy");
+    match d.confirm_gate(&deploy, "production") {
+        Err(DriverError::WaitsForOthers(why)) => {
+            assert!(
+                why.contains("tester's own approval does not count"),
+                "{why}"
+            );
+            assert!(why.contains("opsbot approvals approve"), "{why}");
+        }
+        other => panic!("the requester approved their own four-eyes step: {other:?}"),
+    }
+    assert!(
+        d.take_others_approvals().is_empty(),
+        "nobody else approved yet"
+    );
+    // Bob, from his own opsbot on the same log.
+    let waiting = opsbot::runtime::pending_approvals(&rt.store, None);
+    let p = waiting
+        .iter()
+        .find(|p| p.step == deploy)
+        .expect("the deploy is listed for others");
+    let other = opsbot::policy::Policy::new(rt.config.config.policy.clone()).expect("policy");
+    let bob = opsbot::runtime::approve_pending(&rt.store, &other, "bob", p, "production")
+        .expect("bob approves");
+    assert!(
+        matches!(bob, opsbot::runtime::Approval::Granted(_)),
+        "{bob:?}"
+    );
+    assert_eq!(d.take_others_approvals(), vec![deploy.clone()]);
+    let done = next(&mut rx, "the run to finish", |e| outcome(e).is_some()).await;
+    assert_eq!(outcome(&done), Some(Outcome::Succeeded));
+    assert_eq!(
+        home.sandbox_state("k8s.json")["deployments"]["checkout/production"]["current"],
+        1
+    );
+}

@@ -369,7 +369,7 @@ fn a_served_call_waits_and_is_approved_in_the_app() {
         peer.call_tool(CallToolRequestParams::new("ci.build").with_arguments(args))
             .await
     });
-    t.wait_for("served call waiting for approval (W)", None);
+    t.wait_for("1 call waiting for approval (W)", None);
     // ESC then W at once would read as alt-W: wait for the plan pane.
     t.keys(&["Escape"]);
     t.wait_for("approve ready", None);

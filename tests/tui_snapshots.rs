@@ -96,11 +96,13 @@ fn app() -> App {
                 rule: "builtin.gated-env".into(),
                 reason: "k8s.deploy changes production, a gated environment".into(),
                 gate: Some(Gate::typed("production")),
+                quorum: None,
             },
             "build" | "notify" => Decision::NeedsApproval {
                 rule: "builtin.changes-state".into(),
                 reason: format!("{} changes state", step.tool),
                 gate: None,
+                quorum: None,
             },
             _ => allow(&step.tool),
         };

@@ -76,10 +76,14 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let db = paths.database();
     if !db.exists() {
-        out!(
-            "nothing waits: there is no audit log yet ({})",
-            db.display()
-        );
+        if matches!(command, ApprovalsCommand::List { json: true }) {
+            super::json_out(&Vec::<Pending>::new())?;
+        } else {
+            out!(
+                "nothing waits: there is no audit log yet ({})",
+                db.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let store = Arc::new(Store::open(&db)?);
@@ -164,8 +168,22 @@ pub fn run(
                 (Some(c), None) => c,
                 (None, _) => String::new(),
             };
-            opsbot::runtime::approve_pending(&store, &actor, &p, &typed)?;
-            out!("approved {} ({}) as {actor}", id_of(&p), p.tool);
+            let loaded = opsbot::config::load(paths, config)?;
+            let policy = opsbot::policy::Policy::new(loaded.config.policy.clone())
+                .map_err(|e| anyhow::anyhow!("[policy]: {}", e.message))?;
+            match opsbot::runtime::approve_pending(&store, &policy, &actor, &p, &typed)? {
+                opsbot::runtime::Approval::Granted(_) => {
+                    out!("approved {} ({}) as {actor}", id_of(&p), p.tool)
+                }
+                opsbot::runtime::Approval::Counted { wanted } => out!(
+                    "approved {} ({}) as {actor}; it still needs {wanted}",
+                    id_of(&p),
+                    p.tool
+                ),
+                opsbot::runtime::Approval::Refused(why) => {
+                    anyhow::bail!("not approved: {why}")
+                }
+            }
         }
         ApprovalsCommand::Refuse { id, reason } => {
             let p = find(&waiting, &id)?;

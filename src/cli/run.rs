@@ -10,8 +10,8 @@ use clap::Args;
 use opsbot::engine::Approvals;
 use opsbot::mcp::ServerStatus;
 use opsbot::paths::Paths;
-use opsbot::policy::Decision;
-use opsbot::runtime::{Planned, Runtime};
+use opsbot::policy::{Decision, args_hash};
+use opsbot::runtime::{Approval, Planned, Runtime};
 use opsbot::session::{Event, Outcome, Session};
 use tokio_util::sync::CancellationToken;
 
@@ -127,7 +127,7 @@ pub async fn run(
     rt.watch_servers(&session);
     for (name, status) in rt.servers.statuses() {
         if let ServerStatus::Failed { error, .. } = status {
-            session.record(opsbot::session::Event::ServerProblem {
+            session.record(Event::ServerProblem {
                 server: name,
                 message: error,
             })?;
@@ -209,7 +209,7 @@ pub async fn run(
     // What the planner had to say while it worked (a fallback, a budget).
     if !args.json {
         for r in rt.store.events(&session.id)? {
-            if let opsbot::session::Event::Note { text } = &r.event {
+            if let Event::Note { text } = &r.event {
                 err!("note: {text}");
             }
         }
@@ -377,6 +377,99 @@ async fn resume(
     finish(rt, &session, outcome, args).await
 }
 
+/// Four eyes: wait until other people approve (`opsbot approvals approve`,
+/// an app's `W` list) the steps whose rules ask for them, each bound to its
+/// exact arguments. Returns the outcome when the run must stop instead: a
+/// step refused, or Ctrl-C. Steps still short of approvals when the wait
+/// runs out stay unapproved (the run ends awaiting approval).
+async fn wait_for_others(
+    rt: &Runtime,
+    session: &std::sync::Arc<opsbot::session::Session>,
+    plan: &opsbot::plan::Plan,
+    decisions: &[(opsbot::plan::StepId, Decision)],
+    others: &[(opsbot::plan::StepId, String)],
+    approvals: &mut HashMap<opsbot::plan::StepId, String>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Outcome>> {
+    let mut waiting = Vec::new();
+    for (id, wanted) in others {
+        let (Some(step), Some((_, decision))) =
+            (plan.step(id), decisions.iter().find(|(d, _)| d == id))
+        else {
+            continue;
+        };
+        let Some(quorum) = decision.quorum() else {
+            continue;
+        };
+        session.record(Event::AwaitingApproval {
+            step: id.clone(),
+            gated: decision.gate().is_some(),
+        })?;
+        err!(
+            "{id} ({}) waits for {wanted}: they run `opsbot approvals approve {}:{id}`",
+            step.tool,
+            session.id
+        );
+        waiting.push((
+            id.clone(),
+            args_hash(&step.tool, &step.args),
+            quorum.clone(),
+        ));
+    }
+    let limit = std::time::Duration::from_secs(rt.config.config.approval.others_wait_secs);
+    let deadline = tokio::time::Instant::now() + limit;
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for (id, hash, quorum) in waiting {
+            if let Some(why) =
+                session
+                    .store()
+                    .events(&session.id)?
+                    .iter()
+                    .find_map(|r| match &r.event {
+                        Event::StepSkipped { step, reason } if *step == id => Some(reason.clone()),
+                        _ => None,
+                    })
+            {
+                err!("{id}: {why}; nothing runs");
+                session.record(Event::RunFinished {
+                    outcome: Outcome::Rejected,
+                    summary: format!("{id} was {why}"),
+                })?;
+                return Ok(Some(Outcome::Rejected));
+            }
+            match rt.quorum_now(session, &id, &hash, &quorum)? {
+                Ok(()) => {
+                    // Their approvals were written by other processes.
+                    session.take_in_others()?;
+                    err!("{id}: approved by enough people");
+                    approvals.insert(id, hash);
+                }
+                Err(_) => still.push((id, hash, quorum)),
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(Some(Outcome::Cancelled)),
+            () = tokio::time::sleep_until(deadline) => {
+                for (id, _, q) in &waiting {
+                    err!(
+                        "{id}: no quorum within {} s ({}); it stays unapproved",
+                        limit.as_secs(),
+                        q.rule
+                    );
+                }
+                break;
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+    }
+    Ok(None)
+}
+
 /// Ask for (or take from the flags) each step's approval, then run the plan.
 async fn approve_and_run(
     rt: &Runtime,
@@ -400,6 +493,8 @@ async fn approve_and_run(
         )),
     }
     let mut approvals = HashMap::new();
+    // Steps whose rule wants other people's approvals too (four eyes).
+    let mut others: Vec<(opsbot::plan::StepId, String)> = Vec::new();
     for step in plan.steps.iter().filter(|s| !done.contains_key(&s.id)) {
         let Some((_, decision)) = decisions.iter().find(|(id, _)| id == &step.id) else {
             continue;
@@ -460,17 +555,43 @@ async fn approve_and_run(
                 None,
             ),
         };
-        if approved
-            && let Some(hash) = rt.approve(
-                session,
-                plan,
-                &step.id,
-                decision.gate().is_some(),
-                reason.as_deref(),
-            )?
-        {
-            approvals.insert(step.id.clone(), hash);
+        if !approved {
+            continue;
         }
+        match rt.approve_checked(
+            session,
+            plan,
+            &step.id,
+            decision.gate().is_some(),
+            reason.as_deref(),
+        )? {
+            Approval::Granted(hash) => {
+                approvals.insert(step.id.clone(), hash);
+            }
+            Approval::Counted { wanted } => others.push((step.id.clone(), wanted)),
+            Approval::Refused(why) => {
+                let wanted = decision
+                    .quorum()
+                    .map(|q| q.wanted(0, &session.actor))
+                    .unwrap_or_default();
+                err!("{}: {why}", step.id);
+                others.push((step.id.clone(), wanted));
+            }
+        }
+    }
+    if !others.is_empty()
+        && let Some(stopped) = wait_for_others(
+            rt,
+            session,
+            plan,
+            decisions,
+            &others,
+            &mut approvals,
+            cancel,
+        )
+        .await?
+    {
+        return Ok(stopped);
     }
 
     let printer = (!args.json).then(|| {
@@ -481,7 +602,7 @@ async fn approve_and_run(
                 if let Some(line) = print::record(&record, true) {
                     out!("{line}");
                 }
-                if matches!(record.event, opsbot::session::Event::RunFinished { .. }) {
+                if matches!(record.event, Event::RunFinished { .. }) {
                     break;
                 }
             }

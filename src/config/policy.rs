@@ -119,6 +119,13 @@ pub struct RuleConfig {
     pub scope: Option<Vec<String>>,
     /// How far back an effect counts (`4h`); default: this session only.
     pub within: Option<String>,
+    /// Four eyes: how many people must approve (the rule's verdict is
+    /// then `approve`).
+    pub approvers: u32,
+    /// The person who asked for the call cannot be one of them.
+    pub approver_not_requester: bool,
+    /// Approvers need one of these roles ([policy.users]).
+    pub approver_roles: Vec<String>,
 }
 
 /// A successful (or failed) call that leaves an effect later rules can

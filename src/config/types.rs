@@ -36,10 +36,13 @@ pub struct Config {
     pub keys: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalConfig {
     pub mode: crate::driver::ApprovalMode,
+    /// How long `opsbot run` waits for other people's approvals of a step
+    /// whose rule asks for them (four eyes), in seconds.
+    pub others_wait_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -475,6 +478,15 @@ pub struct AuditConfig {
     /// The oldest sessions are pruned while the log is larger than this
     /// many MiB (0: no limit).
     pub retention_max_mib: u64,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            mode: crate::driver::ApprovalMode::default(),
+            others_wait_secs: 1800,
+        }
+    }
 }
 
 /// Export to an OpenTelemetry collector (OTLP/HTTP, protobuf): every audit

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-pub use decision::{Decision, Gate, args_hash};
+pub use decision::{Decision, Gate, Quorum, args_hash, person};
 pub use history::{History, ScopeMap, Since};
 pub use lint::Problem;
 pub use pattern::Pattern;
@@ -193,6 +193,7 @@ impl Policy {
                     rule: "builtin.gated-env".into(),
                     reason: format!("{} changes {env}, a gated environment", call.tool),
                     gate: Some(Gate::typed(env)),
+                    quorum: None,
                 });
             }
         }
@@ -207,6 +208,7 @@ impl Policy {
                     self.estate.envs.join(", ")
                 ),
                 gate: Some(Gate::typed(env)),
+                quorum: None,
             });
         }
         out
@@ -299,6 +301,7 @@ impl Policy {
             };
         }
         let mut best: Option<Decision> = None;
+        let mut wanted: Option<Quorum> = None;
         let mut consider = |d: Decision| {
             if best.as_ref().is_none_or(|b| d.weight() > b.weight()) {
                 best = Some(d);
@@ -329,6 +332,7 @@ impl Policy {
                 rule,
                 reason,
                 gate: (worst.severity == scan::Severity::High).then(|| Gate::typed(target(call))),
+                quorum: None,
             });
         }
         if call.gated {
@@ -338,6 +342,7 @@ impl Policy {
                 rule: "builtin.step-gate".into(),
                 reason,
                 gate: Some(Gate::typed(target(call))),
+                quorum: None,
             });
         }
         if !tool.annotations.read_only {
@@ -383,6 +388,7 @@ impl Policy {
                         confirm: target(call),
                         reason_required: true,
                     }),
+                    quorum: None,
                 }
             } else {
                 Decision::Deny { rule: id(), reason }
@@ -481,12 +487,19 @@ impl Policy {
                 None => reason,
             };
             note(&|| (id(), true, reason.clone()));
+            if let Some(q) = &rule.quorum {
+                wanted = Some(match wanted.take() {
+                    Some(w) => w.merge(q.clone()),
+                    None => q.clone(),
+                });
+            }
             consider(match rule.verdict {
                 Verdict::Allow => Decision::Allow { rule: id(), reason },
                 Verdict::Approve => Decision::NeedsApproval {
                     rule: id(),
                     reason,
                     gate: (rule.confirm == Confirm::Typed).then(|| Gate::typed(target(call))),
+                    quorum: None,
                 },
                 Verdict::Deny => Decision::Deny { rule: id(), reason },
             });
@@ -509,6 +522,7 @@ impl Policy {
                         format!("{} is marked destructive by its server", call.tool)
                     },
                     gate: Some(Gate::typed(target(call))),
+                    quorum: None,
                 }
             } else {
                 let reason = format!("{} changes state", call.tool);
@@ -521,6 +535,7 @@ impl Policy {
                         rule: "builtin.changes-state".into(),
                         reason,
                         gate: None,
+                        quorum: None,
                     },
                     Verdict::Deny => Decision::Deny {
                         rule: "builtin.default".into(),
@@ -539,10 +554,15 @@ impl Policy {
             });
             consider(d);
         }
-        let decision = best.unwrap_or(Decision::Deny {
+        let mut decision = best.unwrap_or(Decision::Deny {
             rule: "builtin.default".into(),
             reason: "no decision could be made".into(),
         });
+        // Four eyes hold whichever approval rule weighs most: a gated
+        // environment's typed confirmation does not drop the approvers.
+        if let (Decision::NeedsApproval { quorum, .. }, Some(w)) = (&mut decision, wanted) {
+            *quorum = Some(Box::new(w));
+        }
         // A heavier rule decided, but the step still says its tool is
         // flagged: the finding is never hidden behind another reason.
         match worst {
@@ -612,6 +632,55 @@ mod tests {
             reason: reason.into(),
             ..RuleConfig::default()
         }
+    }
+
+    #[test]
+    fn four_eyes_survive_a_heavier_gate_and_the_strictest_quorum_wins() {
+        let mut config = PolicyConfig::default();
+        let mut two = rule("k8s.deploy", Verdict::Approve, "production needs two");
+        two.when = Some("env == \"production\"".into());
+        two.approvers = 2;
+        config.rules.insert("two-for-prod".into(), two);
+        let mut sre = RuleConfig {
+            verdict: None,
+            ..rule(
+                "k8s.*",
+                Verdict::Approve,
+                "an SRE looks at every k8s change",
+            )
+        };
+        sre.approver_not_requester = true;
+        sre.approver_roles = vec!["sre".into()];
+        config.rules.insert("sre-eyes".into(), sre);
+        let p = Policy::new(config).expect("policy");
+        let d = decide(
+            &p,
+            "k8s.deploy",
+            &tool("deploy", false, false),
+            json!({"env": "production"}),
+        );
+        assert_eq!((d.label(), d.rule()), ("gated", "builtin.gated-env"));
+        let q = d.quorum().expect("the quorum holds under the gate");
+        assert_eq!(q.approvers, 2);
+        assert!(q.not_requester);
+        assert_eq!(q.roles, vec!["sre".to_string()]);
+        assert_eq!(
+            q.wanted(0, "alice"),
+            "2 more approvals (0 of 2 given) from someone other than alice with role sre [rule.two-for-prod]"
+        );
+        let d = decide(&p, "k8s.scale", &tool("scale", false, false), json!({}));
+        assert_eq!(d.quorum().map(|q| q.approvers), Some(1));
+        assert_eq!(d.rule(), "rule.sre-eyes");
+
+        // Approvers on a rule that allows or denies are a contradiction.
+        let mut bad = PolicyConfig::default();
+        let mut r = rule("k8s.*", Verdict::Allow, "x");
+        r.approvers = 2;
+        bad.rules.insert("bad".into(), r);
+        let Err(e) = Policy::new(bad) else {
+            panic!("approvers on an allow rule were accepted")
+        };
+        assert!(e.message.contains("verdict = \"approve\""), "{}", e.message);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Rule {
     /// Effect name → the arguments that scope it for this rule.
     pub scope: HashMap<String, Vec<String>>,
     pub within: Option<Duration>,
+    /// Four eyes: whose approvals the call needs.
+    pub quorum: Option<super::Quorum>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,7 +198,8 @@ pub fn compile(config: &PolicyConfig) -> Result<Compiled, CompileError> {
         if let Some(d) = within {
             widen(d);
         }
-        if matches!(kind, Kind::Verdict) && r.verdict.is_none() {
+        let four_eyes = r.approvers > 0 || r.approver_not_requester || !r.approver_roles.is_empty();
+        if matches!(kind, Kind::Verdict) && r.verdict.is_none() && !four_eyes {
             return Err(e(
                 "say what the rule decides: verdict = \"allow\", \"approve\" or \"deny\"".into(),
             ));
@@ -206,18 +209,39 @@ pub fn compile(config: &PolicyConfig) -> Result<Compiled, CompileError> {
                 "give a reason people will read when the rule applies: reason = \"...\"".into(),
             ));
         }
+        if four_eyes && !matches!(kind, Kind::Verdict) {
+            return Err(e(
+                "approvers, approver_not_requester and approver_roles belong on a rule that decides (verdict = \"approve\"), not on one with requires/forbids".into(),
+            ));
+        }
+        if four_eyes && r.verdict.is_some_and(|v| v != Verdict::Approve) {
+            return Err(e(
+                "a rule that asks for approvers must have verdict = \"approve\": approvers are who approves".into(),
+            ));
+        }
+        let quorum = four_eyes.then(|| super::Quorum {
+            approvers: r.approvers.max(1),
+            not_requester: r.approver_not_requester,
+            roles: r.approver_roles.clone(),
+            rule: format!("rule.{id}"),
+        });
         out.rules.push(Rule {
             id: id.clone(),
             tools: Tools::parse(&r.tools).map_err(&e)?,
             when: when(&r.when).map_err(&e)?,
             when_text: r.when.clone(),
             roles: r.roles.clone(),
-            verdict: r.verdict.unwrap_or(Verdict::Deny),
+            verdict: r.verdict.unwrap_or(if four_eyes {
+                Verdict::Approve
+            } else {
+                Verdict::Deny
+            }),
             confirm: r.confirm,
             reason: r.reason.clone(),
             kind,
             scope,
             within,
+            quorum,
         });
     }
     for (id, f) in &config.freezes {

@@ -35,6 +35,7 @@ pub fn apply(
                 s.tool
             ),
             gate: None,
+            quorum: None,
         };
     }
 }

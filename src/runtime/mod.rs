@@ -22,11 +22,13 @@ mod call;
 mod exchange;
 mod guard;
 pub mod influence;
+mod quorum;
 mod remote;
 mod review;
 mod sink;
 mod undo;
 
+pub use quorum::{Approval, approve_step, counted as quorum_counted};
 pub use remote::{PendingError, approve_pending, pending_approvals, refuse_pending};
 pub use review::{PinReview, ReviewError, short};
 
@@ -1087,7 +1089,8 @@ impl Runtime {
             .is_some_and(|s| s.trust == crate::config::Trust::Trusted)
     }
 
-    /// Record an approval, bound to the step's exact tool and arguments.
+    /// Record an approval, bound to the step's exact tool and arguments;
+    /// its hash once the step may run (four eyes may want more people).
     pub fn approve(
         &self,
         session: &Session,
@@ -1096,18 +1099,12 @@ impl Runtime {
         gated: bool,
         reason: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
-        let Some(s) = plan.step(step) else {
-            return Ok(None);
-        };
-        let hash = args_hash(&s.tool, &s.args);
-        session.record(Event::Approved {
-            step: step.clone(),
-            by: session.actor.clone(),
-            args_hash: hash.clone(),
-            gated,
-            reason: reason.map(str::to_string),
-        })?;
-        Ok(Some(hash))
+        Ok(
+            match self.approve_checked(session, plan, step, gated, reason)? {
+                quorum::Approval::Granted(hash) => Some(hash),
+                quorum::Approval::Counted { .. } | quorum::Approval::Refused(_) => None,
+            },
+        )
     }
 
     /// Reopen an interrupted session. Returns the session and, when its

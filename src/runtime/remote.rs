@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use super::Runtime;
-use crate::policy::args_hash;
+use super::quorum::{Approval, approve_step};
+use crate::policy::Policy;
 use crate::session::{Event, Pending, Session, SessionId, Store, StoreError, pending_in};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +43,15 @@ fn still_waiting(store: &Store, p: &Pending) -> Result<Pending, PendingError> {
 }
 
 /// Approve a waiting call as `actor`. A gated call needs its target typed
-/// (and, overriding a freeze, a reason after it), as in the app.
+/// (and, overriding a freeze, a reason after it), as in the app; a four
+/// eyes step counts the approval only from someone its rule accepts.
 pub fn approve_pending(
     store: &Arc<Store>,
+    policy: &Policy,
     actor: &str,
     p: &Pending,
     typed: &str,
-) -> Result<(), PendingError> {
+) -> Result<Approval, PendingError> {
     let now = still_waiting(store, p)?;
     let gate = now.decision.gate();
     let reason = match gate {
@@ -56,14 +59,18 @@ pub fn approve_pending(
         None => None,
     };
     let session = Session::attach(Arc::clone(store), &now.session, actor)?;
-    session.record(Event::Approved {
-        step: now.step.clone(),
-        by: actor.to_string(),
-        args_hash: args_hash(&now.tool, &now.args),
-        gated: gate.is_some(),
+    Ok(approve_step(
+        store,
+        policy,
+        &session,
+        &now.step,
+        &now.tool,
+        &now.args,
+        Some(&now.decision),
+        actor,
+        gate.is_some(),
         reason,
-    })?;
-    Ok(())
+    )?)
 }
 
 /// Refuse a waiting call as `actor`, from `place` (the app, the command
@@ -101,8 +108,8 @@ impl Runtime {
         actor: &str,
         p: &Pending,
         typed: &str,
-    ) -> Result<(), PendingError> {
-        approve_pending(&self.store, actor, p, typed)
+    ) -> Result<Approval, PendingError> {
+        approve_pending(&self.store, &self.policy, actor, p, typed)
     }
 
     /// Refuse a waiting call as `actor` from the app.

@@ -177,6 +177,48 @@ pub async fn wait_in_app(
     }
 }
 
+/// Four eyes: wait until enough people (as the rule says) approve the
+/// call's exact arguments through the log, from their app or `opsbot
+/// approvals`, or someone refuses it.
+pub async fn wait_for_quorum(
+    rt: &crate::runtime::Runtime,
+    session: &Session,
+    step: &Step,
+    quorum: &crate::policy::Quorum,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Granted, Refused> {
+    let hash = args_hash(&step.tool, &step.args);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(records) = session.store().events(&session.id) {
+            if let Some(reason) = records.iter().rev().find_map(|r| match &r.event {
+                Event::StepSkipped { step: s, reason } if *s == step.id => Some(reason.clone()),
+                _ => None,
+            }) {
+                return Err(Refused::InApp(reason));
+            }
+            if let Ok(Ok(())) = rt.quorum_now(session, &step.id, &hash, quorum)
+                && session.take_in_others().is_ok()
+            {
+                let requester = session.with_state(|s| s.actor.clone());
+                let people = crate::runtime::quorum_counted(
+                    quorum, &records, &step.id, &hash, &requester, &rt.policy,
+                );
+                return Ok(Granted {
+                    by: people.join(", "),
+                    reason: None,
+                });
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Refused::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => return Err(Refused::TimedOut(timeout.as_secs())),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +232,7 @@ mod tests {
                 confirm: "production".into(),
                 reason_required,
             }),
+            quorum: None,
         }
     }
 

@@ -331,7 +331,11 @@ impl Proxy {
                         gated: decision.gate().is_some(),
                     })
                     .map_err(internal)?;
-                let asked = if modern {
+                // Four eyes: the client's user asked for the call; other
+                // people approve it, through the log.
+                let asked = if decision.quorum().is_some() {
+                    None
+                } else if modern {
                     super::mrtr::answer(
                         &request,
                         &args_hash(&step.tool, &step.args),
@@ -351,6 +355,21 @@ impl Proxy {
                 };
                 match asked {
                     Some(answer) => answer,
+                    None if let Some(quorum) = decision.quorum() => {
+                        if let Some(token) = ctx.meta.get_progress_token() {
+                            let mut note = ProgressNotificationParam::new(token, 0.0);
+                            note.message = Some(format!(
+                                "waiting for {}: `opsbot approvals approve {}:{}`; refused after {} s",
+                                quorum.wanted(0, &self.inner.actor),
+                                session.id,
+                                id,
+                                timeout.as_secs()
+                            ));
+                            let _ = ctx.peer.notify_progress(note).await;
+                        }
+                        approval::wait_for_quorum(&rt, &session, &step, quorum, timeout, &cancel)
+                            .await
+                    }
                     // Someone can answer in an app on this data directory:
                     // the client hears that it waits, and for whom.
                     None => match rt.store.live_drivers("app").first() {

@@ -62,6 +62,9 @@ pub struct Session {
     /// app's view skips what it has seen by sequence number) must hear
     /// records in the order they were written, whichever thread wrote them.
     order: Mutex<()>,
+    /// The newest of this session's records folded here: what other
+    /// processes wrote after it is taken in by `take_in_others`.
+    seen: std::sync::atomic::AtomicI64,
 }
 
 impl Session {
@@ -89,6 +92,7 @@ impl Session {
             actor,
             SessionState::default(),
             Some(lease),
+            0,
         ));
         session.record_all(&[
             Event::SessionStarted {
@@ -110,6 +114,7 @@ impl Session {
         actor: &str,
         state: SessionState,
         lease: Option<Lease>,
+        seen: i64,
     ) -> Self {
         let (records, _) = broadcast::channel(1024);
         Self {
@@ -120,7 +125,26 @@ impl Session {
             records,
             lease,
             order: Mutex::new(()),
+            seen: std::sync::atomic::AtomicI64::new(seen),
         }
+    }
+
+    /// Fold, and tell listeners of, what other processes wrote into this
+    /// session since: an approval given in another person's app or with
+    /// `opsbot approvals`. Returns how many records were taken in.
+    pub fn take_in_others(&self) -> Result<usize, StoreError> {
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self.seen.load(std::sync::atomic::Ordering::Acquire);
+        let newer: Vec<Record> = self
+            .store
+            .events(&self.id)?
+            .into_iter()
+            .filter(|r| r.seq > seen)
+            .collect();
+        for r in &newer {
+            self.landed(r);
+        }
+        Ok(newer.len())
     }
 
     /// Reopen a stored session to drive it: the lease is taken first (a
@@ -157,7 +181,8 @@ impl Session {
             return Err(StoreError::NoSuchSession(id.to_string()));
         }
         let state = SessionState::replay(&records);
-        Ok(Arc::new(Self::with(store, id, actor, state, lease)))
+        let seen = records.last().map_or(0, |r| r.seq);
+        Ok(Arc::new(Self::with(store, id, actor, state, lease, seen)))
     }
 
     /// Store the event, then fold it, then tell listeners. If storing fails
@@ -183,6 +208,8 @@ impl Session {
     }
 
     fn landed(&self, record: &Record) {
+        self.seen
+            .fetch_max(record.seq, std::sync::atomic::Ordering::AcqRel);
         if let Ok(mut state) = self.state.lock() {
             state.apply(record);
         }

@@ -14,7 +14,8 @@ pub struct Pending {
     pub step: StepId,
     pub tool: String,
     pub args: Map<String, Value>,
-    /// The client, as it introduced itself: "name version".
+    /// Who asks: a served client as it introduced itself ("name
+    /// version"), or the person whose own run or app waits (four eyes).
     pub client: String,
     pub decision: Decision,
     /// When it started waiting (RFC 3339).
@@ -41,16 +42,18 @@ impl Store {
     }
 }
 
-/// The served calls of one session that still wait: approved, refused or
-/// finished ones are not.
+/// The calls of one session that wait for someone else: a served call
+/// (its client has no person at hand), or a step whose rule asks for other
+/// people's approvals (four eyes). Approved, refused or finished ones are
+/// not listed, nor ordinary steps waiting in someone's own app or terminal.
 pub fn pending_in(records: &[Record]) -> Vec<Pending> {
-    let Some(client) = records.iter().find_map(|r| match &r.event {
+    let served = records.iter().find_map(|r| match &r.event {
         Event::ClientConnected { name, version, .. } => Some(format!("{name} {version}")),
         _ => None,
-    }) else {
-        return Vec::new();
-    };
+    });
     let state = SessionState::replay(records);
+    // Who asks: the client, or the person whose run or app waits.
+    let client = served.clone().unwrap_or_else(|| state.actor.clone());
     let mut out = Vec::new();
     for (id, st) in &state.steps {
         if st.status() != StepStatus::AwaitingApproval {
@@ -59,6 +62,9 @@ pub fn pending_in(records: &[Record]) -> Vec<Pending> {
         let Some(decision) = st.decision.clone() else {
             continue;
         };
+        if served.is_none() && decision.quorum().is_none() {
+            continue;
+        }
         let step = records.iter().rev().find_map(|r| match &r.event {
             Event::PlanProposed { plan, .. } => plan.step(id).cloned(),
             _ => None,

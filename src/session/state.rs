@@ -44,6 +44,9 @@ pub struct StepState {
     pub status: Option<StepStatus>,
     pub decision: Option<Decision>,
     pub approved_by: Option<String>,
+    /// Everyone who approved the step as it stands (four eyes count them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
     /// The approval was a typed confirmation of a gate.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub approved_gated: bool,
@@ -197,14 +200,28 @@ impl SessionState {
             Event::Approved {
                 step, by, gated, ..
             } => {
+                let requester = self.actor.clone();
                 let s = self.step_mut(step);
+                let who = crate::policy::person(by).to_string();
+                let quorum = s.decision.as_ref().and_then(Decision::quorum);
+                let counts = !quorum
+                    .is_some_and(|q| q.not_requester && who == crate::policy::person(&requester));
+                if counts && !s.approvers.contains(&who) {
+                    s.approvers.push(who);
+                }
                 s.approved_by = Some(by.clone());
                 s.approved_gated = *gated;
-                s.status = Some(StepStatus::Approved);
+                // Four eyes: approved once enough different people have.
+                let met = quorum.is_none_or(|q| s.approvers.len() >= q.approvers as usize);
+                s.status = Some(if met {
+                    StepStatus::Approved
+                } else {
+                    StepStatus::AwaitingApproval
+                });
             }
             Event::AwaitingApproval { step, .. } => {
                 let s = self.step_mut(step);
-                if s.approved_by.is_none() {
+                if s.status != Some(StepStatus::Approved) {
                     s.status = Some(StepStatus::AwaitingApproval);
                 }
             }
@@ -216,6 +233,7 @@ impl SessionState {
                 }
                 let s = self.step_mut(step);
                 s.approved_by = None;
+                s.approvers.clear();
                 s.approved_gated = false;
                 s.status = Some(StepStatus::Pending);
             }

@@ -270,14 +270,22 @@ impl Screen {
             return Err("that call is no longer waiting".into());
         };
         let done = match intent {
-            Intent::ApprovePending { typed, .. } => rt
-                .approve_pending(&actor, &p, typed)
-                .map(|()| format!("approved {} for {}", p.tool, p.client)),
+            Intent::ApprovePending { typed, .. } => match rt.approve_pending(&actor, &p, typed) {
+                Ok(crate::runtime::Approval::Refused(why)) => Err(why),
+                Ok(crate::runtime::Approval::Counted { wanted }) => Ok(format!(
+                    "approved {} for {}; it still needs {wanted}",
+                    p.tool, p.client
+                )),
+                Ok(crate::runtime::Approval::Granted(_)) => {
+                    Ok(format!("approved {} for {}", p.tool, p.client))
+                }
+                Err(e) => Err(e.to_string()),
+            },
             _ => rt
                 .refuse_pending(&actor, &p)
-                .map(|()| format!("refused {} for {}", p.tool, p.client)),
-        }
-        .map_err(|e| e.to_string())?;
+                .map(|()| format!("refused {} for {}", p.tool, p.client))
+                .map_err(|e| e.to_string()),
+        }?;
         self.live
             .pending
             .retain(|x| !(x.session == p.session && x.step == p.step));
@@ -780,6 +788,10 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 let view = planning.borrow().as_ref().map(planning_view);
                 if screen.live.tick.is_multiple_of(8) {
                     screen.look_for_waiting_calls();
+                    // Four eyes: other people's approvals arrive through the log.
+                    for step in screen.driver.take_others_approvals() {
+                        screen.live.flash = Some((format!("{step}: approved by enough people; it runs"), false));
+                    }
                 }
                 let live = &mut screen.live;
                 live.tick += 1;

@@ -39,7 +39,7 @@ pub fn draw(
     let mut lines = Vec::new();
     if pending.is_empty() {
         lines.push(Line::from(Span::styled(
-            "No call is waiting. Calls from opsbot serve clients that need a person appear here.",
+            "No call is waiting. Calls from opsbot serve clients that need a person, and steps that need your approval besides their requester's (four eyes), appear here.",
             theme.muted,
         )));
     }

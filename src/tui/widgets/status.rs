@@ -82,7 +82,7 @@ pub fn draw_status(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         let n = app.pending.len();
         spans.push(Span::styled(
             format!(
-                " │ ⏳ {n} served call{} waiting for approval ({})",
+                " │ ⏳ {n} call{} waiting for approval ({})",
                 if n == 1 { "" } else { "s" },
                 app.keys.label("pending")
             ),

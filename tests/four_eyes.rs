@@ -1,0 +1,295 @@
+//! Four eyes: a production deploy requested by one person runs only once
+//! another, with the role the rule names, approves it from their own
+//! opsbot on the same log; the requester's own approval does not count.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use opsbot::session::Event;
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+[policy]
+allow_as = true
+
+[policy.users]
+alice = ["developer"]
+bob = ["sre"]
+carol = ["developer"]
+
+[policy.rules.prod-four-eyes]
+tools = ["k8s.deploy"]
+when = 'env == "production"'
+approvers = 1
+approver_not_requester = true
+approver_roles = ["sre"]
+reason = "production deploys need an SRE who did not ask for them"
+"#;
+
+#[test]
+fn a_production_deploy_waits_for_another_persons_approval() {
+    let home = Home::new();
+    let config = home.write_config("four-eyes.toml", CONFIG);
+    let config = config.to_str().expect("path");
+    let mut alice = home
+        .cmd(&[
+            "--config",
+            config,
+            "--as",
+            "alice",
+            "run",
+            "deploy checkout to production",
+            "--yes",
+            "--approve-gated",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("alice's run");
+
+    // Bob sees the waiting step.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let row = loop {
+        let listed = home.run(
+            &[
+                "--config",
+                config,
+                "--as",
+                "bob",
+                "approvals",
+                "list",
+                "--json",
+            ],
+            &[],
+        );
+        assert_exit(&listed, 0);
+        let rows: Value = serde_json::from_slice(&listed.stdout).expect("json");
+        if let Some(row) = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["tool"] == "k8s.deploy"))
+        {
+            break row.clone();
+        }
+        assert!(Instant::now() < deadline, "nothing waited");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let id = row["id"].as_str().expect("id").to_string();
+    assert!(
+        row["client"].as_str().is_some_and(|c| c.contains("alice")),
+        "{row}"
+    );
+    assert_eq!(row["decision"]["quorum"]["rule"], "rule.prod-four-eyes");
+
+    // Alice cannot approve her own request; Carol lacks the role.
+    let own = home.run(
+        &[
+            "--config",
+            config,
+            "--as",
+            "alice",
+            "approvals",
+            "approve",
+            &id,
+            "--confirm",
+            "production",
+        ],
+        &[],
+    );
+    assert_exit(&own, 2);
+    assert!(
+        stderr(&own).contains("alice's own approval does not count"),
+        "{}",
+        stderr(&own)
+    );
+    let carol = home.run(
+        &[
+            "--config",
+            config,
+            "--as",
+            "carol",
+            "approvals",
+            "approve",
+            &id,
+            "--confirm",
+            "production",
+        ],
+        &[],
+    );
+    assert_exit(&carol, 2);
+    assert!(stderr(&carol).contains("role sre"), "{}", stderr(&carol));
+    // Bob, an SRE, must still type the gate's target.
+    let untyped = home.run(
+        &[
+            "--config",
+            config,
+            "--as",
+            "bob",
+            "approvals",
+            "approve",
+            &id,
+        ],
+        &[],
+    );
+    assert_exit(&untyped, 2);
+    assert!(
+        stderr(&untyped).contains("--confirm production"),
+        "{}",
+        stderr(&untyped)
+    );
+    let bob = home.run(
+        &[
+            "--config",
+            config,
+            "--as",
+            "bob",
+            "approvals",
+            "approve",
+            &id,
+            "--confirm",
+            "production",
+        ],
+        &[],
+    );
+    assert_exit(&bob, 0);
+    assert!(stdout(&bob).contains("approved"), "{}", stdout(&bob));
+
+    // Alice's run goes on and deploys.
+    let status = alice.wait().expect("alice's run ends");
+    let mut said = String::new();
+    alice
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut said)
+        .expect("read");
+    assert!(
+        said.contains("waits for 1 more approval (0 of 1 given) from someone other than alice with role sre [rule.prod-four-eyes]"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("opsbot approvals approve {id}")),
+        "{said}"
+    );
+    let mut out = String::new();
+    alice
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(status.code(), Some(0), "{out}\n{said}");
+
+    let records = home.last_session();
+    let deploy = opsbot::plan::StepId::new(id.rsplit(':').next().expect("step"));
+    let approvals: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Approved { step, by, .. } if *step == deploy => Some(by.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        approvals,
+        vec!["bob"],
+        "only bob's approval of the deploy is recorded"
+    );
+    let approved_at = records
+        .iter()
+        .position(|r| matches!(&r.event, Event::Approved { step, .. } if *step == deploy))
+        .expect("approved");
+    let started_at = records
+        .iter()
+        .position(|r| matches!(&r.event, Event::StepStarted { step, .. } if *step == deploy))
+        .expect("the deploy ran");
+    assert!(approved_at < started_at);
+    assert!(
+        records
+            .iter()
+            .any(|r| matches!(&r.event, Event::StepSucceeded { step, .. } if *step == deploy))
+    );
+    let verify = home.run(&["audit", "verify"], &[]);
+    assert_exit(&verify, 0);
+}
+
+#[test]
+fn a_refusal_by_the_other_person_stops_the_run() {
+    let home = Home::new();
+    let config = home.write_config("four-eyes.toml", CONFIG);
+    let config = config.to_str().expect("path");
+    let mut alice = home
+        .cmd(&[
+            "--config",
+            config,
+            "--as",
+            "alice",
+            "run",
+            "deploy checkout to production",
+            "--yes",
+            "--approve-gated",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("alice's run");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        let listed = home.run(
+            &[
+                "--config",
+                config,
+                "--as",
+                "bob",
+                "approvals",
+                "list",
+                "--json",
+            ],
+            &[],
+        );
+        let rows: Value = serde_json::from_slice(&listed.stdout).expect("json");
+        if let Some(id) = rows
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| r["id"].as_str())
+        {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "nothing waited");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let refused = home.run(
+        &[
+            "--config",
+            config,
+            "--as",
+            "bob",
+            "approvals",
+            "refuse",
+            &id,
+            "--reason",
+            "not on a Friday",
+        ],
+        &[],
+    );
+    assert_exit(&refused, 0);
+    let status = alice.wait().expect("ends");
+    let mut said = String::new();
+    alice
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut said)
+        .expect("read");
+    assert_eq!(status.code(), Some(3), "{said}");
+    assert!(said.contains("not on a Friday"), "{said}");
+    let records = home.last_session();
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(r.event, Event::StepStarted { .. })),
+        "nothing ran"
+    );
+}
