@@ -83,6 +83,8 @@ pub struct Driver {
     trusted: Mutex<HashSet<String>>,
     /// Undo steps approved in advance by config.
     pre_approved: Mutex<HashSet<StepId>>,
+    /// Four-eyes steps whose approvers were told (`[notify]`), once each.
+    told: Mutex<HashSet<StepId>>,
     busy: Mutex<bool>,
 }
 
@@ -95,6 +97,7 @@ impl Driver {
             active: Mutex::new(None),
             trusted: Mutex::new(HashSet::new()),
             pre_approved: Mutex::new(HashSet::new()),
+            told: Mutex::new(HashSet::new()),
             busy: Mutex::new(false),
         });
         Self::follow(&driver);
@@ -418,14 +421,47 @@ impl Driver {
                 a.desk.approve(step.clone(), hash);
                 Ok(())
             }
-            crate::runtime::Approval::Counted { wanted } => Err(DriverError::WaitsForOthers(
-                format!("your approval of {step} is recorded; it still needs {wanted}"),
-            )),
-            crate::runtime::Approval::Refused(why) => Err(DriverError::WaitsForOthers(format!(
-                "{step} waits for other people: {why} (they approve it with `opsbot approvals approve {}:{step}` or in their app)",
-                self.session.id
-            ))),
+            crate::runtime::Approval::Counted { wanted } => {
+                if let Some(q) = decision.and_then(Decision::quorum) {
+                    self.tell_approvers(step, &s.tool, q);
+                }
+                Err(DriverError::WaitsForOthers(format!(
+                    "your approval of {step} is recorded; it still needs {wanted}"
+                )))
+            }
+            crate::runtime::Approval::Refused(why) => {
+                if let Some(q) = decision.and_then(Decision::quorum) {
+                    self.tell_approvers(step, &s.tool, q);
+                }
+                Err(DriverError::WaitsForOthers(format!(
+                    "{step} waits for other people: {why} (they approve it with `opsbot approvals approve {}:{step}` or in their app)",
+                    self.session.id
+                )))
+            }
         }
+    }
+
+    /// `[notify]`: tell approvers that `step` waits for them, once per
+    /// step, off the caller's path.
+    fn tell_approvers(&self, step: &StepId, tool: &str, q: &crate::policy::Quorum) {
+        if self.rt.config.config.notify.tool.is_none()
+            || !Self::lock(&self.told).insert(step.clone())
+        {
+            return;
+        }
+        let rt = Arc::clone(&self.rt);
+        let id = format!("{}:{step}", self.session.id);
+        let (tool, requester) = (tool.to_string(), self.session.actor.clone());
+        let wanted = q.wanted(0, &requester);
+        tokio::spawn(async move {
+            rt.notify_waiting(&crate::runtime::Waiting {
+                id: &id,
+                tool: &tool,
+                requester: &requester,
+                wanted: &wanted,
+            })
+            .await;
+        });
     }
 
     /// Four eyes: approve, on the desk, the steps of the running plan that

@@ -12,7 +12,7 @@ use common::*;
 use opsbot::session::Event;
 use serde_json::Value;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = r##"
 [policy]
 allow_as = true
 
@@ -28,7 +28,28 @@ approvers = 1
 approver_not_requester = true
 approver_roles = ["sre"]
 reason = "production deploys need an SRE who did not ask for them"
-"#;
+
+# Approvers are told in #approvals; policy allows exactly that.
+[notify]
+tool = "chat.notify"
+args = { channel = "#approvals", text = "{summary}: {command}" }
+
+[policy.rules.notify-approvers]
+tools = "chat.notify"
+when = 'channel == "#approvals"'
+verdict = "allow"
+reason = "telling approvers what waits for them"
+"##;
+
+/// The records of the session a waiting call's ID (`SESSION:STEP`) names.
+fn session_of(home: &Home, id: &str) -> Vec<opsbot::session::Record> {
+    let session = id.split(':').next().expect("session");
+    home.store()
+        .events(&opsbot::session::SessionId::from_stored(
+            session.to_string(),
+        ))
+        .expect("events")
+}
 
 #[test]
 fn a_production_deploy_waits_for_another_persons_approval() {
@@ -81,6 +102,23 @@ fn a_production_deploy_waits_for_another_persons_approval() {
     assert!(
         row["client"].as_str().is_some_and(|c| c.contains("alice")),
         "{row}"
+    );
+    // The approvers were told, in their channel, with the command to run.
+    let told = loop {
+        let chat = home.sandbox_state("chat.json");
+        if let Some(m) = chat["channels"]["#approvals"]
+            .as_array()
+            .and_then(|m| m.first())
+        {
+            break m["text"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "approvers were not told: {chat}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(told.contains("alice asks to run k8s.deploy"), "{told}");
+    assert!(
+        told.contains(&format!("opsbot approvals approve {id}")),
+        "{told}"
     );
     assert_eq!(row["decision"]["quorum"]["rule"], "rule.prod-four-eyes");
 
@@ -174,6 +212,10 @@ fn a_production_deploy_waits_for_another_persons_approval() {
         said.contains(&format!("opsbot approvals approve {id}")),
         "{said}"
     );
+    assert!(
+        said.contains("approvers were told through chat.notify"),
+        "{said}"
+    );
     let mut out = String::new();
     alice
         .stdout
@@ -183,7 +225,7 @@ fn a_production_deploy_waits_for_another_persons_approval() {
         .expect("read");
     assert_eq!(status.code(), Some(0), "{out}\n{said}");
 
-    let records = home.last_session();
+    let records = session_of(&home, &id);
     let deploy = opsbot::plan::StepId::new(id.rsplit(':').next().expect("step"));
     let approvals: Vec<&str> = records
         .iter()
@@ -285,7 +327,7 @@ fn a_refusal_by_the_other_person_stops_the_run() {
         .expect("read");
     assert_eq!(status.code(), Some(3), "{said}");
     assert!(said.contains("not on a Friday"), "{said}");
-    let records = home.last_session();
+    let records = session_of(&home, &id);
     assert!(
         !records
             .iter()

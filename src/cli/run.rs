@@ -410,6 +410,23 @@ async fn wait_for_others(
             step.tool,
             session.id
         );
+        let waiting_id = format!("{}:{id}", session.id);
+        let told = rt
+            .notify_waiting(&opsbot::runtime::Waiting {
+                id: &waiting_id,
+                tool: &step.tool,
+                requester: &session.actor,
+                wanted,
+            })
+            .await;
+        match (told, rt.config.config.notify.tool.as_deref()) {
+            (Some(Outcome::Succeeded), Some(tool)) => err!("  approvers were told through {tool}"),
+            (Some(other), Some(tool)) => err!(
+                "  approvers were not told through {tool} ({}; see `opsbot history`)",
+                other.as_str()
+            ),
+            _ => {}
+        }
         waiting.push((
             id.clone(),
             args_hash(&step.tool, &step.args),

@@ -26,6 +26,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Audit records sent on to an OpenTelemetry collector.
     pub telemetry: TelemetryConfig,
+    /// Telling people a step waits for their approval.
+    pub notify: NotifyConfig,
     pub serve: ServeConfig,
     /// Whether servers may ask opsbot to run a model for them.
     pub sampling: SamplingConfig,
@@ -487,6 +489,21 @@ impl Default for ApprovalConfig {
             others_wait_secs: 1800,
         }
     }
+}
+
+/// When a step starts waiting for other people's approval (four eyes),
+/// call an MCP tool (a chat server's) with what waits and the command that
+/// approves it. The call is its own session, decided by policy and
+/// recorded like any other: a rule must allow it, since nobody is there to
+/// approve a notification.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `server.tool`, e.g. `chat.notify`. Unset: no notification.
+    pub tool: Option<String>,
+    /// Its arguments. In string values `{summary}`, `{command}`, `{tool}`,
+    /// `{requester}`, `{wanted}` and `{id}` are filled in.
+    pub args: BTreeMap<String, serde_json::Value>,
 }
 
 /// Export to an OpenTelemetry collector (OTLP/HTTP, protobuf): every audit

@@ -22,12 +22,14 @@ mod call;
 mod exchange;
 mod guard;
 pub mod influence;
+mod notify;
 mod quorum;
 mod remote;
 mod review;
 mod sink;
 mod undo;
 
+pub use notify::Waiting;
 pub use quorum::{Approval, approve_step, counted as quorum_counted};
 pub use remote::{PendingError, approve_pending, pending_approvals, refuse_pending};
 pub use review::{PinReview, ReviewError, short};

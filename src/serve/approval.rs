@@ -190,6 +190,15 @@ pub async fn wait_for_quorum(
 ) -> Result<Granted, Refused> {
     let hash = args_hash(&step.tool, &step.args);
     let deadline = tokio::time::Instant::now() + timeout;
+    let requester = session.with_state(|s| s.actor.clone());
+    let id = format!("{}:{}", session.id, step.id);
+    rt.notify_waiting(&crate::runtime::Waiting {
+        id: &id,
+        tool: &step.tool,
+        requester: &requester,
+        wanted: &quorum.wanted(0, &requester),
+    })
+    .await;
     loop {
         if let Ok(records) = session.store().events(&session.id) {
             if let Some(reason) = records.iter().rev().find_map(|r| match &r.event {
