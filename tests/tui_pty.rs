@@ -34,8 +34,9 @@ fn deploy_with_approvals_then_a_gated_production_deploy_then_quit() {
     t.wait_for("production · 0/7", None);
     t.wait_for("deploy awaits approval (gated)", Some("A"));
     t.keys(&["Home", "j", "j", "j", "j", "a"]);
-    let modal = t.wait_for("confirm gated step", None);
-    assert!(modal.contains("Type production and press Enter"), "{modal}");
+    t.wait_for("confirm gated step", None);
+    // (The whole modal, not a frame caught half drawn.)
+    let modal = t.wait_for("Type production and press Enter", None);
     assert!(
         modal.contains("registry.local/checkout:"),
         "the modal shows the real image: {modal}"
