@@ -64,6 +64,7 @@ fn session_events(i: usize) -> Vec<Event> {
             args_hash: format!("{i:064x}"),
             gated: env == "production",
             reason: None,
+            from: None,
         },
         Event::StepStarted {
             step: step("deploy"),

@@ -418,6 +418,7 @@ fn a_session_report_reads_as_markdown() {
             args_hash: "ab".into(),
             gated: true,
             reason: None,
+            from: None,
         },
         Event::StepStarted {
             step: opsbot::plan::StepId::new("deploy"),

@@ -224,6 +224,11 @@ fn a_production_deploy_waits_for_another_persons_approval() {
         .read_to_string(&mut out)
         .expect("read");
     assert_eq!(status.code(), Some(0), "{out}\n{said}");
+    // The plan as printed says whose approval the deploy needs.
+    assert!(
+        out.contains("↳ four eyes: 1 more approval (0 of 1 given) from someone other than the requester with role sre [rule.prod-four-eyes]"),
+        "{out}"
+    );
 
     let records = session_of(&home, &id);
     let deploy = opsbot::plan::StepId::new(id.rsplit(':').next().expect("step"));
@@ -239,6 +244,21 @@ fn a_production_deploy_waits_for_another_persons_approval() {
         vec!["bob"],
         "only bob's approval of the deploy is recorded"
     );
+    // Who, from which host, when, bound to what.
+    let bobs = records
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::Approved {
+                step,
+                from,
+                args_hash,
+                ..
+            } if *step == deploy => Some((r.ts.clone(), from.clone(), args_hash.clone())),
+            _ => None,
+        })
+        .expect("bob's approval");
+    assert!(bobs.1.as_deref().is_some_and(|h| !h.is_empty()), "{bobs:?}");
+    assert_eq!(bobs.2.len(), 64, "bound to the arguments' hash");
     let approved_at = records
         .iter()
         .position(|r| matches!(&r.event, Event::Approved { step, .. } if *step == deploy))

@@ -64,6 +64,7 @@ fn insights_are_what_the_records_say() {
                         args_hash: "h".into(),
                         gated: false,
                         reason: None,
+                        from: None,
                     },
                     Event::StepStarted {
                         step: step("deploy"),

@@ -389,6 +389,7 @@ async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
                             args_hash: opsbot::policy::args_hash(&step.tool, &step.args),
                             gated: false,
                             reason: None,
+                            from: None,
                         })
                         .expect("approve");
                         return true;

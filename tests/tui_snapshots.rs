@@ -121,6 +121,7 @@ fn app() -> App {
             args_hash: "h".into(),
             gated: false,
             reason: None,
+            from: None,
         },
         Event::StepStarted {
             step: id("build"),
@@ -148,6 +149,7 @@ fn app() -> App {
             args_hash: "h".into(),
             gated: false,
             reason: None,
+            from: None,
         },
         Event::StepStarted {
             step: id("test"),
@@ -614,6 +616,46 @@ fn a_failing_telemetry_export_is_named_in_the_status_line() {
     let screen = render(&mut app, 160, 32);
     assert!(
         screen.contains("⚠ telemetry not exported (opsbot telemetry status)"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn a_four_eyes_step_says_whose_approval_it_awaits() {
+    let mut app = app();
+    let deploy = id("deploy");
+    let quorum = opsbot::policy::Quorum {
+        approvers: 1,
+        not_requester: true,
+        roles: vec!["sre".into()],
+        rule: "rule.prod-four-eyes".into(),
+    };
+    app.apply(&record(
+        90,
+        Event::PolicyDecision {
+            step: deploy.clone(),
+            decision: Decision::NeedsApproval {
+                rule: "builtin.gated-env".into(),
+                reason: "k8s.deploy changes production, a gated environment".into(),
+                gate: Some(Gate::typed("production")),
+                quorum: Some(Box::new(quorum)),
+            },
+        },
+    ));
+    app.focus = Pane::Plan;
+    app.selected = app
+        .state
+        .plan
+        .as_ref()
+        .and_then(|p| p.steps.iter().position(|s| s.id == deploy))
+        .expect("deploy step");
+    let screen = render(&mut app, 160, 40);
+    assert!(
+        screen.contains("four eyes: awaits 1 more approval (0 of 1 given) from someone"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("with role sre [rule.prod-four-eyes]"),
         "{screen}"
     );
 }

@@ -42,6 +42,14 @@ pub fn plan(plan: &Plan, decisions: &[(opsbot::plan::StepId, Decision)]) -> Stri
                 d.reason(),
                 d.rule()
             ));
+            if let Some(q) = d.quorum() {
+                out.push_str(&format!(
+                    "  {:<8} {:<18} ↳ four eyes: {}\n",
+                    "",
+                    "",
+                    q.wanted(0, "the requester")
+                ));
+            }
         }
     }
     out

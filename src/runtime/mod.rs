@@ -1031,6 +1031,7 @@ impl Runtime {
                         args_hash: args_hash(&s.tool, &s.args),
                         gated: false,
                         reason: None,
+                        from: None,
                     });
                 }
             }

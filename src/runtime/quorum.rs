@@ -77,6 +77,7 @@ pub fn approve_step(
         args_hash: hash.clone(),
         gated,
         reason,
+        from: Some(crate::session::host_name()),
     })?;
     let Some(q) = quorum else {
         return Ok(Approval::Granted(hash));

@@ -411,6 +411,7 @@ impl Proxy {
                             args_hash: hash.clone(),
                             gated: decision.gate().is_some(),
                             reason: g.reason.clone(),
+                            from: None,
                         })
                         .map_err(internal)?;
                 }

@@ -42,11 +42,18 @@ pub fn describe(event: &Event) -> (&'static str, String) {
             ),
         ),
         Event::Approved {
-            step, by, gated, ..
+            step,
+            by,
+            gated,
+            from,
+            ..
         } => (
             "approve",
             format!(
-                "{step} by {by}{}",
+                "{step} by {by}{}{}",
+                from.as_deref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default(),
                 if *gated { " (gated, confirmed)" } else { "" }
             ),
         ),

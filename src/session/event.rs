@@ -82,6 +82,9 @@ pub enum Event {
         /// Why, when the approval overrides a freeze.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The host the approval came from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     /// Ready to run, waiting for someone to approve it.
     AwaitingApproval {

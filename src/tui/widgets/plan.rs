@@ -184,6 +184,21 @@ fn detail(app: &App, id: &StepId, width: usize, theme: &Theme) -> Vec<Line<'stat
             style,
         );
     }
+    if let Some(q) = st
+        .and_then(|s| s.decision.as_ref())
+        .and_then(Decision::quorum)
+    {
+        let approvers = st.map(|s| s.approvers.as_slice()).unwrap_or_default();
+        let line = if approvers.len() >= q.approvers as usize {
+            format!("four eyes: approved by {}", approvers.join(", "))
+        } else {
+            format!(
+                "four eyes: awaits {} (W in their app, or `opsbot approvals`)",
+                q.wanted(approvers.len(), &app.state.actor)
+            )
+        };
+        push(&mut out, &line, theme.gated);
+    }
     if let Some(by) = st.and_then(|s| s.approved_by.as_ref()) {
         push(&mut out, &format!("approved by {by}"), theme.muted);
     }
