@@ -347,6 +347,12 @@ fn a_refusal_by_the_other_person_stops_the_run() {
         .expect("read");
     assert_eq!(status.code(), Some(3), "{said}");
     assert!(said.contains("not on a Friday"), "{said}");
+    // The run ended: nothing waits any more.
+    let listed = home.run(&["--config", config, "approvals", "list", "--json"], &[]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&listed.stdout).expect("json"),
+        serde_json::json!([])
+    );
     let records = session_of(&home, &id);
     assert!(
         !records

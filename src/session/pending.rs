@@ -52,6 +52,11 @@ pub fn pending_in(records: &[Record]) -> Vec<Pending> {
         _ => None,
     });
     let state = SessionState::replay(records);
+    // A run that ended waits for no one any more (its session may still
+    // say a step awaited approval when it stopped).
+    if state.outcome.is_some() {
+        return Vec::new();
+    }
     // Who asks: the client, or the person whose run or app waits.
     let client = served.clone().unwrap_or_else(|| state.actor.clone());
     let mut out = Vec::new();
