@@ -249,6 +249,7 @@ pub async fn app(
         theme,
         mouse: cfg.tui.mouse,
         notify: cfg.tui.notify,
+        notify_osc: cfg.tui.notify_osc,
         keys: cfg.keys.clone(),
         mode: serde_json::to_value(cfg.approval.mode)
             .ok()

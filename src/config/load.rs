@@ -321,6 +321,16 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             ));
         }
     }
+    if !matches!(config.tui.notify_osc, 9 | 777) {
+        return Err(invalid_at(
+            layers,
+            "tui",
+            format!(
+                "tui: notify_osc = {} is not a notification escape; use 9 or 777",
+                config.tui.notify_osc
+            ),
+        ));
+    }
     let telemetry = &config.telemetry;
     if let Some(url) = &telemetry.otlp_endpoint
         && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -552,6 +562,24 @@ mod tests {
         let e = err("\n\n[servers.new]\nargs = []\n");
         assert!(
             e.starts_with("user.toml:3:1: server `new` has neither"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn telemetry_and_notification_settings_are_checked_where_written() {
+        let e = err("[tui]\nnotify_osc = 5\n");
+        assert!(e.starts_with("user.toml:1:1: tui: notify_osc = 5"), "{e}");
+        let e = err("\n[telemetry]\notlp_endpoint = \"localhost:4318\"\n");
+        assert!(
+            e.starts_with(
+                "user.toml:2:1: telemetry: otlp_endpoint `localhost:4318` must start with http://"
+            ),
+            "{e}"
+        );
+        let e = err("[telemetry]\nbatch = 0\n");
+        assert!(
+            e.contains("batch, interval_ms and timeout_ms must be greater than 0"),
             "{e}"
         );
     }

@@ -55,9 +55,12 @@ pub struct TuiConfig {
     /// Capture the mouse for wheel scrolling; off leaves the terminal's own
     /// text selection alone.
     pub mouse: bool,
-    /// Ring (terminal bell and an OSC 9 desktop notification) when a call
-    /// served to another AI client starts waiting for your approval.
+    /// Ring (terminal bell and a desktop notification) when a call starts
+    /// waiting for your approval or a server asks you something.
     pub notify: bool,
+    /// The desktop notification's escape: 9 (iTerm2, WezTerm, Windows
+    /// Terminal, kitty) or 777 (urxvt, foot, Ghostty, VTE terminals).
+    pub notify_osc: u16,
 }
 
 impl Default for TuiConfig {
@@ -66,6 +69,7 @@ impl Default for TuiConfig {
             theme: "dark".into(),
             mouse: true,
             notify: true,
+            notify_osc: 9,
         }
     }
 }

@@ -24,11 +24,27 @@ use crate::mcp::ServerEvent;
 use crate::sanitize::scrub;
 use app::{App, Intent};
 
+/// The terminal bell and a desktop notification (OSC 9, or OSC 777 for
+/// the terminals that read that one instead).
+fn ring(osc: u16, message: &str) {
+    use std::io::Write;
+    let escape = if osc == 777 {
+        format!("\x1b]777;notify;opsbot;{message}\x07")
+    } else {
+        format!("\x1b]9;opsbot: {message}\x07")
+    };
+    let mut out = std::io::stdout();
+    let _ = write!(out, "\x07{escape}");
+    let _ = out.flush();
+}
+
 pub struct Options {
     pub theme: String,
     pub mouse: bool,
-    /// Ring when a served call starts waiting for approval.
+    /// Ring when a call starts waiting for approval or a server asks.
     pub notify: bool,
+    /// The desktop notification's escape (OSC 9 or 777).
+    pub notify_osc: u16,
     pub keys: std::collections::BTreeMap<String, String>,
     pub mode: String,
     /// Open on the history browser (`opsbot history` at a terminal).
@@ -701,12 +717,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
             },
             Some(ask) = asks.recv() => {
                 if options.notify {
-                    use std::io::Write;
-                    let _ = write!(
-                        std::io::stdout(),
-                        "\x07\x1b]9;opsbot: a server asks you something\x07"
-                    );
-                    let _ = std::io::stdout().flush();
+                    ring(options.notify_osc, "a server asks you something");
                 }
                 screen.live.on_ask(ask);
                 if let Some((replay, _)) = screen.replay.as_mut() {
@@ -737,12 +748,7 @@ pub async fn run(driver: Arc<Driver>, options: Options) -> std::io::Result<()> {
                 // notification where the terminal shows OSC 9.
                 let new = calls.iter().any(|c| !screen.live.pending.contains(c));
                 if new && options.notify {
-                    use std::io::Write;
-                    let _ = write!(
-                        std::io::stdout(),
-                        "\x07\x1b]9;opsbot: a call from another AI client waits for your approval (W)\x07"
-                    );
-                    let _ = std::io::stdout().flush();
+                    ring(options.notify_osc, "a call waits for your approval (W)");
                 }
                 dirty = screen.live.pending != calls;
                 screen.live.pending = calls;
