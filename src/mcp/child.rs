@@ -43,7 +43,8 @@ fn remember(entry: &Entry, line: String) {
 /// A `notifications/tools/list_changed` message (no id, that method).
 fn is_tools_list_changed(line: &[u8]) -> bool {
     const METHOD: &[u8] = b"notifications/tools/list_changed";
-    line.windows(METHOD.len()).any(|w| w == METHOD)
+    line.len() <= super::ledger::NOTIFICATION_MAX
+        && line.windows(METHOD.len()).any(|w| w == METHOD)
         && serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| {
             v.get("id").is_none() && v["method"] == "notifications/tools/list_changed"
         })

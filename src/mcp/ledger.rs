@@ -13,6 +13,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Lines longer than this are not looked into for notifications: the ones
+/// the frame pump watches for (progress, tools changed) are a few hundred
+/// bytes, while a reply can be megabytes, which would be scanned twice.
+/// A progress line missed here only means its call does not wait for it
+/// to be relayed.
+pub(crate) const NOTIFICATION_MAX: usize = 64 * 1024;
+
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -31,7 +38,7 @@ impl ProgressLedger {
     /// The pump read a `notifications/progress` line: count it.
     pub(crate) fn seen_line(&self, line: &[u8]) {
         const METHOD: &[u8] = b"notifications/progress";
-        if !line.windows(METHOD.len()).any(|w| w == METHOD) {
+        if line.len() > NOTIFICATION_MAX || !line.windows(METHOD.len()).any(|w| w == METHOD) {
             return;
         }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
