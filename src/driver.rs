@@ -473,6 +473,8 @@ impl Driver {
             return Vec::new();
         };
         let mut granted = Vec::new();
+        // Read once, and only when some step waits for others.
+        let mut records = None;
         for s in &a.plan.steps {
             let Some(q) = a.decisions.get(&s.id).and_then(Decision::quorum) else {
                 continue;
@@ -487,7 +489,20 @@ impl Driver {
             }
             let args = a.desk.edited_args(&s.id).unwrap_or_else(|| s.args.clone());
             let hash = args_hash(&s.tool, &args);
-            if let Ok(Ok(())) = self.rt.quorum_now(&self.session, &s.id, &hash, q) {
+            if records.is_none() {
+                match self.rt.store.events(&self.session.id) {
+                    Ok(r) => records = Some(r),
+                    Err(e) => {
+                        tracing::warn!("cannot read the approvals of this session: {e}");
+                        break;
+                    }
+                }
+            }
+            let read = records.as_deref().unwrap_or_default();
+            if let crate::runtime::Standing::Approved(_) =
+                self.rt
+                    .quorum_standing(&self.session, read, &s.id, &hash, q)
+            {
                 // Their approvals were written by other processes.
                 if let Err(e) = self.session.take_in_others() {
                     tracing::warn!("cannot read the approvals of {}: {e}", s.id);

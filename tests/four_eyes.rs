@@ -51,30 +51,28 @@ fn session_of(home: &Home, id: &str) -> Vec<opsbot::session::Record> {
         .expect("events")
 }
 
-#[test]
-fn a_production_deploy_waits_for_another_persons_approval() {
-    let home = Home::new();
-    let config = home.write_config("four-eyes.toml", CONFIG);
-    let config = config.to_str().expect("path");
-    let mut alice = home
-        .cmd(&[
-            "--config",
-            config,
-            "--as",
-            "alice",
-            "run",
-            "deploy checkout to production",
-            "--yes",
-            "--approve-gated",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("alice's run");
+/// Alice asks for a production deploy, approving what she may.
+fn alice_deploys(home: &Home, config: &str) -> std::process::Child {
+    home.cmd(&[
+        "--config",
+        config,
+        "--as",
+        "alice",
+        "run",
+        "deploy checkout to production",
+        "--yes",
+        "--approve-gated",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("alice's run")
+}
 
-    // Bob sees the waiting step.
+/// The deploy as `opsbot approvals list` shows it to Bob, once it waits.
+fn waiting_for_bob(home: &Home, config: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let row = loop {
+    loop {
         let listed = home.run(
             &[
                 "--config",
@@ -93,17 +91,29 @@ fn a_production_deploy_waits_for_another_persons_approval() {
             .as_array()
             .and_then(|r| r.iter().find(|r| r["tool"] == "k8s.deploy"))
         {
-            break row.clone();
+            return row.clone();
         }
         assert!(Instant::now() < deadline, "nothing waited");
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+}
+
+#[test]
+fn a_production_deploy_waits_for_another_persons_approval() {
+    let home = Home::new();
+    let config = home.write_config("four-eyes.toml", CONFIG);
+    let config = config.to_str().expect("path");
+    let mut alice = alice_deploys(&home, config);
+
+    // Bob sees the waiting step.
+    let row = waiting_for_bob(&home, config);
     let id = row["id"].as_str().expect("id").to_string();
     assert!(
         row["client"].as_str().is_some_and(|c| c.contains("alice")),
         "{row}"
     );
     // The approvers were told, in their channel, with the command to run.
+    let deadline = Instant::now() + Duration::from_secs(120);
     let told = loop {
         let chat = home.sandbox_state("chat.json");
         if let Some(m) = chat["channels"]["#approvals"]
@@ -282,46 +292,11 @@ fn a_refusal_by_the_other_person_stops_the_run() {
     let home = Home::new();
     let config = home.write_config("four-eyes.toml", CONFIG);
     let config = config.to_str().expect("path");
-    let mut alice = home
-        .cmd(&[
-            "--config",
-            config,
-            "--as",
-            "alice",
-            "run",
-            "deploy checkout to production",
-            "--yes",
-            "--approve-gated",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("alice's run");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let id = loop {
-        let listed = home.run(
-            &[
-                "--config",
-                config,
-                "--as",
-                "bob",
-                "approvals",
-                "list",
-                "--json",
-            ],
-            &[],
-        );
-        let rows: Value = serde_json::from_slice(&listed.stdout).expect("json");
-        if let Some(id) = rows
-            .as_array()
-            .and_then(|r| r.first())
-            .and_then(|r| r["id"].as_str())
-        {
-            break id.to_string();
-        }
-        assert!(Instant::now() < deadline, "nothing waited");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let mut alice = alice_deploys(&home, config);
+    let id = waiting_for_bob(&home, config)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let refused = home.run(
         &[
             "--config",

@@ -13,6 +13,32 @@ fn step(id: &str) -> StepId {
     StepId::new(id)
 }
 
+/// How step `id` ended after `ms`: succeeded, or failed with `error`.
+fn step_end(id: &str, ms: u64, ok: bool, error: &str) -> Event {
+    if ok {
+        Event::StepSucceeded {
+            step: step(id),
+            output: opsbot::mcp::ToolOutput {
+                is_error: false,
+                text: "ok".into(),
+                structured: None,
+                truncated: None,
+                content: None,
+                meta: None,
+                task: None,
+            },
+            duration_ms: ms,
+        }
+    } else {
+        Event::StepFailed {
+            step: step(id),
+            error: error.into(),
+            output: None,
+            duration_ms: ms,
+        }
+    }
+}
+
 #[test]
 fn insights_are_what_the_records_say() {
     let home = Home::new();
@@ -24,28 +50,7 @@ fn insights_are_what_the_records_say() {
     {
         let id = SessionId::from_stored(format!("20261201-12000{i}-abcd"));
         store.create_session(&id, "alice").expect("session");
-        let end = if *ok {
-            Event::StepSucceeded {
-                step: step("deploy"),
-                output: opsbot::mcp::ToolOutput {
-                    is_error: false,
-                    text: "ok".into(),
-                    structured: None,
-                    truncated: None,
-                    content: None,
-                    meta: None,
-                    task: None,
-                },
-                duration_ms: *ms,
-            }
-        } else {
-            Event::StepFailed {
-                step: step("deploy"),
-                error: "rollout stuck".into(),
-                output: None,
-                duration_ms: *ms,
-            }
-        };
+        let end = step_end("deploy", *ms, *ok, "rollout stuck");
         store
             .append_all(
                 &id,
@@ -163,28 +168,7 @@ fn insights_are_what_the_records_say() {
 fn one_step_run(store: &opsbot::session::Store, id: &str, tool: &str, ms: u64, ok: bool) {
     let id = SessionId::from_stored(id.to_string());
     store.create_session(&id, "alice").expect("session");
-    let end = if ok {
-        Event::StepSucceeded {
-            step: step("s"),
-            output: opsbot::mcp::ToolOutput {
-                is_error: false,
-                text: "ok".into(),
-                structured: None,
-                truncated: None,
-                content: None,
-                meta: None,
-                task: None,
-            },
-            duration_ms: ms,
-        }
-    } else {
-        Event::StepFailed {
-            step: step("s"),
-            error: "no".into(),
-            output: None,
-            duration_ms: ms,
-        }
-    };
+    let end = step_end("s", ms, ok, "no");
     store
         .append_all(
             &id,

@@ -65,20 +65,21 @@ impl Collector {
             .collect()
     }
 
-    fn logs(&self) -> Vec<Value> {
+    /// Every entry under `key` (`logs`, `spans`) of every request taken.
+    fn entries(&self, key: &str) -> Vec<Value> {
         self.requests()
             .iter()
-            .filter_map(|r| r["logs"].as_array().cloned())
+            .filter_map(|r| r[key].as_array().cloned())
             .flatten()
             .collect()
     }
 
+    fn logs(&self) -> Vec<Value> {
+        self.entries("logs")
+    }
+
     fn spans(&self) -> Vec<Value> {
-        self.requests()
-            .iter()
-            .filter_map(|r| r["spans"].as_array().cloned())
-            .flatten()
-            .collect()
+        self.entries("spans")
     }
 
     fn raw(&self) -> Vec<u8> {

@@ -86,6 +86,9 @@ pub fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let loaded = opsbot::config::load(paths, config)?;
+    let actor =
+        || opsbot::runtime::acting_as(&loaded.config.policy, as_user).map_err(anyhow::Error::msg);
     let store = Arc::new(Store::open(&db)?);
     let waiting = opsbot::runtime::pending_approvals(&store, None);
     match command {
@@ -153,7 +156,7 @@ pub fn run(
             reason,
         } => {
             let p = find(&waiting, &id)?;
-            let actor = actor(paths, config, as_user)?;
+            let actor = actor()?;
             if let Some(g) = p.decision.gate()
                 && confirm.is_none()
             {
@@ -168,7 +171,6 @@ pub fn run(
                 (Some(c), None) => c,
                 (None, _) => String::new(),
             };
-            let loaded = opsbot::config::load(paths, config)?;
             let policy = opsbot::policy::Policy::new(loaded.config.policy.clone())
                 .map_err(|e| anyhow::anyhow!("[policy]: {}", e.message))?;
             match opsbot::runtime::approve_pending(&store, &policy, &actor, &p, &typed)? {
@@ -187,7 +189,7 @@ pub fn run(
         }
         ApprovalsCommand::Refuse { id, reason } => {
             let p = find(&waiting, &id)?;
-            let actor = actor(paths, config, as_user)?;
+            let actor = actor()?;
             opsbot::runtime::refuse_pending(
                 &store,
                 &actor,
@@ -199,23 +201,4 @@ pub fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Who answers: the OS user, or `--as` where policy allows it.
-fn actor(paths: &Paths, config: Option<&Path>, as_user: Option<&str>) -> anyhow::Result<String> {
-    let me = opsbot::session::os_user();
-    match as_user {
-        None => Ok(me),
-        Some(who) if who == me => Ok(me),
-        Some(who) => {
-            let loaded = opsbot::config::load(paths, config)?;
-            if loaded.config.policy.allow_as {
-                Ok(who.to_string())
-            } else {
-                anyhow::bail!(
-                    "--as {who}: acting as someone else is off; set [policy] allow_as = true to allow it"
-                )
-            }
-        }
-    }
 }

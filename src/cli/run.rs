@@ -11,7 +11,7 @@ use opsbot::engine::Approvals;
 use opsbot::mcp::ServerStatus;
 use opsbot::paths::Paths;
 use opsbot::policy::{Decision, args_hash};
-use opsbot::runtime::{Approval, Planned, Runtime};
+use opsbot::runtime::{Approval, Planned, Runtime, Standing};
 use opsbot::session::{Event, Outcome, Session};
 use tokio_util::sync::CancellationToken;
 
@@ -436,33 +436,25 @@ async fn wait_for_others(
     let limit = std::time::Duration::from_secs(rt.config.config.approval.others_wait_secs);
     let deadline = tokio::time::Instant::now() + limit;
     while !waiting.is_empty() {
+        let records = session.store().events(&session.id)?;
         let mut still = Vec::new();
         for (id, hash, quorum) in waiting {
-            if let Some(why) =
-                session
-                    .store()
-                    .events(&session.id)?
-                    .iter()
-                    .find_map(|r| match &r.event {
-                        Event::StepSkipped { step, reason } if *step == id => Some(reason.clone()),
-                        _ => None,
-                    })
-            {
-                err!("{id}: {why}; nothing runs");
-                session.record(Event::RunFinished {
-                    outcome: Outcome::Rejected,
-                    summary: format!("{id} was {why}"),
-                })?;
-                return Ok(Some(Outcome::Rejected));
-            }
-            match rt.quorum_now(session, &id, &hash, &quorum)? {
-                Ok(()) => {
+            match rt.quorum_standing(session, &records, &id, &hash, &quorum) {
+                Standing::Refused(why) => {
+                    err!("{id}: {why}; nothing runs");
+                    session.record(Event::RunFinished {
+                        outcome: Outcome::Rejected,
+                        summary: format!("{id} was {why}"),
+                    })?;
+                    return Ok(Some(Outcome::Rejected));
+                }
+                Standing::Approved(_) => {
                     // Their approvals were written by other processes.
                     session.take_in_others()?;
                     err!("{id}: approved by enough people");
                     approvals.insert(id, hash);
                 }
-                Err(_) => still.push((id, hash, quorum)),
+                Standing::Short(_) => still.push((id, hash, quorum)),
             }
         }
         waiting = still;

@@ -30,7 +30,7 @@ mod sink;
 mod undo;
 
 pub use notify::Waiting;
-pub use quorum::{Approval, approve_step, counted as quorum_counted};
+pub use quorum::{Approval, Standing, approve_step};
 pub use remote::{PendingError, approve_pending, pending_approvals, refuse_pending};
 pub use review::{PinReview, ReviewError, short};
 
@@ -241,6 +241,23 @@ pub struct Runtime {
     /// Sends the log on to an OpenTelemetry collector, when configured;
     /// dropped last, it sends what is left as the process ends.
     telemetry: Option<crate::telemetry::Exporter>,
+}
+
+/// Who acts: the OS user, or `requested` where `[policy] allow_as` lets
+/// people act as someone else (for commands that start no runtime).
+pub fn acting_as(
+    policy: &crate::config::PolicyConfig,
+    requested: Option<&str>,
+) -> Result<String, String> {
+    let me = crate::session::os_user();
+    match requested {
+        None => Ok(me),
+        Some(who) if who == me => Ok(me),
+        Some(who) if policy.allow_as => Ok(who.to_string()),
+        Some(who) => Err(format!(
+            "--as {who}: acting as someone else is off; set [policy] allow_as = true to allow it"
+        )),
+    }
 }
 
 /// A call in progress, counted while it lives: stopping waits for these.
@@ -573,15 +590,7 @@ impl Runtime {
     /// Who acts: the OS user, or `requested` where `[policy] allow_as` lets
     /// people act as someone else.
     pub fn actor(&self, requested: Option<&str>) -> Result<String, RuntimeError> {
-        let me = crate::session::os_user();
-        match requested {
-            None => Ok(me),
-            Some(who) if who == me => Ok(me),
-            Some(who) if self.config.config.policy.allow_as => Ok(who.to_string()),
-            Some(who) => Err(RuntimeError::Actor(format!(
-                "--as {who}: acting as someone else is off; set [policy] allow_as = true to allow it"
-            ))),
-        }
+        acting_as(&self.config.config.policy, requested).map_err(RuntimeError::Actor)
     }
 
     /// What policy knows of the past: effects and calls within the rules'

@@ -21,9 +21,20 @@ pub enum Approval {
     Refused(String),
 }
 
+/// Where a four-eyes step stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Someone refused it (why).
+    Refused(String),
+    /// Enough people approved it (who).
+    Approved(Vec<String>),
+    /// Who must still approve, in words.
+    Short(String),
+}
+
 /// The people whose approvals of `step` in `records`, bound to `hash`,
 /// count for `quorum`.
-pub fn counted(
+fn counted(
     quorum: &Quorum,
     records: &[Record],
     step: &StepId,
@@ -121,22 +132,28 @@ impl Runtime {
         )
     }
 
-    /// Whether the quorum of `step` (with `hash`) is met in the log now,
-    /// and if not, who must still approve.
-    pub fn quorum_now(
+    /// Where a four-eyes `step` (arguments' hash `hash`) stands in its
+    /// session's `records`, written by whichever process.
+    pub fn quorum_standing(
         &self,
         session: &Session,
+        records: &[Record],
         step: &StepId,
         hash: &str,
         quorum: &Quorum,
-    ) -> Result<Result<(), String>, StoreError> {
+    ) -> Standing {
+        if let Some(why) = records.iter().rev().find_map(|r| match &r.event {
+            Event::StepSkipped { step: s, reason } if s == step => Some(reason.clone()),
+            _ => None,
+        }) {
+            return Standing::Refused(why);
+        }
         let requester = session.with_state(|s| s.actor.clone());
-        let records = self.store.events(&session.id)?;
-        let people = counted(quorum, &records, step, hash, &requester, &self.policy);
-        Ok(if people.len() >= quorum.approvers as usize {
-            Ok(())
+        let people = counted(quorum, records, step, hash, &requester, &self.policy);
+        if people.len() >= quorum.approvers as usize {
+            Standing::Approved(people)
         } else {
-            Err(quorum.wanted(people.len(), &requester))
-        })
+            Standing::Short(quorum.wanted(people.len(), &requester))
+        }
     }
 }

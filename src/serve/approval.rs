@@ -188,6 +188,7 @@ pub async fn wait_for_quorum(
     timeout: Duration,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Granted, Refused> {
+    use crate::runtime::Standing;
     let hash = args_hash(&step.tool, &step.args);
     let deadline = tokio::time::Instant::now() + timeout;
     let requester = session.with_state(|s| s.actor.clone());
@@ -201,23 +202,16 @@ pub async fn wait_for_quorum(
     .await;
     loop {
         if let Ok(records) = session.store().events(&session.id) {
-            if let Some(reason) = records.iter().rev().find_map(|r| match &r.event {
-                Event::StepSkipped { step: s, reason } if *s == step.id => Some(reason.clone()),
-                _ => None,
-            }) {
-                return Err(Refused::InApp(reason));
-            }
-            if let Ok(Ok(())) = rt.quorum_now(session, &step.id, &hash, quorum)
-                && session.take_in_others().is_ok()
-            {
-                let requester = session.with_state(|s| s.actor.clone());
-                let people = crate::runtime::quorum_counted(
-                    quorum, &records, &step.id, &hash, &requester, &rt.policy,
-                );
-                return Ok(Granted {
-                    by: people.join(", "),
-                    reason: None,
-                });
+            match rt.quorum_standing(session, &records, &step.id, &hash, quorum) {
+                Standing::Refused(why) => return Err(Refused::InApp(why)),
+                // Their approvals were written by other processes.
+                Standing::Approved(people) if session.take_in_others().is_ok() => {
+                    return Ok(Granted {
+                        by: people.join(", "),
+                        reason: None,
+                    });
+                }
+                Standing::Approved(_) | Standing::Short(_) => {}
             }
         }
         tokio::select! {

@@ -60,6 +60,11 @@ impl Seal {
     /// The key for `config_dir`, if there is one: its key file, else its
     /// entry in the OS keyring.
     pub fn load(config_dir: &Path) -> Result<Option<Self>, SealError> {
+        // The file first: asking the keyring whether it exists is a round
+        // trip to its service, not to be paid when the file answers.
+        if let Some(seal) = Self::load_file(config_dir)? {
+            return Ok(Some(seal));
+        }
         Self::load_in(config_dir, crate::secrets::keyring_available())
     }
 
@@ -127,6 +132,9 @@ impl Seal {
     /// OS keyring where this machine has one, else in a 0600 file in the
     /// config directory; true when it was made now.
     pub fn load_or_create(config_dir: &Path) -> Result<(Self, bool), SealError> {
+        if let Some(seal) = Self::load_file(config_dir)? {
+            return Ok((seal, false));
+        }
         Self::load_or_create_in(config_dir, crate::secrets::keyring_available())
     }
 

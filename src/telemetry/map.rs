@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::otlp::{
-    self, AnyValue, KeyValue, LogRecord, Span, SpanEvent, Status, any_value, kv, kv_int, severity,
-    span_kind, status_code,
+    self, AnyValue, LogRecord, Span, SpanEvent, Status, any_value, kv, kv_int, severity, span_kind,
+    status_code,
 };
 use crate::policy::Decision;
 use crate::session::{Event, Outcome, Record};
@@ -413,15 +413,4 @@ pub fn scope() -> otlp::InstrumentationScope {
         name: "opsbot".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     }
-}
-
-/// An attribute's string value, for tests and status lines.
-pub fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
 }

@@ -21,17 +21,13 @@ use crate::session::Store;
 /// The longest wait between two attempts while the collector is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-enum Ask {
-    /// Look for new records now.
-    Now,
-    /// Send what is left, within the flush time, and end.
-    Stop,
-}
+/// Send what is left, within the flush time, and end.
+struct Stop;
 
 /// The export thread, while it is held. Dropping it sends what is left
 /// (for at most `flush_timeout_ms`) and ends the thread.
 pub struct Exporter {
-    asks: Option<mpsc::Sender<Ask>>,
+    stop: Option<mpsc::Sender<Stop>>,
     /// Why the export is failing now (None: it is not), for views.
     health: tokio::sync::watch::Sender<Option<String>>,
     /// (In a mutex only to be shared: the runtime that holds it is.)
@@ -49,7 +45,7 @@ impl Exporter {
         }
         let pump = Pump::new(Arc::clone(store), cfg)?;
         pump.prepare()?;
-        let (asks, asked) = mpsc::channel();
+        let (stop, asked) = mpsc::channel();
         let (finished, done) = mpsc::channel();
         let interval = Duration::from_millis(cfg.interval_ms);
         let flush = Duration::from_millis(cfg.flush_timeout_ms);
@@ -75,7 +71,7 @@ impl Exporter {
             })?;
         Ok(Some(Self {
             health,
-            asks: Some(asks),
+            stop: Some(stop),
             done: std::sync::Mutex::new(done),
             flush,
         }))
@@ -86,19 +82,12 @@ impl Exporter {
     pub fn health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.health.subscribe()
     }
-
-    /// Look for new records now rather than at the next interval.
-    pub fn nudge(&self) {
-        if let Some(a) = &self.asks {
-            let _ = a.send(Ask::Now);
-        }
-    }
 }
 
 impl Drop for Exporter {
     fn drop(&mut self) {
-        if let Some(a) = self.asks.take() {
-            let _ = a.send(Ask::Stop);
+        if let Some(a) = self.stop.take() {
+            let _ = a.send(Stop);
         }
         // The thread bounds its own flush; this bounds the wait for it, in
         // case a request is stuck past its time limit.
@@ -117,7 +106,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, asked: mpsc::Receiver<Ask>) {
+    fn run(mut self, asked: mpsc::Receiver<Stop>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -137,13 +126,11 @@ impl Worker {
         let mut next_try = Instant::now();
         loop {
             let wait = next_try.saturating_duration_since(Instant::now());
-            let (stop, asked_now) = match asked.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(Ask::Now) => (false, true),
-                Err(RecvTimeoutError::Timeout) => (false, false),
-                Ok(Ask::Stop) | Err(RecvTimeoutError::Disconnected) => (true, false),
+            let stop = match asked.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Err(RecvTimeoutError::Timeout) => false,
+                Ok(Stop) | Err(RecvTimeoutError::Disconnected) => true,
             };
-            // A nudge does not cut a backoff short.
-            if !stop && (Instant::now() < next_try && !(asked_now && failing.is_none())) {
+            if !stop && Instant::now() < next_try {
                 continue;
             }
             let now_ms = unix_ms();

@@ -269,12 +269,13 @@ impl Pump {
             let window = self.reader.run_upto(&end.session, end.seq)?;
             spans.extend(map::run_spans(&window));
         }
+        let span_count = spans.len();
         let request = otlp::ExportTraceServiceRequest {
             resource_spans: vec![otlp::ResourceSpans {
                 resource: Some(self.resource.clone()),
                 scope_spans: vec![otlp::ScopeSpans {
                     scope: Some(map::scope()),
-                    spans: spans.clone(),
+                    spans,
                 }],
             }],
         };
@@ -283,7 +284,7 @@ impl Pump {
                 self.store.move_cursor(TRACES_CURSOR, Some(from), last)?;
                 Ok(Sent {
                     runs: ends.len(),
-                    spans: spans.len(),
+                    spans: span_count,
                     ..Sent::default()
                 })
             }
