@@ -62,6 +62,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where the log lives ([store]), and moving an SQLite log into the
+    /// shared PostgreSQL store: `opsbot store migrate --from sqlite PATH`.
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
+    },
     /// Calls made through `opsbot serve` that wait for a person: list,
     /// show, approve or refuse them (as the app's `W` list does).
     Approvals {
@@ -204,12 +210,17 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Some(Command::History { command }) => cli::history::run(&paths, command),
+            Some(Command::History { command }) => {
+                cli::history::run(&paths, cli.config.as_deref(), command)
+            }
             Some(Command::Insights { since, json }) => {
-                cli::insights::run(&paths, since.as_deref(), json)
+                cli::insights::run(&paths, cli.config.as_deref(), since.as_deref(), json)
             }
             Some(Command::Audit { command }) => {
                 cli::audit::run(&paths, cli.config.as_deref(), command)
+            }
+            Some(Command::Store { command }) => {
+                cli::store::run(&paths, cli.config.as_deref(), command)
             }
             Some(Command::Approvals { command }) => cli::approvals::run(
                 &paths,

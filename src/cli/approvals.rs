@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use opsbot::paths::Paths;
-use opsbot::session::{Pending, Store};
+use opsbot::session::Pending;
 
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
@@ -74,8 +74,11 @@ pub fn run(
     as_user: Option<&str>,
     command: ApprovalsCommand,
 ) -> anyhow::Result<ExitCode> {
+    let loaded = opsbot::config::load(paths, config)?;
+    let actor =
+        || opsbot::runtime::acting_as(&loaded.config.policy, as_user).map_err(anyhow::Error::msg);
     let db = paths.database();
-    if !db.exists() {
+    let Some(store) = super::open_log_with(paths, &loaded.config.store, false)? else {
         if matches!(command, ApprovalsCommand::List { json: true }) {
             super::json_out(&Vec::<Pending>::new())?;
         } else {
@@ -85,11 +88,8 @@ pub fn run(
             );
         }
         return Ok(ExitCode::SUCCESS);
-    }
-    let loaded = opsbot::config::load(paths, config)?;
-    let actor =
-        || opsbot::runtime::acting_as(&loaded.config.policy, as_user).map_err(anyhow::Error::msg);
-    let store = Arc::new(Store::open(&db)?);
+    };
+    let store = Arc::new(store);
     let waiting = opsbot::runtime::pending_approvals(&store, None);
     match command {
         ApprovalsCommand::List { json } => {

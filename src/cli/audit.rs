@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use opsbot::paths::Paths;
-use opsbot::session::{ChainReport, Retention, Seal, Store, parse_anchor};
+use opsbot::session::{ChainReport, Retention, Seal, parse_anchor};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -57,12 +57,23 @@ pub fn run(
     command: AuditCommand,
 ) -> anyhow::Result<ExitCode> {
     let db = paths.database();
-    if !db.exists() {
+    let Some(store) = super::open_log(paths, config, false)? else {
         out!("no audit log yet: {} does not exist", db.display());
         return Ok(ExitCode::SUCCESS);
-    }
-    let store = Store::open(&db)?;
+    };
     match command {
+        AuditCommand::Anchor if store.is_shared() => {
+            // Many installations write a shared store: no one key signs
+            // its head. The tip, checked, is the anchor to keep elsewhere.
+            let v = store.verify_all()?;
+            if !matches!(v.report, ChainReport::Whole { .. }) {
+                anyhow::bail!(
+                    "the shared store's chain does not verify; run `opsbot audit verify`"
+                );
+            }
+            out!("{}:{}", v.last_seq, v.last_hash);
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Anchor => {
             let seal = Seal::load(&paths.config_dir)?;
             let head = store.signed_head()?;
@@ -175,6 +186,12 @@ pub fn run(
                             ""
                         },
                         h.anchor()
+                    ),
+                    (_, false) if store.is_shared() => out!(
+                        "shared store {}: its head is not signed by one installation's key; keep `{}:{}` (opsbot audit anchor) elsewhere and check it later with `opsbot audit verify --anchor`",
+                        store.location(),
+                        v.last_seq,
+                        v.last_hash
                     ),
                     (_, false) => out!(
                         "unsigned: no audit key in {}, so a log cut short or rewritten whole cannot be told from this one",

@@ -101,7 +101,8 @@ pub async fn run(
     };
     // `serve` is the bearer token `opsbot serve --http` asks for beyond
     // loopback; every other name is an LLM profile.
-    let known = |p: &str| p == "serve" || loaded.config.llm.profiles.contains_key(p);
+    let known =
+        |p: &str| p == "serve" || p == "store" || loaded.config.llm.profiles.contains_key(p);
     match command {
         AuthCommand::Set { profile, key: name } if profile.starts_with("server:") => {
             let server = profile.trim_start_matches("server:");
@@ -217,7 +218,12 @@ pub async fn run(
                     "no LLM profile `{profile}`: add [llm.profiles.{profile}] to your config first (or use `serve` for the token of opsbot serve --http)"
                 );
             }
-            let key = read_hidden(&format!("API key for `{profile}` (not shown): "))?;
+            let prompt = if profile == "store" {
+                "password for the shared store, [store] url (not shown): ".to_string()
+            } else {
+                format!("API key for `{profile}` (not shown): ")
+            };
+            let key = read_hidden(&prompt)?;
             if key.is_empty() {
                 anyhow::bail!("no key given; nothing stored");
             }

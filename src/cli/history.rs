@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use opsbot::paths::Paths;
-use opsbot::session::{Query, SessionState, Store, report};
+use opsbot::session::{Query, SessionState, report};
 
 #[derive(Subcommand)]
 pub enum HistoryCommand {
@@ -55,13 +55,18 @@ pub enum ReportFormat {
     Json,
 }
 
-pub fn run(paths: &Paths, command: Option<HistoryCommand>) -> anyhow::Result<ExitCode> {
-    let db = paths.database();
-    if !db.exists() {
-        out!("no history yet: {} does not exist", db.display());
+pub fn run(
+    paths: &Paths,
+    config: Option<&std::path::Path>,
+    command: Option<HistoryCommand>,
+) -> anyhow::Result<ExitCode> {
+    let Some(store) = super::open_log(paths, config, false)? else {
+        out!(
+            "no history yet: {} does not exist",
+            paths.database().display()
+        );
         return Ok(ExitCode::SUCCESS);
-    }
-    let store = Store::open(&db)?;
+    };
     let command = command.unwrap_or(HistoryCommand::List {
         limit: 20,
         json: false,

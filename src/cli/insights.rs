@@ -3,16 +3,22 @@
 use std::process::ExitCode;
 
 use opsbot::paths::Paths;
-use opsbot::session::{Insights, Store, sparkline};
+use opsbot::session::{Insights, sparkline};
 
-pub fn run(paths: &Paths, since: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let db = paths.database();
-    if !db.exists() {
-        out!("no audit log yet: {} does not exist", db.display());
-        return Ok(ExitCode::SUCCESS);
-    }
+pub fn run(
+    paths: &Paths,
+    config: Option<&std::path::Path>,
+    since: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let since = since.map(super::since).transpose()?;
-    let store = Store::open_read(&db)?;
+    let Some(store) = super::open_log(paths, config, true)? else {
+        out!(
+            "no audit log yet: {} does not exist",
+            paths.database().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     let insights = store.insights(since.as_deref())?;
     if json {
         super::json_out(&insights)?;

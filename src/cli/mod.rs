@@ -30,6 +30,7 @@ pub mod print;
 pub mod run;
 pub mod serve;
 pub mod servers;
+pub mod store;
 pub mod telemetry;
 pub mod tools;
 
@@ -63,6 +64,34 @@ pub fn json_out(value: &impl serde::Serialize) -> anyhow::Result<()> {
 fn emit_raw(text: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// The log a command works on: the shared store `[store] url` names, or
+/// the data directory's file; None when that file does not exist yet.
+pub fn open_log(
+    paths: &opsbot::paths::Paths,
+    config: Option<&std::path::Path>,
+    read_only: bool,
+) -> anyhow::Result<Option<opsbot::session::Store>> {
+    let loaded = opsbot::config::load(paths, config)?;
+    open_log_with(paths, &loaded.config.store, read_only)
+}
+
+/// `open_log` with the config already loaded.
+pub fn open_log_with(
+    paths: &opsbot::paths::Paths,
+    cfg: &opsbot::config::StoreConfig,
+    read_only: bool,
+) -> anyhow::Result<Option<opsbot::session::Store>> {
+    let db = paths.database();
+    if cfg.url.is_none() && !db.exists() {
+        return Ok(None);
+    }
+    Ok(Some(if read_only {
+        opsbot::session::open_store_read(&db, cfg)?
+    } else {
+        opsbot::session::open_store(&db, cfg)?
+    }))
 }
 
 /// Bad input, config or environment: distinct from a run that failed (1).

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use opsbot::paths::Paths;
-use opsbot::session::Store;
 use opsbot::telemetry::{Lag, Pump};
 
 #[derive(Subcommand)]
@@ -32,7 +31,10 @@ pub async fn run(
         );
         return Ok(ExitCode::SUCCESS);
     };
-    let store = Arc::new(Store::open(&paths.database())?);
+    let store = Arc::new(opsbot::session::open_store(
+        &paths.database(),
+        &loaded.config.store,
+    )?);
     if let Some(fault) = store.fault() {
         anyhow::bail!("{fault}");
     }

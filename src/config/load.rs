@@ -350,6 +350,11 @@ fn validate(config: &Config, layers: &[ConfigSource]) -> Result<(), ConfigError>
             "telemetry: batch, interval_ms and timeout_ms must be greater than 0".into(),
         ));
     }
+    if let Some(url) = &config.store.url
+        && let Err(problem) = crate::session::pg::check_url(url)
+    {
+        return Err(invalid_at(layers, "store", format!("store: {problem}")));
+    }
     for (action, key) in &config.keys {
         if !crate::config::keys::actions().any(|a| a == action) {
             let hint = closest(action, crate::config::keys::actions())

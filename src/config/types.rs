@@ -29,6 +29,9 @@ pub struct Config {
     /// Telling people a step waits for their approval.
     pub notify: NotifyConfig,
     pub serve: ServeConfig,
+    /// Where the audit log lives: the embedded SQLite file (default) or a
+    /// PostgreSQL database a team shares.
+    pub store: StoreConfig,
     /// Whether servers may ask opsbot to run a model for them.
     pub sampling: SamplingConfig,
     /// Compensating calls by tool: how to undo a finished step when a plan
@@ -556,6 +559,26 @@ impl Default for TelemetryConfig {
             backfill: false,
         }
     }
+}
+
+/// `[store]`: the log in a shared PostgreSQL database instead of the
+/// data directory's SQLite file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://USER@HOST:PORT/DB[?sslmode=disable|prefer|require]`.
+    /// No password here: it comes from `password_env` or the OS keyring
+    /// (`opsbot auth set store`).
+    pub url: Option<String>,
+    /// The environment variable holding the database password.
+    pub password_env: Option<String>,
+    /// A PEM file of the CA(s) the server's certificate must chain to;
+    /// without it, the platform's roots. Certificates are always checked.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Who you are on this store (approvals name it); default: the OS user.
+    pub identity: Option<String>,
+    /// Seconds to wait for the database before giving up.
+    pub connect_timeout_secs: Option<u64>,
 }
 
 /// `opsbot serve`: every server's tools as one MCP server, governed.

@@ -347,7 +347,10 @@ impl Runtime {
         exe: std::path::PathBuf,
         relay: Option<crate::mcp::relay::Relay>,
     ) -> Result<Self, RuntimeError> {
-        let store = Arc::new(Store::open(&paths.database())?);
+        let store = Arc::new(crate::session::open_store(
+            &paths.database(),
+            &config.config.store,
+        )?);
         // A key that exists but cannot be read stops here (the log could
         // not be proven whole); one that cannot be made is warned about,
         // and `audit verify` says the log is unsigned.

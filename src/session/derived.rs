@@ -22,6 +22,26 @@ struct Backed {
     outcome: Option<String>,
 }
 
+impl Backed {
+    /// What one record changes in its session's row (as the append path
+    /// writes it).
+    fn fold(&mut self, kind: &str, body: &str) {
+        if !matches!(kind, "user_message" | "plan_proposed" | "run_finished") {
+            return;
+        }
+        match serde_json::from_str::<Event>(body) {
+            Ok(Event::UserMessage { text }) => {
+                self.title.get_or_insert(text);
+            }
+            Ok(Event::PlanProposed { plan, .. }) => self.title = Some(plan.title),
+            Ok(Event::RunFinished { outcome, .. }) => {
+                self.outcome = Some(outcome_key(outcome).to_string())
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A pin row and whether its signature holds.
 struct SignedPin {
     tool: String,
@@ -37,6 +57,19 @@ impl Store {
     /// Every session's row as its records back it, folded the way
     /// `write_batch` writes it.
     fn sessions_from_chain(&self) -> Result<BTreeMap<String, Backed>, StoreError> {
+        if let Some(pg) = self.pg() {
+            let mut out: BTreeMap<String, Backed> = BTreeMap::new();
+            pg.walk(0, None, &mut |raw| {
+                let [session, _, actor, kind, body, ..] = &raw.fields;
+                let entry = out.entry(session.clone()).or_default();
+                if entry.actor.is_empty() {
+                    entry.actor = actor.clone();
+                }
+                entry.fold(kind, body);
+                Ok(false)
+            })?;
+            return Ok(out);
+        }
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT session_id, actor, kind, body FROM events ORDER BY seq")?;
@@ -49,22 +82,11 @@ impl Store {
             if entry.actor.is_empty() {
                 entry.actor = r.get(1)?;
             }
-            if !matches!(
+            if matches!(
                 kind.as_str(),
                 "user_message" | "plan_proposed" | "run_finished"
             ) {
-                continue;
-            }
-            let body: String = r.get(3)?;
-            match serde_json::from_str::<Event>(&body) {
-                Ok(Event::UserMessage { text }) => {
-                    entry.title.get_or_insert(text);
-                }
-                Ok(Event::PlanProposed { plan, .. }) => entry.title = Some(plan.title),
-                Ok(Event::RunFinished { outcome, .. }) => {
-                    entry.outcome = Some(outcome_key(outcome).to_string())
-                }
-                _ => {}
+                entry.fold(&kind, &r.get::<_, String>(3)?);
             }
         }
         Ok(out)
@@ -73,7 +95,11 @@ impl Store {
     /// Rows of `sessions` the chain does not back, named.
     pub fn check_sessions(&self) -> Result<Vec<String>, StoreError> {
         let backed = self.sessions_from_chain()?;
-        let stored: Vec<(String, String, Option<String>, Option<String>)> = {
+        let stored: Vec<(String, String, Option<String>, Option<String>)> = if let Some(pg) =
+            self.pg()
+        {
+            pg.session_rows()?
+        } else {
             let conn = self.conn();
             let mut stmt =
                 conn.prepare("SELECT id, actor, title, outcome FROM sessions ORDER BY id")?;
@@ -125,6 +151,14 @@ impl Store {
     /// how many session rows changed.
     pub fn repair_derived(&self) -> Result<usize, StoreError> {
         let backed = self.sessions_from_chain()?;
+        if let Some(pg) = self.pg() {
+            return pg.repair_sessions(
+                backed
+                    .into_iter()
+                    .map(|(id, b)| (id, b.actor, b.title, b.outcome))
+                    .collect(),
+            );
+        }
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut changed = tx.execute(
@@ -166,6 +200,22 @@ impl Store {
 
     /// Every pin, by tool, with whether its signature holds under `seal`.
     fn signed_pins(&self, seal: &Seal) -> Result<Vec<SignedPin>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return Ok(pg
+                .signed_pins()?
+                .into_iter()
+                .map(|(tool, hash, by, mac)| {
+                    let (what, covered) = pin_signed(&tool, &hash, &by);
+                    let signed = mac.is_some_and(|m| seal.check(&what, 0, &covered, &m));
+                    SignedPin {
+                        tool,
+                        hash,
+                        by,
+                        signed,
+                    }
+                })
+                .collect());
+        }
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT tool, def_hash, pinned_by, mac FROM pins ORDER BY tool")?;

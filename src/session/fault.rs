@@ -50,6 +50,10 @@ pub enum StoreFault {
         .path.display()
     )]
     Io { path: PathBuf, detail: String },
+    #[error(
+        "the connection to the shared store at {url} was lost ({detail}), so nothing more runs: no call is made that could not be recorded first. When the database is back, restart opsbot and check the log with `opsbot audit verify`"
+    )]
+    Lost { url: String, detail: String },
 }
 
 impl StoreFault {
@@ -63,6 +67,7 @@ impl StoreFault {
             StoreFault::Corrupt { .. } => "log damaged",
             StoreFault::Busy { .. } => "log locked",
             StoreFault::Io { .. } => "I/O error",
+            StoreFault::Lost { .. } => "store connection lost",
         }
     }
 

@@ -96,15 +96,20 @@ impl Store {
         };
         let mut days: BTreeMap<String, Day> = BTreeMap::new();
         let mut ended = 0;
+        let by_day: Vec<(String, String, i64)> = match self.pg() {
+            Some(pg) => pg.runs_by_day(from)?,
+            None => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT substr(started_at, 1, 10), COALESCE(outcome, 'unfinished'), COUNT(*)
+                     FROM sessions WHERE started_at >= ?1 AND title IS NOT NULL
+                     GROUP BY 1, 2",
+                )?;
+                stmt.query_map(params![from], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?
+            }
+        };
         {
-            let mut stmt = conn.prepare_cached(
-                "SELECT substr(started_at, 1, 10), COALESCE(outcome, 'unfinished'), COUNT(*)
-                 FROM sessions WHERE started_at >= ?1 AND title IS NOT NULL
-                 GROUP BY 1, 2",
-            )?;
-            let mut rows = stmt.query(params![from])?;
-            while let Some(r) = rows.next()? {
-                let (d, outcome, n): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            for (d, outcome, n) in by_day {
                 let n = n.max(0) as u64;
                 let entry = days.entry(d.clone()).or_insert_with(|| Day {
                     day: d.clone(),
@@ -123,11 +128,16 @@ impl Store {
         }
         out.success_rate = (ended > 0).then(|| out.succeeded as f64 / ended as f64);
 
-        let tables = super::rollup::has_tables(&conn)?;
-        if tables && !self.is_read_only() {
-            super::rollup::catch_up(&conn, None)?;
-        }
-        let tail = super::rollup::tail(&conn, tables)?;
+        let (tables, tail) = match self.pg() {
+            Some(pg) => (false, super::rollup::tally_of(&pg.facts()?)),
+            None => {
+                let tables = super::rollup::has_tables(&conn)?;
+                if tables && !self.is_read_only() {
+                    super::rollup::catch_up(&conn, None)?;
+                }
+                (tables, super::rollup::tail(&conn, tables)?)
+            }
+        };
         let day_from = from.get(..10).unwrap_or(from);
         let recent = |day: &str| day >= day_from;
 

@@ -58,8 +58,16 @@ pub(crate) fn host_name() -> String {
 #[derive(Debug)]
 pub struct Lease {
     /// Locked for as long as this lives.
-    _file: File,
+    _hold: Hold,
     pub holder: LeaseHolder,
+}
+
+/// What keeps a lease: a locked file beside the SQLite log, or an advisory
+/// lock on the shared store's connection.
+#[derive(Debug)]
+enum Hold {
+    File(#[allow(dead_code)] File),
+    Shared(#[allow(dead_code)] super::pg::PgLease),
 }
 
 impl Store {
@@ -77,6 +85,23 @@ impl Store {
         session: &SessionId,
         driver: &str,
     ) -> Result<(Lease, Option<LeaseHolder>), StoreError> {
+        if let Some(pg) = self.pg() {
+            let holder = LeaseHolder::me(driver);
+            let held = self.failed_if(pg.take_lease(session, &holder))?;
+            return match held {
+                Ok(lock) => Ok((
+                    Lease {
+                        _hold: Hold::Shared(lock),
+                        holder,
+                    },
+                    self.unreleased_lease(session)?,
+                )),
+                Err(by) => Err(StoreError::Driven {
+                    session: session.to_string(),
+                    by,
+                }),
+            };
+        }
         let path = self.lease_file(session);
         let io = |e: std::io::Error| StoreError::LeaseIo {
             path: path.clone(),
@@ -124,7 +149,7 @@ impl Store {
         let previous = self.unreleased_lease(session)?;
         Ok((
             Lease {
-                _file: file,
+                _hold: Hold::File(file),
                 holder,
             },
             previous,
@@ -135,6 +160,15 @@ impl Store {
     /// data directory: a lease file another process holds locked. Files
     /// that name another kind of driver are not touched.
     pub fn live_drivers(&self, driver: &str) -> Vec<LeaseHolder> {
+        if let Some(pg) = self.pg() {
+            return match pg.live_holders() {
+                Ok(all) => all.into_iter().filter(|h| h.driver == driver).collect(),
+                Err(e) => {
+                    tracing::warn!("cannot list who drives sessions on the shared store: {e}");
+                    Vec::new()
+                }
+            };
+        }
         let dir = self.path().with_file_name("leases");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();

@@ -14,7 +14,12 @@ mod feed;
 mod id;
 mod insights;
 mod lease;
+mod migrate;
+pub use migrate::Migrated;
+mod open;
+pub use open::{open_store, open_store_read, shared_options};
 mod pending;
+pub mod pg;
 mod pins;
 mod redact;
 pub mod report;
@@ -275,7 +280,18 @@ pub(crate) fn test_record(seq: i64, event: Event) -> Record {
 
 /// The OS user, the default actor: from the environment, else (on Linux)
 /// from the process's uid and /etc/passwd.
+/// Who this process acts as on its store, when `[store] identity` says.
+static IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Act as `who` from now on (set once, from the store's config).
+pub fn set_identity(who: &str) {
+    let _ = IDENTITY.set(who.to_string());
+}
+
 pub fn os_user() -> String {
+    if let Some(who) = IDENTITY.get() {
+        return who.clone();
+    }
     ["USER", "LOGNAME", "USERNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))

@@ -29,6 +29,9 @@ const WINDOW: i64 = 5_000;
 impl Store {
     /// Sessions with a call that started waiting for approval recently.
     pub fn sessions_waiting(&self) -> Result<Vec<SessionId>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return self.failed_if(pg.sessions_waiting(WINDOW));
+        }
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT session_id FROM events

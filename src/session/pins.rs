@@ -52,6 +52,9 @@ impl Store {
         def_hash: &str,
         definition: &str,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.note_pin_change(tool, def_hash, definition, super::store::now_rfc3339());
+        }
         self.conn().execute(
             "INSERT INTO pin_changes (tool, def_hash, definition, seen_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(tool) DO UPDATE SET def_hash = ?2, definition = ?3, seen_at = ?4,
@@ -63,6 +66,9 @@ impl Store {
 
     /// Every kept change, by tool: what is waiting for review.
     pub fn pin_changes(&self) -> Result<Vec<PinChange>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.pin_changes(None);
+        }
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!("{CHANGE_COLUMNS} ORDER BY tool"))?;
         let rows = stmt.query_map([], change_row)?;
@@ -70,6 +76,9 @@ impl Store {
     }
 
     pub fn pin_change(&self, tool: &str) -> Result<Option<PinChange>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return Ok(pg.pin_changes(Some(tool))?.pop());
+        }
         Ok(self
             .conn()
             .query_row(
@@ -95,6 +104,10 @@ impl Store {
             return Ok(false);
         }
         self.set_pin(tool, &change.def_hash, &change.definition, by, true)?;
+        if let Some(pg) = self.pg() {
+            pg.delete_pin_change(tool)?;
+            return Ok(true);
+        }
         self.conn()
             .execute("DELETE FROM pin_changes WHERE tool = ?1", params![tool])?;
         Ok(true)
@@ -102,6 +115,9 @@ impl Store {
 
     /// Keep the change denied, saying who decided.
     pub fn reject_pin_change(&self, tool: &str, by: &str) -> Result<bool, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.reject_pin_change(tool, by);
+        }
         let n = self.conn().execute(
             "UPDATE pin_changes SET rejected_by = ?2 WHERE tool = ?1",
             params![tool, by],
@@ -111,6 +127,9 @@ impl Store {
 
     /// Every pinned tool's definition hash.
     pub fn pins(&self) -> Result<HashMap<String, String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return self.failed_if(pg.pins());
+        }
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT tool, def_hash FROM pins")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -118,6 +137,9 @@ impl Store {
     }
 
     pub fn pin(&self, tool: &str) -> Result<Option<Pin>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.pin(tool);
+        }
         Ok(self
             .conn()
             .query_row(
@@ -139,6 +161,16 @@ impl Store {
     /// Pin each of these definitions not pinned yet, in one transaction
     /// (a server's whole list, when it is first listed).
     pub fn pin_new(&self, defs: &[(String, String, String)], by: &str) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            let pins = defs
+                .iter()
+                .map(|(tool, hash, definition)| {
+                    let mac = super::derived::pin_mac(self, tool, hash, by);
+                    (tool.clone(), hash.clone(), definition.clone(), mac)
+                })
+                .collect();
+            return pg.set_pins(pins, by, super::store::now_rfc3339(), false);
+        }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = super::store::now_rfc3339();
@@ -168,6 +200,15 @@ impl Store {
             "INSERT OR IGNORE INTO pins (tool, def_hash, definition, pinned_at, pinned_by, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         };
         let mac = super::derived::pin_mac(self, tool, def_hash, by);
+        if let Some(pg) = self.pg() {
+            let pin = (
+                tool.to_string(),
+                def_hash.to_string(),
+                definition.to_string(),
+                mac,
+            );
+            return pg.set_pins(vec![pin], by, super::store::now_rfc3339(), replace);
+        }
         self.conn().execute(
             sql,
             params![

@@ -27,6 +27,35 @@ pub struct PruneReport {
     pub upto_seq: i64,
 }
 
+/// A session's place in the log: id, start, first and last record, bytes.
+pub(crate) type Extent = (String, String, i64, i64, i64);
+
+/// How many of `sessions` (in the order their records start) go: the
+/// oldest, while too old or while the log is too big, never the newest
+/// (it may be the one being written), and only as far as they form one
+/// range (two apps at once interleave their sessions).
+pub(crate) fn prunable(sessions: &[Extent], retention: Retention, cutoff: &str) -> usize {
+    let mut size: i64 = sessions.iter().map(|s| s.4).sum();
+    let mut take = 0;
+    while take + 1 < sessions.len() {
+        let (_, started, _, _, bytes) = &sessions[take];
+        let too_old = retention.max_age_days > 0 && started.as_str() < cutoff;
+        let too_big = retention.max_bytes > 0 && size > retention.max_bytes as i64;
+        if !(too_old || too_big) {
+            break;
+        }
+        size -= bytes;
+        take += 1;
+    }
+    while let Some(keep_from) = sessions[take..].iter().map(|s| s.2).min() {
+        match sessions[..take].iter().rposition(|s| s.3 >= keep_from) {
+            Some(i) => take = i,
+            None => break,
+        }
+    }
+    take
+}
+
 impl Store {
     /// Prune what `retention` says may go. Only whole sessions go, oldest
     /// first, and only while they form one range at the start of the log.
@@ -43,6 +72,9 @@ impl Store {
             - time::Duration::days(i64::from(retention.max_age_days)))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
+        if let Some(pg) = self.pg() {
+            return self.failed_if(pg.prune(retention, cutoff, now_rfc3339()));
+        }
         let mut conn = self.conn();
         // This runs at every start: look at the whole log only when the
         // oldest session is old enough or the file is big enough.
@@ -60,7 +92,7 @@ impl Store {
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Sessions in the order their records start, with their extent.
-        let sessions: Vec<(String, String, i64, i64, i64)> = tx
+        let sessions: Vec<Extent> = tx
             .prepare(
                 "SELECT s.id, s.started_at, MIN(e.seq), MAX(e.seq), SUM(length(e.body)) + COUNT(*) * ?1
                  FROM sessions s JOIN events e ON e.session_id = s.id
@@ -70,27 +102,7 @@ impl Store {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?;
-        let mut size: i64 = sessions.iter().map(|s| s.4).sum();
-        let mut take = 0;
-        // Never the newest session: it may be the one being written.
-        while take + 1 < sessions.len() {
-            let (_, started, _, _, bytes) = &sessions[take];
-            let too_old = retention.max_age_days > 0 && started.as_str() < cutoff.as_str();
-            let too_big = retention.max_bytes > 0 && size > retention.max_bytes as i64;
-            if !(too_old || too_big) {
-                break;
-            }
-            size -= bytes;
-            take += 1;
-        }
-        // Interleaved sessions (two apps at once): cut only below the first
-        // record of every session that stays.
-        while let Some(keep_from) = sessions[take..].iter().map(|s| s.2).min() {
-            match sessions[..take].iter().rposition(|s| s.3 >= keep_from) {
-                Some(i) => take = i,
-                None => break,
-            }
-        }
+        let take = prunable(&sessions, retention, &cutoff);
         if take == 0 {
             return Ok(nothing);
         }
@@ -132,6 +144,12 @@ impl Store {
     /// before and after. Fails, changing nothing, while another process
     /// is writing the log.
     pub fn compact(&self) -> Result<(u64, u64), StoreError> {
+        if let Some(pg) = self.pg() {
+            let size = || pg.one_i64("SELECT pg_total_relation_size('events')", vec![]);
+            let before = size()?;
+            pg.call(|c| c.client.batch_execute("VACUUM events"))?;
+            return Ok((before.max(0) as u64, size()?.max(0) as u64));
+        }
         let conn = self.conn();
         let size = |conn: &rusqlite::Connection| -> Result<u64, StoreError> {
             Ok(conn.query_row(
@@ -148,6 +166,9 @@ impl Store {
     /// Where verification starts: after the last pruned record, from its
     /// hash; or at the beginning.
     pub(super) fn chain_start(&self) -> Result<Option<(i64, String, i64)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.chain_start();
+        }
         Ok(self
             .conn()
             .query_row(

@@ -51,7 +51,7 @@ pub(super) fn coarse(v: i64) -> i64 {
 }
 
 /// One record, as much of it as the tallies need.
-struct Fact {
+pub(super) struct Fact {
     session: String,
     ts: String,
     kind: String,
@@ -65,6 +65,34 @@ struct Fact {
 }
 
 impl Fact {
+    /// A fact from its columns, in `facts_between`'s order.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        session: String,
+        ts: String,
+        kind: String,
+        step: Option<String>,
+        tool: Option<String>,
+        ms: Option<i64>,
+        verdict: Option<String>,
+        rule: Option<String>,
+        tokens: Option<i64>,
+        cost: Option<f64>,
+    ) -> Self {
+        Self {
+            session,
+            ts,
+            kind,
+            step,
+            tool,
+            ms,
+            verdict,
+            rule,
+            tokens,
+            cost,
+        }
+    }
+
     fn day(&self) -> String {
         self.ts.get(..10).unwrap_or(&self.ts).to_string()
     }
@@ -127,7 +155,7 @@ pub(super) struct Tally {
 impl Tally {
     fn open_value(
         &self,
-        conn: &Connection,
+        conn: Option<&Connection>,
         session: &str,
         step: &str,
         what: &'static str,
@@ -138,9 +166,9 @@ impl Tally {
         {
             return Ok(v.clone());
         }
-        if self.no_tables {
+        let Some(conn) = conn.filter(|_| !self.no_tables) else {
             return Ok(None);
-        }
+        };
         conn.prepare_cached(
             "SELECT value FROM rollup_open WHERE session = ?1 AND step = ?2 AND what = ?3",
         )?
@@ -148,7 +176,7 @@ impl Tally {
         .optional()
     }
 
-    fn apply(&mut self, conn: &Connection, f: &Fact) -> rusqlite::Result<()> {
+    fn apply(&mut self, conn: Option<&Connection>, f: &Fact) -> rusqlite::Result<()> {
         let step = f.step.clone().unwrap_or_default();
         let key = |what| (f.session.clone(), step.clone(), what);
         match f.kind.as_str() {
@@ -287,7 +315,7 @@ pub(super) fn catch_up(conn: &Connection, max: Option<i64>) -> rusqlite::Result<
         }
         let mut tally = Tally::default();
         for f in &facts_between(&tx, from, upto)? {
-            tally.apply(&tx, f)?;
+            tally.apply(Some(&tx), f)?;
         }
         tally.store(&tx)?;
         tx.execute(
@@ -308,9 +336,23 @@ pub(super) fn tail(conn: &Connection, tables: bool) -> rusqlite::Result<Tally> {
         ..Tally::default()
     };
     for f in &facts_between(conn, from, newest_seq(conn)?)? {
-        tally.apply(conn, f)?;
+        tally.apply(Some(conn), f)?;
     }
     Ok(tally)
+}
+
+/// The tallies of `facts` (every one the log has), with nothing stored:
+/// what a store without tally tables (the shared one) counts.
+pub(super) fn tally_of(facts: &[Fact]) -> Tally {
+    let mut tally = Tally {
+        no_tables: true,
+        ..Tally::default()
+    };
+    for f in facts {
+        // With no tables nothing is read: this cannot fail.
+        let _ = tally.apply(None, f);
+    }
+    tally
 }
 
 /// Forget every tally: they are rebuilt from the log.

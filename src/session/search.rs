@@ -64,7 +64,7 @@ pub(super) fn catch_up(conn: &Connection) -> rusqlite::Result<usize> {
 
 /// An event's searchable text: every string in it (requests, messages,
 /// tool names, arguments, results, reasons) and its kind.
-fn text_of(v: &Value) -> String {
+pub(crate) fn text_of(v: &Value) -> String {
     fn walk(v: &Value, out: &mut String) {
         if out.len() >= MAX_TEXT {
             return;
@@ -112,6 +112,52 @@ pub struct Query {
     pub skip_empty: bool,
 }
 
+/// Whether a session found stays in the answer.
+pub(crate) enum Admit {
+    Yes,
+    No,
+    /// No later (older) session can pass either.
+    Done,
+}
+
+impl Query {
+    /// The filters a session's own line decides (time, status, empty).
+    /// Sessions come newest first; found by words they come in the order
+    /// of their newest matching event, close enough to skip but not to stop.
+    pub(crate) fn admits(&self, f: &Found, by_words: bool) -> Admit {
+        if self.skip_empty && f.title.is_none() {
+            return Admit::No;
+        }
+        if let Some(since) = &self.since
+            && f.started_at.as_str() < since.as_str()
+        {
+            return if by_words { Admit::No } else { Admit::Done };
+        }
+        if let Some(status) = &self.status
+            && !f.outcome.eq_ignore_ascii_case(status)
+        {
+            return Admit::No;
+        }
+        Admit::Yes
+    }
+
+    /// The tool filter, parsed.
+    pub(crate) fn tool_pattern(&self) -> Result<Option<crate::policy::Pattern>, StoreError> {
+        self.tool
+            .as_deref()
+            .map(|t| crate::policy::Pattern::parse(t).map_err(StoreError::BadQuery))
+            .transpose()
+    }
+}
+
+/// Whether some step ran a tool `pattern` matches (any, with no pattern).
+pub(crate) fn ran_tool(
+    pattern: Option<&crate::policy::Pattern>,
+    steps: &[(String, Option<String>)],
+) -> bool {
+    pattern.is_none_or(|p| steps.iter().any(|(t, _)| p.matches(t)))
+}
+
 /// One session found: what a list of them shows.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Found {
@@ -129,7 +175,7 @@ pub struct Found {
 
 impl Found {
     /// The environments of these steps, in order of first use.
-    fn add_envs(&mut self, steps: Vec<(String, Option<String>)>) {
+    pub(crate) fn add_envs(&mut self, steps: Vec<(String, Option<String>)>) {
         for env in steps.into_iter().filter_map(|(_, env)| env) {
             if !self.envs.contains(&env) {
                 self.envs.push(env);
@@ -141,6 +187,10 @@ impl Found {
 impl Store {
     /// Bring the search index up to date with the log.
     pub fn index_for_search(&self) -> Result<usize, StoreError> {
+        // PostgreSQL indexes each event as it is inserted.
+        if self.pg().is_some() {
+            return Ok(0);
+        }
         // A log that can only be read is searched as far as it was indexed.
         if self.is_read_only() {
             return Ok(0);
@@ -150,6 +200,9 @@ impl Store {
 
     /// One session's line in a list.
     pub fn session_summary(&self, id: &SessionId) -> Result<Option<Found>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return self.failed_if(pg.session_summary(id));
+        }
         let conn = self.conn();
         let Some(mut f) = summary(&conn, id.as_str())? else {
             return Ok(None);
@@ -161,6 +214,9 @@ impl Store {
     /// Sessions matching `q`, newest first. Empty words list every session
     /// (still filtered), which is what a browser shows before typing.
     pub fn search(&self, q: &Query) -> Result<Vec<Found>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return self.failed_if(pg.search(q));
+        }
         // Listing needs no index: a damaged one must not hide the sessions.
         if let Err(e) = self.index_for_search() {
             if !q.text.trim().is_empty() {
@@ -170,11 +226,7 @@ impl Store {
         }
         let conn = self.conn();
         let limit = q.limit.max(1);
-        let tool = q
-            .tool
-            .as_deref()
-            .map(|t| crate::policy::Pattern::parse(t).map_err(StoreError::BadQuery))
-            .transpose()?;
+        let tool = q.tool_pattern()?;
         let words = fts_query(&q.text);
         let mut found: Vec<Found> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -199,28 +251,13 @@ impl Store {
             let Some(mut f) = summary(&conn, &sid)? else {
                 continue;
             };
-            if q.skip_empty && f.title.is_none() {
-                continue;
-            }
-            if let Some(since) = &q.since
-                && f.started_at.as_str() < since.as_str()
-            {
-                // Sessions come newest first; searches by words are ordered
-                // by event, which is close enough to skip but not to stop.
-                if words.is_none() {
-                    break;
-                }
-                continue;
-            }
-            if let Some(status) = &q.status
-                && !f.outcome.eq_ignore_ascii_case(status)
-            {
-                continue;
+            match q.admits(&f, words.is_some()) {
+                Admit::Yes => {}
+                Admit::No => continue,
+                Admit::Done => break,
             }
             let steps = step_tools_and_envs(&conn, &sid)?;
-            if let Some(p) = &tool
-                && !steps.iter().any(|(t, _)| p.matches(t))
-            {
+            if !ran_tool(tool.as_ref(), &steps) {
                 continue;
             }
             f.add_envs(steps);

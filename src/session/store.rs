@@ -61,6 +61,17 @@ pub enum StoreError {
     },
     #[error("cannot take the lease on a session ({}): {detail}", .path.display())]
     LeaseIo { path: PathBuf, detail: String },
+    #[error(
+        "cannot use the shared store at {url}: {detail}. Check [store] url, that the database is up and reachable, and its password (`opsbot auth set store`, or the variable [store] password_env names)"
+    )]
+    PgConnect { url: String, detail: String },
+    #[error(
+        "the shared store at {url} was migrated by a newer opsbot (schema {found}, this build knows {}); upgrade opsbot",
+        super::pg::latest_schema()
+    )]
+    PgTooNew { url: String, found: i32 },
+    #[error("shared store: {0}")]
+    Pg(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -91,6 +102,14 @@ impl StoreError {
     /// The log itself failed (a fault, or a damaged file): for exit codes.
     pub fn is_store_failure(&self) -> bool {
         matches!(self, StoreError::Fault(_) | StoreError::Damaged(_))
+    }
+
+    /// The shared store could not be reached or used at all (exit 2).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::PgConnect { .. } | StoreError::PgTooNew { .. }
+        )
     }
 }
 
@@ -134,6 +153,11 @@ pub struct Store {
     seal: std::sync::OnceLock<super::seal::Seal>,
     /// Writes the signed head beside the database, off the append path.
     anchor: std::sync::OnceLock<super::seal::AnchorWriter>,
+    /// The shared PostgreSQL store, when `[store] url` names one. Then
+    /// `conn` is an empty in-memory database: a read this backend does
+    /// not answer fails loudly ("no such table") rather than finding
+    /// nothing.
+    pg: Option<super::pg::Pg>,
 }
 
 /// Databases up to this size get SQLite's quick check at open (about a
@@ -285,6 +309,48 @@ impl Store {
             read_only: false,
             seal: std::sync::OnceLock::new(),
             anchor: std::sync::OnceLock::new(),
+            pg: None,
+        }
+    }
+
+    /// Open the shared store `opts` names (and migrate its schema); `local`
+    /// is the data directory's log path, beside which local files (lease
+    /// locks of SQLite, the anchor) would go: nothing is written there.
+    pub fn open_shared(opts: super::pg::PgOptions, local: &Path) -> Result<Self, StoreError> {
+        let pg = super::pg::Pg::connect(opts)?;
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: local.to_path_buf(),
+            source,
+        })?;
+        let mut store = Self::assemble(local, conn, None);
+        store.identity = None;
+        store.pg = Some(pg);
+        Ok(store)
+    }
+
+    /// Whether this is a shared (PostgreSQL) store.
+    pub fn is_shared(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// The shared store, if this is one.
+    pub(crate) fn pg(&self) -> Option<&super::pg::Pg> {
+        self.pg.as_ref()
+    }
+
+    /// Where the log is, for people: the file, or the database's URL.
+    pub fn location(&self) -> String {
+        match &self.pg {
+            Some(pg) => pg.url.clone(),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// Another handle on the same log, for a reader on its own thread.
+    pub fn reader(&self) -> Result<Self, StoreError> {
+        match &self.pg {
+            Some(pg) => Self::open_shared(pg.opts.clone(), &self.path),
+            None => Self::open_read(&self.path),
         }
     }
 
@@ -525,6 +591,12 @@ impl Store {
     }
 
     pub fn create_session(&self, id: &SessionId, actor: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            if let Some(f) = self.fault() {
+                return Err(StoreError::Fault(f));
+            }
+            return self.failed_if(pg.create_session(id, actor, now_rfc3339()));
+        }
         let conn = self.writable()?;
         let inserted = conn
             .execute(
@@ -586,6 +658,21 @@ impl Store {
                 None => redactor.event(e),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(pg) = &self.pg {
+            if let Some(f) = self.fault() {
+                return Err(StoreError::Fault(f));
+            }
+            let ready = redacted
+                .into_iter()
+                .map(|(event, body)| {
+                    let text = serde_json::from_str(&body)
+                        .map(|v| super::search::text_of(&v))
+                        .unwrap_or_default();
+                    (event, body, text)
+                })
+                .collect();
+            return self.failed_if(pg.append(session, actor, now_rfc3339(), ready));
+        }
         let mut conn = self.writable()?;
         let seal = self.seal.get();
         let written = Self::write_batch(&mut conn, session, actor, redacted, seal);
@@ -622,8 +709,12 @@ impl Store {
 
     /// A write's result, with a failure of the store itself turned into
     /// the store's fault: nothing more is appended after it.
-    fn failed_if<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(super) fn failed_if<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         match result {
+            Err(StoreError::Fault(f)) => {
+                self.fail(f.clone());
+                Err(StoreError::Fault(f))
+            }
             Err(StoreError::Sql(e) | StoreError::Damaged(e)) => {
                 match StoreFault::classify(&self.path, &e) {
                     Some(f) => {
@@ -713,6 +804,11 @@ impl Store {
     /// Sign every commit from now on with `seal` (a store has one key for
     /// its life; a second is ignored).
     pub fn set_seal(&self, seal: super::seal::Seal) {
+        // An installation's key signs its own file; a shared store has
+        // many installations writing it (see adopt_seal).
+        if self.pg.is_some() {
+            return;
+        }
         if self.seal.set(seal).is_ok() && !self.read_only {
             let _ = self
                 .anchor
@@ -744,6 +840,9 @@ impl Store {
     }
 
     pub fn list_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return self.failed_if(pg.list_sessions(limit));
+        }
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT s.id, s.started_at, s.actor, s.title, s.outcome,
@@ -765,16 +864,21 @@ impl Store {
 
     /// A session by its id or a unique prefix of it.
     pub fn find_session(&self, prefix: &str) -> Result<SessionId, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id FROM sessions WHERE id LIKE ?1 || '%' ESCAPE '\\' LIMIT 2")?;
-        let escaped = prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        let ids: Vec<String> = stmt
-            .query_map(params![escaped], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let ids: Vec<String> = match &self.pg {
+            Some(pg) => self.failed_if(pg.sessions_like(prefix))?,
+            None => {
+                let conn = self.conn();
+                let mut stmt = conn.prepare(
+                    "SELECT id FROM sessions WHERE id LIKE ?1 || '%' ESCAPE '\\' LIMIT 2",
+                )?;
+                let escaped = prefix
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                stmt.query_map(params![escaped], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            }
+        };
         match ids.as_slice() {
             [] => Err(StoreError::NoSuchSession(prefix.to_string())),
             [one] => Ok(SessionId::from_stored(one.clone())),
@@ -787,6 +891,9 @@ impl Store {
 
     /// Every event of one session, in order.
     pub fn events(&self, session: &SessionId) -> Result<Vec<Record>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return self.failed_if(pg.events(session));
+        }
         self.query_records(
             "SELECT seq, session_id, ts, actor, body, prev_hash, hash
              FROM events WHERE session_id = ?1 ORDER BY seq",
@@ -804,13 +911,20 @@ impl Store {
         kinds: &[&str],
         limit: usize,
     ) -> Result<(Vec<Record>, bool), StoreError> {
-        let kinds = serde_json::to_string(kinds)?;
-        let mut page = self.query_records(
-            "SELECT seq, session_id, ts, actor, body, prev_hash, hash FROM events
-             WHERE session_id = ?1 AND seq < ?2 AND kind IN (SELECT value FROM json_each(?3))
-             ORDER BY seq DESC LIMIT ?4",
-            params![session.as_str(), before, kinds, limit as i64 + 1],
-        )?;
+        let mut page = match &self.pg {
+            Some(pg) => self.failed_if(pg.events_before(session, before, kinds, limit + 1))?,
+            None => self.query_records(
+                "SELECT seq, session_id, ts, actor, body, prev_hash, hash FROM events
+                 WHERE session_id = ?1 AND seq < ?2 AND kind IN (SELECT value FROM json_each(?3))
+                 ORDER BY seq DESC LIMIT ?4",
+                params![
+                    session.as_str(),
+                    before,
+                    serde_json::to_string(kinds)?,
+                    limit as i64 + 1
+                ],
+            )?,
+        };
         let more = page.len() > limit;
         page.truncate(limit);
         page.reverse();
@@ -823,6 +937,9 @@ impl Store {
         session: &SessionId,
         kinds: &[&str],
     ) -> Result<Option<Record>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return self.failed_if(pg.last_of_kinds(session, kinds));
+        }
         let kinds = serde_json::to_string(kinds)?;
         Ok(self
             .query_records(
@@ -837,6 +954,13 @@ impl Store {
     /// Events of one kind, from every session, at or after `since` (an
     /// RFC 3339 time as stored), oldest first.
     pub fn events_of_kind_since(&self, kind: &str, since: &str) -> Result<Vec<Record>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return self.failed_if(pg.records(
+                "SELECT seq, session_id, ts, actor, body, prev_hash, hash
+                 FROM events WHERE kind = $1 AND ts >= $2 ORDER BY seq",
+                vec![Box::new(kind.to_string()), Box::new(since.to_string())],
+            ));
+        }
         self.query_records(
             "SELECT seq, session_id, ts, actor, body, prev_hash, hash
              FROM events WHERE kind = ?1 AND ts >= ?2 ORDER BY seq",

@@ -52,6 +52,9 @@ impl Store {
         // A damaged `pruned` table reads as no pruning: the walk then says
         // where the chain does not start from genesis.
         let start = self.chain_start().unwrap_or(None);
+        if let Some(pg) = self.pg() {
+            return verify_shared(pg, start);
+        }
         let damage = self.damage();
         let conn = self.conn();
         let sessions: i64 = conn
@@ -97,6 +100,9 @@ impl Store {
 
     /// SQLite's integrity check: what it found wrong, at most 20 lines.
     pub fn damage(&self) -> Vec<String> {
+        if self.pg().is_some() {
+            return Vec::new();
+        }
         let conn = self.conn();
         let rows: Result<Vec<String>, _> = conn
             .prepare("PRAGMA integrity_check(20)")
@@ -107,6 +113,50 @@ impl Store {
             Err(e) => vec![e.to_string()],
         }
     }
+}
+
+/// `verify_all` on the shared store: the same walk, a page at a time (the
+/// database answers for its own pages, so there is no file damage to read).
+fn verify_shared(
+    pg: &super::pg::Pg,
+    start: Option<(i64, String, i64)>,
+) -> Result<Verification, StoreError> {
+    let sessions = pg.one_i64("SELECT COUNT(*) FROM sessions", vec![])?;
+    let (mut last_seq, mut prev, pruned_events) = match start {
+        Some((upto, hash, events)) => (upto, hash, events),
+        None => (0, GENESIS.to_string(), 0),
+    };
+    let first_seq = last_seq + 1;
+    let mut count = 0i64;
+    let mut broken = None;
+    pg.walk(0, None, &mut |raw| {
+        let [session, ts, actor, kind, body, prev_hash, hash] = &raw.fields;
+        let seq = raw.seq;
+        let problem = check_link(seq, last_seq, &prev, prev_hash, hash, || {
+            link_hash(&prev, seq, session, ts, actor, kind, body)
+        });
+        match problem {
+            None => {
+                prev = hash.clone();
+                last_seq = seq;
+                count += 1;
+                Ok(false)
+            }
+            Some(problem) => {
+                broken = Some(ChainReport::Broken { seq, problem });
+                Ok(true)
+            }
+        }
+    })?;
+    Ok(Verification {
+        report: broken.unwrap_or(ChainReport::Whole { events: count }),
+        sessions,
+        pruned_events,
+        first_seq,
+        last_seq,
+        last_hash: prev,
+        damage: Vec::new(),
+    })
 }
 
 /// Every record in order, to `visit`, until it returns a verdict; an error

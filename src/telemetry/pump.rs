@@ -134,7 +134,7 @@ impl Pump {
                 url: base.clone(),
                 detail: e.to_string(),
             })?;
-        let reader = Store::open_read(store.path())?;
+        let reader = store.reader()?;
         Ok(Self {
             store,
             reader,
