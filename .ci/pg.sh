@@ -35,7 +35,8 @@ if ! "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
     as_owner "'$BIN/initdb' -D '$DIR' -U opsbot --pwfile='$BASE/pw' --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >'$BASE/initdb.log' 2>&1"
     rm -f "$BASE/pw"
   fi
-  as_owner "'$BIN/pg_ctl' -D '$DIR' -w -t 60 -l '$BASE/log' -o \"-p $PORT -k '$BASE' -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off\" start >/dev/null"
+  # The server must not inherit the lock (fd 9): it would hold it forever.
+  as_owner "'$BIN/pg_ctl' -D '$DIR' -w -t 60 -l '$BASE/log' -o \"-p $PORT -k '$BASE' -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off\" start >/dev/null" 9>&-
 fi
 echo "postgres://opsbot@127.0.0.1:$PORT/postgres"
 echo "$PWFILE"

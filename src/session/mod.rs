@@ -18,6 +18,7 @@ mod migrate;
 pub use migrate::Migrated;
 mod open;
 pub use open::{open_store, open_store_read, shared_options};
+pub use pg::PgOptions;
 mod pending;
 pub mod pg;
 mod pins;

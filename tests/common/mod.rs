@@ -3,6 +3,7 @@
 
 pub mod llm;
 pub mod oauth;
+pub mod pg;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};
