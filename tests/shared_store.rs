@@ -564,3 +564,62 @@ fn an_unreachable_or_refusing_store_exits_2_and_hides_the_password() {
     );
     assert!(!stderr(&out).contains("hunter2-secret"), "{}", stderr(&out));
 }
+
+#[test]
+fn tls_is_required_and_checked_against_the_configured_ca() {
+    let db = PgDb::new();
+    let home = Home::new();
+    let ca = db.ca_file();
+    let tls = |extra: &str| {
+        format!(
+            "[store]\nurl = \"{}?sslmode=require\"\npassword_env = \"{PASSWORD_ENV}\"\n{extra}",
+            db.url
+        )
+    };
+    let trusted = home.write_config(
+        "tls.toml",
+        &tls(&format!("ca_file = \"{}\"\n", ca.display())),
+    );
+    let out = home.run(
+        &[
+            "--config",
+            trusted.to_str().expect("path"),
+            "run",
+            "--yes",
+            "deploy checkout to staging",
+        ],
+        &[(PASSWORD_ENV, &db.password())],
+    );
+    assert_exit(&out, 0);
+    // The connection really is encrypted.
+    let mut opts = db.options();
+    opts.url = format!("{}?sslmode=require", db.url);
+    opts.ca_file = Some(ca.clone());
+    let store =
+        opsbot::session::Store::open_shared(opts, std::path::Path::new("/nonexistent/x.db"))
+            .expect("open over TLS");
+    assert!(!store.list_sessions(5).expect("list").is_empty());
+    let encrypted = db.sql(&format!(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.datname = '{}' AND a.application_name = 'opsbot' AND s.ssl",
+        db.name
+    ));
+    assert_eq!(encrypted[0][0].as_deref(), Some("1"), "{encrypted:?}");
+    // Without our CA the certificate is not trusted: refused, exit 2.
+    let untrusted = home.write_config("untrusted.toml", &tls(""));
+    let out = home.run(
+        &[
+            "--config",
+            untrusted.to_str().expect("path"),
+            "history",
+            "list",
+        ],
+        &[(PASSWORD_ENV, &db.password())],
+    );
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
+}

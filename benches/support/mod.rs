@@ -122,3 +122,112 @@ pub fn synthetic_tools() -> Vec<ToolInfo> {
     }
     out
 }
+
+// The history benches' log: a realistic session, generated.
+use opsbot::plan::{Step, StepId};
+use opsbot::session::{Event, Outcome};
+
+const SERVICES: [&str; 6] = [
+    "checkout", "payments", "catalog", "search", "auth", "ledger",
+];
+const ENVS: [&str; 3] = ["dev", "staging", "production"];
+
+fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Ten events a session: a request, two governed steps, their results.
+pub fn session_events(i: usize) -> Vec<Event> {
+    let svc = SERVICES[i % SERVICES.len()];
+    let env = ENVS[(i / SERVICES.len()) % ENVS.len()];
+    let failed = i.is_multiple_of(17);
+    let deploy =
+        args(json!({"service": svc, "env": env, "image": format!("registry.local/{svc}:{i}")}));
+    let mut plan_steps = vec![
+        Step::new("deploy", "k8s.deploy", deploy.clone()),
+        Step::new(
+            "verify",
+            "monitor.health",
+            args(json!({"service": svc, "env": env})),
+        ),
+    ];
+    plan_steps[1].depends_on = vec![StepId::new("deploy")];
+    let step = |id: &str| StepId::new(id);
+    vec![
+        Event::UserMessage {
+            text: format!("deploy {svc} to {env}"),
+        },
+        Event::PlanProposed {
+            plan: opsbot::plan::Plan {
+                title: format!("deploy {svc} → {env}"),
+                steps: plan_steps,
+            },
+            defs: Default::default(),
+            influenced_by: Vec::new(),
+        },
+        Event::Approved {
+            step: step("deploy"),
+            by: "alice".into(),
+            args_hash: format!("{i:064x}"),
+            gated: env == "production",
+            reason: None,
+            from: None,
+        },
+        Event::StepStarted {
+            step: step("deploy"),
+            tool: "k8s.deploy".into(),
+            args: deploy,
+        },
+        if failed {
+            Event::StepFailed {
+                step: step("deploy"),
+                error: format!("rollout of {svc} stuck: 1 of 3 replicas ready"),
+                output: None,
+                duration_ms: 30_000,
+            }
+        } else {
+            Event::StepSucceeded {
+                step: step("deploy"),
+                output: serde_json::from_value(json!({
+                    "is_error": false,
+                    "text": format!("{{\"service\":\"{svc}\",\"env\":\"{env}\",\"revision\":{i},\"status\":\"rolled out\"}}"),
+                    "structured": null
+                }))
+                .expect("output"),
+                duration_ms: 900,
+            }
+        },
+        Event::StepStarted {
+            step: step("verify"),
+            tool: "monitor.health".into(),
+            args: args(json!({"service": svc, "env": env})),
+        },
+        Event::StepSucceeded {
+            step: step("verify"),
+            output: serde_json::from_value(json!({
+                "is_error": false,
+                "text": format!("{{\"service\":\"{svc}\",\"healthy\":true,\"p99_ms\":{}}}", 40 + i % 60),
+                "structured": null
+            }))
+            .expect("output"),
+            duration_ms: 300,
+        },
+        Event::Note {
+            text: format!("ticket OPS-{}", 1000 + i),
+        },
+        Event::AssistantMessage {
+            text: format!("Deployed {svc} to {env}."),
+        },
+        Event::RunFinished {
+            outcome: if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Succeeded
+            },
+            summary: "2 steps".into(),
+        },
+    ]
+}

@@ -14,6 +14,8 @@ struct Cluster {
     /// `postgres://opsbot@127.0.0.1:PORT/postgres`
     url: String,
     password: String,
+    /// The CA that signed the server's certificate (for 127.0.0.1).
+    ca: std::path::PathBuf,
 }
 
 fn cluster() -> &'static Cluster {
@@ -37,7 +39,8 @@ fn cluster() -> &'static Cluster {
             .expect("password file")
             .trim()
             .to_string();
-        Cluster { url, password }
+        let ca = lines.next().expect("CA file").trim().into();
+        Cluster { url, password, ca }
     })
 }
 
@@ -94,11 +97,18 @@ impl PgDb {
         cluster().password.clone()
     }
 
+    /// The CA the cluster's certificate chains to.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        cluster().ca.clone()
+    }
+
     /// `[store]` for a config, acting as `identity`.
     pub fn store_config(&self, identity: Option<&str>) -> String {
+        // Over TLS, checked against the cluster's own CA.
         let mut text = format!(
-            "\n[store]\nurl = \"{}\"\npassword_env = \"{PASSWORD_ENV}\"\n",
-            self.url
+            "\n[store]\nurl = \"{}\"\npassword_env = \"{PASSWORD_ENV}\"\nca_file = \"{}\"\n",
+            self.url,
+            self.ca_file().display()
         );
         if let Some(who) = identity {
             text.push_str(&format!("identity = \"{who}\"\n"));
@@ -110,7 +120,7 @@ impl PgDb {
         PgOptions {
             url: self.url.clone(),
             password: Some(self.password()),
-            ca_file: None,
+            ca_file: Some(self.ca_file()),
             connect_timeout: std::time::Duration::from_secs(10),
         }
     }
