@@ -623,3 +623,78 @@ fn tls_is_required_and_checked_against_the_configured_ca() {
         stderr(&out)
     );
 }
+
+#[test]
+fn retention_prunes_whole_sessions_and_the_chain_still_verifies() {
+    let db = PgDb::new();
+    let store = db.store();
+    for s in 0..3 {
+        let id = SessionId::generate();
+        store.create_session(&id, "alice").expect("session");
+        for i in 0..5 {
+            store
+                .append(
+                    &id,
+                    "alice",
+                    &Event::Note {
+                        text: format!("session {s} note {i}"),
+                    },
+                )
+                .expect("append");
+        }
+    }
+    // A cap no log meets: every session but the newest goes.
+    let report = store
+        .prune(opsbot::session::Retention {
+            max_age_days: 0,
+            max_bytes: 1,
+        })
+        .expect("prune");
+    assert_eq!(
+        (report.sessions, report.events, report.upto_seq),
+        (2, 10, 10)
+    );
+    let v = store.verify_all().expect("verify");
+    assert_eq!(v.report, ChainReport::Whole { events: 5 });
+    assert_eq!((v.pruned_events, v.first_seq, v.sessions), (10, 11, 1));
+    // New records chain on from the newest, as before.
+    let id = SessionId::generate();
+    store.create_session(&id, "bob").expect("session");
+    store
+        .append(
+            &id,
+            "bob",
+            &Event::Note {
+                text: "after".into(),
+            },
+        )
+        .expect("append");
+    assert_eq!(
+        store.verify().expect("verify"),
+        ChainReport::Whole { events: 6 }
+    );
+}
+
+#[test]
+fn a_store_migrated_by_a_newer_opsbot_is_not_written() {
+    let db = PgDb::new();
+    drop(db.store());
+    db.sql("INSERT INTO opsbot_migrations (version) VALUES (999)");
+    let home = Home::new();
+    let config = home.write_config("team.toml", &db.store_config(None));
+    let out = home.run(
+        &[
+            "--config",
+            config.to_str().expect("path"),
+            "history",
+            "list",
+        ],
+        &[(PASSWORD_ENV, &db.password())],
+    );
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("migrated by a newer opsbot (schema 999"),
+        "{}",
+        stderr(&out)
+    );
+}
