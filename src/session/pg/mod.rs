@@ -118,6 +118,9 @@ pub(crate) struct Conn {
     pub(crate) client: Client,
     statements: HashMap<&'static str, Statement>,
     opts: PgOptions,
+    /// The chain's head as this connection last wrote it: the next append
+    /// links to it in one round trip, or learns it moved.
+    head: Option<(i64, String)>,
 }
 
 impl Conn {
@@ -147,6 +150,7 @@ impl Conn {
             client,
             statements: HashMap::new(),
             opts: opts.clone(),
+            head: None,
         })
     }
 

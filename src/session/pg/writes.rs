@@ -4,6 +4,10 @@ use super::super::event::Event;
 use super::super::store::{Record, SessionId, StoreError, link_hash, outcome_key};
 use super::Pg;
 
+/// Appends that find the head moved before one is given up (each time,
+/// another writer made progress; a head row that never matches is damage).
+const MAX_ATTEMPTS: usize = 10_000;
+
 /// One event ready to be chained: the event, its stored JSON, its text
 /// for search.
 pub(crate) type Ready = (Event, String, String);
@@ -23,8 +27,12 @@ impl Pg {
         })
     }
 
-    /// Chain `events` after the newest record, in one transaction. The
-    /// head row's lock orders appends across every process and host.
+    /// Chain `events` after the newest record, in one statement: the
+    /// head row moves from the head these records link to, or nothing is
+    /// written (another process appended first; then the head is read
+    /// again and the records linked anew). The head row's lock orders
+    /// appends across every process and host, and a writer that knows the
+    /// head (its own last append) needs one round trip.
     pub(crate) fn append(
         &self,
         session: &SessionId,
@@ -34,40 +42,30 @@ impl Pg {
     ) -> Result<Vec<Record>, StoreError> {
         let (session, actor) = (session.clone(), actor.to_string());
         self.call(move |c| {
-            let head = c.prepared("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE")?;
+            let read_head = c.prepared("SELECT seq, hash FROM chain_head WHERE id = 1")?;
             let write = c.prepared(
-                "WITH ins AS (
+                "WITH h AS (
+                    UPDATE chain_head SET seq = $13, hash = $14
+                    WHERE id = 1 AND seq = $15 AND hash = $16
+                    RETURNING 1
+                ), ins AS (
                     INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash, search_text)
                     SELECT n.seq, $1, $2, $3, n.kind, n.body, n.prev_hash, n.hash, n.text
                     FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
                         AS n(seq, kind, body, prev_hash, hash, text)
+                    WHERE EXISTS (SELECT 1 FROM h)
                 ), s AS (
                     UPDATE sessions SET
                         title = CASE WHEN $10::text IS NOT NULL THEN $10 ELSE COALESCE(title, $11::text) END,
                         outcome = COALESCE($12::text, outcome)
-                    WHERE id = $1 AND ($10::text IS NOT NULL OR $11::text IS NOT NULL OR $12::text IS NOT NULL)
+                    WHERE id = $1 AND EXISTS (SELECT 1 FROM h)
+                      AND ($10::text IS NOT NULL OR $11::text IS NOT NULL OR $12::text IS NOT NULL)
                 )
-                UPDATE chain_head SET seq = $13, hash = $14 WHERE id = 1",
+                SELECT COUNT(*) FROM h",
             )?;
-            let mut tx = c.client.transaction()?;
-            let row = tx.query_one(&head, &[])?;
-            let (mut seq, mut prev): (i64, String) = (row.get(0), row.get(1));
-            let n = events.len();
-            let (mut seqs, mut kinds, mut bodies, mut prevs, mut hashes, mut texts) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
             let (mut title, mut first_message, mut outcome) = (None, None, None);
-            let mut records = Vec::with_capacity(n);
-            for (event, body, text) in events {
-                seq += 1;
-                let kind = event.kind();
-                let hash = link_hash(&prev, seq, session.as_str(), &ts, &actor, kind, &body);
-                match &event {
+            for (event, ..) in &events {
+                match event {
                     Event::PlanProposed { plan, .. } => title = Some(plan.title.clone()),
                     Event::UserMessage { text } if first_message.is_none() => {
                         first_message = Some(text.clone());
@@ -75,44 +73,77 @@ impl Pg {
                     Event::RunFinished { outcome: o, .. } => outcome = Some(outcome_key(*o)),
                     _ => {}
                 }
-                seqs.push(seq);
-                kinds.push(kind);
-                bodies.push(body);
-                prevs.push(prev.clone());
-                hashes.push(hash.clone());
-                texts.push(text);
-                let prev_hash = std::mem::replace(&mut prev, hash.clone());
-                records.push(Record {
-                    seq,
-                    session: session.clone(),
-                    ts: ts.clone(),
-                    actor: actor.clone(),
-                    event,
-                    prev_hash,
-                    hash,
-                });
             }
-            tx.execute(
-                &write,
-                &[
-                    &session.as_str(),
-                    &ts,
-                    &actor,
-                    &seqs,
-                    &kinds,
-                    &bodies,
-                    &prevs,
-                    &hashes,
-                    &texts,
-                    &title,
-                    &first_message,
-                    &outcome,
-                    &seq,
-                    &prev,
-                ],
-            )?;
-            tx.commit()?;
-            Ok(records)
+            let kinds: Vec<&str> = events.iter().map(|(e, ..)| e.kind()).collect();
+            let bodies: Vec<&str> = events.iter().map(|(_, b, _)| b.as_str()).collect();
+            let texts: Vec<&str> = events.iter().map(|(.., t)| t.as_str()).collect();
+            for _ in 0..MAX_ATTEMPTS {
+                let (base_seq, base_hash) = match c.head.take() {
+                    Some(head) => head,
+                    None => {
+                        let row = c.client.query_one(&read_head, &[])?;
+                        (row.get::<_, i64>(0), row.get::<_, String>(1))
+                    }
+                };
+                let (mut seq, mut prev) = (base_seq, base_hash.clone());
+                let (mut seqs, mut prevs, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+                for (kind, body) in kinds.iter().zip(&bodies) {
+                    seq += 1;
+                    let hash = link_hash(&prev, seq, session.as_str(), &ts, &actor, kind, body);
+                    seqs.push(seq);
+                    prevs.push(std::mem::replace(&mut prev, hash.clone()));
+                    hashes.push(hash);
+                }
+                let applied: i64 = c
+                    .client
+                    .query_one(
+                        &write,
+                        &[
+                            &session.as_str(),
+                            &ts,
+                            &actor,
+                            &seqs,
+                            &kinds,
+                            &bodies,
+                            &prevs,
+                            &hashes,
+                            &texts,
+                            &title,
+                            &first_message,
+                            &outcome,
+                            &seq,
+                            &prev,
+                            &base_seq,
+                            &base_hash,
+                        ],
+                    )?
+                    .get(0);
+                if applied != 1 {
+                    // Another writer moved the head: read it and link again.
+                    continue;
+                }
+                c.head = Some((seq, prev));
+                let records = events
+                    .into_iter()
+                    .zip(seqs.into_iter().zip(prevs.into_iter().zip(hashes)))
+                    .map(|((event, ..), (seq, (prev_hash, hash)))| Record {
+                        seq,
+                        session: session.clone(),
+                        ts: ts.clone(),
+                        actor: actor.clone(),
+                        event,
+                        prev_hash,
+                        hash,
+                    })
+                    .collect();
+                return Ok(Ok(records));
+            }
+            Ok(Err(()))
+        })?
+        .map_err(|()| {
+            StoreError::Pg(format!(
+                "the chain's head row did not take {MAX_ATTEMPTS} appends in a row: is chain_head intact? `opsbot audit verify` checks the chain"
+            ))
         })
     }
 
@@ -367,6 +398,7 @@ impl Pg {
         head: (i64, String),
     ) -> Result<(), StoreError> {
         self.call(move |c| {
+            c.head = None;
             let mut tx = c.client.transaction()?;
             tx.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE", &[])?;
             let ins = tx.prepare(
@@ -410,6 +442,7 @@ impl Pg {
             })
             .collect();
         self.call(move |c| {
+            c.head = None;
             let mut tx = c.client.transaction()?;
             tx.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE", &[])?;
             let ins = tx.prepare(
