@@ -3,6 +3,8 @@
 //! event is inserted, under a GIN index), with the same filters and the
 //! same answers as the SQLite store's.
 
+use std::collections::{HashMap, HashSet};
+
 use super::super::search::{Admit, Found, Query, ran_tool};
 use super::super::store::{SessionId, StoreError};
 use super::Pg;
@@ -23,8 +25,11 @@ fn ts_query(text: &str) -> Option<String> {
     Some(q)
 }
 
-/// Sessions looked at per round trip.
-const PAGE: i64 = 200;
+/// Events (or sessions, with no words) looked at per round trip.
+const PAGE: i64 = 500;
+
+/// A session's steps: tool and `env` argument.
+type Steps = Vec<(String, Option<String>)>;
 
 impl Pg {
     fn found(&self, r: &postgres::Row) -> Result<Found, StoreError> {
@@ -54,14 +59,26 @@ impl Pg {
 
     /// The tool and `env` argument of every step a session started.
     fn step_tools_and_envs(&self, sid: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        self.rows(
-            "SELECT body::jsonb ->> 'tool', body::jsonb #>> '{args,env}'
-             FROM events WHERE session_id = $1 AND kind = 'step_started' ORDER BY seq",
-            vec![Box::new(sid.to_string())],
-        )?
-        .iter()
-        .map(|r| Ok((col::<Option<String>>(r, 0)?.unwrap_or_default(), col(r, 1)?)))
-        .collect()
+        Ok(self
+            .steps_of(vec![sid.to_string()])?
+            .remove(sid)
+            .unwrap_or_default())
+    }
+
+    /// `step_tools_and_envs` for several sessions in one round trip.
+    fn steps_of(&self, ids: Vec<String>) -> Result<HashMap<String, Steps>, StoreError> {
+        let mut out: HashMap<String, Steps> = HashMap::new();
+        for r in self.rows(
+            "SELECT session_id, body::jsonb ->> 'tool', body::jsonb #>> '{args,env}'
+             FROM events WHERE session_id = ANY($1) AND kind = 'step_started' ORDER BY seq",
+            vec![Box::new(ids)],
+        )? {
+            out.entry(col(&r, 0)?).or_default().push((
+                col::<Option<String>>(&r, 1)?.unwrap_or_default(),
+                col(&r, 2)?,
+            ));
+        }
+        Ok(out)
     }
 
     pub(crate) fn search(&self, q: &Query) -> Result<Vec<Found>, StoreError> {
@@ -69,62 +86,97 @@ impl Pg {
         let tool = q.tool_pattern()?;
         let words = ts_query(&q.text);
         let mut found = Vec::new();
+        let mut seen = HashSet::new();
+        // Sessions by their newest matching event, newest first: matching
+        // events are read backwards a page at a time (the database walks
+        // the index on seq for common words, the GIN index for rare ones),
+        // so a search stops as soon as enough sessions pass.
+        let mut before = i64::MAX;
         let mut offset = 0i64;
         'pages: loop {
             let rows = match &words {
                 Some(w) => self.rows(
-                    "SELECT s.id, s.started_at, s.actor, s.title, s.outcome
-                     FROM (SELECT session_id, MAX(seq) AS seq FROM events
-                           WHERE search @@ to_tsquery('simple', $1) GROUP BY session_id) m
-                     JOIN sessions s ON s.id = m.session_id
-                     ORDER BY m.seq DESC LIMIT $2 OFFSET $3",
-                    vec![Box::new(w.clone()), Box::new(PAGE), Box::new(offset)],
+                    "SELECT s.id, s.started_at, s.actor, s.title, s.outcome, e.seq
+                     FROM events e JOIN sessions s ON s.id = e.session_id
+                     WHERE e.search @@ to_tsquery('simple', $1) AND e.seq < $2
+                     ORDER BY e.seq DESC LIMIT $3",
+                    vec![Box::new(w.clone()), Box::new(before), Box::new(PAGE)],
                 )?,
                 None => self.rows(
-                    "SELECT id, started_at, actor, title, outcome FROM sessions
+                    "SELECT id, started_at, actor, title, outcome, 0::bigint FROM sessions
                      ORDER BY started_at DESC, id DESC LIMIT $1 OFFSET $2",
                     vec![Box::new(PAGE), Box::new(offset)],
                 )?,
             };
-            if rows.is_empty() {
+            let Some(last) = rows.last() else {
                 break;
-            }
+            };
+            before = col(last, 5)?;
             offset += PAGE;
+            let mut admitted = Vec::new();
+            let mut done = false;
             for r in &rows {
-                let mut f = self.found(r)?;
-                match q.admits(&f, words.is_some()) {
-                    Admit::Yes => {}
-                    Admit::No => continue,
-                    Admit::Done => break 'pages,
-                }
-                let steps = self.step_tools_and_envs(f.id.as_str())?;
-                if !ran_tool(tool.as_ref(), &steps) {
+                let f = self.found(r)?;
+                if !seen.insert(f.id.clone()) {
                     continue;
                 }
-                f.add_envs(steps);
-                if let Some(w) = &words {
-                    f.snippet = self.snippet(f.id.as_str(), w)?;
+                match q.admits(&f, words.is_some()) {
+                    Admit::Yes => admitted.push(f),
+                    Admit::No => {}
+                    Admit::Done => {
+                        done = true;
+                        break;
+                    }
                 }
-                found.push(f);
-                if found.len() >= limit {
-                    break 'pages;
+            }
+            let mut steps =
+                self.steps_of(admitted.iter().map(|f| f.id.as_str().to_string()).collect())?;
+            let mut kept = Vec::new();
+            for mut f in admitted {
+                let mine = steps.remove(f.id.as_str()).unwrap_or_default();
+                if !ran_tool(tool.as_ref(), &mine) {
+                    continue;
                 }
+                f.add_envs(mine);
+                kept.push(f);
+                if found.len() + kept.len() >= limit {
+                    done = true;
+                    break;
+                }
+            }
+            if let Some(w) = &words {
+                let mut snippets =
+                    self.snippets(kept.iter().map(|f| f.id.as_str().to_string()).collect(), w)?;
+                for f in &mut kept {
+                    f.snippet = snippets.remove(f.id.as_str());
+                }
+            }
+            found.extend(kept);
+            if done || (rows.len() as i64) < PAGE {
+                break 'pages;
             }
         }
         Ok(found)
     }
 
-    /// Where the words matched in the session's newest matching event,
+    /// Where the words matched in each session's newest matching event,
     /// with the words in [brackets].
-    fn snippet(&self, sid: &str, words: &str) -> Result<Option<String>, StoreError> {
-        let rows = self.rows(
-            "SELECT ts_headline('simple', search_text, to_tsquery('simple', $2),
-                    'StartSel=[, StopSel=], MaxWords=14, MinWords=4, ShortWord=1, FragmentDelimiter=…')
-             FROM events WHERE session_id = $1 AND search @@ to_tsquery('simple', $2)
-             ORDER BY seq DESC LIMIT 1",
-            vec![Box::new(sid.to_string()), Box::new(words.to_string())],
-        )?;
-        rows.first().map(|r| col(r, 0)).transpose()
+    fn snippets(
+        &self,
+        ids: Vec<String>,
+        words: &str,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        self.rows(
+            "SELECT DISTINCT ON (session_id) session_id,
+                    ts_headline('simple', search_text, to_tsquery('simple', $2),
+                        'StartSel=[, StopSel=], MaxWords=14, MinWords=4, ShortWord=1, FragmentDelimiter=…')
+             FROM events WHERE session_id = ANY($1) AND search @@ to_tsquery('simple', $2)
+             ORDER BY session_id, seq DESC",
+            vec![Box::new(ids), Box::new(words.to_string())],
+        )?
+        .iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+        .collect()
     }
 }
 
