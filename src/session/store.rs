@@ -487,106 +487,93 @@ impl Store {
                 found: version,
             });
         }
-        // Two processes opening a new log at once must not both add the
-        // same column: the schema is brought up to date under the write lock.
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(open_err)?;
-        let schema = || -> Result<(), StoreError> {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS sessions (
-                    id TEXT PRIMARY KEY,
-                    started_at TEXT NOT NULL,
-                    actor TEXT NOT NULL,
-                    title TEXT,
-                    outcome TEXT
-                );
-                CREATE TABLE IF NOT EXISTS events (
-                    seq INTEGER PRIMARY KEY,
-                    session_id TEXT NOT NULL REFERENCES sessions(id),
-                    ts TEXT NOT NULL,
-                    actor TEXT NOT NULL,
-                    kind TEXT NOT NULL,
-                    body TEXT NOT NULL,
-                    prev_hash TEXT NOT NULL,
-                    hash TEXT NOT NULL
-                );
-                CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, seq);
-                CREATE INDEX IF NOT EXISTS events_by_kind ON events(kind, ts);
-                CREATE TABLE IF NOT EXISTS pins (
-                    tool TEXT PRIMARY KEY,
-                    def_hash TEXT NOT NULL,
-                    definition TEXT NOT NULL,
-                    pinned_at TEXT NOT NULL,
-                    pinned_by TEXT NOT NULL
-                );
-                -- A pinned tool's definition as served later, differently: kept
-                -- when seen, so it is reviewed (and accepted by its hash) without
-                -- starting its server again. `rejected` keeps it denied.
-                CREATE TABLE IF NOT EXISTS pin_changes (
-                    tool TEXT PRIMARY KEY,
-                    def_hash TEXT NOT NULL,
-                    definition TEXT NOT NULL,
-                    seen_at TEXT NOT NULL,
-                    rejected_by TEXT
-                );
-                -- Ranges removed by retention: verification resumes from the
-                -- hash the last pruned record had.
-                CREATE TABLE IF NOT EXISTS pruned (
-                    upto_seq INTEGER PRIMARY KEY,
-                    last_hash TEXT NOT NULL,
-                    sessions INTEGER NOT NULL,
-                    events INTEGER NOT NULL,
-                    at TEXT NOT NULL
-                );
-                -- Full-text search over every event's text, keyed by seq.
-                -- Filled behind the appends (see search.rs), not on their path.
-                CREATE VIRTUAL TABLE IF NOT EXISTS search
-                    USING fts5(session_id UNINDEXED, text, tokenize = 'unicode61');
-                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-                -- The newest record's seq and hash, signed (see seal.rs).
-                CREATE TABLE IF NOT EXISTS audit_head (
-                    id INTEGER PRIMARY KEY CHECK (id = 1),
-                    seq INTEGER NOT NULL,
-                    hash TEXT NOT NULL,
-                    mac TEXT NOT NULL
-                );
-                PRAGMA user_version = 2;",
-            )
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sessions (
+                id TEXT PRIMARY KEY,
+                started_at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                title TEXT,
+                outcome TEXT
+            );
+            CREATE TABLE IF NOT EXISTS events (
+                seq INTEGER PRIMARY KEY,
+                session_id TEXT NOT NULL REFERENCES sessions(id),
+                ts TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                body TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, seq);
+            CREATE INDEX IF NOT EXISTS events_by_kind ON events(kind, ts);
+            CREATE TABLE IF NOT EXISTS pins (
+                tool TEXT PRIMARY KEY,
+                def_hash TEXT NOT NULL,
+                definition TEXT NOT NULL,
+                pinned_at TEXT NOT NULL,
+                pinned_by TEXT NOT NULL
+            );
+            -- A pinned tool's definition as served later, differently: kept
+            -- when seen, so it is reviewed (and accepted by its hash) without
+            -- starting its server again. `rejected` keeps it denied.
+            CREATE TABLE IF NOT EXISTS pin_changes (
+                tool TEXT PRIMARY KEY,
+                def_hash TEXT NOT NULL,
+                definition TEXT NOT NULL,
+                seen_at TEXT NOT NULL,
+                rejected_by TEXT
+            );
+            -- Ranges removed by retention: verification resumes from the
+            -- hash the last pruned record had.
+            CREATE TABLE IF NOT EXISTS pruned (
+                upto_seq INTEGER PRIMARY KEY,
+                last_hash TEXT NOT NULL,
+                sessions INTEGER NOT NULL,
+                events INTEGER NOT NULL,
+                at TEXT NOT NULL
+            );
+            -- Full-text search over every event's text, keyed by seq.
+            -- Filled behind the appends (see search.rs), not on their path.
+            CREATE VIRTUAL TABLE IF NOT EXISTS search
+                USING fts5(session_id UNINDEXED, text, tokenize = 'unicode61');
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            -- The newest record's seq and hash, signed (see seal.rs).
+            CREATE TABLE IF NOT EXISTS audit_head (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                seq INTEGER NOT NULL,
+                hash TEXT NOT NULL,
+                mac TEXT NOT NULL
+            );
+            PRAGMA user_version = 2;",
+        )
+        .map_err(open_err)?;
+        conn.execute_batch(super::rollup::SCHEMA)
             .map_err(open_err)?;
-            conn.execute_batch(super::rollup::SCHEMA)
+        // Pruned markers are signed too; logs made before that gain the column.
+        let signed_markers: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('pruned') WHERE name = 'mac'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(open_err)?
+            > 0;
+        if !signed_markers {
+            conn.execute_batch("ALTER TABLE pruned ADD COLUMN mac TEXT")
                 .map_err(open_err)?;
-            // Pruned markers are signed too; logs made before that gain the column.
-            let signed_markers: bool = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM pragma_table_info('pruned') WHERE name = 'mac'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(open_err)?
-                > 0;
-            if !signed_markers {
-                conn.execute_batch("ALTER TABLE pruned ADD COLUMN mac TEXT")
-                    .map_err(open_err)?;
-            }
-            let signed_pins: bool = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM pragma_table_info('pins') WHERE name = 'mac'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(open_err)?
-                > 0;
-            if !signed_pins {
-                conn.execute_batch("ALTER TABLE pins ADD COLUMN mac TEXT")
-                    .map_err(open_err)?;
-            }
-            Ok(())
-        };
-        match schema() {
-            Ok(()) => conn.execute_batch("COMMIT").map_err(open_err)?,
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
+        }
+        let signed_pins: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('pins') WHERE name = 'mac'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(open_err)?
+            > 0;
+        if !signed_pins {
+            conn.execute_batch("ALTER TABLE pins ADD COLUMN mac TEXT")
+                .map_err(open_err)?;
         }
         Ok(conn)
     }
