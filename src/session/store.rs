@@ -560,8 +560,7 @@ impl Store {
             .map_err(open_err)?
             > 0;
         if !signed_markers {
-            conn.execute_batch("ALTER TABLE pruned ADD COLUMN mac TEXT")
-                .map_err(open_err)?;
+            add_column(&conn, "ALTER TABLE pruned ADD COLUMN mac TEXT").map_err(open_err)?;
         }
         let signed_pins: bool = conn
             .query_row(
@@ -572,8 +571,7 @@ impl Store {
             .map_err(open_err)?
             > 0;
         if !signed_pins {
-            conn.execute_batch("ALTER TABLE pins ADD COLUMN mac TEXT")
-                .map_err(open_err)?;
+            add_column(&conn, "ALTER TABLE pins ADD COLUMN mac TEXT").map_err(open_err)?;
         }
         Ok(conn)
     }
@@ -1003,6 +1001,19 @@ impl Store {
     }
 }
 
+/// Add a column, unless another process opening the same new log added
+/// it between our look and now.
+fn add_column(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    match conn.execute_batch(sql) {
+        Err(rusqlite::Error::SqliteFailure(_, Some(m)))
+            if m.starts_with("duplicate column name") =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 pub(super) fn outcome_key(o: Outcome) -> &'static str {
     match o {
         Outcome::Succeeded => "succeeded",
@@ -1088,6 +1099,15 @@ mod tests {
         let events = back.events(&id).expect("events");
         assert_eq!(events.len(), 1);
         assert!(back.fault().is_none(), "the written-back file is sound");
+    }
+
+    #[test]
+    fn a_column_another_opener_added_meanwhile_is_no_error() {
+        let conn = Connection::open_in_memory().expect("db");
+        conn.execute_batch("CREATE TABLE t (a TEXT)").expect("table");
+        add_column(&conn, "ALTER TABLE t ADD COLUMN mac TEXT").expect("added");
+        add_column(&conn, "ALTER TABLE t ADD COLUMN mac TEXT").expect("already there");
+        assert!(add_column(&conn, "ALTER TABLE nope ADD COLUMN mac TEXT").is_err());
     }
 
     #[test]
