@@ -1104,7 +1104,8 @@ mod tests {
     #[test]
     fn a_column_another_opener_added_meanwhile_is_no_error() {
         let conn = Connection::open_in_memory().expect("db");
-        conn.execute_batch("CREATE TABLE t (a TEXT)").expect("table");
+        conn.execute_batch("CREATE TABLE t (a TEXT)")
+            .expect("table");
         add_column(&conn, "ALTER TABLE t ADD COLUMN mac TEXT").expect("added");
         add_column(&conn, "ALTER TABLE t ADD COLUMN mac TEXT").expect("already there");
         assert!(add_column(&conn, "ALTER TABLE nope ADD COLUMN mac TEXT").is_err());
