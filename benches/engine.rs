@@ -9,64 +9,12 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
-use opsbot::engine::Approvals;
 use opsbot::mcp::CallOptions;
-use opsbot::paths::Paths;
-use opsbot::plan::{Plan, Step, StepId};
-use opsbot::policy::args_hash;
-use opsbot::runtime::Runtime;
-use opsbot::session::Session;
-use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
-
-fn runtime(dir: &std::path::Path, extra: &str) -> Runtime {
-    let mut loaded = load_layers(vec![
-        ConfigSource {
-            name: "<built-in defaults>".into(),
-            text: DEFAULT_TOML.into(),
-        },
-        ConfigSource {
-            name: "bench.toml".into(),
-            text: extra.into(),
-        },
-    ])
-    .expect("config");
-    loaded.config.servers.retain(|name, _| name == "k8s");
-    let exe = support::opsbot_exe();
-    Runtime::with_exe(Paths::rooted(dir), loaded, exe).expect("runtime")
-}
-
-fn status_step(id: &str, service: &str) -> Step {
-    let mut args = Map::new();
-    args.insert("service".into(), json!(service));
-    args.insert("env".into(), json!("dev"));
-    Step::new(id, "k8s.status", args)
-}
-
-async fn run_plan(rt: &Runtime, session: &Arc<Session>, plan: &Plan) -> Duration {
-    let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
-    let approvals: HashMap<StepId, String> = plan
-        .steps
-        .iter()
-        .map(|s| (s.id.clone(), args_hash(&s.tool, &s.args)))
-        .collect();
-    let start = Instant::now();
-    rt.run(
-        session,
-        plan,
-        &decisions,
-        &Approvals::Fixed(approvals),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run");
-    start.elapsed()
-}
+use opsbot::plan::Plan;
+use serde_json::{Map, Value};
+use support::engine::{run_plan, runtime, status_chain, status_step};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -87,17 +35,7 @@ fn main() {
     // durable in the audit log, the call), against the same CHAIN calls made
     // directly. The run's own finish is spread over the chain.
     const CHAIN: u32 = 20;
-    let mut plan = Plan {
-        title: "a chain of status calls".into(),
-        steps: Vec::new(),
-    };
-    for i in 0..CHAIN {
-        let mut st = status_step(&format!("s{i}"), "checkout");
-        if i > 0 {
-            st.depends_on = vec![StepId::new(format!("s{}", i - 1))];
-        }
-        plan.steps.push(st);
-    }
+    let plan = status_chain(CHAIN);
     let args: Map<String, Value> = plan.steps[0].args.clone();
     let session = rt.new_session("bench").expect("session");
     let (mut direct, mut governed) = (Vec::new(), Vec::new());

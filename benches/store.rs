@@ -11,129 +11,16 @@
 //! smoke test.
 
 mod support;
+// The tests' own throwaway cluster and a database of its own per use.
+#[path = "../tests/common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsbot::config::{ConfigSource, DEFAULT_TOML, load_layers};
-use opsbot::engine::Approvals;
-use opsbot::paths::Paths;
-use opsbot::plan::{Plan, Step, StepId};
-use opsbot::policy::args_hash;
-use opsbot::runtime::Runtime;
-use opsbot::session::{Event, PgOptions, Query, SessionId, Store};
-use serde_json::{Map, json};
-use tokio_util::sync::CancellationToken;
-
-/// The variable the runtime's `[store] password_env` names.
-const PASSWORD_ENV: &str = "OPSBOT_BENCH_PG_PASSWORD";
-
-struct Cluster {
-    url: String,
-    password: String,
-    /// The CA of the cluster's certificate: every connection is TLS.
-    ca: std::path::PathBuf,
-}
-
-fn cluster() -> Cluster {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/pg.sh");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .output()
-        .expect(".ci/pg.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut lines = text.lines();
-    let url = lines.next().expect("url").to_string();
-    let password = std::fs::read_to_string(lines.next().expect("password file"))
-        .expect("password")
-        .trim()
-        .to_string();
-    let ca = lines.next().expect("CA").into();
-    Cluster { url, password, ca }
-}
-
-/// Run SQL on the cluster's `postgres` database, off any async runtime.
-fn admin(c: &Cluster, sql: String) -> Vec<String> {
-    let (url, password) = (c.url.clone(), c.password.clone());
-    std::thread::spawn(move || {
-        let mut config: postgres::Config = url.parse().expect("url");
-        config.password(&password);
-        config.ssl_mode(postgres::config::SslMode::Disable);
-        let mut client = config.connect(postgres::NoTls).expect("connect");
-        client
-            .simple_query(&sql)
-            .expect("sql")
-            .into_iter()
-            .filter_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect()
-    })
-    .join()
-    .expect("admin")
-}
-
-fn runtime(dir: &Path, store: &str) -> Runtime {
-    let mut loaded = load_layers(vec![
-        ConfigSource {
-            name: "<built-in defaults>".into(),
-            text: DEFAULT_TOML.into(),
-        },
-        ConfigSource {
-            name: "bench.toml".into(),
-            text: format!("[servers.k8s]\nenv = {{ OPSBOT_SANDBOX_LATENCY = \"0\" }}\n{store}"),
-        },
-    ])
-    .expect("config");
-    loaded.config.servers.retain(|name, _| name == "k8s");
-    Runtime::with_exe(Paths::rooted(dir), loaded, support::opsbot_exe()).expect("runtime")
-}
-
-fn chain(n: u32) -> Plan {
-    let mut plan = Plan {
-        title: "a chain of status calls".into(),
-        steps: Vec::new(),
-    };
-    for i in 0..n {
-        let mut args = Map::new();
-        args.insert("service".into(), json!("checkout"));
-        args.insert("env".into(), json!("dev"));
-        let mut st = Step::new(format!("s{i}"), "k8s.status", args);
-        if i > 0 {
-            st.depends_on = vec![StepId::new(format!("s{}", i - 1))];
-        }
-        plan.steps.push(st);
-    }
-    plan
-}
-
-async fn run_plan(rt: &Runtime, session: &Arc<opsbot::session::Session>, plan: &Plan) -> Duration {
-    let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
-    let approvals: HashMap<StepId, String> = plan
-        .steps
-        .iter()
-        .map(|s| (s.id.clone(), args_hash(&s.tool, &s.args)))
-        .collect();
-    let start = Instant::now();
-    rt.run(
-        session,
-        plan,
-        &decisions,
-        &Approvals::Fixed(approvals),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run");
-    start.elapsed()
-}
+use opsbot::session::{Event, Query, SessionId, Store};
+use pg::{PASSWORD_ENV, PgDb};
+use support::engine::{run_plan, runtime, status_chain};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -179,38 +66,25 @@ fn concurrent(open: &dyn Fn() -> Store, writers: usize, batches: usize) -> f64 {
 fn main() {
     // The runtime reads the password from the environment; this process
     // cannot set its own (that is unsafe), so it runs itself with it.
-    let c = cluster();
     if std::env::var_os(PASSWORD_ENV).is_none() {
         let status = std::process::Command::new(std::env::current_exe().expect("exe"))
             .args(std::env::args().skip(1))
-            .env(PASSWORD_ENV, &c.password)
+            .env(PASSWORD_ENV, pg::password())
             .status()
             .expect("bench");
         std::process::exit(status.code().unwrap_or(1));
     }
     let full = std::env::args().any(|a| a == "--bench");
-    let db = format!("bench_{}", std::process::id());
-    admin(&c, format!("CREATE DATABASE {db}"));
-    let url = format!("{}/{db}", c.url.rsplit_once('/').expect("url").0);
-    let settings = admin(
-        &c,
-        "SELECT current_setting('fsync') || '/' || current_setting('synchronous_commit')".into(),
-    );
+    let db = PgDb::new();
+    let settings =
+        db.sql("SELECT current_setting('fsync') || '/' || current_setting('synchronous_commit')");
     println!(
         "PostgreSQL on loopback over TLS (fsync/synchronous_commit: {}); SQLite in WAL with synchronous=NORMAL",
-        settings.join("")
+        settings[0][0].as_deref().unwrap_or("?")
     );
-    let options = PgOptions {
-        url: url.clone(),
-        password: Some(c.password.clone()),
-        ca_file: Some(c.ca.clone()),
-        connect_timeout: Duration::from_secs(10),
-    };
+    let options = db.options();
     let dir = tempfile::tempdir().expect("tmp");
-    let shared_config = format!(
-        "[store]\nurl = \"{url}\"\npassword_env = \"{PASSWORD_ENV}\"\nca_file = \"{}\"\n",
-        c.ca.display()
-    );
+    let shared_config = db.store_config(None);
 
     // Governed calls, their records in one store or the other.
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
@@ -218,12 +92,13 @@ fn main() {
         let _in = tokio.enter();
         let lite_dir = dir.path().join("lite");
         let pg_dir = dir.path().join("pg");
-        let lite = runtime(&lite_dir, "");
-        let shared = runtime(&pg_dir, &shared_config);
+        let sandbox = "[servers.k8s]\nenv = { OPSBOT_SANDBOX_LATENCY = \"0\" }\n";
+        let lite = runtime(&lite_dir, sandbox);
+        let shared = runtime(&pg_dir, &format!("{sandbox}{shared_config}"));
         tokio.block_on(lite.servers.wait_settled());
         tokio.block_on(shared.servers.wait_settled());
         const CHAIN: u32 = 20;
-        let plan = chain(CHAIN);
+        let plan = status_chain(CHAIN);
         let (ls, ps) = (
             lite.new_session("bench").expect("session"),
             shared.new_session("bench").expect("session"),
@@ -292,12 +167,8 @@ fn main() {
 
     // Search over many sessions, each store filled through its append path.
     let sessions = if full { 100_000 } else { 100 };
-    let search_db = format!("{db}_search");
-    admin(&c, format!("CREATE DATABASE {search_db}"));
-    let search_opts = PgOptions {
-        url: format!("{}/{search_db}", c.url.rsplit_once('/').expect("url").0),
-        ..options.clone()
-    };
+    let search_db = PgDb::new();
+    let search_opts = search_db.options();
     let lite = Store::open(&dir.path().join("history.db")).expect("sqlite");
     let shared = Store::open_shared(search_opts, &dir.path().join("unused.db")).expect("pg");
     for (name, store) in [("SQLite", &lite), ("PostgreSQL", &shared)] {
@@ -363,7 +234,6 @@ fn main() {
         ms(support::percentile(t_lite.clone(), 0.5)),
         ms(support::percentile(t_lite, 0.99)),
     );
+    // The databases go when `db` and `search_db` are dropped.
     drop(shared);
-    admin(&c, format!("DROP DATABASE {db} WITH (FORCE)"));
-    admin(&c, format!("DROP DATABASE {search_db} WITH (FORCE)"));
 }

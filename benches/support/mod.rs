@@ -2,6 +2,7 @@
 //! and where the opsbot binary is.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod pty;
 
 use std::path::PathBuf;

@@ -17,7 +17,7 @@ mod lease;
 mod migrate;
 pub use migrate::Migrated;
 mod open;
-pub use open::{open_store, open_store_read, shared_options};
+pub use open::{open_store, open_store_read};
 pub use pg::PgOptions;
 mod pending;
 pub mod pg;

@@ -10,7 +10,7 @@ use super::store::{Store, StoreError};
 use crate::config::StoreConfig;
 
 /// How to reach the shared store, if the config names one.
-pub fn shared_options(cfg: &StoreConfig) -> Option<PgOptions> {
+fn shared_options(cfg: &StoreConfig) -> Option<PgOptions> {
     let url = cfg.url.clone()?;
     let from_env = cfg
         .password_env

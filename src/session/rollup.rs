@@ -52,47 +52,19 @@ pub(super) fn coarse(v: i64) -> i64 {
 
 /// One record, as much of it as the tallies need.
 pub(super) struct Fact {
-    session: String,
-    ts: String,
-    kind: String,
-    step: Option<String>,
-    tool: Option<String>,
-    ms: Option<i64>,
-    verdict: Option<String>,
-    rule: Option<String>,
-    tokens: Option<i64>,
-    cost: Option<f64>,
+    pub(super) session: String,
+    pub(super) ts: String,
+    pub(super) kind: String,
+    pub(super) step: Option<String>,
+    pub(super) tool: Option<String>,
+    pub(super) ms: Option<i64>,
+    pub(super) verdict: Option<String>,
+    pub(super) rule: Option<String>,
+    pub(super) tokens: Option<i64>,
+    pub(super) cost: Option<f64>,
 }
 
 impl Fact {
-    /// A fact from its columns, in `facts_between`'s order.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        session: String,
-        ts: String,
-        kind: String,
-        step: Option<String>,
-        tool: Option<String>,
-        ms: Option<i64>,
-        verdict: Option<String>,
-        rule: Option<String>,
-        tokens: Option<i64>,
-        cost: Option<f64>,
-    ) -> Self {
-        Self {
-            session,
-            ts,
-            kind,
-            step,
-            tool,
-            ms,
-            verdict,
-            rule,
-            tokens,
-            cost,
-        }
-    }
-
     fn day(&self) -> String {
         self.ts.get(..10).unwrap_or(&self.ts).to_string()
     }

@@ -103,14 +103,6 @@ impl StoreError {
     pub fn is_store_failure(&self) -> bool {
         matches!(self, StoreError::Fault(_) | StoreError::Damaged(_))
     }
-
-    /// The shared store could not be reached or used at all (exit 2).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::PgConnect { .. } | StoreError::PgTooNew { .. }
-        )
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -70,6 +70,11 @@ pub fn admin_sql(db: &str, sql: &str) -> Vec<Vec<Option<String>>> {
     .expect("admin thread")
 }
 
+/// The cluster's password (starting the cluster if need be).
+pub fn password() -> String {
+    cluster().password.clone()
+}
+
 /// A fresh database; dropped (with whatever is still connected) at the end.
 pub struct PgDb {
     pub name: String,
@@ -94,7 +99,7 @@ impl PgDb {
 
     /// The password, for the child's environment (`PASSWORD_ENV`).
     pub fn password(&self) -> String {
-        cluster().password.clone()
+        password()
     }
 
     /// The CA the cluster's certificate chains to.

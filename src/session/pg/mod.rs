@@ -335,29 +335,6 @@ fn error(url: &str, e: &postgres::Error) -> StoreError {
     }
 }
 
-/// `(seq, session, ts, actor, body, prev_hash, hash)` rows as records.
-pub(super) fn records(rows: &[postgres::Row]) -> Result<Vec<super::Record>, StoreError> {
-    rows.iter()
-        .map(|r| {
-            Ok(super::Record {
-                seq: r.try_get(0).map_err(|e| StoreError::Pg(describe(&e)))?,
-                session: super::SessionId::from_stored(
-                    r.try_get::<_, String>(1)
-                        .map_err(|e| StoreError::Pg(describe(&e)))?,
-                ),
-                ts: r.try_get(2).map_err(|e| StoreError::Pg(describe(&e)))?,
-                actor: r.try_get(3).map_err(|e| StoreError::Pg(describe(&e)))?,
-                event: serde_json::from_str(
-                    r.try_get::<_, &str>(4)
-                        .map_err(|e| StoreError::Pg(describe(&e)))?,
-                )?,
-                prev_hash: r.try_get(5).map_err(|e| StoreError::Pg(describe(&e)))?,
-                hash: r.try_get(6).map_err(|e| StoreError::Pg(describe(&e)))?,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

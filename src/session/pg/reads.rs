@@ -5,7 +5,7 @@ use postgres::Row;
 use postgres::types::ToSql;
 
 use super::super::store::{Record, SessionId, SessionSummary, StoreError};
-use super::{Pg, describe, records};
+use super::{Pg, describe};
 
 /// Parameters moved to the connection's thread.
 pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
@@ -37,12 +37,26 @@ impl Pg {
         })
     }
 
+    /// Rows of `(seq, session, ts, actor, body, prev_hash, hash)` as records.
     pub(crate) fn records(
         &self,
         sql: &'static str,
         params: Params,
     ) -> Result<Vec<Record>, StoreError> {
-        records(&self.rows(sql, params)?)
+        self.rows(sql, params)?
+            .iter()
+            .map(|r| {
+                Ok(Record {
+                    seq: col(r, 0)?,
+                    session: SessionId::from_stored(col::<String>(r, 1)?),
+                    ts: col(r, 2)?,
+                    actor: col(r, 3)?,
+                    event: serde_json::from_str(col::<&str>(r, 4)?)?,
+                    prev_hash: col(r, 5)?,
+                    hash: col(r, 6)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) fn one_i64(&self, sql: &'static str, params: Params) -> Result<i64, StoreError> {
@@ -313,18 +327,18 @@ impl Pg {
         )?
         .iter()
         .map(|r| {
-            Ok(super::super::rollup::Fact::new(
-                col(r, 0)?,
-                col(r, 1)?,
-                col(r, 2)?,
-                col(r, 3)?,
-                col(r, 4)?,
-                col(r, 5)?,
-                col(r, 6)?,
-                col(r, 7)?,
-                col(r, 8)?,
-                col(r, 9)?,
-            ))
+            Ok(super::super::rollup::Fact {
+                session: col(r, 0)?,
+                ts: col(r, 1)?,
+                kind: col(r, 2)?,
+                step: col(r, 3)?,
+                tool: col(r, 4)?,
+                ms: col(r, 5)?,
+                verdict: col(r, 6)?,
+                rule: col(r, 7)?,
+                tokens: col(r, 8)?,
+                cost: col(r, 9)?,
+            })
         })
         .collect()
     }
