@@ -171,7 +171,18 @@ fn main() -> ExitCode {
     {
         opsbot::secrets::use_platform_store();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // `serve` on stdio answers one client: every call passes from the
+    // client's pipe to a server's and back, and one thread does that with
+    // no wake-up crossing threads (on two cores that was most of a hop).
+    let one_client = matches!(&cli.command, Some(Command::Serve(a)) if a.http.is_none());
+    let runtime = if one_client {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             err!("opsbot: cannot start the async runtime: {e}");

@@ -286,11 +286,23 @@ fn a_damaged_database_refuses_appends_and_read_commands_say_what_is_unreadable()
     }
     let db = home.path().join("data/opsbot.db");
     // Damage the pages past the schema's (where the events are), short of
-    // the end of the file.
+    // the end of the file. The schema's pages are those of a new log.
+    let fresh = tempfile::tempdir().expect("tmp");
+    let fresh = fresh.path().join("new.db");
+    drop(opsbot::session::Store::open(&fresh).expect("a new log"));
+    let schema_pages: usize = rusqlite::Connection::open(&fresh)
+        .expect("open the new log")
+        .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+        .expect("its pages")
+        .try_into()
+        .expect("pages");
     let mut bytes = std::fs::read(&db).expect("read db");
     let pages = bytes.len() / 4096;
-    assert!(pages > 24, "enough pages: {pages}");
-    for b in &mut bytes[20 * 4096..(pages * 3 / 4) * 4096] {
+    assert!(
+        pages > schema_pages + 4,
+        "enough pages: {pages} past {schema_pages}"
+    );
+    for b in &mut bytes[schema_pages * 4096..(pages * 3 / 4).max(schema_pages + 2) * 4096] {
         *b = 0x5a;
     }
     std::fs::write(&db, &bytes).expect("damage");

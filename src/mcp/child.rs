@@ -1,5 +1,5 @@
 //! Starting a stdio server as opsbot's own child process: a minimal
-//! environment, a stdout pump that passes only protocol lines to rmcp, the
+//! environment, a stdout pump (read inline by rmcp) that passes only protocol lines, the
 //! stderr tail, and a watcher that records the exit and kills on shutdown.
 
 use std::process::Stdio;
@@ -58,7 +58,13 @@ pub(super) fn spawn_child(
     ctx: &SpawnContext,
     tools_stale: Arc<tokio::sync::watch::Sender<bool>>,
     progress: Arc<super::ledger::ProgressLedger>,
-) -> Result<(tokio::io::DuplexStream, tokio::process::ChildStdin), String> {
+) -> Result<
+    (
+        impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        tokio::process::ChildStdin,
+    ),
+    String,
+> {
     let cfg = &entry.config;
     let program = ctx.expand(cfg.command.as_deref().unwrap_or_default());
     let mut cmd = tokio::process::Command::new(&program);
@@ -113,58 +119,19 @@ pub(super) fn spawn_child(
         l.stderr_eof.cancel();
     });
 
-    let (to_rmcp, mut pump) = tokio::io::duplex(1 << 16);
-    let e = Arc::clone(entry);
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let mut reader = BufReader::new(stdout);
-        loop {
-            let frame = match next_frame(&mut reader, MAX_MESSAGE).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) | Err(_) => break,
-            };
-            let forward = match frame {
-                Frame::Message(line) => {
-                    // rmcp hands a notification to the client on a task of
-                    // its own, so a reply read after it could reach its
-                    // caller first: the next call would not know the tools
-                    // changed. Marked here, in the order the server wrote.
-                    if is_tools_list_changed(&line) {
-                        tools_stale.send_replace(true);
-                    }
-                    progress.seen_line(&line);
-                    line
-                }
-                Frame::Noise(text) if text.is_empty() => continue,
-                Frame::Noise(text) => {
-                    tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {text}");
-                    remember(&e, format!("[stdout, not JSON-RPC] {text}"));
-                    let _ = e.events.send(ServerEvent::Garbage {
-                        server: e.name.clone(),
-                        line: crate::text::truncate(&text, 200),
-                    });
-                    continue;
-                }
-                Frame::Bad { id, problem } => {
-                    tracing::warn!(server = %e.name, "bad reply: {problem}");
-                    remember(&e, format!("[stdout, bad reply] {problem}"));
-                    match id {
-                        // The call it answered ends with what happened.
-                        Some(id) => bad_reply_answer(&id, &problem),
-                        // No id to answer: calls that time out meanwhile
-                        // say what the server sent instead.
-                        None => {
-                            e.note_bad_reply(problem);
-                            continue;
-                        }
-                    }
-                }
-            };
-            if pump.write_all(&forward).await.is_err() {
-                break;
-            }
-        }
+    // The pump is read by rmcp's own reader, in its poll: a reply reaches
+    // its caller without passing through a task and a pipe of its own.
+    let pump = Pump {
+        reader: BufReader::new(stdout),
+        entry: Arc::clone(entry),
+        tools_stale,
+        progress,
+    };
+    let frames = futures::stream::unfold(pump, |mut pump| async move {
+        let line = pump.next_message().await?;
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(line)), pump))
     });
+    let to_rmcp = tokio_util::io::StreamReader::new(Box::pin(frames));
 
     let e = Arc::clone(entry);
     tokio::spawn(async move {
@@ -196,4 +163,61 @@ pub(super) fn spawn_child(
         }
     });
     Ok((to_rmcp, stdin))
+}
+
+/// What passes a stdio server's stdout to rmcp: protocol lines as they
+/// came, bad replies as errors against the call they answered, and
+/// anything else reported as garbage.
+struct Pump {
+    reader: BufReader<tokio::process::ChildStdout>,
+    entry: Arc<Entry>,
+    tools_stale: Arc<tokio::sync::watch::Sender<bool>>,
+    progress: Arc<super::ledger::ProgressLedger>,
+}
+
+impl Pump {
+    /// The next line rmcp should read; `None` once the server's stdout ends.
+    async fn next_message(&mut self) -> Option<Vec<u8>> {
+        let e = &self.entry;
+        loop {
+            let frame = next_frame(&mut self.reader, MAX_MESSAGE).await.ok()??;
+            return Some(match frame {
+                Frame::Message(line) => {
+                    // rmcp hands a notification to the client on a task of
+                    // its own, so a reply read after it could reach its
+                    // caller first: the next call would not know the tools
+                    // changed. Marked here, in the order the server wrote.
+                    if is_tools_list_changed(&line) {
+                        self.tools_stale.send_replace(true);
+                    }
+                    self.progress.seen_line(&line);
+                    line
+                }
+                Frame::Noise(text) if text.is_empty() => continue,
+                Frame::Noise(text) => {
+                    tracing::warn!(server = %e.name, "not JSON-RPC on stdout: {text}");
+                    remember(e, format!("[stdout, not JSON-RPC] {text}"));
+                    let _ = e.events.send(ServerEvent::Garbage {
+                        server: e.name.clone(),
+                        line: crate::text::truncate(&text, 200),
+                    });
+                    continue;
+                }
+                Frame::Bad { id, problem } => {
+                    tracing::warn!(server = %e.name, "bad reply: {problem}");
+                    remember(e, format!("[stdout, bad reply] {problem}"));
+                    match id {
+                        // The call it answered ends with what happened.
+                        Some(id) => bad_reply_answer(&id, &problem),
+                        // No id to answer: calls that time out meanwhile
+                        // say what the server sent instead.
+                        None => {
+                            e.note_bad_reply(problem);
+                            continue;
+                        }
+                    }
+                }
+            });
+        }
+    }
 }

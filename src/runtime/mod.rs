@@ -1033,7 +1033,16 @@ impl Runtime {
                     decision: decision.clone(),
                 }),
         );
-        events.push(Event::AssistantMessage { text });
+        let all_allowed = approve_as.is_some()
+            && decisions
+                .iter()
+                .all(|(_, d)| matches!(d, Decision::Allow { .. }));
+        // A served call that policy allows is told by its request and its
+        // decisions; a summary for a person to read would only lengthen
+        // the commit every such call waits on.
+        if !all_allowed {
+            events.push(Event::AssistantMessage { text });
+        }
         if let Some(by) = approve_as {
             for (step, decision) in &decisions {
                 if let (Decision::Allow { rule, .. }, Some(s)) = (decision, plan.step(step)) {
@@ -1048,10 +1057,6 @@ impl Runtime {
                 }
             }
         }
-        let all_allowed = approve_as.is_some()
-            && decisions
-                .iter()
-                .all(|(_, d)| matches!(d, Decision::Allow { .. }));
         if all_allowed {
             return Ok((Planned::Ready { plan, decisions }, events));
         }

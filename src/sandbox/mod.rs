@@ -33,7 +33,7 @@ pub enum SandboxError {
 /// Serve one sandbox server on stdin/stdout until the client goes away.
 pub async fn serve(name: &str) -> Result<(), SandboxError> {
     let ctx = support::Ctx::from_env().map_err(SandboxError::Setup)?;
-    let transport = rmcp::transport::stdio();
+    let transport = rmcp::transport::stdio_pipes();
     let err = |e: &dyn std::fmt::Display| SandboxError::Serve(e.to_string());
     macro_rules! run {
         ($server:expr) => {{

@@ -70,7 +70,7 @@ pub async fn check_names(rt: &Runtime, naming: &Naming) -> Result<(), ServeError
 pub async fn stdio(rt: Arc<Runtime>, actor: String, naming: Naming) -> Result<(), ServeError> {
     check_names(&rt, &naming).await?;
     let running = Proxy::new(rt, actor, naming, "stdio")
-        .serve(rmcp::transport::stdio())
+        .serve(rmcp::transport::stdio_pipes())
         .await
         .map_err(|e| ServeError::Start(e.to_string()))?;
     running

@@ -47,7 +47,8 @@ impl Store {
         )
     }
 
-    /// How many `kind` records there are after `after`.
+    /// How many `kind` records there are after `after` (read from the
+    /// cursor on: `after` is a recent export's).
     pub fn count_after(&self, kind: &str, after: i64) -> Result<u64, StoreError> {
         if let Some(pg) = self.pg() {
             let n = self.failed_if(pg.one_i64(
@@ -58,7 +59,7 @@ impl Store {
         }
         let conn = self.conn();
         let n: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM events WHERE seq > ?1 AND kind = ?2")?
+            .prepare_cached("SELECT COUNT(*) FROM events WHERE seq > ?1 AND +kind = ?2")?
             .query_row(params![after, kind], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

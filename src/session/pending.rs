@@ -34,13 +34,17 @@ impl Store {
         }
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT DISTINCT session_id FROM events
+            // Distinct here, not in SQL: SQLite would rather walk the
+            // index by session than use the small one on waits.
+            "SELECT session_id FROM events
              WHERE kind = 'awaiting_approval'
                AND seq > (SELECT COALESCE(MAX(seq), 0) FROM events) - ?1",
         )?;
-        let ids = stmt
+        let mut ids = stmt
             .query_map([WINDOW], |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        ids.dedup();
         Ok(ids.into_iter().map(SessionId::from_stored).collect())
     }
 }

@@ -12,6 +12,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use rusqlite::{OptionalExtension, params};
@@ -269,30 +272,51 @@ pub(super) fn sign_head(
     Ok(head)
 }
 
+/// How long the anchor writer gathers heads before it writes the newest.
+/// On ext4 a rename over a file flushes the new file's data, so writing on
+/// every commit put a disk write beside each governed call.
+const ANCHOR_PACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Writes the anchor file off the append path: a commit hands over its
 /// signed head and goes on; a thread of its own writes the newest head it
-/// has (so it may lag a few commits, which verification allows: the signed
-/// head in the database is always current). The last head is written when
-/// the store closes.
+/// has, at most once per `ANCHOR_PACE` (so it may lag a few commits, which
+/// verification allows: the signed head in the database is always
+/// current). The last head is written when the store closes.
 pub(super) struct AnchorWriter {
     /// The first head of this store's life is written at once, so a log
     /// always has its anchor from its first commit on.
-    first: std::sync::atomic::AtomicBool,
-    latest: std::sync::Arc<std::sync::Mutex<Option<Head>>>,
+    first: AtomicBool,
+    latest: Arc<Mutex<Option<Head>>>,
+    /// The thread waits for a head: only then does a commit wake it (a
+    /// wake-up is a system call, and a thread switch on a busy machine).
+    idle: Arc<AtomicBool>,
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AnchorWriter {
     pub(super) fn start(db: &Path) -> Self {
-        let latest = std::sync::Arc::new(std::sync::Mutex::new(None::<Head>));
+        let latest = Arc::new(Mutex::new(None::<Head>));
+        let idle = Arc::new(AtomicBool::new(false));
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-        let (db, mine) = (db.to_path_buf(), std::sync::Arc::clone(&latest));
+        let (db, mine, idling) = (db.to_path_buf(), Arc::clone(&latest), Arc::clone(&idle));
         let thread = std::thread::Builder::new()
             .name("opsbot-anchor".into())
             .spawn(move || {
                 let take = || mine.lock().ok().and_then(|mut h| h.take());
-                while woken.recv().is_ok() {
+                let waiting = || mine.lock().is_ok_and(|h| h.is_some());
+                loop {
+                    idling.store(true, Ordering::SeqCst);
+                    if !waiting() && woken.recv().is_err() {
+                        break;
+                    }
+                    idling.store(false, Ordering::SeqCst);
+                    // Heads that land within the pace go in one write: a
+                    // write and rename costs the disk more than a commit.
+                    match woken.recv_timeout(ANCHOR_PACE) {
+                        Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
                     if let Some(head) = take() {
                         write_anchor(&db, &head);
                     }
@@ -301,36 +325,35 @@ impl AnchorWriter {
                     write_anchor(&db, &head);
                 }
             });
-        match thread {
-            Ok(t) => Self {
-                first: std::sync::atomic::AtomicBool::new(true),
-                latest,
-                wake: Some(wake),
-                thread: Some(t),
-            },
+        let (wake, thread) = match thread {
+            Ok(t) => (Some(wake), Some(t)),
             Err(e) => {
                 tracing::warn!("cannot start the anchor writer ({e}); anchors are written at once");
-                Self {
-                    first: std::sync::atomic::AtomicBool::new(true),
-                    latest,
-                    wake: None,
-                    thread: None,
-                }
+                (None, None)
             }
+        };
+        Self {
+            first: AtomicBool::new(true),
+            latest,
+            idle,
+            wake,
+            thread,
         }
     }
 
     /// Hand over the newest signed head (called under the writer's lock,
     /// so heads arrive in order).
     pub(super) fn note(&self, db: &Path, head: Head) {
-        let first = self.first.swap(false, std::sync::atomic::Ordering::AcqRel);
+        let first = self.first.swap(false, Ordering::AcqRel);
         let Some(wake) = self.wake.as_ref().filter(|_| !first) else {
             return write_anchor(db, &head);
         };
         if let Ok(mut latest) = self.latest.lock() {
             *latest = Some(head);
         }
-        let _ = wake.try_send(());
+        if self.idle.swap(false, Ordering::SeqCst) {
+            let _ = wake.try_send(());
+        }
     }
 }
 

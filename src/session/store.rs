@@ -498,7 +498,14 @@ impl Store {
                 hash TEXT NOT NULL
             );
             CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, seq);
-            CREATE INDEX IF NOT EXISTS events_by_kind ON events(kind, ts);
+            -- Only the kinds looked up across sessions are indexed, each on
+            -- its own: an index on every event's kind cost each commit a
+            -- page per kind it wrote, and a governed call writes five kinds.
+            DROP INDEX IF EXISTS events_by_kind;
+            CREATE INDEX IF NOT EXISTS calls_by_time ON events(ts) WHERE kind = 'step_started';
+            CREATE INDEX IF NOT EXISTS effects_by_time ON events(ts) WHERE kind = 'effect';
+            CREATE INDEX IF NOT EXISTS llm_calls_by_time ON events(ts) WHERE kind = 'llm_call';
+            CREATE INDEX IF NOT EXISTS waits ON events(seq) WHERE kind = 'awaiting_approval';
             CREATE TABLE IF NOT EXISTS pins (
                 tool TEXT PRIMARY KEY,
                 def_hash TEXT NOT NULL,
@@ -951,11 +958,26 @@ impl Store {
                 vec![Box::new(kind.to_string()), Box::new(since.to_string())],
             ));
         }
-        self.query_records(
-            "SELECT seq, session_id, ts, actor, body, prev_hash, hash
-             FROM events WHERE kind = ?1 AND ts >= ?2 ORDER BY seq",
-            params![kind, since],
-        )
+        // A partial index serves a query only when the query names its
+        // kind as a literal. Its entries come in (ts, seq) order, which is
+        // seq order but for clocks set back: sorted here, not by SQLite,
+        // which would rather scan every event than sort.
+        let sql = match kind {
+            "step_started" | "effect" | "llm_call" => format!(
+                "SELECT seq, session_id, ts, actor, body, prev_hash, hash
+                 FROM events WHERE kind = '{kind}' AND ts >= ?1 ORDER BY ts, seq"
+            ),
+            _ => {
+                return self.query_records(
+                    "SELECT seq, session_id, ts, actor, body, prev_hash, hash
+                     FROM events WHERE kind = ?2 AND ts >= ?1 ORDER BY seq",
+                    params![since, kind],
+                );
+            }
+        };
+        let mut records = self.query_records(&sql, params![since])?;
+        records.sort_by_key(|r| r.seq);
+        Ok(records)
     }
 
     pub(super) fn query_records(
@@ -1101,6 +1123,63 @@ mod tests {
         add_column(&conn, "ALTER TABLE t ADD COLUMN mac TEXT").expect("added");
         add_column(&conn, "ALTER TABLE t ADD COLUMN mac TEXT").expect("already there");
         assert!(add_column(&conn, "ALTER TABLE nope ADD COLUMN mac TEXT").is_err());
+    }
+
+    /// The kinds looked up across sessions are found through their own
+    /// small indexes, and the others cost an append no index on kind.
+    #[test]
+    fn kind_lookups_use_their_partial_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.db")).expect("open");
+        let id = SessionId::generate();
+        store.create_session(&id, "alice").expect("session");
+        let started = Event::StepStarted {
+            step: crate::plan::StepId::new("s1"),
+            tool: "k8s.status".into(),
+            args: serde_json::Map::new(),
+        };
+        let note = Event::Note { text: "n".into() };
+        store
+            .append_all(&id, "alice", &[note.clone(), started, note])
+            .expect("append");
+        let found = store
+            .events_of_kind_since("step_started", "2000-01-01T")
+            .expect("calls");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].event.kind(), "step_started");
+        let conn = store.conn();
+        let plan = |sql: &str| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explain")
+                .query_map([], |r| r.get::<_, String>(3))
+                .expect("rows")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("plan")
+                .join("; ")
+        };
+        for (kind, index) in [
+            ("step_started", "calls_by_time"),
+            ("effect", "effects_by_time"),
+            ("llm_call", "llm_calls_by_time"),
+        ] {
+            let p = plan(&format!(
+                "SELECT seq FROM events WHERE kind = '{kind}' AND ts >= '2000' ORDER BY ts, seq"
+            ));
+            assert!(p.contains(index), "{kind}: {p}");
+        }
+        let p = plan(
+            "SELECT session_id FROM events WHERE kind = 'awaiting_approval'
+             AND seq > (SELECT COALESCE(MAX(seq), 0) FROM events) - 5000",
+        );
+        assert!(p.contains("waits"), "{p}");
+        let kinds: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_by_kind'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(kinds, 0, "the index on every kind is gone");
     }
 
     #[test]
