@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -21,6 +22,10 @@ pub(super) const EVERY: u64 = 256;
 const EXIT_TALLY: i64 = 20_000;
 
 pub(super) struct Checkpointer {
+    /// Taken by the thread's writes and by the appends of this process:
+    /// an append waits for the thread here, woken as it finishes, rather
+    /// than in SQLite's busy handler, which sleeps a millisecond and more.
+    gate: Arc<Mutex<()>>,
     nudge: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -32,6 +37,8 @@ impl Checkpointer {
         let conn = Connection::open(path).ok()?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
         let (nudge, nudged) = sync_channel::<()>(1);
+        let gate = Arc::new(Mutex::new(()));
+        let held = Arc::clone(&gate);
         let thread = std::thread::Builder::new()
             .name("opsbot-checkpoint".into())
             .spawn(move || {
@@ -41,21 +48,22 @@ impl Checkpointer {
                         tracing::warn!("audit log checkpoint failed (it is retried later): {e}");
                     }
                     // Keep search and the insights tallies current while the app runs.
-                    if let Err(e) = super::search::catch_up(&conn) {
+                    if let Err(e) = super::search::catch_up(&conn, Some(&held)) {
                         tracing::warn!("indexing the audit log for search failed: {e}");
                     }
-                    if let Err(e) = super::rollup::catch_up(&conn, None) {
+                    if let Err(e) = super::rollup::catch_up(&conn, None, Some(&held)) {
                         tracing::warn!("tallying the audit log for insights failed: {e}");
                     }
                 }
                 // A short-lived process (`opsbot run`) seldom reaches a
                 // nudge: tally what it wrote as it ends, a bounded amount.
-                if let Err(e) = super::rollup::catch_up(&conn, Some(EXIT_TALLY)) {
+                if let Err(e) = super::rollup::catch_up(&conn, Some(EXIT_TALLY), Some(&held)) {
                     tracing::warn!("tallying the audit log for insights failed: {e}");
                 }
             })
             .ok()?;
         Some(Self {
+            gate,
             nudge: Some(nudge),
             thread: Some(thread),
         })
@@ -88,6 +96,11 @@ impl Checkpointer {
         if let Err(e) = spawned {
             tracing::warn!("cannot check the audit log's integrity: {e}");
         }
+    }
+
+    /// Hold off the thread's writes while an append commits.
+    pub(super) fn hold(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ask for a checkpoint; one already asked for and not yet run counts.

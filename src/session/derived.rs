@@ -176,8 +176,8 @@ impl Store {
         tx.execute("DELETE FROM meta WHERE key = 'indexed_upto'", [])?;
         super::rollup::reset(&tx)?;
         tx.commit()?;
-        super::search::catch_up(&conn)?;
-        super::rollup::catch_up(&conn, None)?;
+        super::search::catch_up(&conn, None)?;
+        super::rollup::catch_up(&conn, None, None)?;
         Ok(changed)
     }
 

@@ -133,7 +133,7 @@ impl Store {
             None => {
                 let tables = super::rollup::has_tables(&conn)?;
                 if tables && !self.is_read_only() {
-                    super::rollup::catch_up(&conn, None)?;
+                    super::rollup::catch_up(&conn, None, None)?;
                 }
                 (tables, super::rollup::tail(&conn, tables)?)
             }

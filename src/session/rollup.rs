@@ -272,13 +272,18 @@ pub(super) fn stored_upto(conn: &Connection) -> rusqlite::Result<i64> {
 /// Store the tallies of up to `max` records of the log not yet tallied
 /// (all of them with None), a bounded range per transaction so appends
 /// never wait long behind it; how many records were covered.
-pub(super) fn catch_up(conn: &Connection, max: Option<i64>) -> rusqlite::Result<i64> {
+pub(super) fn catch_up(
+    conn: &Connection,
+    max: Option<i64>,
+    gate: Option<&std::sync::Mutex<()>>,
+) -> rusqlite::Result<i64> {
     let mut total = 0;
     loop {
         let span = max.map_or(SPAN, |m| (m - total).clamp(0, SPAN));
         if span == 0 {
             return Ok(total);
         }
+        let _turn = gate.map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
         let tx = Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
         let from = stored_upto(&tx)?;
         let upto = newest_seq(&tx)?.min(from.saturating_add(span));

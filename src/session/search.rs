@@ -15,9 +15,14 @@ use super::store::{SessionId, Store, StoreError};
 const MAX_TEXT: usize = 8 * 1024;
 
 /// Index every event not yet indexed; returns how many were.
-pub(super) fn catch_up(conn: &Connection) -> rusqlite::Result<usize> {
+pub(super) fn catch_up(
+    conn: &Connection,
+    gate: Option<&std::sync::Mutex<()>>,
+) -> rusqlite::Result<usize> {
     let mut total = 0;
     loop {
+        // This process's appends wait for at most one batch.
+        let _turn = gate.map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
         // Immediate: two indexers (the checkpoint thread and a search) must
         // queue for the write lock, not fail upgrading a read to a write.
         let tx =
@@ -32,7 +37,7 @@ pub(super) fn catch_up(conn: &Connection) -> rusqlite::Result<usize> {
             .unwrap_or(0);
         let rows: Vec<(i64, String, String)> = tx
             .prepare_cached(
-                "SELECT seq, session_id, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT 2000",
+                "SELECT seq, session_id, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT 500",
             )?
             .query_map(params![done], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
@@ -195,7 +200,7 @@ impl Store {
         if self.is_read_only() {
             return Ok(0);
         }
-        Ok(catch_up(&self.conn())?)
+        Ok(catch_up(&self.conn(), None)?)
     }
 
     /// One session's line in a list.

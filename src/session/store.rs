@@ -671,12 +671,14 @@ impl Store {
             return self.failed_if(pg.append(session, actor, now_rfc3339(), ready));
         }
         let mut conn = self.writable()?;
+        let gate = self.checkpointer.as_ref().map(|c| c.hold());
         let seal = self.seal.get();
         let written = Self::write_batch(&mut conn, session, actor, redacted, seal);
         // Handed over under the connection's lock, so heads arrive in order.
         if let (Ok((_, Some(head))), Some(anchor)) = (&written, self.anchor.get()) {
             anchor.note(&self.path, head.clone());
         }
+        drop(gate);
         drop(conn);
         let (records, _) = self.failed_if(written)?;
         let n = self
