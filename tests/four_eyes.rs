@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -71,9 +70,8 @@ fn alice_deploys(home: &Home, config: &str) -> std::process::Child {
 
 /// The deploy as `opsbot approvals list` shows it to Bob, once it waits.
 fn waiting_for_bob(home: &Home, config: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let listed = home.run(
+    first_waiting("k8s.deploy", || {
+        home.run(
             &[
                 "--config",
                 config,
@@ -84,18 +82,8 @@ fn waiting_for_bob(home: &Home, config: &str) -> Value {
                 "--json",
             ],
             &[],
-        );
-        assert_exit(&listed, 0);
-        let rows: Value = serde_json::from_slice(&listed.stdout).expect("json");
-        if let Some(row) = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["tool"] == "k8s.deploy"))
-        {
-            return row.clone();
-        }
-        assert!(Instant::now() < deadline, "nothing waited");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        )
+    })
 }
 
 #[test]
@@ -207,13 +195,7 @@ fn a_production_deploy_waits_for_another_persons_approval() {
 
     // Alice's run goes on and deploys.
     let status = alice.wait().expect("alice's run ends");
-    let mut said = String::new();
-    alice
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut said)
-        .expect("read");
+    let said = read_all(alice.stderr.take().expect("stderr"));
     assert!(
         said.contains("waits for 1 more approval (0 of 1 given) from someone other than alice with role sre [rule.prod-four-eyes]"),
         "{said}"
@@ -226,13 +208,7 @@ fn a_production_deploy_waits_for_another_persons_approval() {
         said.contains("approvers were told through chat.notify"),
         "{said}"
     );
-    let mut out = String::new();
-    alice
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read");
+    let out = read_all(alice.stdout.take().expect("stdout"));
     assert_eq!(status.code(), Some(0), "{out}\n{said}");
     // The plan as printed says whose approval the deploy needs.
     assert!(
@@ -313,13 +289,7 @@ fn a_refusal_by_the_other_person_stops_the_run() {
     );
     assert_exit(&refused, 0);
     let status = alice.wait().expect("ends");
-    let mut said = String::new();
-    alice
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut said)
-        .expect("read");
+    let said = read_all(alice.stderr.take().expect("stderr"));
     assert_eq!(status.code(), Some(3), "{said}");
     assert!(said.contains("not on a Friday"), "{said}");
     // The run ended: nothing waits any more.

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -66,12 +65,6 @@ impl Host {
     }
 }
 
-fn read_all(mut from: impl Read) -> String {
-    let mut text = String::new();
-    let _ = from.read_to_string(&mut text);
-    text
-}
-
 #[test]
 fn a_production_deploy_asked_on_one_host_is_approved_from_another() {
     let db = PgDb::new();
@@ -90,20 +83,7 @@ fn a_production_deploy_asked_on_one_host_is_approved_from_another() {
         .expect("alice's run");
 
     // Bob, on his own machine, sees it waiting for him.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let row = loop {
-        let listed = bob.run(&["approvals", "list", "--json"]);
-        assert_exit(&listed, 0);
-        let rows: Value = serde_json::from_slice(&listed.stdout).expect("json");
-        if let Some(row) = rows
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["tool"] == "k8s.deploy"))
-        {
-            break row.clone();
-        }
-        assert!(Instant::now() < deadline, "nothing waited: {rows}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let row = first_waiting("k8s.deploy", || bob.run(&["approvals", "list", "--json"]));
     let id = row["id"].as_str().expect("id").to_string();
     assert!(
         row["client"].as_str().is_some_and(|c| c.contains("alice")),

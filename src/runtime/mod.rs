@@ -997,29 +997,15 @@ impl Runtime {
         if !influenced_by.is_empty() {
             influence::apply(&plan, &catalog, &influenced_by, &mut decisions);
         }
-        let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
-        let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
-        let n = plan.steps.len();
-        let mut text = format!(
-            "Plan: {} with {n} step{}.",
-            plan.title,
-            if n == 1 { "" } else { "s" }
-        );
-        if !renamed.is_empty() {
-            text.push_str(&format!(" Read as: {}.", renamed.join(", ")));
-        }
-        if gated > 0 {
-            text.push_str(&format!(" {gated} gated."));
-        }
-        if denied > 0 {
-            text.push_str(&format!(" {denied} denied."));
-        }
-        if !influenced_by.is_empty() {
-            text.push_str(&format!(
-                " It was planned after output from untrusted servers ({}); each step that changes something needs your approval.",
-                influenced_by.join(", ")
-            ));
-        }
+        let all_allowed = approve_as.is_some()
+            && decisions
+                .iter()
+                .all(|(_, d)| matches!(d, Decision::Allow { .. }));
+        // A served call that policy allows is told by its request and its
+        // decisions; a summary for a person to read would only lengthen
+        // the commit every such call waits on.
+        let summary =
+            (!all_allowed).then(|| plan_summary(&plan, &renamed, &decisions, &influenced_by));
         events.push(Event::PlanProposed {
             plan: plan.clone(),
             defs: defs_of(&plan, &catalog),
@@ -1033,14 +1019,7 @@ impl Runtime {
                     decision: decision.clone(),
                 }),
         );
-        let all_allowed = approve_as.is_some()
-            && decisions
-                .iter()
-                .all(|(_, d)| matches!(d, Decision::Allow { .. }));
-        // A served call that policy allows is told by its request and its
-        // decisions; a summary for a person to read would only lengthen
-        // the commit every such call waits on.
-        if !all_allowed {
+        if let Some(text) = summary {
             events.push(Event::AssistantMessage { text });
         }
         if let Some(by) = approve_as {
@@ -1263,6 +1242,41 @@ impl Runtime {
         self.run_from(session, plan, decisions, approvals, cancel, start)
             .await
     }
+}
+
+/// What a proposal says to the person reading along: the plan's size, what
+/// was read as something else, what is gated or denied, and why every
+/// change needs approval after untrusted output.
+fn plan_summary(
+    plan: &Plan,
+    renamed: &[String],
+    decisions: &[(StepId, Decision)],
+    influenced_by: &[String],
+) -> String {
+    let gated = decisions.iter().filter(|(_, d)| d.gate().is_some()).count();
+    let denied = decisions.iter().filter(|(_, d)| d.is_denied()).count();
+    let n = plan.steps.len();
+    let mut text = format!(
+        "Plan: {} with {n} step{}.",
+        plan.title,
+        if n == 1 { "" } else { "s" }
+    );
+    if !renamed.is_empty() {
+        text.push_str(&format!(" Read as: {}.", renamed.join(", ")));
+    }
+    if gated > 0 {
+        text.push_str(&format!(" {gated} gated."));
+    }
+    if denied > 0 {
+        text.push_str(&format!(" {denied} denied."));
+    }
+    if !influenced_by.is_empty() {
+        text.push_str(&format!(
+            " It was planned after output from untrusted servers ({}); each step that changes something needs your approval.",
+            influenced_by.join(", ")
+        ));
+    }
+    text
 }
 
 /// The definition hash of each tool `plan` uses, as `catalog` has it.

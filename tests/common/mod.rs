@@ -235,6 +235,35 @@ pub fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> 
 }
 
 /// Assert a process's exit code, showing what it printed when it differs.
+/// Everything a child's pipe has left, as text.
+pub fn read_all(mut from: impl std::io::Read) -> String {
+    let mut text = String::new();
+    let _ = from.read_to_string(&mut text);
+    text
+}
+
+/// The first call of `tool` that `approvals list --json` (as `list` runs
+/// it) shows waiting; polled for up to two minutes.
+pub fn first_waiting(tool: &str, mut list: impl FnMut() -> Output) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let listed = list();
+        assert_exit(&listed, 0);
+        let rows: Value = serde_json::from_slice(&listed.stdout).expect("json");
+        if let Some(row) = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["tool"] == tool))
+        {
+            return row.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing waited: {rows}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
