@@ -354,6 +354,63 @@ async fn a_client_over_stdio_is_governed_like_the_app() {
     ));
 }
 
+/// A served call is on record before it is made, in one commit; its result
+/// reaches the client first and is made durable with the session's next
+/// commit (the next call's start), or on its own a moment later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_result_is_recorded_with_the_next_call_or_soon_after() {
+    let home = Home::new();
+    let config = home.write_config("serve.toml", CONFIG);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    for service in ["checkout", "payments", "search"] {
+        let r = call(&client, "registry.list_tags", json!({"service": service})).await;
+        assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    }
+    // The client is still connected: the last result is flushed on its own.
+    let ends = |records: &[Record]| {
+        records
+            .iter()
+            .filter(|r| matches!(r.event, Event::RunFinished { .. }))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let (_, records) = served_session(&home);
+        if ends(&records) == 3 || std::time::Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ends(&records), 3, "{:?}", kinds(&records));
+    // Each call's end precedes the next call's start, and follows its own.
+    let started = |n: u32| {
+        position(&records, |e| {
+            matches!(e, Event::StepStarted { step, .. } if step.as_str() == format!("call-{n}"))
+        })
+        .unwrap_or_else(|| panic!("call-{n} started: {:?}", kinds(&records)))
+    };
+    let succeeded = |n: u32| {
+        position(&records, |e| {
+            matches!(e, Event::StepSucceeded { step, .. } if step.as_str() == format!("call-{n}"))
+        })
+        .unwrap_or_else(|| panic!("call-{n} succeeded: {:?}", kinds(&records)))
+    };
+    for n in 1..=3 {
+        assert!(started(n) < succeeded(n));
+        if n < 3 {
+            assert!(succeeded(n) < started(n + 1), "{:?}", kinds(&records));
+        }
+    }
+    client.cancel().await.expect("close");
+    assert!(matches!(
+        home.store().verify().expect("verify"),
+        ChainReport::Whole { .. }
+    ));
+}
+
 /// A client that cannot be asked waits for someone in an opsbot app on the
 /// same data directory: the approval arrives through the log, bound to the
 /// exact arguments.

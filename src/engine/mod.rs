@@ -156,6 +156,16 @@ impl Run<'_> {
     }
 }
 
+/// A run's last events, deferred to the session's next commit, as they
+/// will be stored.
+#[derive(Debug, Default)]
+pub struct Ended {
+    pub events: Vec<Event>,
+    /// Nothing else was waiting: the caller should arrange a
+    /// `Session::flush_deferred` soon.
+    pub flush_due: bool,
+}
+
 /// Where a run starts.
 #[derive(Debug, Default)]
 pub struct Start {
@@ -228,6 +238,38 @@ impl Engine {
         cancel: CancellationToken,
         start: Start,
     ) -> Result<Outcome, StoreError> {
+        let run = self.run_inner(session, plan, decisions, approvals, cancel, start, false);
+        run.await.map(|(outcome, _)| outcome)
+    }
+
+    /// As `run_from`, but the run's last events (its steps' ends and its
+    /// finish) are deferred to the session's next commit (see
+    /// `Session::defer`) and returned as they will be stored: a served call
+    /// answers from them without waiting on a second commit.
+    pub async fn run_deferring_end(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &HashMap<StepId, Decision>,
+        approvals: &Approvals,
+        cancel: CancellationToken,
+        start: Start,
+    ) -> Result<(Outcome, Ended), StoreError> {
+        self.run_inner(session, plan, decisions, approvals, cancel, start, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_inner(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &HashMap<StepId, Decision>,
+        approvals: &Approvals,
+        cancel: CancellationToken,
+        start: Start,
+        defer_end: bool,
+    ) -> Result<(Outcome, Ended), StoreError> {
         let Start {
             done,
             unrecorded: before,
@@ -322,7 +364,7 @@ impl Engine {
                 None => break,
             }
         }
-        self.conclude(run, cancelled)
+        self.conclude(run, cancelled, defer_end)
     }
 
     fn finish(&self, run: &mut Run<'_>, done: Finished) -> Result<(), StoreError> {
@@ -418,7 +460,12 @@ impl Engine {
         Ok(())
     }
 
-    fn conclude(&self, mut run: Run<'_>, cancelled: bool) -> Result<Outcome, StoreError> {
+    fn conclude(
+        &self,
+        mut run: Run<'_>,
+        cancelled: bool,
+        defer_end: bool,
+    ) -> Result<(Outcome, Ended), StoreError> {
         for step in &run.plan.steps {
             if matches!(run.state[&step.id], State::Waiting | State::AtDesk) {
                 let reason = if cancelled {
@@ -480,8 +527,18 @@ impl Engine {
             }
         }
         run.pending.push(Event::RunFinished { outcome, summary });
+        if defer_end {
+            let (end, first) = run.session.defer(&run.pending)?;
+            return Ok((
+                outcome,
+                Ended {
+                    events: end,
+                    flush_due: first,
+                },
+            ));
+        }
         run.flush()?;
-        Ok(outcome)
+        Ok((outcome, Ended::default()))
     }
 
     /// Settle what can be settled and start what is ready, until nothing

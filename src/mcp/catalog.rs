@@ -117,12 +117,25 @@ pub fn definition_hash(tool: &rmcp::model::Tool) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     tools: BTreeMap<String, ToolInfo>,
+    /// See `key`: made once, as a snapshot never changes and every served
+    /// call asks for it.
+    key: u64,
 }
 
 impl Catalog {
     pub fn new(tools: impl IntoIterator<Item = ToolInfo>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let tools: BTreeMap<String, ToolInfo> =
+            tools.into_iter().map(|t| (t.qualified(), t)).collect();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for t in tools.values() {
+            t.server.hash(&mut h);
+            t.name.hash(&mut h);
+            t.def_hash.hash(&mut h);
+        }
         Self {
-            tools: tools.into_iter().map(|t| (t.qualified(), t)).collect(),
+            tools,
+            key: h.finish(),
         }
     }
 
@@ -145,14 +158,7 @@ impl Catalog {
     /// What identifies the catalog's contents (every tool's name and
     /// definition hash): work derived from a catalog is kept under it.
     pub fn key(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for t in self.tools.values() {
-            t.server.hash(&mut h);
-            t.name.hash(&mut h);
-            t.def_hash.hash(&mut h);
-        }
-        h.finish()
+        self.key
     }
 
     /// The closest known tool name, for "did you mean".

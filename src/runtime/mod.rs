@@ -1229,6 +1229,23 @@ impl Runtime {
             .await
     }
 
+    /// As `run_from`, with the run's last events deferred to the session's
+    /// next commit (see `Engine::run_deferring_end`).
+    pub async fn run_deferring_end(
+        &self,
+        session: &Arc<Session>,
+        plan: &Plan,
+        decisions: &[(StepId, Decision)],
+        approvals: &Approvals,
+        cancel: tokio_util::sync::CancellationToken,
+        start: crate::engine::Start,
+    ) -> Result<(Outcome, crate::engine::Ended), StoreError> {
+        let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
+        self.engine()
+            .run_deferring_end(session, plan, &decisions, approvals, cancel, start)
+            .await
+    }
+
     /// Run an approved plan.
     pub async fn run(
         &self,

@@ -18,10 +18,11 @@ use rmcp::{ErrorData as McpError, ServerHandler};
 use super::approval::{self, Granted, Refused};
 use super::names;
 use crate::engine::Approvals;
-use crate::plan::{Plan, Step};
+use crate::plan::{Plan, Step, StepId};
 use crate::policy::{Decision, args_hash};
 use crate::runtime::{Planned, Runtime};
-use crate::session::{Event, Outcome, Session, StepStatus};
+use crate::session::{Event, Outcome, Session, StepState, StepStatus};
+use tokio_util::sync::CancellationToken;
 
 /// One client connection.
 #[derive(Clone)]
@@ -437,97 +438,68 @@ impl Proxy {
                     summary: format!("{} was not approved: {refused}", step.tool),
                 });
                 session.record_all(&events).map_err(internal)?;
-                return Ok(self.answer(&session, &step, &decision, Some(refused.clone())));
+                return Ok(self.answer(&step, &decision, Some(refused.clone()), None));
             }
             Err(None) => {}
         }
 
-        // Relay the step's progress until the step ends: every progress
-        // event precedes the step's last event in the session's feed.
+        // Relay the step's progress until the run is over: every progress
+        // event is told before the call is answered.
+        let run_over = CancellationToken::new();
         let progress = ctx.meta.get_progress_token().map(|token| {
-            let mut records = session.subscribe();
-            let peer = ctx.peer.clone();
-            let id = id.clone();
-            tokio::spawn(async move {
-                while let Ok(r) = records.recv().await {
-                    match r.event {
-                        Event::StepProgress { step, progress } if step == id => {
-                            let mut note =
-                                ProgressNotificationParam::new(token.clone(), progress.progress);
-                            note.total = progress.total;
-                            note.message = progress.message;
-                            if peer.notify_progress(note).await.is_err() {
-                                return;
-                            }
-                        }
-                        Event::StepSucceeded { step, .. }
-                        | Event::StepFailed { step, .. }
-                        | Event::StepNotStarted { step, .. }
-                        | Event::StepSkipped { step, .. }
-                            if step == id =>
-                        {
-                            return;
-                        }
-                        _ => {}
-                    }
-                }
-            })
+            relay_progress(
+                &session,
+                ctx.peer.clone(),
+                token,
+                id.clone(),
+                run_over.clone(),
+            )
         });
-        let outcome = rt
-            .run_from(
+        let start = crate::engine::Start {
+            done: HashMap::new(),
+            unrecorded,
+        };
+        let approvals = Approvals::Fixed(approved);
+        // The call is on record before it is made. Its end is deferred to
+        // the session's next commit and the client answered from it as it
+        // will be stored: one commit on the call's path, not two (see
+        // session/deferred.rs).
+        let ran = rt
+            .run_deferring_end(
                 &session,
                 &plan,
                 &decisions,
-                &Approvals::Fixed(approved),
+                &approvals,
                 cancel.clone(),
-                crate::engine::Start {
-                    done: HashMap::new(),
-                    unrecorded,
-                },
+                start,
             )
             .await
             .map_err(internal);
         if let Some(relay) = progress {
-            // The relay ends with the step's last event; a step that never
-            // ran has none, so its relay is stopped instead.
-            let ran = session.with_state(|st| {
-                st.steps.get(&id).is_some_and(|s| {
-                    matches!(
-                        s.status(),
-                        StepStatus::Succeeded
-                            | StepStatus::Failed
-                            | StepStatus::NotStarted
-                            | StepStatus::Skipped
-                    )
-                })
-            });
-            if ran {
-                let _ = relay.await;
-            } else {
-                relay.abort();
-            }
+            // Its progress events were all told to the session's listeners
+            // as they were recorded: the relay passes them on, then ends.
+            run_over.cancel();
+            let _ = relay.await;
         }
-        outcome?;
-        let task = session.with_state(|st| {
-            st.steps
-                .get(&id)
-                .and_then(|s| s.output.as_ref())
-                .and_then(|o| o.task.clone())
-        });
-        if let Some(task) = task {
+        let (_, ended) = ran?;
+        if ended.flush_due {
+            flush_soon(&session);
+        }
+        let end = step_end(&session, &id, &ended.events);
+        if let Some(task) = end.output.as_ref().and_then(|o| o.task.clone()) {
             return self.task_answer(&ctx, &tool.server, task, &cancel).await;
         }
-        Ok(self.answer(&session, &step, &decision, granted.err().flatten()))
+        Ok(self.answer(&step, &decision, granted.err().flatten(), Some(&end)))
     }
 
     /// The call's result as the client sees it: the tool's output as the
     /// log holds it (secrets redacted), or why it did not run.
     fn answer(
         &self,
-        session: &Session,
         step: &Step,
         decision: &Decision,
         refused: Option<Refused>,
+        end: Option<&StepState>,
     ) -> CallToolResponse {
         if decision.is_denied() {
             return refusal(format!(
@@ -543,8 +515,8 @@ impl Proxy {
                 decision.reason()
             ));
         }
-        session.with_state(|state| {
-            let Some(st) = state.steps.get(&step.id) else {
+        {
+            let Some(st) = end else {
                 return refusal(format!("{} did not run", step.tool));
             };
             match (&st.output, &st.error) {
@@ -580,8 +552,90 @@ impl Proxy {
                     st.skipped_reason.as_deref().unwrap_or("cancelled")
                 )),
             }
-        })
+        }
     }
+}
+
+/// Pass a step's progress events to the client as they are recorded,
+/// until the step ends or `run_over` is cancelled with none left to pass.
+fn relay_progress(
+    session: &Session,
+    peer: Peer<RoleServer>,
+    token: rmcp::model::ProgressToken,
+    id: StepId,
+    run_over: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut records = session.subscribe();
+    tokio::spawn(async move {
+        loop {
+            // Biased: what was recorded before the run was over is passed
+            // on before its end is noticed.
+            let record = tokio::select! {
+                biased;
+                r = records.recv() => match r {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+                () = run_over.cancelled() => return,
+            };
+            match record.event {
+                Event::StepProgress { step, progress } if step == id => {
+                    let mut note = ProgressNotificationParam::new(token.clone(), progress.progress);
+                    note.total = progress.total;
+                    note.message = progress.message;
+                    if peer.notify_progress(note).await.is_err() {
+                        return;
+                    }
+                }
+                Event::StepSucceeded { step, .. }
+                | Event::StepFailed { step, .. }
+                | Event::StepNotStarted { step, .. }
+                | Event::StepSkipped { step, .. }
+                    if step == id =>
+                {
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// How long a served call's deferred end may wait for the session's next
+/// commit before it is flushed on its own: the window in which a killed
+/// process loses a result its client has seen.
+const FLUSH_AFTER: Duration = Duration::from_millis(2);
+
+/// Make the session's deferred events durable shortly, unless a commit
+/// takes them first.
+fn flush_soon(session: &Arc<Session>) {
+    let session = Arc::clone(session);
+    tokio::spawn(async move {
+        tokio::time::sleep(FLUSH_AFTER).await;
+        if let Err(e) = session.flush_deferred() {
+            tracing::error!(
+                "cannot record the result of a served call in session {}: {e}",
+                session.id
+            );
+        }
+    });
+}
+
+/// The step as the log holds it, with its end taken from `deferred` (the
+/// run's last events, not durable yet) when it is there.
+fn step_end(session: &Session, id: &StepId, deferred: &[Event]) -> StepState {
+    let mut st = session.with_state(|s| s.steps.get(id).cloned().unwrap_or_default());
+    for e in deferred {
+        if let Event::StepSucceeded { step, .. }
+        | Event::StepFailed { step, .. }
+        | Event::StepNotStarted { step, .. }
+        | Event::StepSkipped { step, .. } = e
+            && step == id
+        {
+            st.end(e);
+        }
+    }
+    st
 }
 
 impl ServerHandler for Proxy {

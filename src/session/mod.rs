@@ -4,6 +4,7 @@
 //! state is a fold over events; views subscribe to the records as they land.
 
 mod checkpoint;
+mod deferred;
 mod derived;
 pub use derived::UNSIGNED_PIN;
 mod describe;
@@ -51,7 +52,9 @@ pub use search::{Found, Query};
 pub use state::{
     Message, RESULTS_KEPT, Role, SeenResult, SessionState, Spend, StepState, StepStatus,
 };
-pub use store::{GENESIS, Record, SessionId, SessionSummary, Store, StoreError, link_hash};
+pub use store::{
+    GENESIS, Prepared, Record, SessionId, SessionSummary, Store, StoreError, link_hash,
+};
 pub use verify::{ChainReport, Verification};
 
 /// A live session: appends events durably, folds them, and tells listeners.
@@ -71,6 +74,9 @@ pub struct Session {
     /// The newest of this session's records folded here: what other
     /// processes wrote after it is taken in by `take_in_others`.
     seen: std::sync::atomic::AtomicI64,
+    /// Events that happened but are not durable yet (see `defer`): they
+    /// go first into the session's next commit.
+    deferred: Mutex<Prepared>,
 }
 
 impl Session {
@@ -132,6 +138,7 @@ impl Session {
             lease,
             order: Mutex::new(()),
             seen: std::sync::atomic::AtomicI64::new(seen),
+            deferred: Mutex::new(Prepared::default()),
         }
     }
 
@@ -194,23 +201,39 @@ impl Session {
     /// Store the event, then fold it, then tell listeners. If storing fails
     /// the event did not happen: the caller must not act on it.
     pub fn record(&self, event: Event) -> Result<Record, StoreError> {
-        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        let record = self.store.append(&self.id, &self.actor, &event)?;
-        self.landed(&record);
-        Ok(record)
+        self.record_all(std::slice::from_ref(&event))?
+            .pop()
+            .ok_or_else(|| StoreError::NoSuchSession(self.id.to_string()))
     }
 
-    /// As `record`, for several events made durable together.
+    /// As `record`, for several events made durable together. Events the
+    /// session deferred go first, in the same commit; the records returned
+    /// are those of `events`.
     pub fn record_all(&self, events: &[Event]) -> Result<Vec<Record>, StoreError> {
-        if events.is_empty() {
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let earlier = self.take_deferred();
+        if events.is_empty() && earlier.is_empty() {
             return Ok(Vec::new());
         }
-        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        let records = self.store.append_all(&self.id, &self.actor, events)?;
+        let kept = (!earlier.is_empty()).then(|| earlier.clone());
+        let written = self.store.prepare(events).and_then(|fresh| {
+            let mut batch = earlier;
+            batch.extend(fresh);
+            self.store.append_prepared(&self.id, &self.actor, batch)
+        });
+        let mut records = match written {
+            Ok(records) => records,
+            Err(e) => {
+                if let Some(kept) = kept {
+                    self.put_back(kept);
+                }
+                return Err(e);
+            }
+        };
         for r in &records {
             self.landed(r);
         }
-        Ok(records)
+        Ok(records.split_off(records.len().saturating_sub(events.len())))
     }
 
     fn landed(&self, record: &Record) {
@@ -254,6 +277,15 @@ impl Drop for Session {
     /// Letting go of a session is recorded; the lock itself goes with the
     /// lease (and with the process, however it ends).
     fn drop(&mut self) {
+        let deferred = self.take_deferred();
+        if !deferred.is_empty()
+            && let Err(e) = self.store.append_prepared(&self.id, &self.actor, deferred)
+        {
+            tracing::error!(
+                "cannot record the last events of session {} (a served call's result): {e}",
+                self.id
+            );
+        }
         if let Some(lease) = &self.lease {
             let released = Event::LeaseReleased {
                 pid: lease.holder.pid,

@@ -65,6 +65,43 @@ impl StepState {
     pub fn status(&self) -> StepStatus {
         self.status.unwrap_or(StepStatus::Pending)
     }
+
+    /// Take in how the step ended (succeeded, failed, not started,
+    /// skipped); any other event leaves it as it is.
+    pub fn end(&mut self, event: &Event) {
+        match event {
+            Event::StepSucceeded {
+                output,
+                duration_ms,
+                ..
+            } => {
+                self.status = Some(StepStatus::Succeeded);
+                self.output = Some(output.clone());
+                self.duration_ms = Some(*duration_ms);
+            }
+            Event::StepFailed {
+                error,
+                output,
+                duration_ms,
+                ..
+            } => {
+                self.status = Some(StepStatus::Failed);
+                self.error = Some(error.clone());
+                self.output = output.clone();
+                self.duration_ms = Some(*duration_ms);
+            }
+            Event::StepNotStarted { reason, .. } => {
+                self.status = Some(StepStatus::NotStarted);
+                self.error = Some(reason.clone());
+                self.progress = None;
+            }
+            Event::StepSkipped { reason, .. } => {
+                self.status = Some(StepStatus::Skipped);
+                self.skipped_reason = Some(reason.clone());
+            }
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -243,15 +280,8 @@ impl SessionState {
             Event::StepProgress { step, progress } => {
                 self.step_mut(step).progress = Some(progress.clone());
             }
-            Event::StepSucceeded {
-                step,
-                output,
-                duration_ms,
-            } => {
-                let s = self.step_mut(step);
-                s.status = Some(StepStatus::Succeeded);
-                s.output = Some(output.clone());
-                s.duration_ms = Some(*duration_ms);
+            Event::StepSucceeded { step, output, .. } => {
+                self.step_mut(step).end(&record.event);
                 if let Some(tool) = self.plan.as_ref().and_then(|p| p.step(step)) {
                     let tool = tool.tool.clone();
                     if self.results.len() == RESULTS_KEPT {
@@ -264,29 +294,9 @@ impl SessionState {
                     });
                 }
             }
-            Event::StepFailed {
-                step,
-                error,
-                output,
-                duration_ms,
-            } => {
-                let s = self.step_mut(step);
-                s.status = Some(StepStatus::Failed);
-                s.error = Some(error.clone());
-                s.output = output.clone();
-                s.duration_ms = Some(*duration_ms);
-            }
-            Event::StepNotStarted { step, reason } => {
-                let s = self.step_mut(step);
-                s.status = Some(StepStatus::NotStarted);
-                s.error = Some(reason.clone());
-                s.progress = None;
-            }
-            Event::StepSkipped { step, reason } => {
-                let s = self.step_mut(step);
-                s.status = Some(StepStatus::Skipped);
-                s.skipped_reason = Some(reason.clone());
-            }
+            Event::StepFailed { step, .. }
+            | Event::StepNotStarted { step, .. }
+            | Event::StepSkipped { step, .. } => self.step_mut(step).end(&record.event),
             Event::StepRetrying { step, attempt, .. } => {
                 self.step_mut(step).retries = *attempt;
             }

@@ -105,6 +105,31 @@ impl StoreError {
     }
 }
 
+/// Events made ready to append (see `Store::prepare`): each redacted, with
+/// the JSON body its hash covers.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared(Vec<(Event, String)>);
+
+impl Prepared {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The events as they will be stored.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.0.iter().map(|(e, _)| e)
+    }
+
+    /// `later`'s events after these.
+    pub fn extend(&mut self, later: Prepared) {
+        self.0.extend(later.0);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Record {
     pub seq: i64,
@@ -644,9 +669,14 @@ impl Store {
         actor: &str,
         events: &[Event],
     ) -> Result<Vec<Record>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
+        let prepared = self.prepare(events)?;
+        self.append_prepared(session, actor, prepared)
+    }
+
+    /// Events as they will be stored: cut to the size limits and redacted,
+    /// each with its body. What a caller shows of an event it has not
+    /// appended yet must come from here, never from the event as made.
+    pub fn prepare(&self, events: &[Event]) -> Result<Prepared, StoreError> {
         let redactor = self.redactor();
         let redacted = events
             .iter()
@@ -655,6 +685,20 @@ impl Store {
                 None => redactor.event(e),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(Prepared(redacted))
+    }
+
+    /// As `append_all`, for events already prepared.
+    pub fn append_prepared(
+        &self,
+        session: &SessionId,
+        actor: &str,
+        prepared: Prepared,
+    ) -> Result<Vec<Record>, StoreError> {
+        let Prepared(redacted) = prepared;
+        if redacted.is_empty() {
+            return Ok(Vec::new());
+        }
         if let Some(pg) = &self.pg {
             if let Some(f) = self.fault() {
                 return Err(StoreError::Fault(f));

@@ -1,0 +1,160 @@
+//! Events recorded with the session's next commit rather than their own.
+//!
+//! A served call is recorded before it is made, in one commit. Its result
+//! then goes back to the client at once and is made durable with whatever
+//! the session records next (in a tight loop, the next call's start), or
+//! by the flush its caller arranges a moment later, or as the session
+//! ends. So a call costs one commit on its path instead of two. What is
+//! given up: a process killed in that moment leaves the call on record as
+//! started with no result, which reads as an interrupted step, the same as
+//! a kill during the call itself. The events are prepared (cut and
+//! redacted) when deferred, so what the client is shown is what the log
+//! will hold.
+
+use super::{Event, Prepared, Session, StoreError};
+
+impl Session {
+    /// Keep `events` for the session's next commit. Returns them as they
+    /// will be stored, and whether none were waiting before: the caller
+    /// that gets `true` arranges a `flush_deferred` soon.
+    pub fn defer(&self, events: &[Event]) -> Result<(Vec<Event>, bool), StoreError> {
+        let prepared = self.store.prepare(events)?;
+        let shown = prepared.events().cloned().collect();
+        let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        let first = deferred.is_empty();
+        deferred.extend(prepared);
+        Ok((shown, first))
+    }
+
+    /// Make what is deferred durable now (nothing if none is).
+    pub fn flush_deferred(&self) -> Result<(), StoreError> {
+        self.record_all(&[]).map(drop)
+    }
+
+    /// How many events wait for the next commit.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.lock().map(|d| d.len()).unwrap_or_default()
+    }
+
+    pub(super) fn take_deferred(&self) -> Prepared {
+        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Events taken for a commit that failed: ahead of any deferred since.
+    pub(super) fn put_back(&self, mut earlier: Prepared) {
+        let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        earlier.extend(std::mem::take(&mut *deferred));
+        *deferred = earlier;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::{Event, Redactor, Session, Store};
+
+    fn note(text: &str) -> Event {
+        Event::Note { text: text.into() }
+    }
+
+    /// The notes on record for the session, in chain order.
+    fn stored_notes(store: &Store, session: &Session) -> Vec<String> {
+        store
+            .events(&session.id)
+            .expect("events")
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::Note { text } => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn started() -> (tempfile::TempDir, Arc<Store>, Arc<Session>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("t.db")).expect("open"));
+        let session =
+            Session::start(Arc::clone(&store), "alice", "offline", "test").expect("start");
+        (dir, store, session)
+    }
+
+    #[test]
+    fn deferred_events_go_first_into_the_next_commit() {
+        let (_dir, store, session) = started();
+        let (shown, first) = session.defer(&[note("call-1 ended")]).expect("defer");
+        assert!(first, "nothing was waiting before");
+        assert_eq!(shown, vec![note("call-1 ended")]);
+        let (_, first) = session.defer(&[note("run finished")]).expect("defer");
+        assert!(!first, "a flush is already due");
+        assert!(stored_notes(&store, &session).is_empty(), "not durable yet");
+        assert_eq!(session.deferred_len(), 2);
+        let folded = session.with_state(|s| s.events);
+
+        let record = session.record(note("call-2 started")).expect("record");
+        assert_eq!(
+            record.event,
+            note("call-2 started"),
+            "the caller's own record"
+        );
+        assert_eq!(
+            stored_notes(&store, &session),
+            ["call-1 ended", "run finished", "call-2 started"]
+        );
+        assert_eq!(session.deferred_len(), 0);
+        assert_eq!(
+            session.with_state(|s| s.events),
+            folded + 3,
+            "all three folded"
+        );
+        assert!(
+            matches!(
+                store.verify().expect("verify"),
+                super::super::ChainReport::Whole { .. }
+            ),
+            "the chain is whole"
+        );
+    }
+
+    #[test]
+    fn a_flush_or_the_end_of_the_session_makes_them_durable() {
+        let (_dir, store, session) = started();
+        session.flush_deferred().expect("nothing to flush is fine");
+        session.defer(&[note("flushed")]).expect("defer");
+        session.flush_deferred().expect("flush");
+        assert_eq!(stored_notes(&store, &session), ["flushed"]);
+
+        session.defer(&[note("left at the end")]).expect("defer");
+        let id = session.id.clone();
+        drop(session);
+        let kinds: Vec<&str> = store
+            .events(&id)
+            .expect("events")
+            .iter()
+            .map(|r| r.event.kind())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .take(2)
+            .collect();
+        assert_eq!(kinds, ["lease_released", "note"], "deferred, then released");
+    }
+
+    #[test]
+    fn what_is_shown_of_a_deferred_event_is_redacted() {
+        let (_dir, store, session) = started();
+        store.set_redactor(Redactor::new(&["password".into()], &[]).expect("redactor"));
+        let (shown, _) = session
+            .defer(&[note("connect with password=hunter2")])
+            .expect("defer");
+        let Event::Note { text } = &shown[0] else {
+            panic!("{shown:?}")
+        };
+        assert!(
+            !text.contains("hunter2") && text.contains("[redacted]"),
+            "{text}"
+        );
+        session.flush_deferred().expect("flush");
+        assert_eq!(stored_notes(&store, &session), std::slice::from_ref(text));
+    }
+}
