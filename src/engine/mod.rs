@@ -161,9 +161,9 @@ impl Run<'_> {
 #[derive(Debug, Default)]
 pub struct Ended {
     pub events: Vec<Event>,
-    /// Nothing else was waiting: the caller should arrange a
-    /// `Session::flush_deferred` soon.
-    pub flush_due: bool,
+    /// When they start a new batch of deferred events: the caller
+    /// arranges a `Session::flush_deferred` of it soon.
+    pub flush: Option<crate::session::Ticket>,
 }
 
 /// Where a run starts.
@@ -528,14 +528,8 @@ impl Engine {
         }
         run.pending.push(Event::RunFinished { outcome, summary });
         if defer_end {
-            let (end, first) = run.session.defer(&run.pending)?;
-            return Ok((
-                outcome,
-                Ended {
-                    events: end,
-                    flush_due: first,
-                },
-            ));
+            let (events, flush) = run.session.defer(&run.pending)?;
+            return Ok((outcome, Ended { events, flush }));
         }
         run.flush()?;
         Ok((outcome, Ended::default()))

@@ -482,8 +482,8 @@ impl Proxy {
             let _ = relay.await;
         }
         let (_, ended) = ran?;
-        if ended.flush_due {
-            flush_soon(&session);
+        if let Some(batch) = ended.flush {
+            flush_soon(&session, batch);
         }
         let end = step_end(&session, &id, &ended.events);
         if let Some(task) = end.output.as_ref().and_then(|o| o.task.clone()) {
@@ -608,11 +608,11 @@ const FLUSH_AFTER: Duration = Duration::from_millis(2);
 
 /// Make the session's deferred events durable shortly, unless a commit
 /// takes them first.
-fn flush_soon(session: &Arc<Session>) {
+fn flush_soon(session: &Arc<Session>, batch: crate::session::Ticket) {
     let session = Arc::clone(session);
     tokio::spawn(async move {
         tokio::time::sleep(FLUSH_AFTER).await;
-        if let Err(e) = session.flush_deferred() {
+        if let Err(e) = session.flush_deferred(batch) {
             tracing::error!(
                 "cannot record the result of a served call in session {}: {e}",
                 session.id

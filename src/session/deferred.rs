@@ -13,38 +13,68 @@
 
 use super::{Event, Prepared, Session, StoreError};
 
+/// What waits for the session's next commit, and how many batches of it
+/// were taken so far (a flush arranged for one batch leaves the next alone).
+#[derive(Debug, Default)]
+pub(super) struct Deferred {
+    events: Prepared,
+    taken: u64,
+}
+
+/// A batch of deferred events, for the one flush arranged for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 impl Session {
     /// Keep `events` for the session's next commit. Returns them as they
-    /// will be stored, and whether none were waiting before: the caller
-    /// that gets `true` arranges a `flush_deferred` soon.
-    pub fn defer(&self, events: &[Event]) -> Result<(Vec<Event>, bool), StoreError> {
+    /// will be stored, and, when none were waiting before, the batch they
+    /// start: its caller arranges a `flush_deferred` of it soon.
+    pub fn defer(&self, events: &[Event]) -> Result<(Vec<Event>, Option<Ticket>), StoreError> {
         let prepared = self.store.prepare(events)?;
         let shown = prepared.events().cloned().collect();
         let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
-        let first = deferred.is_empty();
-        deferred.extend(prepared);
-        Ok((shown, first))
+        let ticket = deferred.events.is_empty().then_some(Ticket(deferred.taken));
+        deferred.events.extend(prepared);
+        Ok((shown, ticket))
     }
 
-    /// Make what is deferred durable now (nothing if none is).
-    pub fn flush_deferred(&self) -> Result<(), StoreError> {
-        self.record_all(&[]).map(drop)
+    /// Make the batch `ticket` names durable now, unless a commit took it
+    /// already: then what waits is a later batch, with a flush of its own.
+    pub fn flush_deferred(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = {
+            let d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+            d.taken == ticket.0 && !d.events.is_empty()
+        };
+        if waiting {
+            self.record_in_order(&order, &[])?;
+        }
+        Ok(())
     }
 
     /// How many events wait for the next commit.
     pub fn deferred_len(&self) -> usize {
-        self.deferred.lock().map(|d| d.len()).unwrap_or_default()
+        self.deferred
+            .lock()
+            .map(|d| d.events.len())
+            .unwrap_or_default()
     }
 
     pub(super) fn take_deferred(&self) -> Prepared {
-        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        if d.events.is_empty() {
+            return Prepared::default();
+        }
+        d.taken += 1;
+        std::mem::take(&mut d.events)
     }
 
-    /// Events taken for a commit that failed: ahead of any deferred since.
+    /// Events taken for a commit that failed: ahead of any deferred since,
+    /// for the session's next commit to try again.
     pub(super) fn put_back(&self, mut earlier: Prepared) {
-        let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
-        earlier.extend(std::mem::take(&mut *deferred));
-        *deferred = earlier;
+        let mut d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        earlier.extend(std::mem::take(&mut d.events));
+        d.events = earlier;
     }
 }
 
@@ -82,11 +112,11 @@ mod tests {
     #[test]
     fn deferred_events_go_first_into_the_next_commit() {
         let (_dir, store, session) = started();
-        let (shown, first) = session.defer(&[note("call-1 ended")]).expect("defer");
-        assert!(first, "nothing was waiting before");
+        let (shown, ticket) = session.defer(&[note("call-1 ended")]).expect("defer");
+        let ticket = ticket.expect("nothing was waiting before: a new batch");
         assert_eq!(shown, vec![note("call-1 ended")]);
-        let (_, first) = session.defer(&[note("run finished")]).expect("defer");
-        assert!(!first, "a flush is already due");
+        let (_, again) = session.defer(&[note("run finished")]).expect("defer");
+        assert_eq!(again, None, "the same batch, with its flush arranged");
         assert!(stored_notes(&store, &session).is_empty(), "not durable yet");
         assert_eq!(session.deferred_len(), 2);
         let folded = session.with_state(|s| s.events);
@@ -107,6 +137,16 @@ mod tests {
             folded + 3,
             "all three folded"
         );
+
+        // The flush arranged for that batch leaves a later one alone.
+        let (_, later) = session.defer(&[note("call-2 ended")]).expect("defer");
+        session.flush_deferred(ticket).expect("flush");
+        assert_eq!(session.deferred_len(), 1, "not the flush of this batch");
+        session
+            .flush_deferred(later.expect("a new batch"))
+            .expect("flush");
+        assert_eq!(session.deferred_len(), 0);
+        assert_eq!(stored_notes(&store, &session).len(), 4);
         assert!(
             matches!(
                 store.verify().expect("verify"),
@@ -119,9 +159,13 @@ mod tests {
     #[test]
     fn a_flush_or_the_end_of_the_session_makes_them_durable() {
         let (_dir, store, session) = started();
-        session.flush_deferred().expect("nothing to flush is fine");
-        session.defer(&[note("flushed")]).expect("defer");
-        session.flush_deferred().expect("flush");
+        let (_, ticket) = session.defer(&[note("flushed")]).expect("defer");
+        session
+            .flush_deferred(ticket.expect("batch"))
+            .expect("flush");
+        session
+            .flush_deferred(ticket.expect("batch"))
+            .expect("a second flush of a batch does nothing");
         assert_eq!(stored_notes(&store, &session), ["flushed"]);
 
         session.defer(&[note("left at the end")]).expect("defer");
@@ -154,7 +198,7 @@ mod tests {
             !text.contains("hunter2") && text.contains("[redacted]"),
             "{text}"
         );
-        session.flush_deferred().expect("flush");
+        session.record_all(&[]).expect("commit");
         assert_eq!(stored_notes(&store, &session), std::slice::from_ref(text));
     }
 }

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
+pub use deferred::Ticket;
 pub use describe::{compact, describe, duration, usd};
 pub use event::{Event, Outcome};
 pub use fault::StoreFault;
@@ -76,7 +77,7 @@ pub struct Session {
     seen: std::sync::atomic::AtomicI64,
     /// Events that happened but are not durable yet (see `defer`): they
     /// go first into the session's next commit.
-    deferred: Mutex<Prepared>,
+    deferred: Mutex<deferred::Deferred>,
 }
 
 impl Session {
@@ -138,7 +139,7 @@ impl Session {
             lease,
             order: Mutex::new(()),
             seen: std::sync::atomic::AtomicI64::new(seen),
-            deferred: Mutex::new(Prepared::default()),
+            deferred: Mutex::new(deferred::Deferred::default()),
         }
     }
 
@@ -210,7 +211,16 @@ impl Session {
     /// session deferred go first, in the same commit; the records returned
     /// are those of `events`.
     pub fn record_all(&self, events: &[Event]) -> Result<Vec<Record>, StoreError> {
-        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        self.record_in_order(&order, events)
+    }
+
+    /// `record_all`'s work, with the order lock held.
+    fn record_in_order(
+        &self,
+        _order: &std::sync::MutexGuard<'_, ()>,
+        events: &[Event],
+    ) -> Result<Vec<Record>, StoreError> {
         let earlier = self.take_deferred();
         if events.is_empty() && earlier.is_empty() {
             return Ok(Vec::new());
@@ -242,7 +252,10 @@ impl Session {
         if let Ok(mut state) = self.state.lock() {
             state.apply(record);
         }
-        let _ = self.records.send(record.clone());
+        // Most served sessions have no one listening: no copy for no one.
+        if self.records.receiver_count() > 0 {
+            let _ = self.records.send(record.clone());
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Record> {
