@@ -404,7 +404,21 @@ async fn a_calls_result_is_recorded_with_the_next_call_or_soon_after() {
             assert!(succeeded(n) < started(n + 1), "{:?}", kinds(&records));
         }
     }
+    // A client that leaves at once after a call: its end is written as
+    // opsbot serve closes the session.
+    let r = call(&client, "registry.list_tags", json!({"service": "catalog"})).await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
     client.cancel().await.expect("close");
+    let (_, records) = served_session(&home);
+    assert_eq!(ends(&records), 4, "{:?}", kinds(&records));
+    let released = position(&records, |e| matches!(e, Event::LeaseReleased { .. }))
+        .unwrap_or_else(|| panic!("released: {:?}", kinds(&records)));
+    let ended = position(
+        &records,
+        |e| matches!(e, Event::StepSucceeded { step, .. } if step.as_str() == "call-4"),
+    )
+    .unwrap_or_else(|| panic!("call-4 ended: {:?}", kinds(&records)));
+    assert!(ended < released, "{:?}", kinds(&records));
     assert!(matches!(
         home.store().verify().expect("verify"),
         ChainReport::Whole { .. }

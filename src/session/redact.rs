@@ -89,12 +89,23 @@ impl Redactor {
     /// Whether a value under this key is a secret: the key is a configured
     /// name or ends with `_name` (`github_token`, `x-api-key`).
     fn secret_key(&self, key: &str) -> bool {
-        let key = normalize(key);
+        // Every key of every event passes here: compared in place, as
+        // normalizing each one cost two allocations.
+        let key = key.as_bytes();
         self.keys.iter().any(|k| {
-            key == *k
-                || key
-                    .strip_suffix(k.as_str())
-                    .is_some_and(|head| head.ends_with('_'))
+            let Some(split) = key.len().checked_sub(k.len()) else {
+                return false;
+            };
+            let (head, tail) = key.split_at(split);
+            let folded = |b: u8| {
+                if b == b'-' {
+                    b'_'
+                } else {
+                    b.to_ascii_lowercase()
+                }
+            };
+            tail.iter().zip(k.as_bytes()).all(|(a, b)| folded(*a) == *b)
+                && head.last().is_none_or(|b| folded(*b) == b'_')
         })
     }
 
@@ -323,6 +334,31 @@ mod tests {
             &[r"AKIA[0-9A-Z]{16}".into()],
         )
         .expect("redactor")
+    }
+
+    #[test]
+    fn a_key_is_secret_in_any_case_with_dashes_or_as_a_suffix() {
+        let r = redactor();
+        for key in [
+            "password",
+            "PASSWORD",
+            "db-password",
+            "DB_Password",
+            "x-api-key",
+            "api-key",
+        ] {
+            assert!(r.secret_key(key), "{key}");
+        }
+        for key in [
+            "passwordless",
+            "my_password_hint",
+            "dbpassword",
+            "tokens",
+            "",
+            "_",
+        ] {
+            assert!(!r.secret_key(key), "{key}");
+        }
     }
 
     #[test]
