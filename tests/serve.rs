@@ -182,17 +182,23 @@ fn text(r: &CallToolResult) -> String {
 /// The serve session: the one whose first event after the start is the
 /// client's introduction.
 fn served_session(home: &Home) -> (SessionId, Vec<Record>) {
+    find_served_session(home).expect("no session of a served client")
+}
+
+/// As `served_session`, none if the client has none yet.
+fn find_served_session(home: &Home) -> Option<(SessionId, Vec<Record>)> {
     let store = home.store();
-    for s in store.list_sessions(20).expect("list") {
-        let records = store.events(&s.id).expect("events");
-        if records
-            .iter()
-            .any(|r| matches!(r.event, Event::ClientConnected { .. }))
-        {
-            return (s.id, records);
-        }
-    }
-    panic!("no session of a served client")
+    store
+        .list_sessions(20)
+        .expect("list")
+        .into_iter()
+        .find_map(|s| {
+            let records = store.events(&s.id).expect("events");
+            records
+                .iter()
+                .any(|r| matches!(r.event, Event::ClientConnected { .. }))
+                .then_some((s.id, records))
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,6 +425,98 @@ async fn a_calls_result_is_recorded_with_the_next_call_or_soon_after() {
     )
     .unwrap_or_else(|| panic!("call-4 ended: {:?}", kinds(&records)));
     assert!(ended < released, "{:?}", kinds(&records));
+    assert!(matches!(
+        home.store().verify().expect("verify"),
+        ChainReport::Whole { .. }
+    ));
+}
+
+/// A stop signal while a call runs: the call is cancelled downstream, and
+/// the log holds the signal and the call's end (deferred or not) before
+/// opsbot serve exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_mid_call_leaves_the_calls_end_on_record() {
+    let home = Home::new();
+    let config = home.write_config(
+        "serve.toml",
+        &format!(
+            "{CONFIG}\n[servers.k8s]\nenv = {{ OPSBOT_SANDBOX_FAULTS = \"status=slow:30000\" }}\n"
+        ),
+    );
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let peer = client.peer().clone();
+    let call = tokio::spawn(async move {
+        let Value::Object(args) = json!({"service": "checkout", "env": "dev"}) else {
+            unreachable!()
+        };
+        peer.call_tool(CallToolRequestParams::new("k8s.status").with_arguments(args))
+            .await
+    });
+    // The call is on record as started: stop opsbot serve, as a supervisor would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        let records = find_served_session(&home)
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        let started = records.iter().any(
+            |r| matches!(&r.event, Event::StepStarted { step, .. } if step.as_str() == "call-1"),
+        );
+        let pid = records.iter().find_map(|r| match &r.event {
+            Event::SessionLeased { holder, .. } => Some(holder.pid),
+            _ => None,
+        });
+        if let (true, Some(pid)) = (started, pid) {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            kinds(&records)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Whatever the client got (a cancelled result or a closed connection),
+    // it got it long before the slow call would have ended.
+    let _ = tokio::time::timeout(Duration::from_secs(25), call)
+        .await
+        .expect("the call ends with the stop");
+    let _ = client.cancel().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let (_, records) = served_session(&home);
+        if records
+            .iter()
+            .any(|r| matches!(r.event, Event::LeaseReleased { .. }))
+            || std::time::Instant::now() > deadline
+        {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let at = |f: &dyn Fn(&Event) -> bool| {
+        position(&records, f).unwrap_or_else(|| panic!("{:?}", kinds(&records)))
+    };
+    let signal = at(&|e| matches!(e, Event::Note { text } if text.starts_with("SIGTERM received")));
+    let ended = at(
+        &|e| matches!(e, Event::StepFailed { step, .. } | Event::StepNotStarted { step, .. } if step.as_str() == "call-1"),
+    );
+    let finished = at(
+        &|e| matches!(e, Event::RunFinished { outcome, .. } if *outcome == opsbot::session::Outcome::Cancelled),
+    );
+    let released = at(&|e| matches!(e, Event::LeaseReleased { .. }));
+    assert!(
+        signal < ended && ended < finished && finished < released,
+        "{:?}",
+        kinds(&records)
+    );
     assert!(matches!(
         home.store().verify().expect("verify"),
         ChainReport::Whole { .. }

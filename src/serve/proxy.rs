@@ -217,25 +217,37 @@ impl Proxy {
         let _flight = rt.in_flight();
         self.introduced(&ctx);
         let session = self.session(&ctx.peer)?;
-        let (client, _) = self.client(&ctx.peer);
         // The client's cancellation, or opsbot being asked to stop (which
-        // the session records first), cancels the call.
+        // the session records first), cancels the call; the call goes on
+        // to record how it ended.
         let cancel = ctx.ct.child_token();
-        {
-            let (rt, session, cancel) = (Arc::clone(&rt), Arc::clone(&session), cancel.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = rt.stopping.cancelled() => {
-                        let why = rt.stop_reason().unwrap_or_else(|| "a stop signal".into());
-                        if let Err(e) = session.record(crate::signals::stop_note(&why)) {
-                            tracing::error!("cannot record {why}: {e}");
-                        }
-                        cancel.cancel();
-                    }
-                    () = cancel.cancelled() => {}
-                }
-            });
+        let stop = async {
+            rt.stopping.cancelled().await;
+            let why = rt.stop_reason().unwrap_or_else(|| "a stop signal".into());
+            if let Err(e) = session.record(crate::signals::stop_note(&why)) {
+                tracing::error!("cannot record {why}: {e}");
+            }
+            cancel.cancel();
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        tokio::select! {
+            biased;
+            answer = self.governed_call(request, ctx, &rt, &session, cancel.clone()) => answer,
+            never = stop => match never {},
         }
+    }
+
+    /// A call as `call` describes it, with its stop watched by `call`.
+    async fn governed_call(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+        rt: &Arc<Runtime>,
+        session: &Arc<Session>,
+        cancel: CancellationToken,
+    ) -> Result<CallToolResponse, McpError> {
+        let (rt, session) = (Arc::clone(rt), Arc::clone(session));
+        let (client, _) = self.client(&ctx.peer);
         rt.servers.wait_settled().await;
         let catalog = rt.servers.catalog();
         let Some(tool) = self.naming().resolve(&request.name, &catalog) else {
@@ -446,7 +458,7 @@ impl Proxy {
         // Relay the step's progress until the run is over: every progress
         // event is told before the call is answered.
         let run_over = CancellationToken::new();
-        let progress = ctx.meta.get_progress_token().map(|token| {
+        let relay = ctx.meta.get_progress_token().map(|token| {
             relay_progress(
                 &session,
                 ctx.peer.clone(),
@@ -464,23 +476,27 @@ impl Proxy {
         // the session's next commit and the client answered from it as it
         // will be stored: one commit on the call's path, not two (see
         // session/deferred.rs).
-        let ran = rt
-            .run_deferring_end(
-                &session,
-                &plan,
-                &decisions,
-                &approvals,
-                cancel.clone(),
-                start,
-            )
-            .await
-            .map_err(internal);
-        if let Some(relay) = progress {
+        let run = async {
+            let ran = rt
+                .run_deferring_end(
+                    &session,
+                    &plan,
+                    &decisions,
+                    &approvals,
+                    cancel.clone(),
+                    start,
+                )
+                .await
+                .map_err(internal);
             // Its progress events were all told to the session's listeners
             // as they were recorded: the relay passes them on, then ends.
             run_over.cancel();
-            let _ = relay.await;
-        }
+            ran
+        };
+        let ran = match relay {
+            Some(relay) => tokio::join!(run, relay).0,
+            None => run.await,
+        };
         let (_, ended) = ran?;
         if let Some(batch) = ended.flush {
             flush_soon(&session, batch);
@@ -564,9 +580,10 @@ fn relay_progress(
     token: rmcp::model::ProgressToken,
     id: StepId,
     run_over: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+) -> impl std::future::Future<Output = ()> {
+    // Subscribed now, before the run records anything.
     let mut records = session.subscribe();
-    tokio::spawn(async move {
+    async move {
         loop {
             // Biased: what was recorded before the run was over is passed
             // on before its end is noticed.
@@ -598,7 +615,7 @@ fn relay_progress(
                 _ => {}
             }
         }
-    })
+    }
 }
 
 /// How long a served call's deferred end may wait for the session's next
