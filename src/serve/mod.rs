@@ -3,6 +3,7 @@
 //! approvals, engine and audit log as in the app.
 
 mod approval;
+mod ending;
 mod features;
 mod forward;
 mod mrtr;

@@ -16,9 +16,10 @@ use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
 
 use super::approval::{self, Granted, Refused};
+use super::ending::{flush_soon, relay_progress, step_end};
 use super::names;
 use crate::engine::Approvals;
-use crate::plan::{Plan, Step, StepId};
+use crate::plan::{Plan, Step};
 use crate::policy::{Decision, args_hash};
 use crate::runtime::{Planned, Runtime};
 use crate::session::{Event, Outcome, Session, StepState, StepStatus};
@@ -570,89 +571,6 @@ impl Proxy {
             }
         }
     }
-}
-
-/// Pass a step's progress events to the client as they are recorded,
-/// until the step ends or `run_over` is cancelled with none left to pass.
-fn relay_progress(
-    session: &Session,
-    peer: Peer<RoleServer>,
-    token: rmcp::model::ProgressToken,
-    id: StepId,
-    run_over: CancellationToken,
-) -> impl std::future::Future<Output = ()> {
-    // Subscribed now, before the run records anything.
-    let mut records = session.subscribe();
-    async move {
-        loop {
-            // Biased: what was recorded before the run was over is passed
-            // on before its end is noticed.
-            let record = tokio::select! {
-                biased;
-                r = records.recv() => match r {
-                    Ok(r) => r,
-                    Err(_) => return,
-                },
-                () = run_over.cancelled() => return,
-            };
-            match record.event {
-                Event::StepProgress { step, progress } if step == id => {
-                    let mut note = ProgressNotificationParam::new(token.clone(), progress.progress);
-                    note.total = progress.total;
-                    note.message = progress.message;
-                    if peer.notify_progress(note).await.is_err() {
-                        return;
-                    }
-                }
-                Event::StepSucceeded { step, .. }
-                | Event::StepFailed { step, .. }
-                | Event::StepNotStarted { step, .. }
-                | Event::StepSkipped { step, .. }
-                    if step == id =>
-                {
-                    return;
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// How long a served call's deferred end may wait for the session's next
-/// commit before it is flushed on its own: the window in which a killed
-/// process loses a result its client has seen.
-const FLUSH_AFTER: Duration = Duration::from_millis(2);
-
-/// Make the session's deferred events durable shortly, unless a commit
-/// takes them first.
-fn flush_soon(session: &Arc<Session>, batch: crate::session::Ticket) {
-    let session = Arc::clone(session);
-    tokio::spawn(async move {
-        tokio::time::sleep(FLUSH_AFTER).await;
-        if let Err(e) = session.flush_deferred(batch) {
-            tracing::error!(
-                "cannot record the result of a served call in session {}: {e}",
-                session.id
-            );
-        }
-    });
-}
-
-/// The step as the log holds it, with its end taken from `deferred` (the
-/// run's last events, not durable yet) when it is there.
-fn step_end(session: &Session, id: &StepId, deferred: &[Event]) -> StepState {
-    let mut st = session.with_state(|s| s.steps.get(id).cloned().unwrap_or_default());
-    for e in deferred {
-        if let Event::StepSucceeded { step, .. }
-        | Event::StepFailed { step, .. }
-        | Event::StepNotStarted { step, .. }
-        | Event::StepSkipped { step, .. } = e
-            && step == id
-        {
-            st.end(e);
-        }
-    }
-    st
 }
 
 impl ServerHandler for Proxy {

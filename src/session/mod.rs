@@ -290,22 +290,25 @@ impl Drop for Session {
     /// Letting go of a session is recorded; the lock itself goes with the
     /// lease (and with the process, however it ends).
     fn drop(&mut self) {
-        let deferred = self.take_deferred();
-        if !deferred.is_empty()
-            && let Err(e) = self.store.append_prepared(&self.id, &self.actor, deferred)
-        {
-            tracing::error!(
-                "cannot record the last events of session {} (a served call's result): {e}",
-                self.id
-            );
-        }
+        // What was deferred (a served call's end) and the release, in one
+        // commit.
+        let mut last = self.take_deferred();
         if let Some(lease) = &self.lease {
             let released = Event::LeaseReleased {
                 pid: lease.holder.pid,
             };
-            if let Err(e) = self.store.append(&self.id, &self.actor, &released) {
-                tracing::warn!("cannot record the release of session {}: {e}", self.id);
+            match self.store.prepare(&[released]) {
+                Ok(released) => last.extend(released),
+                Err(e) => tracing::warn!("cannot record the release of session {}: {e}", self.id),
             }
+        }
+        if !last.is_empty()
+            && let Err(e) = self.store.append_prepared(&self.id, &self.actor, last)
+        {
+            tracing::error!(
+                "cannot record the end of session {} (its last results, the release of its lease): {e}",
+                self.id
+            );
         }
     }
 }
