@@ -287,10 +287,11 @@ impl Driver {
                 cancel,
                 crate::engine::Start {
                     done,
-                    unrecorded: Vec::new(),
+                    ..Default::default()
                 },
             )
             .await
+            .map(|(outcome, _)| outcome)
     }
 
     /// Continue a resumed session's unfinished plan; its steps wait for

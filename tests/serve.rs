@@ -185,6 +185,21 @@ fn served_session(home: &Home) -> (SessionId, Vec<Record>) {
     find_served_session(home).expect("no session of a served client")
 }
 
+/// The served session's records once `until` holds of them, read every
+/// 20 ms; after 30 s the last read, for the caller's assertions to explain.
+async fn served_records_when(home: &Home, until: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = find_served_session(home)
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        if until(&records) || std::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// As `served_session`, none if the client has none yet.
 fn find_served_session(home: &Home) -> Option<(SessionId, Vec<Record>)> {
     let store = home.store();
@@ -382,14 +397,7 @@ async fn a_calls_result_is_recorded_with_the_next_call_or_soon_after() {
             .filter(|r| matches!(r.event, Event::RunFinished { .. }))
             .count()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let records = loop {
-        let (_, records) = served_session(&home);
-        if ends(&records) == 3 || std::time::Instant::now() > deadline {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let records = served_records_when(&home, |r| ends(r) == 3).await;
     assert_eq!(ends(&records), 3, "{:?}", kinds(&records));
     // Each call's end precedes the next call's start, and follows its own.
     let started = |n: u32| {
@@ -456,28 +464,20 @@ async fn a_stop_signal_mid_call_leaves_the_calls_end_on_record() {
             .await
     });
     // The call is on record as started: stop opsbot serve, as a supervisor would.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let pid = loop {
-        let records = find_served_session(&home)
-            .map(|(_, r)| r)
-            .unwrap_or_default();
-        let started = records.iter().any(
+    let started = |records: &[Record]| {
+        records.iter().any(
             |r| matches!(&r.event, Event::StepStarted { step, .. } if step.as_str() == "call-1"),
-        );
-        let pid = records.iter().find_map(|r| match &r.event {
+        )
+    };
+    let leased_by = |records: &[Record]| {
+        records.iter().find_map(|r| match &r.event {
             Event::SessionLeased { holder, .. } => Some(holder.pid),
             _ => None,
-        });
-        if let (true, Some(pid)) = (started, pid) {
-            break pid;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            kinds(&records)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        })
     };
+    let records = served_records_when(&home, |r| started(r) && leased_by(r).is_some()).await;
+    assert!(started(&records), "{:?}", kinds(&records));
+    let pid = leased_by(&records).unwrap_or_else(|| panic!("{:?}", kinds(&records)));
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -489,18 +489,11 @@ async fn a_stop_signal_mid_call_leaves_the_calls_end_on_record() {
         .await
         .expect("the call ends with the stop");
     let _ = client.cancel().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let records = loop {
-        let (_, records) = served_session(&home);
-        if records
-            .iter()
+    let records = served_records_when(&home, |r| {
+        r.iter()
             .any(|r| matches!(r.event, Event::LeaseReleased { .. }))
-            || std::time::Instant::now() > deadline
-        {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let at = |f: &dyn Fn(&Event) -> bool| {
         position(&records, f).unwrap_or_else(|| panic!("{:?}", kinds(&records)))
     };

@@ -627,10 +627,11 @@ async fn approve_and_run(
             cancel.clone(),
             opsbot::engine::Start {
                 done,
-                unrecorded: Vec::new(),
+                ..Default::default()
             },
         )
-        .await?;
+        .await?
+        .0;
     if let Some(printer) = printer {
         let _ = printer.await;
     }

@@ -175,6 +175,11 @@ pub struct Start {
     /// Events not on record yet (a proposal), recorded in the commit that
     /// starts the first step, ahead of it.
     pub unrecorded: Vec<Event>,
+    /// Defer the run's last events (its steps' ends and its finish) to the
+    /// session's next commit (see `Session::defer`) and return them as
+    /// they will be stored: a served call answers from them without
+    /// waiting on a second commit.
+    pub defer_end: bool,
 }
 
 pub struct Engine {
@@ -225,10 +230,12 @@ impl Engine {
             Start::default(),
         )
         .await
+        .map(|(outcome, _)| outcome)
     }
 
-    /// As `run`, from `start`: steps that finished before, and events not
-    /// on record yet.
+    /// As `run`, from `start`: steps that finished before, events not on
+    /// record yet, and where the run's end goes. The end is returned when
+    /// it was deferred (else it is on record, and `Ended` is empty).
     pub async fn run_from(
         &self,
         session: &Arc<Session>,
@@ -237,42 +244,11 @@ impl Engine {
         approvals: &Approvals,
         cancel: CancellationToken,
         start: Start,
-    ) -> Result<Outcome, StoreError> {
-        let run = self.run_inner(session, plan, decisions, approvals, cancel, start, false);
-        run.await.map(|(outcome, _)| outcome)
-    }
-
-    /// As `run_from`, but the run's last events (its steps' ends and its
-    /// finish) are deferred to the session's next commit (see
-    /// `Session::defer`) and returned as they will be stored: a served call
-    /// answers from them without waiting on a second commit.
-    pub async fn run_deferring_end(
-        &self,
-        session: &Arc<Session>,
-        plan: &Plan,
-        decisions: &HashMap<StepId, Decision>,
-        approvals: &Approvals,
-        cancel: CancellationToken,
-        start: Start,
-    ) -> Result<(Outcome, Ended), StoreError> {
-        self.run_inner(session, plan, decisions, approvals, cancel, start, true)
-            .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_inner(
-        &self,
-        session: &Arc<Session>,
-        plan: &Plan,
-        decisions: &HashMap<StepId, Decision>,
-        approvals: &Approvals,
-        cancel: CancellationToken,
-        start: Start,
-        defer_end: bool,
     ) -> Result<(Outcome, Ended), StoreError> {
         let Start {
             done,
             unrecorded: before,
+            defer_end,
         } = start;
         // The proposal, when it is not on record yet, defines the plan.
         let planned_defs = before

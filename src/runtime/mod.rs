@@ -1222,27 +1222,10 @@ impl Runtime {
         approvals: &Approvals,
         cancel: tokio_util::sync::CancellationToken,
         start: crate::engine::Start,
-    ) -> Result<Outcome, StoreError> {
-        let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
-        self.engine()
-            .run_from(session, plan, &decisions, approvals, cancel, start)
-            .await
-    }
-
-    /// As `run_from`, with the run's last events deferred to the session's
-    /// next commit (see `Engine::run_deferring_end`).
-    pub async fn run_deferring_end(
-        &self,
-        session: &Arc<Session>,
-        plan: &Plan,
-        decisions: &[(StepId, Decision)],
-        approvals: &Approvals,
-        cancel: tokio_util::sync::CancellationToken,
-        start: crate::engine::Start,
     ) -> Result<(Outcome, crate::engine::Ended), StoreError> {
         let decisions: HashMap<StepId, Decision> = decisions.iter().cloned().collect();
         self.engine()
-            .run_deferring_end(session, plan, &decisions, approvals, cancel, start)
+            .run_from(session, plan, &decisions, approvals, cancel, start)
             .await
     }
 
@@ -1258,6 +1241,7 @@ impl Runtime {
         let start = crate::engine::Start::default();
         self.run_from(session, plan, decisions, approvals, cancel, start)
             .await
+            .map(|(outcome, _)| outcome)
     }
 }
 

@@ -468,18 +468,19 @@ impl Proxy {
                 run_over.clone(),
             )
         });
-        let start = crate::engine::Start {
-            done: HashMap::new(),
-            unrecorded,
-        };
-        let approvals = Approvals::Fixed(approved);
         // The call is on record before it is made. Its end is deferred to
         // the session's next commit and the client answered from it as it
         // will be stored: one commit on the call's path, not two (see
         // session/deferred.rs).
+        let start = crate::engine::Start {
+            done: HashMap::new(),
+            unrecorded,
+            defer_end: true,
+        };
+        let approvals = Approvals::Fixed(approved);
         let run = async {
             let ran = rt
-                .run_deferring_end(
+                .run_from(
                     &session,
                     &plan,
                     &decisions,
