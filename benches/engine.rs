@@ -1,8 +1,10 @@
 //! The orchestrator's cost, measured side by side in one run
 //! (`cargo bench --bench engine`):
 //! - governed call overhead: the same sandbox tool called straight through
-//!   the MCP connection, against a one-step plan through the engine (policy
-//!   check, audit writes to SQLite, the call), median and p99;
+//!   the MCP connection, against a chain of calls through the engine
+//!   (policy re-check, each call journaled before it is made and committed
+//!   to SQLite behind, the call), median and p99;
+//! - what a call's durable record costs: a journal line against a commit;
 //! - parallel efficiency: one 200 ms step against sixteen independent ones.
 //!
 //! Under `cargo test` it runs a few iterations, as a smoke test.
@@ -52,9 +54,25 @@ fn main() {
         direct.push(start.elapsed() / CHAIN);
         governed.push(tokio.block_on(run_plan(&rt, &session, &plan)) / CHAIN);
     }
-    // Where the difference goes: the durable commit a governed call waits
-    // on. In a chain that is one transaction per call, holding the previous
-    // step's result and this step's start.
+    // What making a call durable before it is made costs: the journal
+    // line a governed call waits on (its start and the previous step's
+    // result, committed behind), against committing the same two events
+    // to SQLite, as calls did before the journal.
+    let mut ahead = Vec::new();
+    for i in 0..n {
+        let start = Instant::now();
+        session
+            .record_ahead(&[
+                opsbot::session::Event::Note {
+                    text: format!("bench {i}: a step's result"),
+                },
+                opsbot::session::Event::Note {
+                    text: format!("bench {i}: the next step's start"),
+                },
+            ])
+            .expect("journal");
+        ahead.push(start.elapsed());
+    }
     let mut commits = Vec::new();
     for i in 0..n {
         let start = Instant::now();
@@ -77,7 +95,9 @@ fn main() {
     );
 
     println!(
-        "of which the audit commit (SQLite WAL, hash chain, two events in one transaction, one per governed call): median {:.0} µs, p99 {:.0} µs",
+        "making a call durable before it is made: journaled (one write, the commit behind) median {:.0} µs, p99 {:.0} µs; a SQLite commit of the same two events median {:.0} µs, p99 {:.0} µs",
+        us(support::percentile(ahead.clone(), 0.5)),
+        us(support::percentile(ahead, 0.99)),
         us(support::percentile(commits.clone(), 0.5)),
         us(support::percentile(commits, 0.99))
     );

@@ -516,6 +516,142 @@ async fn a_stop_signal_mid_call_leaves_the_calls_end_on_record() {
     ));
 }
 
+/// A served call is durable before it is made and before its client sees
+/// the answer, with no SQLite commit on its path: here another connection
+/// holds the log's write lock all along, opsbot serve is killed right after
+/// answering, and the next opsbot on the data directory replays what it
+/// journaled, signed and chained like any commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_answered_while_the_log_is_locked_is_on_record_after_a_kill() {
+    let home = Home::new();
+    let config = home.write_config("serve.toml", CONFIG);
+    let client = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let leased_by = |records: &[Record]| {
+        records.iter().find_map(|r| match &r.event {
+            Event::SessionLeased { holder, .. } => Some(holder.pid),
+            _ => None,
+        })
+    };
+    let records = served_records_when(&home, |r| leased_by(r).is_some()).await;
+    let pid = leased_by(&records).unwrap_or_else(|| panic!("{:?}", kinds(&records)));
+    let (session, _) = find_served_session(&home).expect("the served session");
+    let Value::Object(args) = json!({"service": "checkout", "env": "dev"}) else {
+        unreachable!()
+    };
+    // The tool's first use pins its definition (a write of its own).
+    let first = client
+        .call_tool(CallToolRequestParams::new("k8s.status").with_arguments(args.clone()))
+        .await
+        .expect("first call");
+    assert_ne!(first.is_error, Some(true), "{first:?}");
+
+    let db = home.path().join("data/opsbot.db");
+    let blocker = rusqlite::Connection::open(&db).expect("open");
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("the write lock");
+    let answered = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.call_tool(CallToolRequestParams::new("k8s.status").with_arguments(args)),
+    )
+    .await
+    .expect("answered with the log locked")
+    .expect("call");
+    assert_ne!(answered.is_error, Some(true), "{answered:?}");
+    let committed: i64 = blocker
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE session_id = ?1 AND body LIKE '%call-2%'",
+            [session.as_str()],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(committed, 0, "the lock held every commit back");
+    let journals = home.path().join("data/opsbot.db.journal");
+    let journaled = std::fs::read_dir(&journals)
+        .expect("a journal")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).expect("read"))
+        .collect::<String>();
+    assert!(journaled.contains("step_started"), "{journaled}");
+
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    drop(client);
+    drop(blocker);
+    // Verification says what waits in the journal, without adding it.
+    let verify = home.run(&["audit", "verify"], &[]);
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        said.contains("journaled by an opsbot that ended") && said.contains("not in the log yet"),
+        "{said}"
+    );
+
+    // The next opsbot to start on the data directory replays the journal.
+    let again = Person::new(false)
+        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
+        .await
+        .expect("initialize");
+    let store = home.store();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records = store.events(&session).expect("events");
+        let done = records
+            .iter()
+            .filter(|r| matches!(r.event, Event::RunFinished { .. }))
+            .count()
+            == 2;
+        if done || std::time::Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = again.cancel().await;
+    let at = |f: &dyn Fn(&Event) -> bool| {
+        position(&records, f).unwrap_or_else(|| panic!("{:?}", kinds(&records)))
+    };
+    let started =
+        at(&|e| matches!(e, Event::StepStarted { step, .. } if step.as_str() == "call-2"));
+    let ended =
+        at(&|e| matches!(e, Event::StepSucceeded { step, .. } if step.as_str() == "call-2"));
+    assert!(started < ended, "{:?}", kinds(&records));
+    assert!(
+        records[ended..]
+            .iter()
+            .any(|r| matches!(r.event, Event::RunFinished { .. })),
+        "{:?}",
+        kinds(&records)
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| matches!(r.event, Event::StepStarted { .. }))
+            .count(),
+        2,
+        "replayed once: {:?}",
+        kinds(&records)
+    );
+    assert!(matches!(
+        store.verify().expect("verify"),
+        ChainReport::Whole { .. }
+    ));
+    assert!(
+        !std::fs::read_dir(&journals)
+            .expect("journals")
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{pid}-"))),
+        "the replayed journal is removed"
+    );
+}
+
 /// A client that cannot be asked waits for someone in an opsbot app on the
 /// same data directory: the approval arrives through the log, bound to the
 /// exact arguments.

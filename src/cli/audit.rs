@@ -128,9 +128,24 @@ pub fn run(
                     ..opsbot::session::Proof::default()
                 });
             let proven = proof.problems.is_empty();
+            // What a killed opsbot journaled is added by the next one to
+            // start here: not missing, and not in the log yet either.
+            let journaled = store.journaled_elsewhere().unwrap_or_else(|e| {
+                err!("cannot read the journals beside the log: {e}");
+                0
+            });
             if json {
-                super::json_out(&serde_json::json!({"chain": v, "proof": proof}))?;
+                super::json_out(&serde_json::json!({
+                    "chain": v,
+                    "proof": proof,
+                    "journaled_not_in_log": journaled,
+                }))?;
             } else {
+                if journaled > 0 {
+                    out!(
+                        "{journaled} events journaled by an opsbot that ended before committing them are not in the log yet; the next opsbot to start on this data directory (the app, run, serve or tools) adds them"
+                    );
+                }
                 match &v.report {
                     ChainReport::Whole { events } => {
                         out!(

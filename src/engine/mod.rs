@@ -146,12 +146,28 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Make the pending events durable, in one transaction.
+    /// Make the pending events durable before the run acts on them. Calls
+    /// about to be made are journaled, their commit behind them
+    /// (`Session::record_ahead`); a wait for a person is committed at
+    /// once, for other processes (an approver's app) to see.
     fn flush(&mut self) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            self.session.record_all(&self.pending)?;
+        let waits = self
+            .pending
+            .iter()
+            .any(|e| matches!(e, Event::AwaitingApproval { .. }));
+        if waits {
+            self.commit()
+        } else {
+            self.session.record_ahead(&self.pending)?;
             self.pending.clear();
+            Ok(())
         }
+    }
+
+    /// Commit the pending events, with any deferred before them.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.session.record_all(&self.pending)?;
+        self.pending.clear();
         Ok(())
     }
 }
@@ -507,7 +523,7 @@ impl Engine {
             let (events, flush) = run.session.defer(&run.pending)?;
             return Ok((outcome, Ended { events, flush }));
         }
-        run.flush()?;
+        run.commit()?;
         Ok((outcome, Ended::default()))
     }
 

@@ -359,6 +359,10 @@ impl Runtime {
             Err(e @ crate::session::SealError::Read { .. }) => return Err(e.into()),
             Err(e) => tracing::warn!("{e}"),
         }
+        // What a killed opsbot journaled and did not commit goes into the
+        // log before anything reads it to resume (signed, as the seal is
+        // set by now).
+        store.recover_journals()?;
         let audit = &config.config.audit;
         let found = crate::secrets::remember_environment(&audit.secret_env);
         tracing::info!("{found} secret-looking environment variables are redacted");

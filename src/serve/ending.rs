@@ -1,16 +1,13 @@
 //! How a served call's end reaches its client and the log: its progress
-//! relayed until the run is over, its answer taken from the end as it will
-//! be stored, and that end flushed if no commit takes it first.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! relayed until the run is over, and its answer taken from the end as it
+//! will be stored.
 
 use rmcp::model::ProgressNotificationParam;
 use rmcp::service::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::StepId;
-use crate::session::{Event, Session, StepState, Ticket};
+use crate::session::{Event, Session, StepState};
 
 /// Pass a step's progress events to the client as they are recorded,
 /// until the step ends or `run_over` is cancelled with none left to pass.
@@ -56,26 +53,6 @@ pub(super) fn relay_progress(
             }
         }
     }
-}
-
-/// How long a served call's deferred end may wait for the session's next
-/// commit before it is flushed on its own: the window in which a killed
-/// process loses a result its client has seen.
-const FLUSH_AFTER: Duration = Duration::from_millis(2);
-
-/// Make the session's deferred events durable shortly, unless a commit
-/// takes them first.
-pub(super) fn flush_soon(session: &Arc<Session>, batch: Ticket) {
-    let session = Arc::clone(session);
-    tokio::spawn(async move {
-        tokio::time::sleep(FLUSH_AFTER).await;
-        if let Err(e) = session.flush_deferred(batch) {
-            tracing::error!(
-                "cannot record the result of a served call in session {}: {e}",
-                session.id
-            );
-        }
-    });
 }
 
 /// The step as the log holds it, with its end taken from `deferred` (the

@@ -16,7 +16,7 @@ use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
 
 use super::approval::{self, Granted, Refused};
-use super::ending::{flush_soon, relay_progress, step_end};
+use super::ending::{relay_progress, step_end};
 use super::names;
 use crate::engine::Approvals;
 use crate::plan::{Plan, Step};
@@ -501,7 +501,7 @@ impl Proxy {
         };
         let (_, ended) = ran?;
         if let Some(batch) = ended.flush {
-            flush_soon(&session, batch);
+            session.flush_soon(batch);
         }
         let end = step_end(&session, &id, &ended.events);
         if let Some(task) = end.output.as_ref().and_then(|o| o.task.clone()) {

@@ -1,17 +1,28 @@
 //! Events recorded with the session's next commit rather than their own.
 //!
-//! A served call is recorded before it is made, in one commit. Its result
-//! then goes back to the client at once and is made durable with whatever
-//! the session records next (in a tight loop, the next call's start), or
-//! by the flush its caller arranges a moment later, or as the session
-//! ends. So a call costs one commit on its path instead of two. What is
-//! given up: a process killed in that moment leaves the call on record as
-//! started with no result, which reads as an interrupted step, the same as
-//! a kill during the call itself. The events are prepared (cut and
-//! redacted) when deferred, so what the client is shown is what the log
-//! will hold.
+//! Where the store keeps a journal (see journal.rs), deferred events are
+//! written to it at once, in one write: they are durable before the
+//! caller acts on them, and the SQLite commit follows behind, with the
+//! session's next commit or the flush arranged for them (`flush_soon`),
+//! many calls' events at a time. So a governed call waits on no commit:
+//! its start is journaled before it is made (`record_ahead`), and its end
+//! (a served call's answer) is journaled before the client sees it. A
+//! shared store has no journal: there a deferred end waits for the next
+//! commit, and a process killed in that moment leaves the call on record
+//! as started with no result, which reads as an interrupted step. The
+//! events are prepared (cut and redacted) when deferred, so what is shown
+//! of them is what the log will hold.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Event, Prepared, Session, StoreError};
+
+/// How long deferred events wait for the session's next commit before
+/// they are committed on their own: behind a journal, how far the SQLite
+/// log (and the views following it) may lag; without one, the window in
+/// which a killed process loses them.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(2);
 
 /// What waits for the session's next commit, and how many batches of it
 /// were taken so far (a flush arranged for one batch leaves the next alone).
@@ -30,12 +41,74 @@ impl Session {
     /// will be stored, and, when none were waiting before, the batch they
     /// start: its caller arranges a `flush_deferred` of it soon.
     pub fn defer(&self, events: &[Event]) -> Result<(Vec<Event>, Option<Ticket>), StoreError> {
-        let prepared = self.store.prepare(events)?;
+        self.defer_journaled(events)
+            .map(|(shown, ticket, _)| (shown, ticket))
+    }
+
+    /// As `defer`, and whether the events were journaled (so durable now).
+    fn defer_journaled(
+        &self,
+        events: &[Event],
+    ) -> Result<(Vec<Event>, Option<Ticket>, bool), StoreError> {
+        let mut prepared = self.store.prepare(events)?;
         let shown = prepared.events().cloned().collect();
+        // Journaled under the lock that orders the batch: the journal's
+        // lines of a session are in the order its commits take them.
         let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        let journaled = self
+            .store
+            .journal_events(&self.id, &self.actor, &mut prepared)?;
         let ticket = deferred.events.is_empty().then_some(Ticket(deferred.taken));
         deferred.events.extend(prepared);
-        Ok((shown, ticket))
+        Ok((shown, ticket, journaled))
+    }
+
+    /// Make `events` durable before returning, as cheaply as the store
+    /// allows: journaled, with their commit arranged shortly behind, or,
+    /// with no journal, committed now. For what a run is about to act on.
+    pub fn record_ahead(self: &Arc<Self>, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if !self.store.keeps_journal() {
+            return self.record_all(events).map(drop);
+        }
+        let (_, ticket, journaled) = self.defer_journaled(events)?;
+        if !journaled {
+            // The journal failed just now: commit them, and all before them.
+            return self.record_all(&[]).map(drop);
+        }
+        if let Some(ticket) = ticket {
+            self.flush_soon(ticket);
+        }
+        Ok(())
+    }
+
+    /// Commit the batch `ticket` names shortly (after `FLUSH_AFTER`),
+    /// unless a commit takes it first; at once outside a Tokio runtime.
+    /// The commit runs on a blocking thread: a log another process holds
+    /// locked must not stall the runtime serving calls from the journal.
+    pub fn flush_soon(self: &Arc<Self>, ticket: Ticket) {
+        let session = Arc::clone(self);
+        let flush = move || {
+            if let Err(e) = session.flush_deferred(ticket) {
+                tracing::error!(
+                    "cannot commit the deferred events of session {}: {e}",
+                    session.id
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(FLUSH_AFTER).await;
+                    if let Err(e) = tokio::task::spawn_blocking(flush).await {
+                        tracing::error!("a deferred commit did not finish: {e}");
+                    }
+                });
+            }
+            Err(_) => flush(),
+        }
     }
 
     /// Make the batch `ticket` names durable now, unless a commit took it

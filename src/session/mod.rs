@@ -14,6 +14,7 @@ mod fault;
 mod feed;
 mod id;
 mod insights;
+mod journal;
 mod lease;
 mod migrate;
 pub use migrate::Migrated;

@@ -59,6 +59,11 @@ pub enum StoreError {
         session: String,
         by: Option<super::LeaseHolder>,
     },
+    #[error(
+        "cannot replay the journal {} ({detail}): it is left in place for the next start; `opsbot audit verify` checks what was committed",
+        .path.display()
+    )]
+    Journal { path: PathBuf, detail: String },
     #[error("cannot take the lease on a session ({}): {detail}", .path.display())]
     LeaseIo { path: PathBuf, detail: String },
     #[error(
@@ -106,27 +111,41 @@ impl StoreError {
 }
 
 /// Events made ready to append (see `Store::prepare`): each redacted, with
-/// the JSON body its hash covers.
+/// the JSON body its hash covers and the time it is recorded at.
 #[derive(Debug, Clone, Default)]
-pub struct Prepared(Vec<(Event, String)>);
+pub struct Prepared {
+    pub(super) entries: Vec<Entry>,
+    /// The journal lines holding these events, when they were journaled
+    /// (see journal.rs): their commit marks them done.
+    pub(super) journaled: Option<super::journal::Lines>,
+}
+
+/// One event ready to append.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    pub event: Event,
+    pub body: String,
+    pub ts: String,
+}
 
 impl Prepared {
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// The events as they will be stored.
     pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.0.iter().map(|(e, _)| e)
+        self.entries.iter().map(|e| &e.event)
     }
 
     /// `later`'s events after these.
     pub fn extend(&mut self, later: Prepared) {
-        self.0.extend(later.0);
+        self.entries.extend(later.entries);
+        self.journaled = super::journal::Lines::join(self.journaled, later.journaled);
     }
 }
 
@@ -175,6 +194,9 @@ pub struct Store {
     /// not answer fails loudly ("no such table") rather than finding
     /// nothing.
     pg: Option<super::pg::Pg>,
+    /// This process's journal (see journal.rs), opened at its first use;
+    /// none for a shared or read-only store, or when it cannot be made.
+    pub(super) journal: std::sync::OnceLock<Option<super::journal::Journal>>,
 }
 
 /// Databases up to this size get SQLite's quick check at open (about a
@@ -327,6 +349,7 @@ impl Store {
             seal: std::sync::OnceLock::new(),
             anchor: std::sync::OnceLock::new(),
             pg: None,
+            journal: std::sync::OnceLock::new(),
         }
     }
 
@@ -562,6 +585,8 @@ impl Store {
             CREATE VIRTUAL TABLE IF NOT EXISTS search
                 USING fts5(session_id UNINDEXED, text, tokenize = 'unicode61');
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            -- Names this log for the journals written ahead of it (journal.rs).
+            INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', abs(random()));
             -- The newest record's seq and hash, signed (see seal.rs).
             CREATE TABLE IF NOT EXISTS audit_head (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -678,14 +703,25 @@ impl Store {
     /// appended yet must come from here, never from the event as made.
     pub fn prepare(&self, events: &[Event]) -> Result<Prepared, StoreError> {
         let redactor = self.redactor();
-        let redacted = events
+        let ts = now_rfc3339();
+        let entries = events
             .iter()
-            .map(|e| match e.within_limits() {
-                Some(cut) => redactor.event(&cut),
-                None => redactor.event(e),
+            .map(|e| {
+                let (event, body) = match e.within_limits() {
+                    Some(cut) => redactor.event(&cut),
+                    None => redactor.event(e),
+                }?;
+                Ok(Entry {
+                    event,
+                    body,
+                    ts: ts.clone(),
+                })
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Prepared(redacted))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Prepared {
+            entries,
+            journaled: None,
+        })
     }
 
     /// As `append_all`, for events already prepared.
@@ -695,7 +731,24 @@ impl Store {
         actor: &str,
         prepared: Prepared,
     ) -> Result<Vec<Record>, StoreError> {
-        let Prepared(redacted) = prepared;
+        let Prepared { entries, journaled } = prepared;
+        let mark = journaled.and_then(|lines| self.journal_mark(session, lines));
+        let records = self.append_marked(session, actor, entries, mark)?;
+        if let Some(lines) = journaled {
+            self.journal_done(lines);
+        }
+        Ok(records)
+    }
+
+    /// As `append_prepared`, marking journal lines committed with `mark`
+    /// in the same transaction.
+    pub(super) fn append_marked(
+        &self,
+        session: &SessionId,
+        actor: &str,
+        redacted: Vec<Entry>,
+        mark: Option<super::journal::Mark>,
+    ) -> Result<Vec<Record>, StoreError> {
         if redacted.is_empty() {
             return Ok(Vec::new());
         }
@@ -705,7 +758,7 @@ impl Store {
             }
             let ready = redacted
                 .into_iter()
-                .map(|(event, body)| {
+                .map(|Entry { event, body, .. }| {
                     let text = serde_json::from_str(&body)
                         .map(|v| super::search::text_of(&v))
                         .unwrap_or_default();
@@ -717,7 +770,7 @@ impl Store {
         let mut conn = self.writable()?;
         let gate = self.checkpointer.as_ref().map(|c| c.hold());
         let seal = self.seal.get();
-        let written = Self::write_batch(&mut conn, session, actor, redacted, seal);
+        let written = Self::write_batch(&mut conn, session, actor, redacted, seal, mark.as_ref());
         // Handed over under the connection's lock, so heads arrive in order.
         if let (Ok((_, Some(head))), Some(anchor)) = (&written, self.anchor.get()) {
             anchor.note(&self.path, head.clone());
@@ -738,6 +791,20 @@ impl Store {
 
     /// The connection, if the log may be written: not in a fault, and
     /// still the file it was opened as.
+    /// The checks a commit makes before it writes, without taking the
+    /// connection while the file is the one opened: for a write that does
+    /// not go through SQLite (the journal).
+    pub(super) fn still_writable(&self) -> Result<(), StoreError> {
+        if let Some(f) = self.fault() {
+            return Err(StoreError::Fault(f));
+        }
+        match (self.identity, FileId::of(&self.path)) {
+            (None, _) => Ok(()),
+            (Some(opened), Ok(Some(now))) if now == opened => Ok(()),
+            _ => self.writable().map(drop),
+        }
+    }
+
     fn writable(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         if let Some(f) = self.fault() {
             return Err(StoreError::Fault(f));
@@ -776,10 +843,10 @@ impl Store {
         conn: &mut Connection,
         session: &SessionId,
         actor: &str,
-        redacted: Vec<(Event, String)>,
+        redacted: Vec<Entry>,
         seal: Option<&super::seal::Seal>,
+        mark: Option<&super::journal::Mark>,
     ) -> Result<(Vec<Record>, Option<super::seal::Head>), StoreError> {
-        let ts = now_rfc3339();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Statements are prepared once per connection: every event passes here.
         let (mut seq, mut prev): (i64, String) = tx
@@ -788,7 +855,7 @@ impl Store {
             .optional()?
             .unwrap_or((0, GENESIS.to_string()));
         let mut records = Vec::with_capacity(redacted.len());
-        for (event, body) in redacted {
+        for Entry { event, body, ts } in redacted {
             seq += 1;
             let kind = event.kind();
             let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, &body);
@@ -827,12 +894,15 @@ impl Store {
             records.push(Record {
                 seq,
                 session: session.clone(),
-                ts: ts.clone(),
+                ts,
                 actor: actor.to_string(),
                 event,
                 prev_hash,
                 hash,
             });
+        }
+        if let Some(mark) = mark {
+            mark.write(&tx)?;
         }
         let head = match (seal, records.last()) {
             (Some(seal), Some(last)) => {
