@@ -578,6 +578,24 @@ mod tests {
     }
 
     #[test]
+    fn resuming_a_dead_processs_session_takes_in_its_journal_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let session = die_after(&path, &["a"], &["b"]);
+        let id = session.id.clone();
+        drop(session);
+
+        let store = Arc::new(Store::open(&path).expect("reopen"));
+        let resumed = Session::resume(Arc::clone(&store), &id, "alice", "test").expect("resume");
+        assert_eq!(notes(&store, &resumed), ["a", "b"]);
+        assert_eq!(
+            resumed.with_state(|s| s.events),
+            store.events(&id).expect("events").len(),
+            "its state folds the replayed events too"
+        );
+    }
+
+    #[test]
     fn a_line_cut_short_ends_the_replay_and_another_logs_journal_is_set_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");

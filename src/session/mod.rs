@@ -173,6 +173,10 @@ impl Session {
     ) -> Result<Arc<Self>, StoreError> {
         let (lease, took_over) = store.take_lease(id, driver)?;
         let holder = lease.holder.clone();
+        // A lease taken over is one whose process ended: what it journaled
+        // and did not commit is in the log before the session is read, so
+        // no step it started runs again.
+        store.recover_journals()?;
         let session = Self::open(store, id, actor, Some(lease))?;
         session.record(Event::SessionLeased { holder, took_over })?;
         Ok(session)
