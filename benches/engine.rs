@@ -58,36 +58,27 @@ fn main() {
     // line a governed call waits on (its start and the previous step's
     // result, committed behind), against committing the same two events
     // to SQLite, as calls did before the journal.
-    let mut ahead = Vec::new();
-    for i in 0..n {
-        let start = Instant::now();
-        session
-            .record_ahead(&[
-                opsbot::session::Event::Note {
-                    text: format!("bench {i}: a step's result"),
-                },
-                opsbot::session::Event::Note {
-                    text: format!("bench {i}: the next step's start"),
-                },
-            ])
-            .expect("journal");
-        ahead.push(start.elapsed());
-    }
-    let mut commits = Vec::new();
-    for i in 0..n {
-        let start = Instant::now();
-        session
-            .record_all(&[
-                opsbot::session::Event::Note {
-                    text: format!("bench {i}: a step's result"),
-                },
-                opsbot::session::Event::Note {
-                    text: format!("bench {i}: the next step's start"),
-                },
-            ])
-            .expect("append");
-        commits.push(start.elapsed());
-    }
+    let step_pair = |i: usize| {
+        [
+            opsbot::session::Event::Note {
+                text: format!("bench {i}: a step's result"),
+            },
+            opsbot::session::Event::Note {
+                text: format!("bench {i}: the next step's start"),
+            },
+        ]
+    };
+    let timed = |record: &dyn Fn(&[opsbot::session::Event])| -> Vec<Duration> {
+        (0..n)
+            .map(|i| {
+                let start = Instant::now();
+                record(&step_pair(i));
+                start.elapsed()
+            })
+            .collect()
+    };
+    let ahead = timed(&|events| session.record_ahead(events).expect("journal"));
+    let commits = timed(&|events| drop(session.record_all(events).expect("append")));
     tokio.block_on(rt.servers.shutdown());
     println!(
         "per call in a 20-call chain, governed (policy + audit + call) vs direct MCP call: {}",

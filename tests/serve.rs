@@ -200,6 +200,26 @@ async fn served_records_when(home: &Home, until: impl Fn(&[Record]) -> bool) -> 
     }
 }
 
+/// `person` connected to a fresh `opsbot serve` over stdio, initialized.
+async fn connect(
+    person: Person,
+    home: &Home,
+    config: &std::path::Path,
+) -> RunningService<RoleClient, Person> {
+    person
+        .serve(TokioChildProcess::new(serve_command(home, config)).expect("spawn"))
+        .await
+        .expect("initialize")
+}
+
+/// The pid of the process that leased the session, once it has.
+fn leased_by(records: &[Record]) -> Option<u32> {
+    records.iter().find_map(|r| match &r.event {
+        Event::SessionLeased { holder, .. } => Some(holder.pid),
+        _ => None,
+    })
+}
+
 /// As `served_session`, none if the client has none yet.
 fn find_served_session(home: &Home) -> Option<(SessionId, Vec<Record>)> {
     let store = home.store();
@@ -382,10 +402,7 @@ async fn a_client_over_stdio_is_governed_like_the_app() {
 async fn a_calls_result_is_recorded_with_the_next_call_or_soon_after() {
     let home = Home::new();
     let config = home.write_config("serve.toml", CONFIG);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     for service in ["checkout", "payments", "search"] {
         let r = call(&client, "registry.list_tags", json!({"service": service})).await;
         assert_ne!(r.is_error, Some(true), "{}", text(&r));
@@ -451,10 +468,7 @@ async fn a_stop_signal_mid_call_leaves_the_calls_end_on_record() {
             "{CONFIG}\n[servers.k8s]\nenv = {{ OPSBOT_SANDBOX_FAULTS = \"status=slow:30000\" }}\n"
         ),
     );
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let peer = client.peer().clone();
     let call = tokio::spawn(async move {
         let Value::Object(args) = json!({"service": "checkout", "env": "dev"}) else {
@@ -468,12 +482,6 @@ async fn a_stop_signal_mid_call_leaves_the_calls_end_on_record() {
         records.iter().any(
             |r| matches!(&r.event, Event::StepStarted { step, .. } if step.as_str() == "call-1"),
         )
-    };
-    let leased_by = |records: &[Record]| {
-        records.iter().find_map(|r| match &r.event {
-            Event::SessionLeased { holder, .. } => Some(holder.pid),
-            _ => None,
-        })
     };
     let records = served_records_when(&home, |r| started(r) && leased_by(r).is_some()).await;
     assert!(started(&records), "{:?}", kinds(&records));
@@ -525,16 +533,7 @@ async fn a_stop_signal_mid_call_leaves_the_calls_end_on_record() {
 async fn a_call_answered_while_the_log_is_locked_is_on_record_after_a_kill() {
     let home = Home::new();
     let config = home.write_config("serve.toml", CONFIG);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
-    let leased_by = |records: &[Record]| {
-        records.iter().find_map(|r| match &r.event {
-            Event::SessionLeased { holder, .. } => Some(holder.pid),
-            _ => None,
-        })
-    };
+    let client = connect(Person::new(false), &home, &config).await;
     let records = served_records_when(&home, |r| leased_by(r).is_some()).await;
     let pid = leased_by(&records).unwrap_or_else(|| panic!("{:?}", kinds(&records)));
     let (session, _) = find_served_session(&home).expect("the served session");
@@ -593,10 +592,7 @@ async fn a_call_answered_while_the_log_is_locked_is_on_record_after_a_kill() {
     );
 
     // The next opsbot to start on the data directory replays the journal.
-    let again = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let again = connect(Person::new(false), &home, &config).await;
     let store = home.store();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let records = loop {
@@ -659,10 +655,7 @@ async fn a_call_answered_while_the_log_is_locked_is_on_record_after_a_kill() {
 async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
     let home = Home::new();
     let config = home.write_config("serve.toml", CONFIG);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let store = Arc::new(home.store());
     // An opsbot app open on this data directory (it holds its session's lease).
     let app_open = Session::start(Arc::clone(&store), "sam", "runbook", "app").expect("app");
@@ -727,10 +720,7 @@ async fn without_elicitation_the_call_waits_for_an_approval_in_the_app() {
 async fn waiting_calls_are_listed_approved_and_refused_from_the_command_line() {
     let home = Home::new();
     let config = home.write_config("serve.toml", CONFIG);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let store = Arc::new(home.store());
     let app_open = Session::start(Arc::clone(&store), "sam", "runbook", "app").expect("app");
     let dir = home.path().to_path_buf();
@@ -831,10 +821,7 @@ async fn waiting_calls_are_listed_approved_and_refused_from_the_command_line() {
 async fn with_no_one_to_ask_a_call_is_refused_at_once() {
     let home = Home::new();
     let config = home.write_config("serve.toml", CONFIG);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let built = call(
         &client,
         "ci.build",
@@ -1294,10 +1281,7 @@ async fn bare_names_for_a_subset_and_clashes_refused() {
 async fn every_kind_of_content_passes_through() {
     let home = Home::new();
     let config = with_fixture(&home, "rich.toml", "FIXTURE_RICH", "1");
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let result = call(&client, "fx.echo", json!({"text": "hi"})).await;
     client.cancel().await.expect("close");
     let got = serde_json::to_value(&result).expect("json");
@@ -1387,10 +1371,7 @@ async fn logging_is_forwarded_and_relayed_redacted() {
 async fn a_servers_requests_are_declined_cleanly() {
     let home = Home::new();
     let config = with_fixture(&home, "ask.toml", "FIXTURE_ASK", "1");
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let result = call(&client, "fx.echo", json!({"text": "hi"})).await;
     client.cancel().await.expect("close");
     let replies: Value = serde_json::from_str(&text(&result)).expect("the fixture's JSON");
@@ -1427,10 +1408,7 @@ async fn a_servers_requests_are_declined_cleanly() {
             "{CONFIG}\n[policy.rules.no-sampling-for-fx]\ntools = \"fx.sampling/*\"\nverdict = \"deny\"\nreason = \"fx may not use our model\"\n\n[servers.fx]\ncommand = \"python3\"\nargs = [{fixture:?}, \"plain\"]\nenv = {{ FIXTURE_ASK = \"1\" }}\n"
         ),
     );
-    let client = Person::new(true)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(true), &home, &config).await;
     let result = call(&client, "fx.echo", json!({"text": "hi"})).await;
     client.cancel().await.expect("close");
     let all = text(&result);
@@ -1469,10 +1447,7 @@ verdict = "deny"
 reason = "binary resources stay inside"
 "#,
     );
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let peer = client.peer().clone();
     // Tools pass as defined (title, output schema) and answer as sent
     // (structured content, _meta).
@@ -1865,10 +1840,7 @@ async fn flagged_tools_are_withheld_or_sanitized_for_clients() {
         "FIXTURE_DESCRIPTION_FILE",
         desc.to_str().expect("utf-8"),
     );
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let listed = client.list_all_tools().await.expect("tools/list");
     assert!(listed.iter().all(|t| t.name != "fx.echo"), "withheld");
     let refused = call(&client, "fx.echo", json!({"text": "hi"})).await;
@@ -1886,10 +1858,7 @@ async fn flagged_tools_are_withheld_or_sanitized_for_clients() {
         sanitized.push_str("\n[serve]\nflagged = \"sanitize\"\n");
     }
     let config = home.write_config("sanitize.toml", &sanitized);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let listed = client.list_all_tools().await.expect("tools/list");
     let echo = listed
         .iter()
@@ -1920,10 +1889,7 @@ async fn flagged_prompts_and_resources_are_withheld_or_sanitized() {
         fixture.to_string_lossy()
     );
     let config = home.write_config("poisoned.toml", &base);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let prompts = client.list_all_prompts().await.expect("prompts/list");
     assert!(
         prompts
@@ -1951,10 +1917,7 @@ async fn flagged_prompts_and_resources_are_withheld_or_sanitized() {
 
     let sanitized = base.replacen("[serve]", "[serve]\nflagged = \"sanitize\"", 1);
     let config = home.write_config("sanitized.toml", &sanitized);
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let prompts = client.list_all_prompts().await.expect("prompts/list");
     let summarize = prompts
         .iter()
@@ -2068,10 +2031,7 @@ async fn a_hostile_servers_tools_reach_clients_screened() {
     }
 
     let config = home.write_config("sanitize.toml", &text_of("flagged = \"sanitize\""));
-    let client = Person::new(false)
-        .serve(TokioChildProcess::new(serve_command(&home, &config)).expect("spawn"))
-        .await
-        .expect("initialize");
+    let client = connect(Person::new(false), &home, &config).await;
     let listed = client.list_all_tools().await.expect("tools/list");
     let served = |name: &str| {
         let t = listed

@@ -22,7 +22,7 @@ use super::{Event, Prepared, Session, StoreError};
 /// they are committed on their own: behind a journal, how far the SQLite
 /// log (and the views following it) may lag; without one, the window in
 /// which a killed process loses them.
-pub const FLUSH_AFTER: Duration = Duration::from_millis(2);
+const FLUSH_AFTER: Duration = Duration::from_millis(2);
 
 /// What waits for the session's next commit, and how many batches of it
 /// were taken so far (a flush arranged for one batch leaves the next alone).
@@ -155,24 +155,8 @@ impl Session {
 mod tests {
     use std::sync::Arc;
 
+    use super::super::testing::{note, stored_notes};
     use super::super::{Event, Redactor, Session, Store};
-
-    fn note(text: &str) -> Event {
-        Event::Note { text: text.into() }
-    }
-
-    /// The notes on record for the session, in chain order.
-    fn stored_notes(store: &Store, session: &Session) -> Vec<String> {
-        store
-            .events(&session.id)
-            .expect("events")
-            .into_iter()
-            .filter_map(|r| match r.event {
-                Event::Note { text } => Some(text),
-                _ => None,
-            })
-            .collect()
-    }
 
     fn started() -> (tempfile::TempDir, Arc<Store>, Arc<Session>) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -53,6 +53,14 @@ struct Header {
     pid: u32,
 }
 
+impl Header {
+    /// Whether a journal with this header was written for the log `store`,
+    /// in the format this build reads.
+    fn is_for(&self, store: i64) -> bool {
+        self.opsbot_journal == FORMAT && self.store == store
+    }
+}
+
 #[derive(Serialize)]
 struct LineOut<'a> {
     n: u64,
@@ -379,7 +387,7 @@ impl Store {
         let mut waiting = 0;
         for (path, file) in self.orphans() {
             let read = read_journal(&file);
-            if read.header.is_none_or(|h| h.store != store_id) {
+            if !read.header.is_some_and(|h| h.is_for(store_id)) {
                 continue;
             }
             let name = stem(&path);
@@ -390,6 +398,16 @@ impl Store {
             }
         }
         Ok(waiting)
+    }
+
+    /// Drop the marks of the journal `name`, gone now.
+    fn forget_marks(&self, name: &str) -> rusqlite::Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM meta WHERE substr(key, 1, length(?1)) = ?1",
+                params![format!("journal:{name}:")],
+            )
+            .map(drop)
     }
 
     /// Whether `line` of the journal `name` was committed.
@@ -409,7 +427,7 @@ impl Store {
         let name = stem(path);
         let read = read_journal(file);
         match read.header {
-            Some(h) if h.opsbot_journal == FORMAT && h.store == store_id => {}
+            Some(h) if h.is_for(store_id) => {}
             None => {
                 // Made and never written: nothing to replay.
                 let _ = std::fs::remove_file(path);
@@ -442,11 +460,7 @@ impl Store {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-        let prefix = format!("journal:{name}:");
-        self.conn().execute(
-            "DELETE FROM meta WHERE substr(key, 1, length(?1)) = ?1",
-            params![prefix],
-        )?;
+        self.forget_marks(&name)?;
         if replayed > 0 {
             tracing::info!(
                 "replayed {replayed} events from {}, journaled by a process that ended before committing them",
@@ -495,14 +509,10 @@ impl Drop for Store {
         if journal.open.load(Ordering::Acquire) != 0 || journal.broken.load(Ordering::Acquire) {
             return;
         }
-        if std::fs::remove_file(&journal.path).is_ok() {
-            let prefix = format!("journal:{}:", journal.name);
-            if let Err(e) = self.conn().execute(
-                "DELETE FROM meta WHERE substr(key, 1, length(?1)) = ?1",
-                params![prefix],
-            ) {
-                tracing::debug!("journal marks left behind: {e}");
-            }
+        if std::fs::remove_file(&journal.path).is_ok()
+            && let Err(e) = self.forget_marks(&journal.name)
+        {
+            tracing::debug!("journal marks left behind: {e}");
         }
     }
 }
@@ -511,23 +521,8 @@ impl Drop for Store {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::{ChainReport, Event, Session, Store};
-
-    fn note(text: &str) -> Event {
-        Event::Note { text: text.into() }
-    }
-
-    fn notes(store: &Store, session: &Session) -> Vec<String> {
-        store
-            .events(&session.id)
-            .expect("events")
-            .into_iter()
-            .filter_map(|r| match r.event {
-                Event::Note { text } => Some(text),
-                _ => None,
-            })
-            .collect()
-    }
+    use super::super::testing::{note, stored_notes as notes};
+    use super::super::{ChainReport, Session, Store};
 
     /// Journals `deferred` (after committing `committed`), then goes the way
     /// of a killed process: nothing more is committed, the journal's lock

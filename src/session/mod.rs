@@ -368,3 +368,27 @@ fn user_from_uid() -> Option<String> {
         (f.nth(1)? == uid).then(|| name.to_string())
     })
 }
+
+/// Notes as events, and read back from the store, for unit tests of how
+/// events reach the log.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Event, Session, Store};
+
+    pub(crate) fn note(text: &str) -> Event {
+        Event::Note { text: text.into() }
+    }
+
+    /// The notes on record for the session, in chain order.
+    pub(crate) fn stored_notes(store: &Store, session: &Session) -> Vec<String> {
+        store
+            .events(&session.id)
+            .expect("events")
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::Note { text } => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -789,8 +789,6 @@ impl Store {
         Ok(records)
     }
 
-    /// The connection, if the log may be written: not in a fault, and
-    /// still the file it was opened as.
     /// The checks a commit makes before it writes, without taking the
     /// connection while the file is the one opened: for a write that does
     /// not go through SQLite (the journal).
@@ -805,6 +803,8 @@ impl Store {
         }
     }
 
+    /// The connection, if the log may be written: not in a fault, and
+    /// still the file it was opened as.
     fn writable(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         if let Some(f) = self.fault() {
             return Err(StoreError::Fault(f));
