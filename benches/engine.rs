@@ -77,7 +77,7 @@ fn main() {
             })
             .collect()
     };
-    let ahead = timed(&|events| session.record_ahead(events).expect("journal"));
+    let ahead = timed(&|events| session.record_ahead(events.to_vec()).expect("journal"));
     let commits = timed(&|events| drop(session.record_all(events).expect("append")));
     tokio.block_on(rt.servers.shutdown());
     println!(

@@ -158,9 +158,7 @@ impl Run<'_> {
         if waits {
             self.commit()
         } else {
-            self.session.record_ahead(&self.pending)?;
-            self.pending.clear();
-            Ok(())
+            self.session.record_ahead(std::mem::take(&mut self.pending))
         }
     }
 
@@ -594,14 +592,16 @@ impl Engine {
     }
 
     /// A ready step: start it, skip it, or wait for (or give up on) approval.
-    /// Returns whether anything changed.
+    /// Returns whether the others may need another look.
     fn decide_ready(&self, run: &mut Run<'_>, step: &Step) -> Result<bool, StoreError> {
         let args = run.approvals.args_of(step);
         let gate = run.decisions.get(&step.id).and_then(Decision::gate);
         match run.approvals.verdict(&step.id) {
             Verdict::Approved(hash) if hash == args_hash(&step.tool, &args) => {
                 self.start(run, step, args)?;
-                Ok(true)
+                // A step that started settles nothing for the others until
+                // it ends; one failed or denied on the way may.
+                Ok(run.state.get(&step.id) != Some(&State::Running))
             }
             Verdict::Skipped(reason) => {
                 run.state.insert(step.id.clone(), State::Skipped);

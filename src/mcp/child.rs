@@ -121,6 +121,7 @@ pub(super) fn spawn_child(
 
     // The pump is read by rmcp's own reader, in its poll: a reply reaches
     // its caller without passing through a task and a pipe of its own.
+    progress.counted_by_pump();
     let pump = Pump {
         reader: BufReader::new(stdout),
         entry: Arc::clone(entry),

@@ -429,17 +429,20 @@ impl Connection {
             () = cancel.cancelled() => Err(RawCallError::Cancelled),
         };
         // rmcp hands notifications to the handler on tasks of their own,
-        // so progress sent just before the answer may still be on its way:
-        // let those tasks run before the route closes.
+        // so progress sent just before the answer may still be on its way.
         // A stdio server's progress was counted as it was read: wait for
         // the handler to have relayed all of it (and forget the count).
-        self.client
-            .progress_ledger
+        // Elsewhere nothing was counted: let those tasks run before the
+        // route closes.
+        let ledger = &self.client.progress_ledger;
+        ledger
             .settle(&super::ledger::key(&token), Duration::from_secs(2))
             .await;
         if opts.progress.is_some() {
-            for _ in 0..4 {
-                tokio::task::yield_now().await;
+            if !ledger.complete() {
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
             }
             if let Ok(mut routes) = self.client.progress.lock() {
                 routes.remove(&token);

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Lines longer than this are not looked into for notifications: the ones
@@ -27,6 +28,9 @@ pub(crate) struct ProgressLedger {
     /// Token (as JSON text) → (read by the pump, relayed by the handler).
     counts: Mutex<HashMap<String, (u64, u64)>>,
     relayed: Notify,
+    /// A frame pump counts this connection's lines: once `settle` returns,
+    /// everything the server sent before its answer has been relayed.
+    counting: AtomicBool,
 }
 
 /// The key a progress token is counted under: its JSON text.
@@ -35,6 +39,17 @@ pub(crate) fn key<T: serde::Serialize>(token: &T) -> String {
 }
 
 impl ProgressLedger {
+    /// A frame pump will count every line this connection reads.
+    pub(crate) fn counted_by_pump(&self) {
+        self.counting.store(true, Ordering::Release);
+    }
+
+    /// Whether settling covers all progress sent before an answer (else
+    /// the handler's tasks get a moment to run before a route closes).
+    pub(crate) fn complete(&self) -> bool {
+        self.counting.load(Ordering::Acquire)
+    }
+
     /// The pump read a `notifications/progress` line: count it.
     pub(crate) fn seen_line(&self, line: &[u8]) {
         const METHOD: &[u8] = b"notifications/progress";

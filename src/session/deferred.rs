@@ -41,17 +41,16 @@ impl Session {
     /// will be stored, and, when none were waiting before, the batch they
     /// start: its caller arranges a `flush_deferred` of it soon.
     pub fn defer(&self, events: &[Event]) -> Result<(Vec<Event>, Option<Ticket>), StoreError> {
-        self.defer_journaled(events)
-            .map(|(shown, ticket, _)| (shown, ticket))
+        let prepared = self.store.prepare(events)?;
+        let shown = prepared.events().cloned().collect();
+        let (ticket, _) = self.defer_prepared(prepared)?;
+        Ok((shown, ticket))
     }
 
-    /// As `defer`, and whether the events were journaled (so durable now).
-    fn defer_journaled(
-        &self,
-        events: &[Event],
-    ) -> Result<(Vec<Event>, Option<Ticket>, bool), StoreError> {
-        let mut prepared = self.store.prepare(events)?;
-        let shown = prepared.events().cloned().collect();
+    /// Keep prepared events for the next commit, journaled where the store
+    /// keeps a journal; the batch they start, and whether they were
+    /// journaled (so durable now).
+    fn defer_prepared(&self, mut prepared: Prepared) -> Result<(Option<Ticket>, bool), StoreError> {
         // Journaled under the lock that orders the batch: the journal's
         // lines of a session are in the order its commits take them.
         let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
@@ -60,20 +59,20 @@ impl Session {
             .journal_events(&self.id, &self.actor, &mut prepared)?;
         let ticket = deferred.events.is_empty().then_some(Ticket(deferred.taken));
         deferred.events.extend(prepared);
-        Ok((shown, ticket, journaled))
+        Ok((ticket, journaled))
     }
 
     /// Make `events` durable before returning, as cheaply as the store
     /// allows: journaled, with their commit arranged shortly behind, or,
     /// with no journal, committed now. For what a run is about to act on.
-    pub fn record_ahead(self: &Arc<Self>, events: &[Event]) -> Result<(), StoreError> {
+    pub fn record_ahead(self: &Arc<Self>, events: Vec<Event>) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
         if !self.store.keeps_journal() {
-            return self.record_all(events).map(drop);
+            return self.record_all(&events).map(drop);
         }
-        let (_, ticket, journaled) = self.defer_journaled(events)?;
+        let (ticket, journaled) = self.defer_prepared(self.store.prepare_owned(events)?)?;
         if !journaled {
             // The journal failed just now: commit them, and all before them.
             return self.record_all(&[]).map(drop);

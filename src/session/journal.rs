@@ -492,7 +492,7 @@ impl Store {
         self.append_marked(
             &session,
             &line.actor,
-            entries,
+            &entries,
             Some(Mark { key, upto: line.n }),
         )?;
         Ok(n)

@@ -230,18 +230,23 @@ impl Session {
         if events.is_empty() && earlier.is_empty() {
             return Ok(Vec::new());
         }
-        let kept = (!earlier.is_empty()).then(|| earlier.clone());
-        let written = self.store.prepare(events).and_then(|fresh| {
-            let mut batch = earlier;
-            batch.extend(fresh);
-            self.store.append_prepared(&self.id, &self.actor, batch)
-        });
-        let mut records = match written {
+        let fresh = match self.store.prepare(events) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                self.put_back(earlier);
+                return Err(e);
+            }
+        };
+        let mut batch = earlier;
+        let before = batch.len();
+        batch.extend(fresh);
+        let mut records = match self.store.append_prepared(&self.id, &self.actor, &batch) {
             Ok(records) => records,
             Err(e) => {
-                if let Some(kept) = kept {
-                    self.put_back(kept);
-                }
+                // Only what was deferred waits for the next commit: the
+                // caller has `events` back in the error.
+                batch.truncate(before);
+                self.put_back(batch);
                 return Err(e);
             }
         };
@@ -308,7 +313,7 @@ impl Drop for Session {
             }
         }
         if !last.is_empty()
-            && let Err(e) = self.store.append_prepared(&self.id, &self.actor, last)
+            && let Err(e) = self.store.append_prepared(&self.id, &self.actor, &last)
         {
             tracing::error!(
                 "cannot record the end of session {} (its last results, the release of its lease): {e}",

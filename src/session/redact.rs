@@ -111,9 +111,23 @@ impl Redactor {
 
     /// The event as it may be stored and shown, and its JSON body.
     pub fn event(&self, event: &Event) -> Result<(Event, String), serde_json::Error> {
-        let mut value = serde_json::to_value(event)?;
+        self.cow_event(std::borrow::Cow::Borrowed(event))
+    }
+
+    /// As `event`, for an event the caller has no further use for: one
+    /// with nothing to redact (most) is kept, not copied.
+    pub fn owned_event(&self, event: Event) -> Result<(Event, String), serde_json::Error> {
+        self.cow_event(std::borrow::Cow::Owned(event))
+    }
+
+    fn cow_event(
+        &self,
+        event: std::borrow::Cow<'_, Event>,
+    ) -> Result<(Event, String), serde_json::Error> {
+        let mut value = serde_json::to_value(&*event)?;
         if !self.value(&mut value) {
-            return Ok((event.clone(), serde_json::to_string(&value)?));
+            let body = serde_json::to_string(&value)?;
+            return Ok((event.into_owned(), body));
         }
         let body = serde_json::to_string(&value)?;
         match serde_json::from_value(value) {

@@ -143,6 +143,12 @@ impl Prepared {
     }
 
     /// `later`'s events after these.
+    /// Drop the entries past the first `n`: ones appended to a batch that
+    /// were never journaled (its journal lines stay the batch's).
+    pub(super) fn truncate(&mut self, n: usize) {
+        self.entries.truncate(n);
+    }
+
     pub fn extend(&mut self, later: Prepared) {
         self.entries.extend(later.entries);
         self.journaled = super::journal::Lines::join(self.journaled, later.journaled);
@@ -181,6 +187,8 @@ pub struct Store {
     /// The file opened, checked before each commit: a deleted or replaced
     /// database must not swallow events unseen.
     identity: Option<FileId>,
+    /// When a journal write last found the file to be the one opened.
+    identity_seen: Mutex<Option<std::time::Instant>>,
     /// Set by the first failed append; every later append fails with it.
     fault: tokio::sync::watch::Sender<Option<StoreFault>>,
     /// Opened for reading only: nothing is written, not even the index.
@@ -344,6 +352,7 @@ impl Store {
             checkpointer,
             redactor: std::sync::RwLock::new(Arc::new(super::Redactor::default())),
             identity: FileId::of(path).ok().flatten(),
+            identity_seen: Mutex::new(None),
             fault: tokio::sync::watch::Sender::new(None),
             read_only: false,
             seal: std::sync::OnceLock::new(),
@@ -695,21 +704,35 @@ impl Store {
         events: &[Event],
     ) -> Result<Vec<Record>, StoreError> {
         let prepared = self.prepare(events)?;
-        self.append_prepared(session, actor, prepared)
+        self.append_prepared(session, actor, &prepared)
     }
 
     /// Events as they will be stored: cut to the size limits and redacted,
     /// each with its body. What a caller shows of an event it has not
     /// appended yet must come from here, never from the event as made.
     pub fn prepare(&self, events: &[Event]) -> Result<Prepared, StoreError> {
+        self.prepare_each(events.iter().map(std::borrow::Cow::Borrowed))
+    }
+
+    /// As `prepare`, for events the caller hands over: not copied.
+    pub fn prepare_owned(&self, events: Vec<Event>) -> Result<Prepared, StoreError> {
+        self.prepare_each(events.into_iter().map(std::borrow::Cow::Owned))
+    }
+
+    fn prepare_each<'a>(
+        &self,
+        events: impl Iterator<Item = std::borrow::Cow<'a, Event>>,
+    ) -> Result<Prepared, StoreError> {
         let redactor = self.redactor();
         let ts = now_rfc3339();
         let entries = events
-            .iter()
             .map(|e| {
                 let (event, body) = match e.within_limits() {
-                    Some(cut) => redactor.event(&cut),
-                    None => redactor.event(e),
+                    Some(cut) => redactor.owned_event(cut),
+                    None => match e {
+                        std::borrow::Cow::Borrowed(e) => redactor.event(e),
+                        std::borrow::Cow::Owned(e) => redactor.owned_event(e),
+                    },
                 }?;
                 Ok(Entry {
                     event,
@@ -724,14 +747,16 @@ impl Store {
         })
     }
 
-    /// As `append_all`, for events already prepared.
+    /// As `append_all`, for events already prepared. They are left with
+    /// the caller, to try again should the commit fail.
     pub fn append_prepared(
         &self,
         session: &SessionId,
         actor: &str,
-        prepared: Prepared,
+        prepared: &Prepared,
     ) -> Result<Vec<Record>, StoreError> {
         let Prepared { entries, journaled } = prepared;
+        let journaled = *journaled;
         let mark = journaled.and_then(|lines| self.journal_mark(session, lines));
         let records = self.append_marked(session, actor, entries, mark)?;
         if let Some(lines) = journaled {
@@ -746,7 +771,7 @@ impl Store {
         &self,
         session: &SessionId,
         actor: &str,
-        redacted: Vec<Entry>,
+        redacted: &[Entry],
         mark: Option<super::journal::Mark>,
     ) -> Result<Vec<Record>, StoreError> {
         if redacted.is_empty() {
@@ -757,12 +782,12 @@ impl Store {
                 return Err(StoreError::Fault(f));
             }
             let ready = redacted
-                .into_iter()
+                .iter()
                 .map(|Entry { event, body, .. }| {
-                    let text = serde_json::from_str(&body)
+                    let text = serde_json::from_str(body)
                         .map(|v| super::search::text_of(&v))
                         .unwrap_or_default();
-                    (event, body, text)
+                    (event.clone(), body.clone(), text)
                 })
                 .collect();
             return self.failed_if(pg.append(session, actor, now_rfc3339(), ready));
@@ -791,15 +816,33 @@ impl Store {
 
     /// The checks a commit makes before it writes, without taking the
     /// connection while the file is the one opened: for a write that does
-    /// not go through SQLite (the journal).
+    /// not go through SQLite (the journal). The file is looked at once per
+    /// `LOOK_EVERY` at most: the look (a path lookup) was most of a journal
+    /// write. A log deleted in between is found by the commit behind the
+    /// write, which saves the log in its place; the journaled lines wait
+    /// in the journal for the next start, like any that a commit missed.
     pub(super) fn still_writable(&self) -> Result<(), StoreError> {
+        const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
         if let Some(f) = self.fault() {
             return Err(StoreError::Fault(f));
         }
-        match (self.identity, FileId::of(&self.path)) {
-            (None, _) => Ok(()),
-            (Some(opened), Ok(Some(now))) if now == opened => Ok(()),
-            _ => self.writable().map(drop),
+        let Some(opened) = self.identity else {
+            return Ok(());
+        };
+        let mut seen = self.identity_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.is_some_and(|at| at.elapsed() < LOOK_EVERY) {
+            return Ok(());
+        }
+        match FileId::of(&self.path) {
+            Ok(Some(now)) if now == opened => {
+                *seen = Some(std::time::Instant::now());
+                Ok(())
+            }
+            _ => {
+                *seen = None;
+                drop(seen);
+                self.writable().map(drop)
+            }
         }
     }
 
@@ -843,7 +886,7 @@ impl Store {
         conn: &mut Connection,
         session: &SessionId,
         actor: &str,
-        redacted: Vec<Entry>,
+        redacted: &[Entry],
         seal: Option<&super::seal::Seal>,
         mark: Option<&super::journal::Mark>,
     ) -> Result<(Vec<Record>, Option<super::seal::Head>), StoreError> {
@@ -858,7 +901,7 @@ impl Store {
         for Entry { event, body, ts } in redacted {
             seq += 1;
             let kind = event.kind();
-            let hash = link_hash(&prev, seq, session.as_str(), &ts, actor, kind, &body);
+            let hash = link_hash(&prev, seq, session.as_str(), ts, actor, kind, body);
             tx.prepare_cached(
                 "INSERT INTO events (seq, session_id, ts, actor, kind, body, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -873,7 +916,7 @@ impl Store {
                 prev,
                 hash
             ])?;
-            match &event {
+            match event {
                 Event::PlanProposed { plan, .. } => {
                     tx.prepare_cached("UPDATE sessions SET title = ?2 WHERE id = ?1")?
                         .execute(params![session.as_str(), plan.title])?;
@@ -894,9 +937,9 @@ impl Store {
             records.push(Record {
                 seq,
                 session: session.clone(),
-                ts,
+                ts: ts.clone(),
                 actor: actor.to_string(),
-                event,
+                event: event.clone(),
                 prev_hash,
                 hash,
             });
