@@ -238,27 +238,15 @@ pub fn validate(plan: &Plan, catalog: &Catalog) -> Result<(), Vec<PlanError>> {
     }
 }
 
-/// Compiled schemas, found by a hash of the schema and checked equal:
-/// every call is checked against its tool's schema, and compiling one
-/// costs more than checking with it (printing it to look it up cost as
-/// much as the check).
+/// Compiled schemas by their JSON text: every call is checked against its
+/// tool's schema, and compiling one costs more than checking with it.
 fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
     use std::collections::HashMap;
-    use std::hash::BuildHasher;
     use std::sync::{Arc, Mutex, OnceLock};
-    type Compiled = Vec<(Value, Arc<jsonschema::Validator>)>;
-    static CACHE: OnceLock<(std::hash::RandomState, Mutex<HashMap<u64, Compiled>>)> =
-        OnceLock::new();
-    let (keys, cache) = CACHE.get_or_init(Default::default);
-    let mut hasher = keys.build_hasher();
-    hash_value(schema, &mut hasher);
-    let key = std::hash::Hasher::finish(&hasher);
-    if let Some(v) = cache.lock().ok().and_then(|c| {
-        c.get(&key)?
-            .iter()
-            .find(|(s, _)| s == schema)
-            .map(|(_, v)| Arc::clone(v))
-    }) {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let key = schema.to_string();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return Ok(v);
     }
     let v = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
@@ -267,33 +255,9 @@ fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, St
         if c.len() >= 4096 {
             c.clear();
         }
-        c.entry(key)
-            .or_default()
-            .push((schema.clone(), Arc::clone(&v)));
+        c.insert(key, Arc::clone(&v));
     }
     Ok(v)
-}
-
-/// Feed a JSON value to a hasher without printing it.
-fn hash_value(v: &Value, h: &mut impl std::hash::Hasher) {
-    use std::hash::Hash;
-    match v {
-        Value::Null => 0u8.hash(h),
-        Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => (2u8, n.as_f64().map(f64::to_bits), n.as_i64()).hash(h),
-        Value::String(s) => (3u8, s).hash(h),
-        Value::Array(items) => {
-            (4u8, items.len()).hash(h);
-            items.iter().for_each(|i| hash_value(i, h));
-        }
-        Value::Object(map) => {
-            (5u8, map.len()).hash(h);
-            for (k, v) in map {
-                k.hash(h);
-                hash_value(v, h);
-            }
-        }
-    }
 }
 
 /// Check arguments against a tool's JSON schema. With `templated`, values

@@ -226,18 +226,13 @@ impl Session {
         _order: &std::sync::MutexGuard<'_, ()>,
         events: &[Event],
     ) -> Result<Vec<Record>, StoreError> {
-        let earlier = self.take_deferred();
-        if events.is_empty() && earlier.is_empty() {
+        // Prepared before the deferred are taken: a failure here leaves
+        // them waiting where they are.
+        let fresh = self.store.prepare(events)?;
+        let mut batch = self.take_deferred();
+        if batch.is_empty() && fresh.is_empty() {
             return Ok(Vec::new());
         }
-        let fresh = match self.store.prepare(events) {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                self.put_back(earlier);
-                return Err(e);
-            }
-        };
-        let mut batch = earlier;
         let before = batch.len();
         batch.extend(fresh);
         let mut records = match self.store.append_prepared(&self.id, &self.actor, &batch) {

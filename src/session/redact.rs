@@ -114,13 +114,9 @@ impl Redactor {
         self.cow_event(std::borrow::Cow::Borrowed(event))
     }
 
-    /// As `event`, for an event the caller has no further use for: one
-    /// with nothing to redact (most) is kept, not copied.
-    pub fn owned_event(&self, event: Event) -> Result<(Event, String), serde_json::Error> {
-        self.cow_event(std::borrow::Cow::Owned(event))
-    }
-
-    fn cow_event(
+    /// As `event`; an event handed over with nothing to redact (most) is
+    /// kept, not copied.
+    pub fn cow_event(
         &self,
         event: std::borrow::Cow<'_, Event>,
     ) -> Result<(Event, String), serde_json::Error> {

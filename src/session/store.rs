@@ -728,11 +728,8 @@ impl Store {
         let entries = events
             .map(|e| {
                 let (event, body) = match e.within_limits() {
-                    Some(cut) => redactor.owned_event(cut),
-                    None => match e {
-                        std::borrow::Cow::Borrowed(e) => redactor.event(e),
-                        std::borrow::Cow::Owned(e) => redactor.owned_event(e),
-                    },
+                    Some(cut) => redactor.cow_event(std::borrow::Cow::Owned(cut)),
+                    None => redactor.cow_event(e),
                 }?;
                 Ok(Entry {
                     event,
