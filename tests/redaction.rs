@@ -109,6 +109,14 @@ fn no_secret_survives_the_shipped_redaction_in_any_carrier() {
             r.value(&mut json);
             let json = json.to_string();
             prop_assert!(leaked(&secret, &json).is_none(), "{json}");
+            // As the log stores it: in a message, and in JSON carried as a
+            // tool's text (events with nothing to redact take a shortcut).
+            for text in [text.clone(), serde_json::json!({"log": [text]}).to_string()] {
+                let (_, body) = r
+                    .event(&opsbot::session::Event::Note { text })
+                    .expect("event");
+                prop_assert!(leaked(&secret, &body).is_none(), "{body}");
+            }
             Ok(())
         })
         .expect("no leak");
@@ -122,8 +130,13 @@ fn no_secret_survives_the_shipped_redaction_in_any_carrier() {
             if only_by_place(&secret) {
                 return Ok(());
             }
-            let shown = r.text(&format!("see {secret} here"));
+            let text = format!("see {secret} here");
+            let shown = r.text(&text);
             prop_assert!(leaked(&secret, &shown).is_none(), "{shown}");
+            let (_, body) = r
+                .event(&opsbot::session::Event::Note { text })
+                .expect("event");
+            prop_assert!(leaked(&secret, &body).is_none(), "{body}");
             Ok(())
         })
         .expect("no leak");

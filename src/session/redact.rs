@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 
 use super::Event;
 
+mod scan;
+
 pub const REDACTED: &str = "[redacted]";
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +128,6 @@ impl Redactor {
         }
         let mut value = serde_json::to_value(&*event)?;
         if !self.value(&mut value) {
-            let body = serde_json::to_string(&value)?;
             return Ok((event.into_owned(), body));
         }
         let body = serde_json::to_string(&value)?;
@@ -148,35 +149,20 @@ impl Redactor {
     }
 
     /// Whether an event's JSON text shows it holds nothing to redact, so
-    /// that it need not be taken apart: every event on a call's path
-    /// passes here, and taking one apart costs more than the call's own
-    /// record. Only a text in which every net's trigger appears as it
-    /// would in the event says so: no configured pattern (a regular
-    /// expression may match a value and not its escaped text), no escape
-    /// but `\"` and the short ones for control characters (`\\` or
-    /// `\u` could hide a key name or a secret, also in JSON carried as
-    /// text), no URL with user info, no configured key name anywhere, and
-    /// no known secret (nor one that JSON escapes).
+    /// that it need not be taken apart (see scan.rs).
     fn clean(&self, body: &str) -> bool {
-        let escapes = |s: &str| s.chars().any(|c| c == '"' || c == '\\' || c < ' ');
-        if !self.patterns.is_empty()
-            || body.contains("\\\\")
-            || body.contains("\\u")
-            || (body.contains("://") && body.contains('@'))
-        {
-            return false;
-        }
-        let no_key = self
-            .keys
-            .iter()
-            .all(|k| !k.trim().is_empty() && !escapes(k))
-            && self.inline_hint.as_ref().is_none_or(|h| !h.is_match(body));
-        no_key
-            && crate::secrets::with_known(|known| {
-                known
-                    .iter()
-                    .all(|s| !s.is_empty() && !escapes(s) && !body.contains(s.as_str()))
-            })
+        scan::flags(self, body) == Some(false)
+    }
+
+    /// Whether `string` might change `s`: the same tests, changing nothing,
+    /// where a key name (before its value is looked at) is enough.
+    fn may_redact(&self, s: &str) -> bool {
+        let t = s.trim_start();
+        ((t.starts_with('{') || t.starts_with('[')) && scan::flags(self, s).unwrap_or(false))
+            || self.inline_hint.as_ref().is_some_and(|h| h.is_match(s))
+            || (s.contains("://") && s.contains('@'))
+            || self.any_pattern.as_ref().is_some_and(|a| a.is_match(s))
+            || crate::secrets::with_known(|known| known.iter().any(|k| s.contains(k.as_str())))
     }
 
     /// Any serializable value as it may be shown (a plan printed before it
@@ -490,7 +476,14 @@ mod tests {
     #[test]
     fn only_events_with_nothing_to_redact_skip_the_walk() {
         crate::secrets::remember("kn0wn-s3cret-value");
-        let r = Redactor::new(&["token".into(), "api_key".into()], &[]).expect("redactor");
+        let r = Redactor::new(
+            &["token".into(), "api_key".into(), "pw".into()],
+            &[
+                r"(?i)\bbearer\s+[a-z0-9._~+/-]+=*".into(),
+                "^ghp_[A-Za-z0-9]+$".into(),
+            ],
+        )
+        .expect("redactor");
         let note = |text: &str| Event::Note { text: text.into() };
         let output = |structured: Value| Event::StepSucceeded {
             step: serde_json::from_value(json!("s1")).expect("step"),
@@ -511,6 +504,9 @@ mod tests {
             output(json!({"Api-Key": "k-123", "ok": true})),
             output(json!({"nested": [{"github_token": "ghp_1"}]})),
             output(json!({"log": "line with kn0wn-s3cret-value in it"})),
+            output(json!({"gh": "ghp_abc123"})),
+            note(r#"{"headers": ["Authorization: Bearer abc.def"]}"#),
+            note(r#"[{"db_pw": 1}, {"ok": "said \"no\""}]"#),
         ];
         for event in &hidden {
             let body = serde_json::to_string(event).expect("body");
@@ -521,9 +517,17 @@ mod tests {
                 .cow_event(std::borrow::Cow::Borrowed(event))
                 .expect("event");
             assert!(
-                ["abc123", "hunter2", "k-123", "ghp_1", "kn0wn-s3cret-value"]
-                    .iter()
-                    .all(|s| !stored.contains(s)),
+                [
+                    "abc123",
+                    "hunter2",
+                    "k-123",
+                    "ghp_1",
+                    "kn0wn-s3cret-value",
+                    "abc.def",
+                    "pw\":1"
+                ]
+                .iter()
+                .all(|s| !stored.contains(s)),
                 "{stored}"
             );
         }
@@ -544,10 +548,11 @@ mod tests {
             assert_eq!(&kept, event);
             assert_eq!(stored, body);
         }
-        // A configured pattern is a regular expression over values, not
-        // over their escaped text: with one, every event is walked.
-        let patterned = Redactor::new(&[], &["^deploy".into()]).expect("redactor");
+        // Patterns are matched against each value, not the event's text.
+        let anchored = Redactor::new(&[], &["^deploy".into()]).expect("redactor");
         let body = serde_json::to_string(&everyday[0]).expect("body");
-        assert!(!patterned.clean(&body));
+        assert!(!anchored.clean(&body));
+        let (_, stored) = anchored.event(&everyday[0]).expect("event");
+        assert!(stored.contains(REDACTED), "{stored}");
     }
 }
