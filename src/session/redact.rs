@@ -470,6 +470,7 @@ mod tests {
         let e = Redactor::new(&[], &["(unclosed".into()]).expect_err("bad");
         assert!(e.to_string().contains("(unclosed"), "{e}");
     }
+
     /// The shortcut for events with nothing to redact must never let one
     /// through that the full walk would change, however it is disguised,
     /// and must be taken for the everyday ones (or it buys nothing).
