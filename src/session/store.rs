@@ -142,13 +142,13 @@ impl Prepared {
         self.entries.iter().map(|e| &e.event)
     }
 
-    /// `later`'s events after these.
     /// Drop the entries past the first `n`: ones appended to a batch that
     /// were never journaled (its journal lines stay the batch's).
     pub(super) fn truncate(&mut self, n: usize) {
         self.entries.truncate(n);
     }
 
+    /// `later`'s events after these.
     pub fn extend(&mut self, later: Prepared) {
         self.entries.extend(later.entries);
         self.journaled = super::journal::Lines::join(self.journaled, later.journaled);

@@ -17,17 +17,22 @@ use super::Redactor;
 /// Whether anything in `json` may be redacted; `None` when it is not JSON.
 pub(super) fn flags(redactor: &Redactor, json: &str) -> Option<bool> {
     let mut de = serde_json::Deserializer::from_str(json);
-    let found = Scan(redactor).deserialize(&mut de).ok()?;
+    let scan = Scan {
+        redactor,
+        as_key: false,
+    };
+    let found = scan.deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(found)
 }
 
-/// One JSON value: does any key or string in it need the walk?
+/// One JSON value, or an object's key (a secret key hides its value):
+/// does it need the walk?
 #[derive(Clone, Copy)]
-struct Scan<'r>(&'r Redactor);
-
-/// One object key: a secret key hides its value.
-struct Key<'r>(&'r Redactor);
+struct Scan<'r> {
+    redactor: &'r Redactor,
+    as_key: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for Scan<'_> {
     type Value = bool;
@@ -65,7 +70,11 @@ impl<'de> Visitor<'de> for Scan<'_> {
     }
 
     fn visit_str<E>(self, s: &str) -> Result<bool, E> {
-        Ok(self.0.may_redact(s))
+        Ok(if self.as_key {
+            self.redactor.secret_key(s)
+        } else {
+            self.redactor.may_redact(s)
+        })
     }
 
     // Every element is read, even after a find: the text must be read
@@ -79,30 +88,14 @@ impl<'de> Visitor<'de> for Scan<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let key = Scan {
+            as_key: true,
+            ..self
+        };
         let mut found = false;
-        while let Some(secret) = map.next_key_seed(Key(self.0))? {
+        while let Some(secret) = map.next_key_seed(key)? {
             found |= map.next_value_seed(self)? || secret;
         }
         Ok(found)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
-        de.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
-        Ok(self.0.secret_key(key))
     }
 }
