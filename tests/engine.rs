@@ -561,3 +561,99 @@ async fn a_call_never_sent_is_not_started_and_leaves_no_failure_effect() {
     );
     assert!(home.sandbox_state("k8s.json")["deployments"]["payments/dev"].is_null());
 }
+
+/// A run's end waits on no commit: with another connection holding the
+/// log's write lock, a run still ends, its last result and its finish
+/// already in the journal; the commit follows once the lock is gone, and
+/// the chain is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ends_with_its_end_journaled_and_committed_behind() {
+    let home = Home::new();
+    let rt = runtime_with(&home, "");
+    let s = rt.new_session("dev").expect("session");
+    let plan = Plan {
+        title: "two checks".into(),
+        steps: vec![
+            step(
+                "a",
+                "k8s.status",
+                json!({"service": "checkout", "env": "dev"}),
+                &[],
+            ),
+            step(
+                "b",
+                "k8s.status",
+                json!({"service": "payments", "env": "dev"}),
+                &["a"],
+            ),
+        ],
+    };
+    // A first run records what a tool's first use records.
+    assert_eq!(run_approved(&rt, &s, &plan).await, Outcome::Succeeded);
+    let decisions = rt.decide_plan(&s, &plan, &rt.servers.catalog());
+    let approvals = decisions
+        .iter()
+        .filter_map(|(id, d)| {
+            let hash = rt.approve(&s, &plan, id, d.gate().is_some(), None);
+            Some((id.clone(), hash.expect("approve")?))
+        })
+        .collect();
+
+    let journaled_ends = || -> usize {
+        std::fs::read_dir(home.path().join("data/opsbot.db.journal"))
+            .expect("a journal")
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).expect("read"))
+            .map(|text| text.matches("run_finished").count())
+            .sum()
+    };
+    let before = journaled_ends();
+    let db = home.path().join("data/opsbot.db");
+    let blocker = rusqlite::Connection::open(&db).expect("open");
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("the write lock");
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        rt.run(
+            &s,
+            &plan,
+            &decisions,
+            &opsbot::engine::Approvals::Fixed(approvals),
+            tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the run ended with the log locked")
+    .expect("run");
+    assert_eq!(outcome, Outcome::Succeeded);
+    let finished_in_log = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE session_id = ?1 AND body LIKE '%run_finished%'",
+            [s.id.as_str()],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    assert_eq!(finished_in_log(&blocker), 1, "only the first run's end");
+    assert_eq!(
+        journaled_ends(),
+        before + 1,
+        "the second run's end is in the journal"
+    );
+
+    drop(blocker);
+    s.settle().expect("the commit behind");
+    let store = home.store();
+    let records = store.events(&s.id).expect("events");
+    let ends = events(&records, |e| matches!(e, Event::RunFinished { .. }));
+    assert_eq!(ends.len(), 2, "{:?}", kinds(&records));
+    assert!(
+        matches!(
+            store.verify().expect("verify"),
+            opsbot::session::ChainReport::Whole { .. }
+        ),
+        "the chain is whole"
+    );
+    rt.servers.shutdown().await;
+}

@@ -236,6 +236,7 @@ fn no_call_reaches_a_server_without_an_allow_recorded_before_it() {
             )
             .await
             .expect("run");
+            session.settle().expect("settle");
             let records = rt.store.events(&session.id).expect("events");
             calls.set(
                 calls.get()

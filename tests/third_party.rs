@@ -335,6 +335,7 @@ async fn a_long_running_operation_reports_progress_and_cancels_cleanly() {
         .expect("the run ends soon after the cancel")
         .expect("join");
     assert_eq!(outcome, Outcome::Failed);
+    session.settle().expect("the run's end, committed");
     let st = session.state();
     let long = &st.steps[&step.id];
     assert!(

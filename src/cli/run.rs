@@ -632,6 +632,10 @@ async fn approve_and_run(
         )
         .await?
         .0;
+    // The run's end is journaled, its commit behind: committed here, so a
+    // log that cannot take it (a full disk) is this command's error, and
+    // the printer, which follows commits, sees the run finish.
+    session.settle()?;
     if let Some(printer) = printer {
         let _ = printer.await;
     }

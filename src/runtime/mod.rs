@@ -1173,6 +1173,8 @@ impl Runtime {
         session: &Session,
         failed: &Plan,
     ) -> Result<Option<Decided>, StoreError> {
+        // The failed run's end may still wait for its commit.
+        session.settle()?;
         let records = self.store.events(&session.id)?;
         let Some(undo) = compensation_plan(&self.config.config, failed, &records) else {
             return Ok(None);

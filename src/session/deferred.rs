@@ -124,6 +124,13 @@ impl Session {
         Ok(())
     }
 
+    /// Commit now whatever waits for the next commit: for a caller about
+    /// to read the SQLite log or the session's folded state, which follow
+    /// commits, not the journal.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        self.record_all(&[]).map(drop)
+    }
+
     /// How many events wait for the next commit.
     pub fn deferred_len(&self) -> usize {
         self.deferred

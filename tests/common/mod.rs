@@ -191,8 +191,21 @@ pub fn runtime_with(home: &Home, extra: &str) -> Runtime {
 }
 
 /// Record the plan, let policy decide it, approve every step for exactly
-/// its arguments (a gated step as if its target were typed), and run it.
+/// its arguments (a gated step as if its target were typed), run it, and
+/// commit its end, which a run leaves journaled, for the test to read.
 pub async fn run_approved(
+    rt: &Runtime,
+    session: &std::sync::Arc<opsbot::session::Session>,
+    plan: &opsbot::plan::Plan,
+) -> opsbot::session::Outcome {
+    let outcome = run_approved_journaled(rt, session, plan).await;
+    session.settle().expect("settle");
+    outcome
+}
+
+/// As `run_approved`, returning as the run does: its end journaled, its
+/// SQLite commit behind.
+pub async fn run_approved_journaled(
     rt: &Runtime,
     session: &std::sync::Arc<opsbot::session::Session>,
     plan: &opsbot::plan::Plan,
