@@ -599,20 +599,9 @@ async fn a_run_ends_with_its_end_journaled_and_committed_behind() {
         })
         .collect();
 
-    let journaled_ends = || -> usize {
-        std::fs::read_dir(home.path().join("data/opsbot.db.journal"))
-            .expect("a journal")
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path()).expect("read"))
-            .map(|text| text.matches("run_finished").count())
-            .sum()
-    };
+    let journaled_ends = || home.journaled().matches("run_finished").count();
     let before = journaled_ends();
-    let db = home.path().join("data/opsbot.db");
-    let blocker = rusqlite::Connection::open(&db).expect("open");
-    blocker
-        .execute_batch("BEGIN IMMEDIATE")
-        .expect("the write lock");
+    let blocker = home.lock_log();
     let outcome = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         rt.run(

@@ -547,11 +547,7 @@ async fn a_call_answered_while_the_log_is_locked_is_on_record_after_a_kill() {
         .expect("first call");
     assert_ne!(first.is_error, Some(true), "{first:?}");
 
-    let db = home.path().join("data/opsbot.db");
-    let blocker = rusqlite::Connection::open(&db).expect("open");
-    blocker
-        .execute_batch("BEGIN IMMEDIATE")
-        .expect("the write lock");
+    let blocker = home.lock_log();
     let answered = tokio::time::timeout(
         Duration::from_secs(20),
         client.call_tool(CallToolRequestParams::new("k8s.status").with_arguments(args)),
@@ -568,12 +564,7 @@ async fn a_call_answered_while_the_log_is_locked_is_on_record_after_a_kill() {
         )
         .expect("count");
     assert_eq!(committed, 0, "the lock held every commit back");
-    let journals = home.path().join("data/opsbot.db.journal");
-    let journaled = std::fs::read_dir(&journals)
-        .expect("a journal")
-        .flatten()
-        .map(|e| std::fs::read_to_string(e.path()).expect("read"))
-        .collect::<String>();
+    let journaled = home.journaled();
     assert!(journaled.contains("step_started"), "{journaled}");
 
     let killed = std::process::Command::new("kill")
@@ -637,7 +628,7 @@ async fn a_call_answered_while_the_log_is_locked_is_on_record_after_a_kill() {
         ChainReport::Whole { .. }
     ));
     assert!(
-        !std::fs::read_dir(&journals)
+        !std::fs::read_dir(home.path().join("data/opsbot.db.journal"))
             .expect("journals")
             .flatten()
             .any(|e| e

@@ -66,6 +66,24 @@ impl Home {
         Store::open(&self.path().join("data/opsbot.db")).expect("open store")
     }
 
+    /// Another connection holding the log's write lock until dropped:
+    /// every commit waits, what is only journaled does not.
+    pub fn lock_log(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.path().join("data/opsbot.db")).expect("open");
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .expect("the write lock");
+        conn
+    }
+
+    /// The journals beside the log, as one text.
+    pub fn journaled(&self) -> String {
+        std::fs::read_dir(self.path().join("data/opsbot.db.journal"))
+            .expect("a journal")
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).expect("read"))
+            .collect()
+    }
+
     /// The newest session's records.
     pub fn last_session(&self) -> Vec<Record> {
         let store = self.store();
@@ -198,18 +216,6 @@ pub async fn run_approved(
     session: &std::sync::Arc<opsbot::session::Session>,
     plan: &opsbot::plan::Plan,
 ) -> opsbot::session::Outcome {
-    let outcome = run_approved_journaled(rt, session, plan).await;
-    session.settle().expect("settle");
-    outcome
-}
-
-/// As `run_approved`, returning as the run does: its end journaled, its
-/// SQLite commit behind.
-pub async fn run_approved_journaled(
-    rt: &Runtime,
-    session: &std::sync::Arc<opsbot::session::Session>,
-    plan: &opsbot::plan::Plan,
-) -> opsbot::session::Outcome {
     rt.servers.wait_settled().await;
     let decisions = rt.decide_plan(session, plan, &rt.servers.catalog());
     session
@@ -236,6 +242,7 @@ pub async fn run_approved_journaled(
         tokio_util::sync::CancellationToken::new(),
     )
     .await
+    .inspect(|_| session.settle().expect("settle"))
     .expect("run")
 }
 
